@@ -1,0 +1,29 @@
+//! Compiles every `.proto` under this folder with protox (no external `protoc`), writes the
+//! encoded descriptor set (with custom options: `google.api.http`, `worktruck.mcp.v1.tool`) to
+//! `OUT_DIR/descriptor.bin`, and generates tonic/prost code.
+
+use std::path::PathBuf;
+
+const FILES: &[&str] = &[
+    "worktruck/common/v1/common.proto",
+    "worktruck/mcp/v1/options.proto",
+    "worktruck/tenants/v1/tenants.proto",
+    "worktruck/contacts/v1/contacts.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=worktruck");
+    println!("cargo:rerun-if-changed=google");
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    let mut compiler = protox::Compiler::new(["."])?;
+    compiler.include_imports(true).include_source_info(true);
+    compiler.open_files(FILES)?;
+    // `file_descriptor_set()` drops extension options; the runtime registry needs them, so the
+    // bytes the gateways read come from `encode_file_descriptor_set()`.
+    std::fs::write(out.join("descriptor.bin"), compiler.encode_file_descriptor_set())?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(compiler.file_descriptor_set())?;
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! The event bus: NATS JetStream in production, an in-process broadcast when embedded. Both carry
+//! the same messages: a subject `worktruck.<domain>.<entity>.<action>.v1`, a protobuf
+//! `worktruck.common.v1.Event` payload, and the event id / tenant in headers.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::error::{Error, ErrorCode, Result};
+
+/// The JetStream stream that holds every Worktruck event.
+pub const STREAM: &str = "WORKTRUCK";
+/// The subjects it captures.
+pub const SUBJECTS: &str = "worktruck.>";
+
+/// One event on the bus.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// Event id (also the JetStream `Nats-Msg-Id`, so a re-publish is deduplicated).
+    pub event_id: Uuid,
+    /// The tenant.
+    pub tenant_id: Uuid,
+    /// Subject.
+    pub subject: String,
+    /// Encoded `worktruck.common.v1.Event`.
+    pub payload: Bytes,
+}
+
+/// Where events go.
+#[derive(Clone)]
+pub enum Bus {
+    /// NATS JetStream.
+    Nats(async_nats::jetstream::Context),
+    /// In-process (embedded mode and tests).
+    Memory(broadcast::Sender<Message>),
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Bus::Nats(_) => "Bus::Nats",
+            Bus::Memory(_) => "Bus::Memory",
+        })
+    }
+}
+
+impl Bus {
+    /// An in-process bus.
+    pub fn memory() -> Self {
+        Bus::Memory(broadcast::channel(4096).0)
+    }
+
+    /// Connects to NATS. The connection retries in the background, so a NATS outage at start-up
+    /// or later delays events (they wait in the outbox) but never fails writes.
+    pub async fn nats(url: &str) -> Result<Self> {
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(2))
+            .name("worktruck")
+            .connect(url)
+            .await
+            .map_err(|e| Error::new(ErrorCode::Unavailable, format!("nats connect: {e}")))?;
+        let mut js = async_nats::jetstream::new(client);
+        js.set_timeout(Duration::from_secs(3));
+        Ok(Bus::Nats(js))
+    }
+
+    /// Makes sure the JetStream stream exists (idempotent).
+    pub async fn ensure_stream(&self) -> Result<()> {
+        if let Bus::Nats(js) = self {
+            js.get_or_create_stream(async_nats::jetstream::stream::Config {
+                name: STREAM.into(),
+                subjects: vec![SUBJECTS.into()],
+                duplicate_window: Duration::from_secs(120),
+                max_age: Duration::from_secs(7 * 24 * 3600),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::new(ErrorCode::Unavailable, format!("jetstream stream: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Publishes one message and waits for the broker's acknowledgement.
+    pub async fn publish(&self, m: &Message) -> Result<()> {
+        match self {
+            Bus::Memory(tx) => {
+                // No receivers is fine: nobody listens in-process yet.
+                let _ = tx.send(m.clone());
+                Ok(())
+            }
+            Bus::Nats(js) => {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", m.event_id.to_string().as_str());
+                headers.insert("Worktruck-Tenant", m.tenant_id.to_string().as_str());
+                let unavailable = |e: String| Error::new(ErrorCode::Unavailable, e);
+                js.publish_with_headers(m.subject.clone(), headers, m.payload.clone())
+                    .await
+                    .map_err(|e| unavailable(format!("nats publish: {e}")))?
+                    .await
+                    .map_err(|e| unavailable(format!("nats ack: {e}")))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Subscribes to the in-process bus (the NATS side is read with a NATS client).
+    pub fn subscribe_memory(&self) -> Option<impl futures::Stream<Item = Message> + use<>> {
+        match self {
+            Bus::Memory(tx) => Some(
+                tokio_stream::wrappers::BroadcastStream::new(tx.subscribe()).filter_map(|m| async move { m.ok() }),
+            ),
+            Bus::Nats(_) => None,
+        }
+    }
+}

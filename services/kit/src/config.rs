@@ -1,0 +1,367 @@
+//! Typed configuration, loaded once: defaults → optional TOML file → `WORKTRUCK_…` environment
+//! variables (`__` nests: `WORKTRUCK_DATABASE__URL`), validated before anything starts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+/// Everything Worktruck reads from its environment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where embedded data (SQLite files, the master key) lives.
+    pub data_dir: PathBuf,
+    /// The master secret (base64 of 32 bytes). When absent, `<data_dir>/master.key` is used
+    /// (and created on first start). Sub-keys (API-key pepper, context keys) derive from it.
+    #[serde(skip_serializing)]
+    pub secret_key: Option<SecretString>,
+    /// The REST gateway.
+    pub rest: RestConfig,
+    /// The MCP gateway.
+    pub mcp: McpConfig,
+    /// The database; empty URL means embedded SQLite.
+    pub database: DatabaseConfig,
+    /// NATS; empty URL means the in-process bus.
+    pub nats: NatsConfig,
+    /// Where a service role listens for gRPC.
+    pub grpc: GrpcConfig,
+    /// Where a service role serves /health, /ready and /metrics.
+    pub admin: AdminConfig,
+    /// Gateway upstreams (service roles' gRPC URLs).
+    pub services: ServicesConfig,
+    /// Internal context keys.
+    pub context: ContextConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Tracing export.
+    pub telemetry: TelemetryConfig,
+    /// Tenant defaults.
+    pub tenants: TenantsConfig,
+}
+
+/// REST gateway settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RestConfig {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// Largest request body accepted.
+    pub body_limit_bytes: usize,
+}
+
+/// MCP gateway settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpConfig {
+    /// Listen address.
+    pub addr: SocketAddr,
+}
+
+/// Database settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://…`; empty for embedded SQLite.
+    pub url: String,
+    /// Pool size per service.
+    pub max_connections: u32,
+    /// The unprivileged role runtime connections switch to so row-level security applies.
+    pub app_role: String,
+}
+
+/// NATS settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    /// `nats://…`; empty for the in-process bus.
+    pub url: String,
+}
+
+/// gRPC listener of a service role.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// Listen address.
+    pub addr: SocketAddr,
+}
+
+/// Admin HTTP listener of a service role.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Listen address.
+    pub addr: SocketAddr,
+}
+
+/// The gateways' upstream services.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServicesConfig {
+    /// Tenants service gRPC URL.
+    pub tenants: String,
+    /// Contacts service gRPC URL.
+    pub contacts: String,
+}
+
+/// Internal context keys. Both derive from the master secret when unset; in a split deployment
+/// give the gateway `signing_key` and the services only `public_key`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContextConfig {
+    /// Base64 Ed25519 seed (gateways).
+    #[serde(skip_serializing)]
+    pub signing_key: Option<SecretString>,
+    /// Base64 Ed25519 public key (services).
+    pub public_key: Option<String>,
+}
+
+/// Log settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// An `EnvFilter` directive, e.g. `info,worktruck=debug`.
+    pub level: String,
+}
+
+/// OpenTelemetry settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// OTLP/gRPC endpoint, e.g. `http://otel-collector:4317`; empty disables export.
+    pub otlp_endpoint: String,
+}
+
+/// Tenant defaults.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantsConfig {
+    /// Retention window for new tenants, in days.
+    pub default_retention_days: i32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./worktruck-data"),
+            secret_key: None,
+            rest: RestConfig::default(),
+            mcp: McpConfig::default(),
+            database: DatabaseConfig::default(),
+            nats: NatsConfig::default(),
+            grpc: GrpcConfig::default(),
+            admin: AdminConfig::default(),
+            services: ServicesConfig::default(),
+            context: ContextConfig::default(),
+            log: LogConfig::default(),
+            telemetry: TelemetryConfig::default(),
+            tenants: TenantsConfig::default(),
+        }
+    }
+}
+impl Default for RestConfig {
+    fn default() -> Self {
+        Self { addr: "127.0.0.1:8080".parse().expect("addr"), body_limit_bytes: 1024 * 1024 }
+    }
+}
+impl Default for McpConfig {
+    fn default() -> Self {
+        Self { addr: "127.0.0.1:8081".parse().expect("addr") }
+    }
+}
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: String::new(), max_connections: 10, app_role: "worktruck_app".into() }
+    }
+}
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self { addr: "0.0.0.0:50051".parse().expect("addr") }
+    }
+}
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { addr: "0.0.0.0:9090".parse().expect("addr") }
+    }
+}
+impl Default for ServicesConfig {
+    fn default() -> Self {
+        Self { tenants: "http://127.0.0.1:50051".into(), contacts: "http://127.0.0.1:50052".into() }
+    }
+}
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: "text".into(), level: "info".into() }
+    }
+}
+impl Default for TenantsConfig {
+    fn default() -> Self {
+        Self { default_retention_days: 365 }
+    }
+}
+
+/// A configuration problem, reported before start.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Loads defaults, then `file` (or `$WORKTRUCK_CONFIG`) when given, then `WORKTRUCK_…`.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        let env_file = std::env::var_os("WORKTRUCK_CONFIG").map(PathBuf::from);
+        if let Some(f) = file.map(Path::to_path_buf).or(env_file) {
+            if !f.exists() {
+                return Err(ConfigError(format!("config file {} not found", f.display())));
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        let env = Env::prefixed("WORKTRUCK_").split("__").ignore(&["CONFIG"]);
+        let cfg: Config = fig.merge(env).extract().map_err(|e| ConfigError(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values that deserialising cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.database.url.is_empty() && !self.database.url.starts_with("postgres") {
+            return Err(ConfigError("database.url must be a postgres:// URL (or empty for SQLite)".into()));
+        }
+        if !self.nats.url.is_empty() && !self.nats.url.starts_with("nats://") && !self.nats.url.contains(':') {
+            return Err(ConfigError("nats.url must look like nats://host:4222".into()));
+        }
+        if !["text", "json"].contains(&self.log.format.as_str()) {
+            return Err(ConfigError("log.format must be text or json".into()));
+        }
+        if self.rest.body_limit_bytes < 1024 {
+            return Err(ConfigError("rest.body_limit_bytes must be at least 1024".into()));
+        }
+        if !(1..=36_500).contains(&self.tenants.default_retention_days) {
+            return Err(ConfigError("tenants.default_retention_days must be 1..=36500".into()));
+        }
+        Ok(())
+    }
+
+    /// The database URL, if Postgres is configured.
+    pub fn database_url(&self) -> Option<String> {
+        (!self.database.url.is_empty()).then(|| self.database.url.clone())
+    }
+
+    /// The master secret: from config, else from `<data_dir>/master.key` (created when absent).
+    pub fn master_secret(&self) -> Result<Secrets, ConfigError> {
+        let raw = match &self.secret_key {
+            Some(s) => s.expose_secret().to_owned(),
+            None => {
+                let path = self.data_dir.join("master.key");
+                match std::fs::read_to_string(&path) {
+                    Ok(s) => s,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        std::fs::create_dir_all(&self.data_dir)
+                            .map_err(|e| ConfigError(format!("cannot create {}: {e}", self.data_dir.display())))?;
+                        let mut key = [0u8; 32];
+                        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
+                        let encoded = B64.encode(key);
+                        write_private(&path, &encoded)?;
+                        encoded
+                    }
+                    Err(e) => return Err(ConfigError(format!("cannot read {}: {e}", path.display()))),
+                }
+            }
+        };
+        let bytes = B64
+            .decode(raw.trim())
+            .map_err(|_| ConfigError("secret_key must be base64".into()))?;
+        if bytes.len() < 32 {
+            return Err(ConfigError("secret_key must hold at least 32 bytes".into()));
+        }
+        Ok(Secrets { master: bytes })
+    }
+}
+
+fn write_private(path: &Path, content: &str) -> Result<(), ConfigError> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = match opts.open(path) {
+        Ok(f) => f,
+        // Another process created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(ConfigError(format!("cannot write {}: {e}", path.display()))),
+    };
+    f.write_all(content.as_bytes()).map_err(|e| ConfigError(e.to_string()))
+}
+
+/// Keys derived from the master secret, each for one purpose.
+#[derive(Clone)]
+pub struct Secrets {
+    master: Vec<u8>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets(..)")
+    }
+}
+
+impl Secrets {
+    /// Secrets from raw bytes (tests).
+    pub fn from_bytes(master: Vec<u8>) -> Self {
+        Self { master }
+    }
+
+    /// A 32-byte key for `purpose` (HMAC-SHA256 of the purpose under the master secret).
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.master).expect("any key length");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+}
+
+/// Decodes a base64 32-byte key from config.
+pub fn decode_key32(s: &str, what: &str) -> Result<[u8; 32], ConfigError> {
+    let bytes = B64.decode(s.trim()).map_err(|_| ConfigError(format!("{what} must be base64")))?;
+    bytes.try_into().map_err(|_| ConfigError(format!("{what} must be 32 bytes")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_overrides_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("w.toml", "[rest]\naddr = \"127.0.0.1:9999\"\n[log]\nformat = \"json\"\n")?;
+            jail.set_env("WORKTRUCK_LOG__FORMAT", "text");
+            jail.set_env("WORKTRUCK_DATABASE__URL", "postgres://x@localhost/db");
+            let cfg = Config::load(Some(Path::new("w.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.rest.addr.port(), 9999);
+            assert_eq!(cfg.log.format, "text");
+            assert_eq!(cfg.database_url().as_deref(), Some("postgres://x@localhost/db"));
+            assert_eq!(cfg.mcp.addr.port(), 8081);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_are_refused_before_start() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("WORKTRUCK_LOG__FORMAT", "xml");
+            assert!(Config::load(None).is_err());
+            jail.set_env("WORKTRUCK_LOG__FORMAT", "json");
+            jail.set_env("WORKTRUCK_NO_SUCH_KEY", "1");
+            assert!(Config::load(None).is_err());
+            Ok(())
+        });
+    }
+}

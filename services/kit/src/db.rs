@@ -1,0 +1,305 @@
+//! The database layer: one enum over PostgreSQL and SQLite pools, tenant-scoped transactions,
+//! migrations per backend, and the few places where the dialects differ.
+//!
+//! PostgreSQL: one schema per service (`search_path` pinned to it), migrations run as the
+//! connecting (owner) role, runtime connections `SET ROLE` to an unprivileged application role so
+//! row-level security applies, and every transaction sets `worktruck.tenant_id`.
+//! SQLite: one WAL file per service; every write transaction is `BEGIN IMMEDIATE`.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{AssertSqlSafe, Postgres, Sqlite, Transaction};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+/// Runs one body on whichever backend a [`Tx`] holds; `$c` is the connection.
+#[macro_export]
+macro_rules! on_tx {
+    ($tx:expr, $c:ident => $body:expr) => {
+        match $tx {
+            $crate::db::Tx::Pg(t) => {
+                let $c = &mut **t;
+                $body
+            }
+            $crate::db::Tx::Sqlite(t) => {
+                let $c = &mut **t;
+                $body
+            }
+        }
+    };
+}
+
+/// Executes a query on a [`Tx`] and returns the number of affected rows.
+#[macro_export]
+macro_rules! exec {
+    ($tx:expr, $q:expr) => {
+        $crate::on_tx!($tx, c => $q.execute(c).await.map(|r| r.rows_affected()))
+    };
+}
+
+/// Which SQL dialect a pool speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// PostgreSQL 15+.
+    Postgres,
+    /// SQLite 3.45+.
+    Sqlite,
+}
+
+/// A service's database.
+#[derive(Debug, Clone)]
+pub enum Db {
+    /// PostgreSQL, in the service's own schema.
+    Pg(PgPool),
+    /// SQLite, one file per service.
+    Sqlite(SqlitePool),
+}
+
+/// An open transaction; dropped without [`Tx::commit`], it rolls back.
+pub enum Tx {
+    /// On PostgreSQL.
+    Pg(Transaction<'static, Postgres>),
+    /// On SQLite.
+    Sqlite(Transaction<'static, Sqlite>),
+}
+
+/// Whose rows a transaction may see.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope {
+    /// One tenant's rows (RLS on PostgreSQL; `tenant_id = $1` in every query on both).
+    Tenant(Uuid),
+    /// Rows of every tenant: API-key lookup and the outbox relay only.
+    System,
+}
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    /// `postgres://…` URL; `None` for SQLite.
+    pub url: Option<String>,
+    /// The folder holding SQLite files.
+    pub data_dir: std::path::PathBuf,
+    /// The service name: the PostgreSQL schema and the SQLite file stem.
+    pub service: String,
+    /// Pool size.
+    pub max_connections: u32,
+    /// PostgreSQL role runtime connections switch to, so RLS applies; empty to stay the owner.
+    pub app_role: String,
+}
+
+impl Tx {
+    /// The dialect of this transaction.
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Tx::Pg(_) => Dialect::Postgres,
+            Tx::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+
+    /// Picks the statement for this dialect.
+    pub fn sql(&self, pg: &'static str, sqlite: &'static str) -> &'static str {
+        match self {
+            Tx::Pg(_) => pg,
+            Tx::Sqlite(_) => sqlite,
+        }
+    }
+
+    /// Commits.
+    pub async fn commit(self) -> Result<()> {
+        match self {
+            Tx::Pg(t) => t.commit().await?,
+            Tx::Sqlite(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+impl Db {
+    /// Connects (creating the SQLite file or PostgreSQL schema as needed) without migrating.
+    pub async fn connect(opts: &DbOptions, runtime: bool) -> Result<Db> {
+        match &opts.url {
+            Some(url) => {
+                let schema = opts.service.clone();
+                let co = PgConnectOptions::from_str(url)
+                    .map_err(|e| Error::invalid(format!("bad database url: {e}")))?
+                    .options([("search_path", schema.as_str())]);
+                let mut po = PgPoolOptions::new()
+                    .max_connections(opts.max_connections.max(1))
+                    .acquire_timeout(Duration::from_secs(10));
+                if runtime && !opts.app_role.is_empty() {
+                    let stmt = format!("SET ROLE {}", quote_ident(&opts.app_role));
+                    po = po.after_connect(move |conn, _| {
+                        let stmt = stmt.clone();
+                        Box::pin(async move {
+                            sqlx::query(AssertSqlSafe(stmt)).execute(conn).await.map(|_| ())
+                        })
+                    });
+                }
+                Ok(Db::Pg(po.connect_with(co).await?))
+            }
+            None => {
+                std::fs::create_dir_all(&opts.data_dir).map_err(Error::internal)?;
+                let path = opts.data_dir.join(format!("{}.db", opts.service));
+                Ok(Db::Sqlite(sqlite_pool(&path, opts.max_connections).await?))
+            }
+        }
+    }
+
+    /// Connects as the owner, applies kit's and the service's migrations, grants the app role,
+    /// and returns a runtime pool.
+    pub async fn connect_and_migrate(
+        opts: &DbOptions,
+        pg: Migrator,
+        sqlite: Migrator,
+    ) -> Result<Db> {
+        let owner = Db::connect(opts, false).await?;
+        owner.migrate(opts, pg, sqlite).await?;
+        if let Db::Pg(p) = owner {
+            p.close().await;
+            Db::connect(opts, true).await
+        } else {
+            Ok(owner)
+        }
+    }
+
+    /// Applies kit's shared tables and the service's own migrations.
+    pub async fn migrate(&self, opts: &DbOptions, mut pg: Migrator, mut sqlite: Migrator) -> Result<()> {
+        let mig = |e: sqlx::migrate::MigrateError| Error::internal(format!("migration failed: {e}"));
+        match self {
+            Db::Pg(pool) => {
+                let schema = opts.service.clone();
+                let mut kit = sqlx::migrate!("migrations/postgres");
+                kit.create_schema(schema.clone());
+                kit.dangerous_set_table_name("_kit_migrations");
+                kit.run(pool).await.map_err(mig)?;
+                pg.create_schema(schema.clone());
+                pg.run(pool).await.map_err(mig)?;
+                if !opts.app_role.is_empty() {
+                    grant_app_role(pool, &schema, &opts.app_role).await?;
+                }
+            }
+            Db::Sqlite(pool) => {
+                let mut kit = sqlx::migrate!("migrations/sqlite");
+                kit.dangerous_set_table_name("_kit_migrations");
+                kit.run(pool).await.map_err(mig)?;
+                sqlite.set_locking(false);
+                sqlite.run(pool).await.map_err(mig)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The dialect of this database.
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Db::Pg(_) => Dialect::Postgres,
+            Db::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+
+    /// Begins a transaction scoped to `scope`. `write` takes SQLite's write lock up front.
+    pub async fn begin(&self, scope: Scope, write: bool) -> Result<Tx> {
+        match self {
+            Db::Pg(pool) => {
+                let mut t = pool.begin().await?;
+                let (tenant, system) = match scope {
+                    Scope::Tenant(id) => (id.to_string(), ""),
+                    Scope::System => (String::new(), "on"),
+                };
+                sqlx::query(
+                    "SELECT set_config('worktruck.tenant_id', $1, true), set_config('worktruck.system', $2, true)",
+                )
+                .bind(tenant)
+                .bind(system)
+                .execute(&mut *t)
+                .await?;
+                Ok(Tx::Pg(t))
+            }
+            Db::Sqlite(pool) => {
+                let t = if write { pool.begin_with("BEGIN IMMEDIATE").await? } else { pool.begin().await? };
+                Ok(Tx::Sqlite(t))
+            }
+        }
+    }
+
+    /// True when the database answers.
+    pub async fn ping(&self) -> bool {
+        match self {
+            Db::Pg(p) => sqlx::query("SELECT 1").execute(p).await.is_ok(),
+            Db::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await.is_ok(),
+        }
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        match self {
+            Db::Pg(p) => p.close().await,
+            Db::Sqlite(p) => p.close().await,
+        }
+    }
+}
+
+async fn sqlite_pool(path: &Path, max: u32) -> Result<SqlitePool> {
+    let co = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true);
+    Ok(SqlitePoolOptions::new().max_connections(max.max(1)).connect_with(co).await?)
+}
+
+/// Creates the application role if needed and grants it DML on the service's schema. Serialised
+/// by an advisory lock because role DDL is cluster-wide and races between services.
+async fn grant_app_role(pool: &PgPool, schema: &str, role: &str) -> Result<()> {
+    let role_q = quote_ident(role);
+    let schema_q = quote_ident(schema);
+    let mut t = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(7283451)").execute(&mut *t).await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+        .bind(role)
+        .fetch_one(&mut *t)
+        .await?;
+    if !exists {
+        // Advisory locks are per database, and services may live in different databases of one
+        // cluster, so a concurrent creator can still win: tolerate that.
+        let create = format!(
+            "DO $$ BEGIN CREATE ROLE {role_q} NOLOGIN; \
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+        );
+        sqlx::query(AssertSqlSafe(create)).execute(&mut *t).await?;
+    }
+    let is_super: bool = sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        .fetch_one(&mut *t)
+        .await?;
+    if !is_super {
+        sqlx::query(AssertSqlSafe(format!("GRANT {role_q} TO current_user"))).execute(&mut *t).await?;
+    }
+    for stmt in [
+        format!("GRANT USAGE ON SCHEMA {schema_q} TO {role_q}"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema_q} TO {role_q}"),
+        format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema_q} TO {role_q}"),
+    ] {
+        sqlx::query(AssertSqlSafe(stmt)).execute(&mut *t).await?;
+    }
+    t.commit().await?;
+    Ok(())
+}
+
+/// Quotes a PostgreSQL identifier.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// The application clock: UTC, truncated to microseconds so both backends store the same instant.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}

@@ -1,0 +1,272 @@
+//! The one closed error-code table (brief §8), mapped to gRPC and HTTP once.
+
+use std::fmt;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `google.rpc.ErrorInfo.domain` every Worktruck error carries.
+pub const ERROR_DOMAIN: &str = "worktruck.app";
+
+/// Every error code any surface reports. Rendered in lower snake case as `error.code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The request is malformed (400).
+    InvalidArgument,
+    /// A value breaks a rule (400).
+    ValidationFailed,
+    /// No valid credentials (401).
+    Unauthenticated,
+    /// Payment required (402, gateways only).
+    PaymentRequired,
+    /// Not allowed (403).
+    PermissionDenied,
+    /// Missing scope (403).
+    InsufficientScope,
+    /// Not found, including another tenant's row (404).
+    NotFound,
+    /// Changed meanwhile, or clashes with the current state (409).
+    Conflict,
+    /// Already exists (409).
+    AlreadyExists,
+    /// Before the retention window (410).
+    Gone,
+    /// The body is larger than the gateway accepts (413).
+    PayloadTooLarge,
+    /// Too many requests (429).
+    RateLimited,
+    /// A dependency is down (503).
+    Unavailable,
+    /// Internal failure (500); no detail is leaked.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, in table order.
+    pub const ALL: [ErrorCode; 14] = [
+        Self::InvalidArgument,
+        Self::ValidationFailed,
+        Self::Unauthenticated,
+        Self::PaymentRequired,
+        Self::PermissionDenied,
+        Self::InsufficientScope,
+        Self::NotFound,
+        Self::Conflict,
+        Self::AlreadyExists,
+        Self::Gone,
+        Self::PayloadTooLarge,
+        Self::RateLimited,
+        Self::Unavailable,
+        Self::Internal,
+    ];
+
+    /// The code as REST and MCP show it, e.g. `not_found`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "invalid_argument",
+            Self::ValidationFailed => "validation_failed",
+            Self::Unauthenticated => "unauthenticated",
+            Self::PaymentRequired => "payment_required",
+            Self::PermissionDenied => "permission_denied",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::NotFound => "not_found",
+            Self::Conflict => "conflict",
+            Self::AlreadyExists => "already_exists",
+            Self::Gone => "gone",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::RateLimited => "rate_limited",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// Parses [`ErrorCode::as_str`] back.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// The HTTP status the gateways answer with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::InvalidArgument | Self::ValidationFailed => 400,
+            Self::Unauthenticated => 401,
+            Self::PaymentRequired => 402,
+            Self::PermissionDenied | Self::InsufficientScope => 403,
+            Self::NotFound => 404,
+            Self::Conflict | Self::AlreadyExists => 409,
+            Self::Gone => 410,
+            Self::PayloadTooLarge => 413,
+            Self::RateLimited => 429,
+            Self::Unavailable => 503,
+            Self::Internal => 500,
+        }
+    }
+
+    /// The gRPC status code services answer with.
+    pub fn grpc_code(self) -> Code {
+        match self {
+            Self::InvalidArgument | Self::ValidationFailed => Code::InvalidArgument,
+            Self::Unauthenticated => Code::Unauthenticated,
+            Self::PaymentRequired | Self::PermissionDenied | Self::InsufficientScope => {
+                Code::PermissionDenied
+            }
+            Self::NotFound => Code::NotFound,
+            Self::Conflict => Code::Aborted,
+            Self::AlreadyExists => Code::AlreadyExists,
+            Self::Gone => Code::FailedPrecondition,
+            Self::PayloadTooLarge => Code::OutOfRange,
+            Self::RateLimited => Code::ResourceExhausted,
+            Self::Unavailable => Code::Unavailable,
+            Self::Internal => Code::Internal,
+        }
+    }
+
+    /// The code for a gRPC status that carries no `ErrorInfo` (e.g. from tonic itself).
+    pub fn from_grpc_code(code: Code) -> Self {
+        match code {
+            Code::InvalidArgument | Code::OutOfRange => Self::InvalidArgument,
+            Code::Unauthenticated => Self::Unauthenticated,
+            Code::PermissionDenied => Self::PermissionDenied,
+            Code::NotFound => Self::NotFound,
+            Code::AlreadyExists => Self::AlreadyExists,
+            Code::Aborted => Self::Conflict,
+            Code::FailedPrecondition => Self::Conflict,
+            Code::ResourceExhausted => Self::RateLimited,
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => Self::Unavailable,
+            _ => Self::Internal,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failure with a code from the table and a message safe to show the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Error {
+    /// The code.
+    pub code: ErrorCode,
+    /// Human text for the caller. Never contains secrets or internal detail.
+    pub message: String,
+}
+
+/// Shorthand for results in services.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An error with a code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+    /// 400 `invalid_argument`.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidArgument, message)
+    }
+    /// 400 `validation_failed`.
+    pub fn validation(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ValidationFailed, message)
+    }
+    /// 404 `not_found`.
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, format!("{} not found", what.into()))
+    }
+    /// 409 `conflict`.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Conflict, message)
+    }
+    /// 401 `unauthenticated`.
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthenticated, message)
+    }
+    /// 500 `internal`: logs the cause once here and shows the caller nothing of it.
+    pub fn internal(cause: impl fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(ErrorCode::Internal, "internal error")
+    }
+
+    /// The gRPC status, with the code as `ErrorInfo.reason`.
+    pub fn to_status(&self) -> Status {
+        Status::with_error_details(
+            self.code.grpc_code(),
+            self.message.clone(),
+            ErrorDetails::with_error_info(self.code.as_str(), ERROR_DOMAIN, std::collections::HashMap::<String, String>::new()),
+        )
+    }
+
+    /// Reads an error back from a gRPC status (ours carry `ErrorInfo`; others map by code).
+    pub fn from_status(status: &Status) -> Self {
+        let code = status
+            .get_details_error_info()
+            .and_then(|info| ErrorCode::parse(&info.reason))
+            .unwrap_or_else(|| ErrorCode::from_grpc_code(status.code()));
+        let message = if status.message().is_empty() || code == ErrorCode::Internal {
+            default_message(code).to_owned()
+        } else {
+            status.message().to_owned()
+        };
+        Self { code, message }
+    }
+
+    /// The REST/MCP envelope `{ "error": { "code", "message" } }`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "error": { "code": self.code.as_str(), "message": self.message } })
+    }
+}
+
+fn default_message(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::Internal => "internal error",
+        ErrorCode::Unavailable => "a service is unavailable; retry later",
+        ErrorCode::Unauthenticated => "authentication required",
+        ErrorCode::NotFound => "not found",
+        _ => "request failed",
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        e.to_status()
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                tracing::warn!(error = %e, "database unavailable");
+                Self::new(ErrorCode::Unavailable, "database unavailable; retry later")
+            }
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                Self::new(ErrorCode::AlreadyExists, "already exists")
+            }
+            _ => Self::internal(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_round_trips_through_a_grpc_status() {
+        for code in ErrorCode::ALL {
+            let e = Error::new(code, "boom");
+            let back = Error::from_status(&e.to_status());
+            assert_eq!(back.code, code);
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+        }
+    }
+
+    #[test]
+    fn internal_messages_are_not_leaked() {
+        let st = Status::internal("db password is hunter2");
+        let e = Error::from_status(&st);
+        assert_eq!(e.code, ErrorCode::Internal);
+        assert!(!e.message.contains("hunter2"));
+    }
+}

@@ -1,0 +1,20 @@
+//! The shared runtime of every Worktruck service: typed config, the database layer (Postgres and
+//! SQLite), the generic bitemporal store, opaque cursors, the error-code table, the outbox and
+//! event bus, the signed internal context, telemetry, and health/readiness/metrics.
+//!
+//! Domain rules live in the services; this crate must stay free of any one domain.
+
+pub mod bus;
+pub mod config;
+pub mod context;
+pub mod cursor;
+pub mod db;
+pub mod error;
+pub mod ops;
+pub mod outbox;
+pub mod pbjson;
+pub mod store;
+pub mod telemetry;
+pub mod testing;
+
+pub use error::{Error, ErrorCode, Result};

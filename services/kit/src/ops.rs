@@ -1,0 +1,90 @@
+//! What operators and orchestrators call: `/health` (liveness), `/ready` (dependencies), and
+//! `/metrics` (Prometheus) over HTTP, plus the gRPC server every service runs, with gRPC health
+//! checking and server reflection.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::db::Db;
+use crate::telemetry::metrics_handle;
+
+/// A readiness check: a name and an async probe.
+pub type Check = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
+
+/// A readiness check that pings a database.
+pub fn db_check(db: Db) -> (String, Check) {
+    let check: Check = Arc::new(move || {
+        let db = db.clone();
+        Box::pin(async move { db.ping().await })
+    });
+    ("database".to_owned(), check)
+}
+
+/// `/health`, `/ready` and `/metrics`.
+pub fn router(checks: Vec<(String, Check)>) -> Router {
+    let checks = Arc::new(checks);
+    Router::new()
+        .route("/health", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
+        .route(
+            "/ready",
+            get(move || {
+                let checks = checks.clone();
+                async move { ready(&checks).await }
+            }),
+        )
+        .route("/metrics", get(|| async { metrics_handle().render() }))
+}
+
+async fn ready(checks: &[(String, Check)]) -> Response {
+    let mut failing = Vec::new();
+    let mut status = serde_json::Map::new();
+    for (name, check) in checks {
+        let ok = check().await;
+        status.insert(name.clone(), serde_json::Value::from(if ok { "ok" } else { "failing" }));
+        if !ok {
+            failing.push(name.clone());
+        }
+    }
+    if failing.is_empty() {
+        axum::Json(serde_json::json!({ "status": "ready", "checks": status })).into_response()
+    } else {
+        let body = serde_json::json!({
+            "error": { "code": "unavailable", "message": format!("not ready: {}", failing.join(", ")) },
+            "checks": status,
+        });
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+    }
+}
+
+/// Serves `routes` (one or more tonic services) on `listener`, with `grpc.health.v1.Health`
+/// reporting every name in `service_names` as serving, and server reflection over the whole
+/// descriptor set, until `shutdown` resolves.
+pub async fn serve_grpc(
+    listener: TcpListener,
+    routes: tonic::service::Routes,
+    service_names: &[&str],
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    for name in service_names {
+        reporter.set_service_status(*name, tonic_health::ServingStatus::Serving).await;
+    }
+    reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(worktruck_proto::DESCRIPTOR_SET)
+        .build_v1()?;
+    let routes = routes.add_service(health).add_service(reflection);
+    tonic::transport::Server::builder()
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,247 @@
+//! The bitemporal store, the outbox and RLS, on SQLite and on PostgreSQL (`DATABASE_URL`).
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+use sqlx::migrate::Migrator;
+use uuid::Uuid;
+use worktruck_kit::cursor::Cursor;
+use worktruck_kit::db::{Db, Scope, now};
+use worktruck_kit::store::{ListQuery, Store, Write};
+use worktruck_kit::testing::{Backend, TestData, backends};
+use worktruck_kit::{ErrorCode, on_tx};
+
+const THINGS: Store = Store::new("thing");
+
+async fn db(data: &TestData) -> Db {
+    let opts = data.db_options("kit_test");
+    Db::connect_and_migrate(&opts, Migrator::with_migrations(vec![]), Migrator::with_migrations(vec![]))
+        .await
+        .expect("migrate")
+}
+
+fn w(doc: serde_json::Value) -> Write {
+    let search_text = doc["name"].as_str().unwrap_or_default().to_owned();
+    Write { doc, search_text, valid_from: None, actor: "key:test".into() }
+}
+
+async fn create(db: &Db, tenant: Uuid, doc: serde_json::Value) -> Uuid {
+    let id = Uuid::now_v7();
+    let mut tx = db.begin(Scope::Tenant(tenant), true).await.unwrap();
+    THINGS.create(&mut tx, tenant, id, w(doc), now()).await.unwrap();
+    tx.commit().await.unwrap();
+    id
+}
+
+async fn update(db: &Db, tenant: Uuid, id: Uuid, write: Write) -> worktruck_kit::Result<i64> {
+    let mut tx = db.begin(Scope::Tenant(tenant), true).await?;
+    let r = THINGS.update(&mut tx, tenant, id, None, write, now()).await?;
+    tx.commit().await?;
+    Ok(r.version)
+}
+
+async fn pause() -> DateTime<Utc> {
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let t = now();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    t
+}
+
+#[tokio::test]
+async fn renamed_twice_reads_back_on_both_time_axes() {
+    for backend in backends() {
+        let data = TestData::new(backend).await;
+        let db = db(&data).await;
+        let tenant = Uuid::now_v7();
+        let id = create(&db, tenant, json!({"name": "Ada"})).await;
+        let t1 = pause().await;
+        update(&db, tenant, id, w(json!({"name": "Ada L"}))).await.unwrap();
+        let t2 = pause().await;
+        update(&db, tenant, id, w(json!({"name": "Ada Lovelace"}))).await.unwrap();
+
+        let mut tx = db.begin(Scope::Tenant(tenant), false).await.unwrap();
+        let mid = THINGS.at(&mut tx, tenant, id, t2, t2).await.unwrap();
+        assert_eq!(mid.doc["name"], "Ada L", "{backend:?}");
+        assert_eq!(mid.version, 2);
+        let t = mid.temporal.unwrap();
+        assert!(t.sys_from <= t2 && t.sys_to.unwrap() > t2);
+        let first = THINGS.at(&mut tx, tenant, id, t1, t1).await.unwrap();
+        assert_eq!(first.doc["name"], "Ada");
+
+        let hist = THINGS.history(&mut tx, tenant, id, None, None, 50, None).await.unwrap();
+        let versions: Vec<i64> = hist.rows.iter().map(|r| r.0).collect();
+        assert_eq!(versions, [3, 2, 1], "{backend:?}");
+
+        let diff = THINGS.diff(&mut tx, tenant, id, t1, now()).await.unwrap();
+        assert_eq!(diff.changes.len(), 1);
+        assert_eq!(diff.changes[0].field, "name");
+        assert_eq!(diff.intermediate_versions, 2);
+        assert!(!diff.created_in_window && !diff.deleted_in_window);
+
+        let tl = THINGS.timeline(&mut tx, tenant, id, Some(t1), None, &[]).await.unwrap();
+        let names: Vec<_> = tl.iter().map(|e| e.after.as_str().unwrap().to_owned()).collect();
+        assert_eq!(names, ["Ada L", "Ada Lovelace"]);
+        assert!(tl.windows(2).all(|p| p[0].at <= p[1].at));
+        drop(tx);
+
+        // Delete: gone from current reads, readable before it.
+        let before_delete = pause().await;
+        let mut tx = db.begin(Scope::Tenant(tenant), true).await.unwrap();
+        THINGS.delete(&mut tx, tenant, id, "key:test", now()).await.unwrap();
+        tx.commit().await.unwrap();
+        let mut tx = db.begin(Scope::Tenant(tenant), false).await.unwrap();
+        assert_eq!(THINGS.head(&mut tx, tenant, id).await.unwrap_err().code, ErrorCode::NotFound);
+        let n = now();
+        assert_eq!(THINGS.at(&mut tx, tenant, id, n, n).await.unwrap_err().code, ErrorCode::NotFound);
+        let old = THINGS.at(&mut tx, tenant, id, before_delete, before_delete).await.unwrap();
+        assert_eq!(old.doc["name"], "Ada Lovelace");
+        let diff = THINGS.diff(&mut tx, tenant, id, before_delete, now()).await.unwrap();
+        assert!(diff.deleted_in_window);
+    }
+}
+
+#[tokio::test]
+async fn back_dated_facts_show_only_from_their_valid_time() {
+    for backend in backends() {
+        let data = TestData::new(backend).await;
+        let db = db(&data).await;
+        let tenant = Uuid::now_v7();
+        let y2020: DateTime<Utc> = "2020-01-01T00:00:00Z".parse().unwrap();
+        let y2023: DateTime<Utc> = "2023-06-01T00:00:00Z".parse().unwrap();
+        let y2024: DateTime<Utc> = "2024-01-01T00:00:00Z".parse().unwrap();
+        let id = Uuid::now_v7();
+        let mut tx = db.begin(Scope::Tenant(tenant), true).await.unwrap();
+        let mut first = w(json!({"name": "Ada", "title": "analyst"}));
+        first.valid_from = Some(y2020);
+        THINGS.create(&mut tx, tenant, id, first, now()).await.unwrap();
+        tx.commit().await.unwrap();
+        let mut promo = w(json!({"name": "Ada", "title": "director"}));
+        promo.valid_from = Some(y2024);
+        update(&db, tenant, id, promo).await.unwrap();
+
+        let mut tx = db.begin(Scope::Tenant(tenant), false).await.unwrap();
+        let n = now();
+        let later = THINGS.at(&mut tx, tenant, id, n, n).await.unwrap();
+        assert_eq!(later.doc["title"], "director", "{backend:?}");
+        let earlier = THINGS.at(&mut tx, tenant, id, n, y2023).await.unwrap();
+        assert_eq!(earlier.doc["title"], "analyst", "{backend:?}");
+        let t = earlier.temporal.unwrap();
+        assert_eq!(t.valid_from, y2020);
+        assert_eq!(t.valid_to, Some(y2024));
+        let before_it = THINGS.at(&mut tx, tenant, id, n, y2020 - Duration::days(1)).await;
+        assert_eq!(before_it.unwrap_err().code, ErrorCode::NotFound);
+        // The head (current read) agrees with valid time now.
+        assert_eq!(THINGS.head(&mut tx, tenant, id).await.unwrap().doc["title"], "director");
+        drop(tx);
+
+        let mut future = w(json!({"name": "Ada"}));
+        future.valid_from = Some(now() + Duration::days(3));
+        assert_eq!(update(&db, tenant, id, future).await.unwrap_err().code, ErrorCode::ValidationFailed);
+    }
+}
+
+#[tokio::test]
+async fn paging_returns_every_row_exactly_once_and_tenants_stay_apart() {
+    for backend in backends() {
+        let data = TestData::new(backend).await;
+        let db = db(&data).await;
+        let tenant = Uuid::now_v7();
+        let other = Uuid::now_v7();
+        let mut ids = Vec::new();
+        for i in 0..23 {
+            ids.push(create(&db, tenant, json!({"name": format!("thing {i}"), "kind": if i % 2 == 0 { "even" } else { "odd" }})).await);
+        }
+        let foreign = create(&db, other, json!({"name": "thing secret"})).await;
+
+        for at in [None, Some(now())] {
+            let mut seen = Vec::new();
+            let mut cursor = None;
+            loop {
+                let mut tx = db.begin(Scope::Tenant(tenant), false).await.unwrap();
+                let q = ListQuery { limit: 5, cursor: cursor.clone(), at: at.map(|t| (t, t)), ..Default::default() };
+                let page = THINGS.list(&mut tx, tenant, &q).await.unwrap();
+                seen.extend(page.rows.iter().map(|r| r.id));
+                match page.next {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            let mut sorted = seen.clone();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(sorted.len(), 23, "{backend:?} at={at:?}");
+            assert_eq!(seen.len(), 23);
+            assert!(!seen.contains(&foreign));
+        }
+
+        let mut tx = db.begin(Scope::Tenant(tenant), false).await.unwrap();
+        let odd = THINGS
+            .list(&mut tx, tenant, &ListQuery { limit: 50, equals: vec![("kind", "odd".into())], ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(odd.rows.len(), 11);
+        let found = THINGS
+            .list(&mut tx, tenant, &ListQuery { limit: 50, search: Some("thing 7".into()), ..Default::default() })
+            .await
+            .unwrap();
+        assert!(found.rows.iter().any(|r| r.doc["name"] == "thing 7"), "{backend:?}");
+        let none = THINGS
+            .list(&mut tx, tenant, &ListQuery { limit: 50, search: Some("secret".into()), ..Default::default() })
+            .await
+            .unwrap();
+        assert!(none.rows.is_empty(), "search must not cross tenants");
+        let wrong_cursor = ListQuery { limit: 5, cursor: Some(Cursor::Number(3)), ..Default::default() };
+        assert_eq!(THINGS.list(&mut tx, tenant, &wrong_cursor).await.unwrap_err().code, ErrorCode::InvalidArgument);
+        assert_eq!(THINGS.head(&mut tx, tenant, foreign).await.unwrap_err().code, ErrorCode::NotFound);
+    }
+}
+
+#[tokio::test]
+async fn concurrent_writers_with_the_same_expected_version_one_wins() {
+    for backend in backends() {
+        let data = TestData::new(backend).await;
+        let db = db(&data).await;
+        let tenant = Uuid::now_v7();
+        let id = create(&db, tenant, json!({"name": "race"})).await;
+        let mut tasks = Vec::new();
+        for i in 0..6 {
+            let db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tx = db.begin(Scope::Tenant(tenant), true).await?;
+                let r = THINGS.update(&mut tx, tenant, id, Some(1), w(json!({"name": format!("w{i}")})), now()).await?;
+                tx.commit().await?;
+                Ok::<_, worktruck_kit::Error>(r.version)
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(v) => {
+                    assert_eq!(v, 2);
+                    ok += 1
+                }
+                Err(e) => assert_eq!(e.code, ErrorCode::Conflict, "{backend:?}: {e}"),
+            }
+        }
+        assert_eq!(ok, 1, "{backend:?}");
+    }
+}
+
+#[tokio::test]
+async fn postgres_row_level_security_is_a_second_wall() {
+    if !backends().contains(&Backend::Postgres) {
+        return;
+    }
+    let data = TestData::new(Backend::Postgres).await;
+    let db = db(&data).await;
+    let a = Uuid::now_v7();
+    let b = Uuid::now_v7();
+    create(&db, a, json!({"name": "a's"})).await;
+    // Tenant B's transaction cannot see A's rows even when it asks for tenant A explicitly.
+    let mut tx = db.begin(Scope::Tenant(b), false).await.unwrap();
+    let n: i64 = on_tx!(&mut tx, c => sqlx::query_scalar("SELECT COUNT(*) FROM entity_heads WHERE tenant_id = $1")
+        .bind(a).fetch_one(c).await).unwrap();
+    assert_eq!(n, 0);
+    // And cannot write rows for A.
+    let err = THINGS.create(&mut tx, a, Uuid::now_v7(), w(json!({"name": "x"})), now()).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Internal);
+}
