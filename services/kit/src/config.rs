@@ -209,6 +209,12 @@ impl Default for TenantsConfig {
     }
 }
 
+/// The top-level configuration keys (sections and plain values).
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "data_dir", "secret_key", "rest", "mcp", "database", "nats", "grpc", "admin", "services",
+    "context", "log", "telemetry", "tenants",
+];
+
 /// A configuration problem, reported before start.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]
@@ -225,7 +231,13 @@ impl Config {
             }
             fig = fig.merge(Toml::file(f));
         }
-        let env = Env::prefixed("WORKTRUCK_").split("__").ignore(&["CONFIG"]);
+        // Only variables naming a known section are configuration; others (a user's own
+        // `WORKTRUCK_…` variables) are left alone. Typos inside a known section still fail.
+        let env = Env::prefixed("WORKTRUCK_").split("__").filter(|k| {
+            let key = k.as_str().to_ascii_lowercase();
+            let first = key.split("__").next().and_then(|s| s.split('.').next()).unwrap_or_default();
+            TOP_LEVEL_KEYS.contains(&first)
+        });
         let cfg: Config = fig.merge(env).extract().map_err(|e| ConfigError(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
@@ -359,8 +371,10 @@ mod tests {
             jail.set_env("WORKTRUCK_LOG__FORMAT", "xml");
             assert!(Config::load(None).is_err());
             jail.set_env("WORKTRUCK_LOG__FORMAT", "json");
-            jail.set_env("WORKTRUCK_NO_SUCH_KEY", "1");
-            assert!(Config::load(None).is_err());
+            jail.set_env("WORKTRUCK_NOT_OURS", "1");
+            assert!(Config::load(None).is_ok(), "unrelated WORKTRUCK_ variables are ignored");
+            jail.set_env("WORKTRUCK_DATABASE__ULR", "postgres://typo");
+            assert!(Config::load(None).is_err(), "a typo inside a section fails");
             Ok(())
         });
     }

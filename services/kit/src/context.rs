@@ -76,6 +76,15 @@ impl Ctx {
     }
 }
 
+/// The domains a scope may name (`<domain>:read` / `<domain>:write`).
+pub const SCOPE_DOMAINS: &[&str] =
+    &["contacts", "crm", "tasks", "calendar", "notes", "agents", "apps", "admin"];
+
+/// True for a well-formed scope such as `contacts:read`.
+pub fn validate_scope(s: &str) -> bool {
+    matches!(s.split_once(':'), Some((d, a)) if SCOPE_DOMAINS.contains(&d) && (a == "read" || a == "write"))
+}
+
 /// Signs contexts (held by gateways only).
 #[derive(Clone)]
 pub struct Signer {

@@ -64,6 +64,11 @@ pub async fn enqueue(
     Ok(event_id)
 }
 
+/// Packs a message as `google.protobuf.Any` with its full proto name.
+pub fn any<M: prost::Message>(full_name: &str, m: &M) -> prost_types::Any {
+    prost_types::Any { type_url: format!("type.googleapis.com/{full_name}"), value: m.encode_to_vec() }
+}
+
 /// Publishes committed outbox rows. One per service process.
 #[derive(Clone)]
 pub struct Relay {

@@ -1,0 +1,24 @@
+//! The contacts service: people, organizations and groups, every change kept as a bitemporal
+//! version (kit's store), every change announced as `worktruck.contacts.contact.*.v1`.
+//!
+//! It owns the `contacts` schema (or `contacts.db`); other services reach contacts only over
+//! gRPC or events.
+
+mod domain;
+mod service;
+
+use sqlx::migrate::Migrator;
+
+pub use domain::ContactDoc;
+pub use service::{CONTACTS, Contacts};
+
+/// The service's name: its schema and database file.
+pub const SERVICE: &str = "contacts";
+
+/// The gRPC service name, for health checking.
+pub const GRPC_NAME: &str = "worktruck.contacts.v1.ContactsService";
+
+/// The service's migrations: (PostgreSQL, SQLite).
+pub fn migrators() -> (Migrator, Migrator) {
+    (sqlx::migrate!("migrations/postgres"), sqlx::migrate!("migrations/sqlite"))
+}

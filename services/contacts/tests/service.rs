@@ -1,0 +1,321 @@
+//! The contacts service over real gRPC (a tonic server on port 0), on SQLite and PostgreSQL, with
+//! events through the outbox to the in-process bus and to NATS JetStream.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use prost::Message as _;
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+use uuid::Uuid;
+use worktruck_contacts::{Contacts, migrators};
+use worktruck_kit::bus::Bus;
+use worktruck_kit::context::{Ctx, Signer};
+use worktruck_kit::db::Db;
+use worktruck_kit::outbox::Relay;
+use worktruck_kit::testing::{TestData, backends, nats_url};
+use worktruck_proto::common::v1::{Event, HistoryRequest};
+use worktruck_proto::contacts::v1 as pb;
+use worktruck_proto::contacts::v1::contacts_service_client::ContactsServiceClient;
+use worktruck_proto::contacts::v1::contacts_service_server::ContactsServiceServer;
+
+struct Svc {
+    client: ContactsServiceClient<Channel>,
+    signer: Signer,
+    relay: Relay,
+    stop: tokio::sync::oneshot::Sender<()>,
+    db: Db,
+}
+
+async fn start(data: &TestData, bus: Bus) -> Svc {
+    let (pg, sqlite) = migrators();
+    let db = Db::connect_and_migrate(&data.db_options("contacts"), pg, sqlite).await.unwrap();
+    let signer = Signer::from_seed([9; 32]);
+    let relay = Relay::new(db.clone(), bus);
+    let svc = Contacts::new(db.clone(), signer.verifier(), relay.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(worktruck_kit::ops::serve_grpc(
+        listener,
+        tonic::service::Routes::new(ContactsServiceServer::new(svc)),
+        &[worktruck_contacts::GRPC_NAME],
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+    Svc { client: ContactsServiceClient::new(channel), signer, relay, stop, db }
+}
+
+fn req<T>(svc: &Svc, tenant: Uuid, msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    svc.signer.attach(&Ctx::tenant(tenant, "key:test", 30), r.metadata_mut());
+    r
+}
+
+fn create(name: &str) -> pb::CreateContactRequest {
+    pb::CreateContactRequest { kind: pb::ContactKind::Person as i32, display_name: name.into(), ..Default::default() }
+}
+
+#[tokio::test]
+async fn crud_isolation_retention_and_forged_contexts() {
+    for backend in backends() {
+        let data = TestData::new(backend).await;
+        let mut svc = start(&data, Bus::memory()).await;
+        let a = Uuid::now_v7();
+        let b = Uuid::now_v7();
+        let c = svc.client.create_contact(req(&svc, a, create("Ada"))).await.unwrap().into_inner();
+        assert_eq!(c.version, 1);
+        assert_eq!(c.tenant_id, a.to_string());
+
+        // Another tenant sees nothing, on every RPC.
+        let get_b = svc.client.get_contact(req(&svc, b, pb::GetContactRequest { id: c.id.clone(), ..Default::default() })).await;
+        assert_eq!(get_b.unwrap_err().code(), Code::NotFound, "{backend:?}");
+        let upd_b = svc
+            .client
+            .update_contact(req(&svc, b, pb::UpdateContactRequest { id: c.id.clone(), nickname: Some("x".into()), ..Default::default() }))
+            .await;
+        assert_eq!(upd_b.unwrap_err().code(), Code::NotFound);
+        let del_b = svc.client.delete_contact(req(&svc, b, pb::DeleteContactRequest { id: c.id.clone() })).await;
+        assert_eq!(del_b.unwrap_err().code(), Code::NotFound);
+        let hist_b = svc.client.get_contact_history(req(&svc, b, HistoryRequest { id: c.id.clone(), ..Default::default() })).await;
+        assert_eq!(hist_b.unwrap_err().code(), Code::NotFound);
+        let list_b = svc.client.list_contacts(req(&svc, b, pb::ListContactsRequest::default())).await.unwrap().into_inner();
+        assert!(list_b.data.is_empty());
+
+        // No context, or one signed by another key, is refused.
+        let bare = svc.client.get_contact(pb::GetContactRequest { id: c.id.clone(), ..Default::default() }).await;
+        assert_eq!(bare.unwrap_err().code(), Code::Unauthenticated);
+        let mut forged = Request::new(pb::GetContactRequest { id: c.id.clone(), ..Default::default() });
+        Signer::from_seed([1; 32]).attach(&Ctx::tenant(a, "key:evil", 30), forged.metadata_mut());
+        assert_eq!(svc.client.get_contact(forged).await.unwrap_err().code(), Code::Unauthenticated);
+
+        // Bad ids and a past beyond retention.
+        let bad = svc.client.get_contact(req(&svc, a, pb::GetContactRequest { id: "nope".into(), ..Default::default() })).await;
+        assert_eq!(bad.unwrap_err().code(), Code::InvalidArgument);
+        let old = prost_types::Timestamp { seconds: chrono::Utc::now().timestamp() - 40 * 86_400, nanos: 0 };
+        let gone = svc
+            .client
+            .get_contact(req(&svc, a, pb::GetContactRequest { id: c.id.clone(), as_of: Some(old), ..Default::default() }))
+            .await
+            .unwrap_err();
+        assert_eq!(gone.code(), Code::FailedPrecondition);
+        assert_eq!(worktruck_kit::Error::from_status(&gone).code, worktruck_kit::ErrorCode::Gone);
+
+        // Optimistic concurrency and no-op updates.
+        let stale = svc
+            .client
+            .update_contact(req(&svc, a, pb::UpdateContactRequest { id: c.id.clone(), nickname: Some("A".into()), expected_version: Some(7), ..Default::default() }))
+            .await
+            .unwrap_err();
+        assert_eq!(stale.code(), Code::Aborted);
+        let same = svc
+            .client
+            .update_contact(req(&svc, a, pb::UpdateContactRequest { id: c.id.clone(), display_name: Some("Ada".into()), ..Default::default() }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(same.version, 1, "an update that changes nothing records nothing");
+        let _ = svc.stop.send(());
+        svc.db.close().await;
+    }
+}
+
+#[tokio::test]
+async fn every_change_leaves_an_event_through_the_outbox() {
+    for backend in backends() {
+        let data = TestData::new(backend).await;
+        let bus = Bus::memory();
+        let mut events = Box::pin(bus.subscribe_memory().unwrap());
+        let mut svc = start(&data, bus).await;
+        tokio::spawn(svc.relay.clone().run(std::future::pending()));
+        let t = Uuid::now_v7();
+        let c = svc.client.create_contact(req(&svc, t, create("Grace"))).await.unwrap().into_inner();
+        svc.client
+            .update_contact(req(&svc, t, pb::UpdateContactRequest { id: c.id.clone(), family_name: Some("Hopper".into()), ..Default::default() }))
+            .await
+            .unwrap();
+        svc.client.delete_contact(req(&svc, t, pb::DeleteContactRequest { id: c.id.clone() })).await.unwrap();
+        let mut subjects = Vec::new();
+        for _ in 0..3 {
+            let m = tokio::time::timeout(Duration::from_secs(5), events.next()).await.expect("event in time").unwrap();
+            let e = Event::decode(m.payload).unwrap();
+            assert_eq!(e.tenant_id, t.to_string());
+            assert_eq!(e.entity_id, c.id);
+            let contact = pb::Contact::decode(e.data.unwrap().value.as_slice()).unwrap();
+            assert_eq!(contact.display_name, "Grace");
+            subjects.push(m.subject);
+        }
+        assert_eq!(
+            subjects,
+            [
+                "worktruck.contacts.contact.created.v1",
+                "worktruck.contacts.contact.updated.v1",
+                "worktruck.contacts.contact.deleted.v1"
+            ],
+            "{backend:?}"
+        );
+        // The relay marks a row sent just after publishing it.
+        let mut pending = 1;
+        for _ in 0..100 {
+            pending = svc.relay.pending().await.unwrap();
+            if pending == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(pending, 0);
+        let _ = svc.stop.send(());
+    }
+}
+
+#[tokio::test]
+async fn events_reach_a_nats_subscriber() {
+    let Some(url) = nats_url() else { return };
+    for backend in backends() {
+        let data = TestData::new(backend).await;
+        let nc = async_nats::connect(&url).await.expect("connect to NATS_URL");
+        let mut sub = nc.subscribe("worktruck.contacts.contact.>").await.unwrap();
+        nc.flush().await.unwrap();
+        let bus = Bus::nats(&url).await.unwrap();
+        bus.ensure_stream().await.unwrap();
+        let svc = start(&data, bus).await;
+        tokio::spawn(svc.relay.clone().run(std::future::pending()));
+        let t = Uuid::now_v7();
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let mut svc_client = svc.client.clone();
+            ids.push(svc_client.create_contact(req(&svc, t, create(&format!("n{i}")))).await.unwrap().into_inner().id);
+        }
+        let mut seen = Vec::new();
+        while seen.len() < 5 {
+            let m = tokio::time::timeout(Duration::from_secs(10), sub.next()).await.expect("event in time").unwrap();
+            let e = Event::decode(m.payload).unwrap();
+            if e.tenant_id == t.to_string() {
+                assert_eq!(m.headers.unwrap().get("Nats-Msg-Id").unwrap().as_str(), e.id);
+                seen.push(e.entity_id);
+            }
+        }
+        seen.sort();
+        ids.sort();
+        assert_eq!(seen, ids, "{backend:?}");
+    }
+}
+
+/// A NATS server of the test's own (real `nats-server`, JetStream, own store), so it can be
+/// stopped and restarted without disturbing anyone else.
+struct OwnNats {
+    child: std::process::Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl OwnNats {
+    fn start(port: u16, dir: &std::path::Path) -> OwnNats {
+        let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("nats-server binary (Debian package nats-server) is needed for the outage test");
+        let child = std::process::Command::new(bin)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        OwnNats { child, port, dir: dir.to_path_buf() }
+    }
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn wait_for_port(port: u16) {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nats-server did not come up on {port}");
+}
+
+#[tokio::test]
+async fn writes_succeed_while_nats_is_down_and_their_events_follow_when_it_returns() {
+    // Runs wherever NATS is required (CI) or a nats-server binary exists.
+    if nats_url().is_none() && !std::path::Path::new("/usr/sbin/nats-server").exists() {
+        return;
+    }
+    for backend in backends() {
+        let data = TestData::new(backend).await;
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let store = data.path().join("nats");
+        let mut nats = OwnNats::start(port, &store);
+        wait_for_port(port).await;
+        let bus = Bus::nats(&nats.url()).await.unwrap();
+        bus.ensure_stream().await.unwrap();
+        let mut svc = start(&data, bus).await;
+        tokio::spawn(svc.relay.clone().run(std::future::pending()));
+        let t = Uuid::now_v7();
+        let mut ids = Vec::new();
+        ids.push(svc.client.create_contact(req(&svc, t, create("before"))).await.unwrap().into_inner().id);
+
+        // Wait until the first event is out, then take NATS away.
+        for _ in 0..100 {
+            if svc.relay.pending().await.unwrap() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        nats.stop();
+        for i in 0..4 {
+            let c = svc.client.create_contact(req(&svc, t, create(&format!("during {i}")))).await;
+            ids.push(c.expect("writes succeed while NATS is down").into_inner().id);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(svc.relay.pending().await.unwrap(), 4, "events wait in the outbox");
+
+        // NATS returns (same port, same store): the backlog goes out.
+        let _nats2 = OwnNats::start(port, &nats.dir);
+        wait_for_port(port).await;
+        let mut drained = false;
+        for _ in 0..200 {
+            if svc.relay.pending().await.unwrap() == 0 {
+                drained = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(drained, "{backend:?}: outbox drained after NATS returned");
+
+        let nc = async_nats::connect(nats.url()).await.unwrap();
+        let js = async_nats::jetstream::new(nc);
+        let mut stream = js.get_stream(worktruck_kit::bus::STREAM).await.unwrap();
+        let count = stream.info().await.unwrap().state.messages;
+        let mut got = Vec::new();
+        for seq in 1..=count {
+            let m = stream.get_raw_message(seq).await.unwrap();
+            let e = Event::decode(m.payload).unwrap();
+            got.push(e.entity_id);
+        }
+        got.sort();
+        ids.sort();
+        assert_eq!(got, ids, "{backend:?}: every event exactly once, in the stream");
+        let _ = svc.stop.send(());
+    }
+}

@@ -1,0 +1,33 @@
+//! `worktruck admin …`: operator commands that work on the data directly.
+
+use worktruck_kit::config::Config;
+
+use crate::app::{open_service_db, pepper};
+
+/// Creates a tenant with its first API key; the key works at once against a server running on
+/// the same data. Returns `{"tenant": {...}, "api_key": "bsk_live_..."}`.
+pub async fn create_tenant(cfg: &Config, name: &str, plan: &str) -> anyhow::Result<serde_json::Value> {
+    let plan = worktruck_tenants::parse_plan(plan)
+        .ok_or_else(|| anyhow::anyhow!("unknown plan {plan:?}: use free, pro, scale or enterprise"))?;
+    let pepper = pepper(cfg)?;
+    let db = open_service_db(cfg, worktruck_tenants::SERVICE).await?;
+    let out = worktruck_tenants::create_tenant(&db, &pepper, name, plan, cfg.tenants.default_retention_days).await;
+    db.close().await;
+    let out = out?;
+    let t = out.tenant.unwrap_or_default();
+    let created_at = t
+        .created_at
+        .and_then(|ts| chrono::DateTime::from_timestamp(ts.seconds, ts.nanos as u32))
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+    Ok(serde_json::json!({
+        "tenant": {
+            "id": t.id,
+            "name": t.name,
+            "slug": t.slug,
+            "plan": worktruck_tenants::plan_str(worktruck_proto::tenants::v1::Plan::try_from(t.plan).unwrap_or_default()),
+            "retention_days": t.retention_days,
+            "created_at": created_at,
+        },
+        "api_key": out.api_key.map(|k| k.key).unwrap_or_default(),
+    }))
+}

@@ -1,0 +1,9 @@
+//! The `worktruck` binary's library: builds the roles of brief §2 from configuration. `main`
+//! parses the command line and calls into here; tests call the same functions on port 0.
+//!
+//! Nothing domain-specific lives here: it wires kit, the services and the gateways together.
+
+pub mod admin;
+pub mod app;
+
+pub use app::{Role, Running, start_dev, start_role};
