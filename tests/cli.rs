@@ -1,0 +1,84 @@
+//! The real binary, driven as a user would: `worktruck dev` prints a key on first start and
+//! serves; `worktruck admin create-tenant --json` makes a key that works at once.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn dev_prints_a_key_and_admin_keys_work_against_the_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let bin = env!("CARGO_BIN_EXE_worktruck");
+    let mut child = Command::new(bin)
+        .args(["dev", "--rest-addr", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path())
+        .env_remove("WORKTRUCK_DATABASE__URL")
+        .env_remove("WORKTRUCK_NATS__URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let server = Server(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(k) = line.trim().strip_prefix("export WT_KEY=") {
+                let _ = tx.send(k.to_owned());
+            }
+        }
+    });
+    let key = rx.recv_timeout(Duration::from_secs(60)).expect("first start prints a key");
+    assert!(key.starts_with("bsk_live_"));
+
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http.get(format!("{base}/health")).send().await {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "/health answers");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = http
+        .post(format!("{base}/api/v1/contacts"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"kind": "person", "display_name": "Ada"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    let out = Command::new(bin)
+        .args(["admin", "create-tenant", "--name", "Second", "--plan", "pro", "--json", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.trim().lines().count(), 1, "exactly one JSON line: {stdout}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["tenant"]["plan"], "pro");
+    let key2 = v["api_key"].as_str().unwrap();
+    let t: serde_json::Value = http.get(format!("{base}/api/v1/tenant")).bearer_auth(key2).send().await.unwrap().json().await.unwrap();
+    assert_eq!(t["name"], "Second", "{t}");
+    assert_eq!(t["id"], v["tenant"]["id"]);
+    drop(server);
+}
