@@ -22,6 +22,7 @@ use worktruck_proto::contacts::v1::contacts_service_server::ContactsServiceServe
 
 struct Svc {
     client: ContactsServiceClient<Channel>,
+    channel: Channel,
     signer: Signer,
     relay: Relay,
     stop: tokio::sync::oneshot::Sender<()>,
@@ -46,7 +47,7 @@ async fn start(data: &TestData, bus: Bus) -> Svc {
         },
     ));
     let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
-    Svc { client: ContactsServiceClient::new(channel), signer, relay, stop, db }
+    Svc { client: ContactsServiceClient::new(channel.clone()), channel, signer, relay, stop, db }
 }
 
 fn req<T>(svc: &Svc, tenant: Uuid, msg: T) -> Request<T> {
@@ -318,4 +319,32 @@ async fn writes_succeed_while_nats_is_down_and_their_events_follow_when_it_retur
         assert_eq!(got, ids, "{backend:?}: every event exactly once, in the stream");
         let _ = svc.stop.send(());
     }
+}
+
+#[tokio::test]
+async fn the_grpc_server_answers_health_checks_and_reflection() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let data = TestData::new(worktruck_kit::testing::Backend::Sqlite).await;
+    let svc = start(&data, Bus::memory()).await;
+    let mut health = HealthClient::new(svc.channel.clone());
+    let r = health
+        .check(HealthCheckRequest { service: worktruck_contacts::GRPC_NAME.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status, ServingStatus::Serving as i32);
+
+    let mut refl = ServerReflectionClient::new(svc.channel.clone());
+    let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let mut stream = refl.server_reflection_info(futures::stream::iter([req])).await.unwrap().into_inner();
+    let resp = stream.next().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else { panic!("list services") };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.iter().any(|n| n == worktruck_contacts::GRPC_NAME), "{names:?}");
 }
