@@ -223,7 +223,7 @@ async fn start_gateway(
     cfg: &Config,
     keys: &Keys,
     upstreams: HashMap<String, Channel>,
-    checks: Vec<(String, ops::Check)>,
+    checks: Vec<ops::Check>,
     listener: TcpListener,
     shutdown: &watch::Receiver<bool>,
     tasks: &mut Vec<JoinHandle<()>>,
@@ -273,10 +273,10 @@ pub async fn start_dev(cfg: Config) -> anyhow::Result<Running> {
             _ => worktruck_contacts::GRPC_NAME,
         };
         upstreams.insert(grpc_name.to_owned(), channel(&format!("http://{addr}"))?);
-        let (name, check) = ops::db_check(db.clone());
-        checks.push((format!("{service}.{name}"), check));
+        checks.push(ops::db_check(&format!("{service}.database"), db.clone()));
         dbs.push(db);
     }
+    checks.push(ops::bus_check(bus.clone()));
     let (first_tenant, first_key) = first_start(&cfg, &dbs[0], &keys).await?;
     let listener = TcpListener::bind(cfg.rest.addr)
         .await
@@ -318,7 +318,7 @@ pub async fn start_role(cfg: Config, role: Role) -> anyhow::Result<Running> {
             let grpc_addr = listener.local_addr()?;
             let db = start_service(&cfg, service, &keys, &bus, listener, &rx, &mut tasks).await?;
             let admin = TcpListener::bind(cfg.admin.addr).await.with_context(|| format!("listen on {}", cfg.admin.addr))?;
-            let app = ops::router(vec![ops::db_check(db.clone())]);
+            let app = ops::router(vec![ops::db_check("database", db.clone()), ops::bus_check(bus.clone())]);
             let stop = stopped(&rx);
             tasks.push(tokio::spawn(async move {
                 let _ = axum::serve(admin, app).with_graceful_shutdown(stop).await;

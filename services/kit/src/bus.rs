@@ -107,6 +107,14 @@ impl Bus {
         }
     }
 
+    /// True when events can be published now (always for the in-process bus).
+    pub fn connected(&self) -> bool {
+        match self {
+            Bus::Memory(_) => true,
+            Bus::Nats(js) => js.client().connection_state() == async_nats::connection::State::Connected,
+        }
+    }
+
     /// Subscribes to the in-process bus (the NATS side is read with a NATS client).
     pub fn subscribe_memory(&self) -> Option<impl futures::Stream<Item = Message> + use<>> {
         match self {

@@ -16,20 +16,42 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::db::Db;
 use crate::telemetry::metrics_handle;
 
-/// A readiness check: a name and an async probe.
-pub type Check = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
+/// An async probe.
+pub type Probe = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
+
+/// A readiness check. A failing critical check makes `/ready` answer 503; a failing
+/// non-critical one is only reported.
+#[derive(Clone)]
+pub struct Check {
+    /// Name shown in `/ready`.
+    pub name: String,
+    /// Whether failing makes the process unready.
+    pub critical: bool,
+    /// The probe.
+    pub probe: Probe,
+}
 
 /// A readiness check that pings a database.
-pub fn db_check(db: Db) -> (String, Check) {
-    let check: Check = Arc::new(move || {
+pub fn db_check(name: &str, db: Db) -> Check {
+    let probe: Probe = Arc::new(move || {
         let db = db.clone();
         Box::pin(async move { db.ping().await })
     });
-    ("database".to_owned(), check)
+    Check { name: name.to_owned(), critical: true, probe }
+}
+
+/// A non-critical check on the event bus: writes do not need it (the outbox holds events while
+/// it is away), so a bus outage is reported but does not take the process out of service.
+pub fn bus_check(bus: crate::bus::Bus) -> Check {
+    let probe: Probe = Arc::new(move || {
+        let ok = bus.connected();
+        Box::pin(async move { ok })
+    });
+    Check { name: "bus".to_owned(), critical: false, probe }
 }
 
 /// `/health`, `/ready` and `/metrics`.
-pub fn router(checks: Vec<(String, Check)>) -> Router {
+pub fn router(checks: Vec<Check>) -> Router {
     let checks = Arc::new(checks);
     Router::new()
         .route("/health", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
@@ -43,14 +65,14 @@ pub fn router(checks: Vec<(String, Check)>) -> Router {
         .route("/metrics", get(|| async { metrics_handle().render() }))
 }
 
-async fn ready(checks: &[(String, Check)]) -> Response {
+async fn ready(checks: &[Check]) -> Response {
     let mut failing = Vec::new();
     let mut status = serde_json::Map::new();
-    for (name, check) in checks {
-        let ok = check().await;
-        status.insert(name.clone(), serde_json::Value::from(if ok { "ok" } else { "failing" }));
-        if !ok {
-            failing.push(name.clone());
+    for c in checks {
+        let ok = (c.probe)().await;
+        status.insert(c.name.clone(), serde_json::Value::from(if ok { "ok" } else { "failing" }));
+        if !ok && c.critical {
+            failing.push(c.name.clone());
         }
     }
     if failing.is_empty() {
