@@ -2,7 +2,6 @@
 //! All-in-one still talks gRPC between gateway and services over loopback, so the code path
 //! under test is the production one.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -222,7 +221,7 @@ async fn start_service(
 async fn start_gateway(
     cfg: &Config,
     keys: &Keys,
-    upstreams: HashMap<String, Channel>,
+    upstreams: worktruck_gateway::Upstreams,
     checks: Vec<ops::Check>,
     listener: TcpListener,
     shutdown: &watch::Receiver<bool>,
@@ -262,7 +261,7 @@ pub async fn start_dev(cfg: Config) -> anyhow::Result<Running> {
     let mut tasks = Vec::new();
     let bus = bus(&cfg, &rx, &mut tasks).await?;
     let mut dbs = Vec::new();
-    let mut upstreams = HashMap::new();
+    let mut upstreams = worktruck_gateway::Upstreams::new();
     let mut checks = Vec::new();
     for service in SERVICES {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -272,7 +271,7 @@ pub async fn start_dev(cfg: Config) -> anyhow::Result<Running> {
             worktruck_tenants::SERVICE => worktruck_tenants::GRPC_NAME,
             _ => worktruck_contacts::GRPC_NAME,
         };
-        upstreams.insert(grpc_name.to_owned(), channel(&format!("http://{addr}"))?);
+        upstreams.insert(grpc_name, channel(&format!("http://{addr}"))?);
         checks.push(ops::db_check(&format!("{service}.database"), db.clone()));
         dbs.push(db);
     }
@@ -327,9 +326,9 @@ pub async fn start_role(cfg: Config, role: Role) -> anyhow::Result<Running> {
         }
         Role::Gateway => {
             let keys = keys(&cfg, true)?;
-            let mut upstreams = HashMap::new();
-            upstreams.insert(worktruck_tenants::GRPC_NAME.to_owned(), channel(&cfg.services.tenants)?);
-            upstreams.insert(worktruck_contacts::GRPC_NAME.to_owned(), channel(&cfg.services.contacts)?);
+            let mut upstreams = worktruck_gateway::Upstreams::new();
+            upstreams.insert(worktruck_tenants::GRPC_NAME, channel(&cfg.services.tenants)?);
+            upstreams.insert(worktruck_contacts::GRPC_NAME, channel(&cfg.services.contacts)?);
             let listener = TcpListener::bind(cfg.rest.addr).await.with_context(|| format!("listen on {}", cfg.rest.addr))?;
             let rest_addr = listener.local_addr()?;
             start_gateway(&cfg, &keys, upstreams, Vec::new(), listener, &rx, &mut tasks).await?;

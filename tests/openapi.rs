@@ -19,7 +19,7 @@ async fn openapi_describes_every_route_with_schemas() {
     let mut described = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
-            if !["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+            if !["get", "post", "put", "patch", "delete"].contains(&method.as_str()) || path == "/docs/openapi.json" {
                 continue;
             }
             described += 1;
@@ -32,9 +32,9 @@ async fn openapi_describes_every_route_with_schemas() {
     }
     assert_eq!(described, routes.len(), "every route, and nothing else");
     for r in routes {
-        let path = r.path_template.replace('{', "{").to_owned();
-        let item = &doc["paths"][&path];
-        assert!(item[r.http_method.to_lowercase()].is_object(), "{} {path} described", r.http_method);
+        let path = r.path.as_str();
+        let method = r.method.as_str().to_lowercase();
+        assert!(doc["paths"][path][&method].is_object(), "{method} {path} described");
     }
     s.stop().await;
 }

@@ -1,0 +1,162 @@
+//! Who is calling. Each credential scheme is an [`Authenticator`]; an [`AuthChain`] asks them in
+//! turn. Transcoding only ever sees the resulting [`Principal`], so OIDC JWT and x402 can be
+//! added as further authenticators without touching it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http::header::AUTHORIZATION;
+use http::request::Parts;
+use tonic::transport::Channel;
+use uuid::Uuid;
+use worktruck_kit::context::{Ctx, Signer};
+use worktruck_kit::{Error, ErrorCode};
+use worktruck_proto::tenants::v1::AuthenticateApiKeyRequest;
+use worktruck_proto::tenants::v1::tenants_service_client::TenantsServiceClient;
+
+use crate::error::ApiError;
+use crate::telemetry::RequestId;
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The tenant context that is signed and attached to every upstream call.
+    pub ctx: Ctx,
+}
+
+/// What an [`Authenticator`] returns: `Ok(None)` when the request carries no credential of its
+/// scheme (the next one is asked), `Ok(Some)` when it accepted one, `Err` when it rejected one
+/// or could not check it (e.g. 503 when its backend is down).
+pub type AuthFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<Principal>, Error>> + Send + 'a>>;
+
+/// One credential scheme.
+pub trait Authenticator: Send + Sync + 'static {
+    /// Looks at the request head (headers, method, URI, extensions) for this scheme's credential.
+    fn authenticate<'a>(&'a self, parts: &'a Parts) -> AuthFuture<'a>;
+}
+
+/// The authenticators a gateway accepts, asked in order.
+#[derive(Clone)]
+pub struct AuthChain {
+    authenticators: Arc<[Arc<dyn Authenticator>]>,
+}
+
+impl AuthChain {
+    /// A chain of authenticators.
+    pub fn new(authenticators: Vec<Arc<dyn Authenticator>>) -> Self {
+        Self {
+            authenticators: authenticators.into(),
+        }
+    }
+
+    /// The first authenticator's verdict, or 401 when none recognises a credential.
+    pub async fn authenticate(&self, parts: &Parts) -> Result<Principal, ApiError> {
+        for authenticator in self.authenticators.iter() {
+            if let Some(principal) = authenticator.authenticate(parts).await? {
+                return Ok(principal);
+            }
+        }
+        Err(ApiError::new(
+            ErrorCode::Unauthenticated,
+            "missing credentials: send 'Authorization: Bearer <api key>'",
+        ))
+    }
+}
+
+/// `Authorization: Bearer bsk_live_…|bsk_test_…`, checked by the tenants service.
+pub struct ApiKeyAuthenticator {
+    tenants: TenantsServiceClient<Channel>,
+    signer: Signer,
+}
+
+impl ApiKeyAuthenticator {
+    /// Checks keys through `TenantsService.AuthenticateApiKey` on `tenants`, signing the call
+    /// as the gateway itself.
+    pub fn new(tenants: Channel, signer: Signer) -> Self {
+        Self {
+            tenants: TenantsServiceClient::new(tenants),
+            signer,
+        }
+    }
+
+    async fn check(&self, key: &str, request_id: String) -> Result<Principal, Error> {
+        let mut request = tonic::Request::new(AuthenticateApiKeyRequest {
+            key: key.to_owned(),
+        });
+        let mut system = Ctx::system("gateway");
+        system.request_id = request_id.clone();
+        self.signer.attach(&system, request.metadata_mut());
+        let response = self
+            .tenants
+            .clone()
+            .authenticate_api_key(request)
+            .await
+            .map_err(|status| {
+                let e = Error::from_status(&status);
+                match e.code {
+                    // However the tenants service phrases a refusal, the caller learns only this.
+                    ErrorCode::Unauthenticated
+                    | ErrorCode::NotFound
+                    | ErrorCode::PermissionDenied
+                    | ErrorCode::InvalidArgument
+                    | ErrorCode::ValidationFailed => Error::unauthenticated("invalid API key"),
+                    _ => e,
+                }
+            })?;
+        let response = response.into_inner();
+        let tenant = response
+            .tenant
+            .ok_or_else(|| Error::internal("AuthenticateApiKey returned no tenant"))?;
+        let tenant_id = Uuid::parse_str(&tenant.id).map_err(|e| {
+            Error::internal(format!("AuthenticateApiKey returned a bad tenant id: {e}"))
+        })?;
+        let mut ctx = Ctx::tenant(
+            tenant_id,
+            format!("key:{}", response.key_id),
+            tenant.retention_days,
+        );
+        ctx.scopes = response.scopes;
+        ctx.request_id = request_id;
+        Ok(Principal { ctx })
+    }
+}
+
+impl Authenticator for ApiKeyAuthenticator {
+    fn authenticate<'a>(&'a self, parts: &'a Parts) -> AuthFuture<'a> {
+        Box::pin(async move {
+            let Some(token) = bearer_token(parts)? else {
+                return Ok(None);
+            };
+            if !(token.starts_with("bsk_live_") || token.starts_with("bsk_test_")) {
+                return Ok(None);
+            }
+            let request_id = parts
+                .extensions
+                .get::<RequestId>()
+                .map(|r| r.0.clone())
+                .unwrap_or_default();
+            self.check(token, request_id).await.map(Some)
+        })
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header; `None` without one or for another
+/// scheme, an error when the header is malformed.
+pub fn bearer_token(parts: &Parts) -> Result<Option<&str>, Error> {
+    let Some(value) = parts.headers.get(AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let malformed = || Error::unauthenticated("malformed Authorization header");
+    let value = value.to_str().map_err(|_| malformed())?;
+    let (scheme, token) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(None);
+    }
+    let token = token.trim();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        return Err(malformed());
+    }
+    Ok(Some(token))
+}

@@ -1,0 +1,147 @@
+//! The gateway's two kinds of failure: refusing to start ([`GatewayError`]) and answering a
+//! request with the `{"error":{"code","message"}}` envelope ([`ApiError`]).
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use worktruck_kit::{Error, ErrorCode};
+
+/// Why a router cannot be built from a registry.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// A routed service (or the tenants service, needed for authentication) has no channel.
+    #[error("no upstream channel for service {0}")]
+    MissingUpstream(String),
+    /// A generated route would shadow one the gateway serves itself.
+    #[error("route {method} {path} of {rpc} collides with a gateway route")]
+    ReservedPath {
+        /// The HTTP method.
+        method: String,
+        /// The path template.
+        path: String,
+        /// The RPC that declares it.
+        rpc: String,
+    },
+    /// The descriptor registry has no definition for a gRPC path.
+    #[error("invalid gRPC path {0}")]
+    InvalidGrpcPath(String),
+}
+
+/// The code of 405 answers. The kit table (brief §8) has no entry for it because no service
+/// can produce it; only routing in front of the services can.
+pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
+
+/// A request failure rendered as the error envelope with the status from the code table.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    challenge: bool,
+}
+
+impl ApiError {
+    /// An error with a code from the table.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        let status =
+            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self {
+            status,
+            code: code.as_str(),
+            message: message.into(),
+            challenge: code == ErrorCode::Unauthenticated,
+        }
+    }
+
+    /// 400 `invalid_argument`.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidArgument, message)
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+
+    /// 405 `method_not_allowed` (axum adds the `Allow` header).
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            code: METHOD_NOT_ALLOWED,
+            message: message.into(),
+            challenge: false,
+        }
+    }
+
+    /// 500 `internal`: logs the cause once, here, and shows the caller nothing of it.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        Error::internal(cause).into()
+    }
+
+    /// The envelope for a bare status, for responses produced outside the gateway's handlers
+    /// (e.g. a framework rejection) that must still use the envelope.
+    pub fn from_status(status: StatusCode) -> Self {
+        let (code, message) = match status.as_u16() {
+            400 => ("invalid_argument", "bad request"),
+            401 => ("unauthenticated", "authentication required"),
+            402 => ("payment_required", "payment required"),
+            403 => ("permission_denied", "permission denied"),
+            404 => ("not_found", "not found"),
+            405 => (METHOD_NOT_ALLOWED, "method not allowed"),
+            409 => ("conflict", "conflict"),
+            410 => ("gone", "gone"),
+            413 => ("payload_too_large", "request body too large"),
+            415 => (
+                "invalid_argument",
+                "unsupported content type; send application/json",
+            ),
+            429 => ("rate_limited", "too many requests"),
+            503 => ("unavailable", "a service is unavailable; retry later"),
+            _ if status.is_client_error() => ("invalid_argument", "bad request"),
+            _ => ("internal", "internal error"),
+        };
+        Self {
+            status,
+            code,
+            message: message.to_owned(),
+            challenge: status == StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The `error.code`, e.g. `not_found`.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The `error.message`.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The envelope body.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "error": { "code": self.code, "message": self.message } })
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        Self::new(e.code, e.message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, crate::json_body(&self.to_json())).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::JSON));
+        if self.challenge {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

@@ -1,0 +1,109 @@
+//! The REST gateway: an axum router whose routes, JSON mapping and OpenAPI document all come
+//! from the proto descriptor [`Registry`], in front of the gRPC services.
+//!
+//! It authenticates callers, signs their tenant context for the services, transcodes JSON ⇄
+//! protobuf generically (no handler per endpoint) and renders every failure as the
+//! `{"error":{"code","message"}}` envelope. It is stateless: no database, no per-service code.
+//! `/health`, `/ready` and `/metrics` belong to the binary, which merges them in.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod openapi;
+pub mod telemetry;
+pub mod upstream;
+
+mod routes;
+mod transcode;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderValue, header};
+use worktruck_kit::context::Signer;
+use worktruck_proto::registry::Registry;
+
+pub use auth::{ApiKeyAuthenticator, AuthChain, Authenticator, Principal};
+pub use config::GatewayConfig;
+pub use error::{ApiError, GatewayError};
+pub use upstream::Upstreams;
+
+/// The tenants service, which authenticates API keys.
+pub const TENANTS_SERVICE: &str = "worktruck.tenants.v1.TenantsService";
+
+/// The content type of every gateway response.
+pub(crate) const JSON: &str = "application/json";
+
+/// The REST router for every route of `registry`, authenticating API keys through the tenants
+/// service on `upstreams`. Fails when a routed service has no upstream.
+pub async fn router(
+    registry: Arc<Registry>,
+    upstreams: Upstreams,
+    signer: Signer,
+    cfg: GatewayConfig,
+) -> Result<axum::Router, GatewayError> {
+    let tenants = upstreams
+        .get(TENANTS_SERVICE)
+        .ok_or_else(|| GatewayError::MissingUpstream(TENANTS_SERVICE.to_owned()))?
+        .clone();
+    let auth = AuthChain::new(vec![Arc::new(ApiKeyAuthenticator::new(
+        tenants,
+        signer.clone(),
+    ))]);
+    router_with_auth(registry, upstreams, signer, auth, cfg)
+}
+
+/// [`router`] with a caller-chosen authentication chain (OIDC, x402, test doubles).
+pub fn router_with_auth(
+    registry: Arc<Registry>,
+    upstreams: Upstreams,
+    signer: Signer,
+    auth: AuthChain,
+    cfg: GatewayConfig,
+) -> Result<axum::Router, GatewayError> {
+    let shared = Arc::new(routes::Shared { auth, signer });
+    let document = json_body(&openapi::document(&registry));
+    let openapi = move || {
+        let document = document.clone();
+        async move {
+            let mut response = (http::StatusCode::OK, document).into_response();
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+            response
+                .extensions_mut()
+                .insert(telemetry::RouteLabel(Arc::from(openapi::OPENAPI_PATH)));
+            response
+        }
+    };
+    let router = axum::Router::new().route(openapi::OPENAPI_PATH, get(openapi));
+    let router = routes::add_routes(
+        router,
+        &registry,
+        &upstreams,
+        shared,
+        &[openapi::OPENAPI_PATH],
+    )?;
+    Ok(router
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(cfg.body_limit_bytes))
+        .layer(axum::middleware::from_fn(telemetry::observe)))
+}
+
+async fn not_found(request: axum::extract::Request) -> Response {
+    ApiError::not_found(format!(
+        "no route for {} {}",
+        request.method(),
+        request.uri().path()
+    ))
+    .into_response()
+}
+
+/// Serialises JSON for a response body; a `Value` always serialises.
+pub(crate) fn json_body(value: &serde_json::Value) -> bytes::Bytes {
+    serde_json::to_vec(value)
+        .expect("a JSON value serialises")
+        .into()
+}

@@ -1,0 +1,297 @@
+//! The OpenAPI 3.1 document of exactly the routes the gateway serves, derived from the same
+//! registry: paths, parameters, body and response schemas, comments, the error envelope.
+
+use std::collections::HashSet;
+
+use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
+use serde_json::{Map, Value, json};
+use worktruck_kit::ErrorCode;
+use worktruck_proto::json::is_well_known;
+use worktruck_proto::registry::{HttpMethod, Registry, RequestBody, Route};
+use worktruck_proto::schema::{Mode, SchemaGenerator};
+
+use crate::error::METHOD_NOT_ALLOWED;
+use crate::routes::success_status;
+
+/// Where the document is served (without authentication).
+pub const OPENAPI_PATH: &str = "/docs/openapi.json";
+
+const SCHEMAS: &str = "#/components/schemas/";
+const ERROR_SCHEMA: &str = "Error";
+/// How deep nested request messages are flattened into `a.b.c` query parameters.
+const MAX_QUERY_DEPTH: usize = 3;
+
+/// Builds the document.
+pub fn document(registry: &Registry) -> Value {
+    let mut schemas = SchemaGenerator::components(registry, SCHEMAS);
+    let mut paths = Map::new();
+    let mut tags: Vec<String> = Vec::new();
+    for route in registry.routes() {
+        let service = route.rpc.parent_service().clone();
+        if !tags.iter().any(|t| t == service.full_name()) {
+            tags.push(service.full_name().to_owned());
+        }
+        let op = operation(registry, &mut schemas, route);
+        let item = paths
+            .entry(route.path.as_str().to_owned())
+            .or_insert_with(|| json!({}));
+        item[method_key(route.method)] = op;
+    }
+    paths.insert(OPENAPI_PATH.to_owned(), json!({"get": {
+        "operationId": "Gateway.GetOpenApi",
+        "summary": "This document.",
+        "tags": ["Gateway"],
+        "security": [],
+        "responses": {"200": {"description": "The OpenAPI document.", "content": {"application/json": {"schema": {"type": "object"}}}}},
+    }}));
+    let tags: Vec<Value> = tags
+        .iter()
+        .filter_map(|name| registry.pool().get_service_by_name(name))
+        .map(|s| {
+            let mut tag = json!({"name": s.name()});
+            if let Some(text) = registry.service_comment(&s) {
+                tag["description"] = json!(text);
+            }
+            tag
+        })
+        .chain([json!({"name": "Gateway", "description": "Served by the gateway itself."})])
+        .collect();
+    let mut components = schemas.into_definitions();
+    components.insert(ERROR_SCHEMA.to_owned(), error_schema());
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Worktruck API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Machine-first personal information manager. Every operation is a gRPC method; \
+                this document is derived from the same proto descriptors as the routes. \
+                Fields use proto names; 64-bit integers are JSON numbers; unknown fields are refused.",
+        },
+        "tags": tags,
+        "security": [{"bearerAuth": []}],
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearerAuth": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An API key: `bsk_live_…` or `bsk_test_…`.",
+            }},
+        },
+    })
+}
+
+fn method_key(method: HttpMethod) -> &'static str {
+    match method {
+        HttpMethod::Get => "get",
+        HttpMethod::Put => "put",
+        HttpMethod::Post => "post",
+        HttpMethod::Delete => "delete",
+        HttpMethod::Patch => "patch",
+    }
+}
+
+fn operation(registry: &Registry, schemas: &mut SchemaGenerator<'_>, route: &Route) -> Value {
+    let service = route.rpc.parent_service();
+    let mut id = format!("{}.{}", service.name(), route.rpc.name());
+    if route.binding > 0 {
+        id.push_str(&format!("_{}", route.binding));
+    }
+    let mut op = json!({"operationId": id, "tags": [service.name()]});
+    if let Some(text) = registry.method_comment(&route.rpc) {
+        op["summary"] = json!(summary(text));
+        op["description"] = json!(text);
+    }
+    let input = route.rpc.input();
+    let path_vars: Vec<&str> = route.path.variables().collect();
+    let mut parameters = Vec::new();
+    for var in &path_vars {
+        let schema = field_at(&input, var)
+            .map(|f| schemas.field(&f, Mode::Input))
+            .unwrap_or_else(|| json!({}));
+        let mut p = json!({"name": var, "in": "path", "required": true, "schema": schema});
+        if let Some(text) =
+            field_at(&input, var).and_then(|f| registry.field_comment(&f).map(str::to_owned))
+        {
+            p["description"] = json!(text);
+        }
+        parameters.push(p);
+    }
+    let skip_top: Option<&str> = match &route.body {
+        RequestBody::Field(name) => Some(name),
+        _ => None,
+    };
+    if route.body != RequestBody::Whole {
+        query_parameters(
+            registry,
+            schemas,
+            &input,
+            "",
+            &path_vars,
+            skip_top,
+            0,
+            &mut HashSet::new(),
+            &mut parameters,
+        );
+    }
+    if !parameters.is_empty() {
+        op["parameters"] = Value::Array(parameters);
+    }
+    match &route.body {
+        RequestBody::Whole => {
+            let mut schema = schemas.message(&input, Mode::Input);
+            // Path variables are not repeated in the body.
+            if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+                props.retain(|k, _| !path_vars.contains(&k.as_str()));
+            }
+            if let Some(required) = schema.get_mut("required").and_then(Value::as_array_mut) {
+                required.retain(|k| !path_vars.iter().any(|v| k == v));
+                if required.is_empty() {
+                    schema.as_object_mut().map(|o| o.remove("required"));
+                }
+            }
+            op["requestBody"] =
+                json!({"required": true, "content": {"application/json": {"schema": schema}}});
+        }
+        RequestBody::Field(name) => {
+            let schema = input
+                .get_field_by_name(name)
+                .map(|f| schemas.field(&f, Mode::Input))
+                .unwrap_or_default();
+            op["requestBody"] =
+                json!({"required": true, "content": {"application/json": {"schema": schema}}});
+        }
+        RequestBody::None => {}
+    }
+    let output = route.rpc.output();
+    let response_schema = match &route.response_body {
+        Some(name) => output
+            .get_field_by_name(name)
+            .map(|f| schemas.field(&f, Mode::Output))
+            .unwrap_or_default(),
+        None => schemas.message_ref(&output, Mode::Output),
+    };
+    let status = success_status(route);
+    let error = |what: &str| json!({"description": what, "content": {"application/json": {"schema": {"$ref": format!("{SCHEMAS}{ERROR_SCHEMA}")}}}});
+    op["responses"] = json!({
+        status.as_str(): {
+            "description": status.canonical_reason().unwrap_or("Success"),
+            "content": {"application/json": {"schema": response_schema}},
+        },
+        "4XX": error("The request was refused; `error.code` says why."),
+        "5XX": error("A server-side failure; retry `unavailable`."),
+    });
+    op
+}
+
+/// The non-path, non-body request fields as query parameters; singular messages are flattened
+/// into dotted names.
+#[allow(clippy::too_many_arguments)]
+fn query_parameters(
+    registry: &Registry,
+    schemas: &mut SchemaGenerator<'_>,
+    message: &MessageDescriptor,
+    prefix: &str,
+    path_vars: &[&str],
+    skip_top: Option<&str>,
+    depth: usize,
+    seen: &mut HashSet<String>,
+    out: &mut Vec<Value>,
+) {
+    if depth >= MAX_QUERY_DEPTH || !seen.insert(message.full_name().to_owned()) {
+        return;
+    }
+    for field in message.fields() {
+        let name = format!("{prefix}{}", field.name());
+        if path_vars.contains(&name.as_str()) || (depth == 0 && skip_top == Some(field.name())) {
+            continue;
+        }
+        let behaviors = registry.field_behaviors(&field);
+        if behaviors.output_only || field.is_map() {
+            continue;
+        }
+        match field.kind() {
+            Kind::Message(m) if !is_well_known(&m) => {
+                if !field.is_list() {
+                    let nested = format!("{name}.");
+                    query_parameters(
+                        registry,
+                        schemas,
+                        &m,
+                        &nested,
+                        path_vars,
+                        None,
+                        depth + 1,
+                        seen,
+                        out,
+                    );
+                }
+            }
+            Kind::Message(m)
+                if matches!(
+                    m.full_name(),
+                    "google.protobuf.Struct"
+                        | "google.protobuf.Value"
+                        | "google.protobuf.ListValue"
+                        | "google.protobuf.Any"
+                        | "google.protobuf.Empty"
+                ) => {}
+            _ => {
+                let mut p = json!({
+                    "name": name,
+                    "in": "query",
+                    "required": behaviors.required,
+                    "schema": schemas.field(&field, Mode::Input),
+                });
+                if let Some(text) = registry.field_comment(&field) {
+                    p["description"] = json!(text);
+                }
+                if field.is_list() {
+                    p["explode"] = json!(true);
+                }
+                out.push(p);
+            }
+        }
+    }
+    seen.remove(message.full_name());
+}
+
+fn field_at(message: &MessageDescriptor, dotted: &str) -> Option<FieldDescriptor> {
+    let mut message = message.clone();
+    let mut parts = dotted.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let field = message.get_field_by_name(part)?;
+        if parts.peek().is_none() {
+            return Some(field);
+        }
+        message = field.kind().as_message()?.clone();
+    }
+    None
+}
+
+/// The first sentence of a comment, its hard wraps undone.
+fn summary(text: &str) -> String {
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.find(". ") {
+        Some(end) => flat[..=end].to_owned(),
+        None => flat,
+    }
+}
+
+fn error_schema() -> Value {
+    let mut codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+    codes.push(METHOD_NOT_ALLOWED);
+    json!({
+        "type": "object",
+        "description": "The envelope of every failure.",
+        "required": ["error"],
+        "properties": {"error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "enum": codes, "description": "Machine-readable code; the HTTP status follows from it."},
+                "message": {"type": "string", "description": "Human-readable detail, naming the offending field where there is one."},
+            },
+        }},
+    })
+}

@@ -1,0 +1,339 @@
+//! Registers every registry route on an axum router and serves it generically: resolve the
+//! binding, authenticate, transcode, call the service, render the answer.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::RequestPartsExt;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, Query, Request};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter};
+use http::uri::PathAndQuery;
+use http::{HeaderValue, StatusCode, header};
+use prost::Message;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::transport::Channel;
+use worktruck_kit::context::Signer;
+use worktruck_kit::{Error, ErrorCode};
+use worktruck_proto::registry::{HttpMethod, Registry, Route, Segment};
+
+use crate::auth::AuthChain;
+use crate::error::{ApiError, GatewayError};
+use crate::telemetry::{REQUEST_ID, RequestId, RouteLabel};
+use crate::transcode::{self, HttpInput};
+use crate::upstream::{self, Upstreams};
+
+/// Everything a request handler needs, shared by all routes.
+pub(crate) struct Shared {
+    pub auth: AuthChain,
+    pub signer: Signer,
+}
+
+/// One route, resolved against its upstream at start-up.
+struct Binding {
+    route: Route,
+    grpc_path: PathAndQuery,
+    channel: Channel,
+    /// The proto field path bound to each axum parameter `p0`, `p1`, ….
+    vars: Vec<String>,
+    /// A verb after a trailing variable, dispatched here because axum cannot route it.
+    verb: Option<String>,
+    status: StatusCode,
+    label: Arc<str>,
+}
+
+/// The bindings sharing one axum path and method (they differ by verb only).
+type Group = Arc<[Arc<Binding>]>;
+
+/// The success status of a route: 201 for `Create…` RPCs bound to POST, else 200.
+pub(crate) fn success_status(route: &Route) -> StatusCode {
+    if route.method == HttpMethod::Post && route.rpc.name().starts_with("Create") {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
+}
+
+/// The axum path of a template (`/api/v1/contacts/{p0}`) and the verb left for dispatch.
+pub(crate) fn axum_path(route: &Route) -> (String, Option<String>) {
+    let mut path = String::new();
+    let mut index = 0;
+    for segment in route.path.segments() {
+        path.push('/');
+        match segment {
+            Segment::Literal(literal) => path.push_str(literal),
+            Segment::Variable(_) => {
+                // Positional names: matchit refuses two names at one position, so `/x/{id}` and
+                // `/x/{name}/y` can only coexist under a shared name.
+                path.push_str(&format!("{{p{index}}}"));
+                index += 1;
+            }
+        }
+    }
+    if path.is_empty() {
+        path.push('/');
+    }
+    let trailing_variable = matches!(route.path.segments().last(), Some(Segment::Variable(_)));
+    match route.path.verb() {
+        Some(verb) if trailing_variable => (path, Some(verb.to_owned())),
+        Some(verb) => (format!("{path}:{verb}"), None),
+        None => (path, None),
+    }
+}
+
+/// Adds every route of the registry to `router`.
+pub(crate) fn add_routes(
+    mut router: axum::Router,
+    registry: &Registry,
+    upstreams: &Upstreams,
+    shared: Arc<Shared>,
+    reserved: &[&str],
+) -> Result<axum::Router, GatewayError> {
+    let mut groups: BTreeMap<String, BTreeMap<HttpMethod, Vec<Arc<Binding>>>> = BTreeMap::new();
+    for route in registry.routes() {
+        let (path, verb) = axum_path(route);
+        if reserved.contains(&path.as_str()) {
+            return Err(GatewayError::ReservedPath {
+                method: route.method.to_string(),
+                path: route.path.to_string(),
+                rpc: route.rpc.full_name().to_owned(),
+            });
+        }
+        let channel = upstreams
+            .get(&route.service)
+            .ok_or_else(|| GatewayError::MissingUpstream(route.service.clone()))?;
+        let grpc_path = PathAndQuery::try_from(route.grpc_path.as_str())
+            .map_err(|_| GatewayError::InvalidGrpcPath(route.grpc_path.clone()))?;
+        let binding = Binding {
+            vars: route.path.variables().map(str::to_owned).collect(),
+            verb,
+            status: success_status(route),
+            label: Arc::from(route.path.as_str()),
+            grpc_path,
+            channel: channel.clone(),
+            route: route.clone(),
+        };
+        groups
+            .entry(path)
+            .or_default()
+            .entry(route.method)
+            .or_default()
+            .push(Arc::new(binding));
+    }
+    for (path, methods) in groups {
+        let mut method_router = MethodRouter::new();
+        for (method, bindings) in methods {
+            let group: Group = bindings.into();
+            let shared = shared.clone();
+            let handler = move |request: Request| {
+                let (group, shared) = (group.clone(), shared.clone());
+                async move {
+                    serve(&shared, &group, request)
+                        .await
+                        .unwrap_or_else(IntoResponse::into_response)
+                }
+            };
+            method_router = method_router.on(filter(method), handler);
+        }
+        let not_allowed = |request: Request| async move {
+            ApiError::method_not_allowed(format!("method {} is not allowed here", request.method()))
+        };
+        router = router.route(&path, method_router.fallback(not_allowed));
+    }
+    Ok(router)
+}
+
+fn filter(method: HttpMethod) -> MethodFilter {
+    match method {
+        HttpMethod::Get => MethodFilter::GET,
+        HttpMethod::Put => MethodFilter::PUT,
+        HttpMethod::Post => MethodFilter::POST,
+        HttpMethod::Delete => MethodFilter::DELETE,
+        HttpMethod::Patch => MethodFilter::PATCH,
+    }
+}
+
+async fn serve(shared: &Shared, group: &Group, request: Request) -> Result<Response, ApiError> {
+    let (mut parts, body) = request.into_parts();
+    let Path(mut params): Path<BTreeMap<String, String>> = parts
+        .extract()
+        .await
+        .map_err(|e| ApiError::invalid(format!("invalid path: {e}")))?;
+    let binding = pick(group, &mut params)
+        .ok_or_else(|| ApiError::not_found(format!("no route for {}", parts.uri.path())))?;
+    let label = RouteLabel(binding.label.clone());
+    let result = call(shared, binding, params, parts, body).await;
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    response.extensions_mut().insert(label);
+    Ok(response)
+}
+
+/// Chooses the binding whose verb ends the last parameter (stripping it), else the plain one.
+fn pick<'g>(group: &'g Group, params: &mut BTreeMap<String, String>) -> Option<&'g Arc<Binding>> {
+    for binding in group.iter() {
+        let Some(verb) = &binding.verb else { continue };
+        let last = format!("p{}", binding.vars.len().saturating_sub(1));
+        if let Some(value) = params.get_mut(&last)
+            && let Some(stripped) = value.strip_suffix(&format!(":{verb}"))
+            && !stripped.is_empty()
+        {
+            *value = stripped.to_owned();
+            return Some(binding);
+        }
+    }
+    group.iter().find(|b| b.verb.is_none())
+}
+
+async fn call(
+    shared: &Shared,
+    binding: &Binding,
+    params: BTreeMap<String, String>,
+    parts: http::request::Parts,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let principal = shared.auth.authenticate(&parts).await?;
+    if let Some(tenant) = principal.ctx.tenant_id {
+        tracing::Span::current().record("tenant_id", tracing::field::display(tenant));
+    }
+    let request_id = parts
+        .extensions
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let Query(query): Query<Vec<(String, String)>> = Query::try_from_uri(&parts.uri)
+        .map_err(|e| ApiError::invalid(format!("invalid query string: {e}")))?;
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    // Read through axum's `Bytes` extractor so that the `DefaultBodyLimit` layer applies.
+    let body = Bytes::from_request(Request::from_parts(parts, body), &())
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(ErrorCode::PayloadTooLarge, "request body too large")
+            } else {
+                ApiError::invalid(format!("cannot read request body: {rejection}"))
+            }
+        })?;
+    let path_vars = binding
+        .vars
+        .iter()
+        .enumerate()
+        .filter_map(|(i, var)| {
+            params
+                .get(&format!("p{i}"))
+                .map(|v| (var.as_str(), v.clone()))
+        })
+        .collect();
+    let input = HttpInput {
+        path_vars,
+        query,
+        body: &body,
+        content_type: content_type.as_deref(),
+    };
+    let message = transcode::request_message(&binding.route, input)?;
+
+    let mut metadata = MetadataMap::new();
+    let mut ctx = principal.ctx;
+    ctx.request_id = request_id.clone();
+    shared.signer.attach(&ctx, &mut metadata);
+    if let Ok(value) = MetadataValue::try_from(request_id.as_str()) {
+        metadata.insert(REQUEST_ID, value);
+    }
+    let reply = upstream::unary(
+        binding.channel.clone(),
+        binding.grpc_path.clone(),
+        message.encode_to_vec().into(),
+        metadata,
+    )
+    .await
+    .map_err(|status| upstream_error(&binding.route, &status))?;
+    let json = transcode::response_json(&binding.route, &reply)?;
+    let mut response = (binding.status, crate::json_body(&json)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::JSON));
+    Ok(response)
+}
+
+/// A gRPC failure as the envelope. Statuses without details come from the transport, not from
+/// a service, and their text (addresses, OS errors) is not for callers.
+fn upstream_error(route: &Route, status: &tonic::Status) -> ApiError {
+    let mut error = Error::from_status(status);
+    if status.details().is_empty() && error.code == ErrorCode::Unavailable {
+        tracing::warn!(grpc = %route.grpc_path, error = %status.message(), "upstream unavailable");
+        error.message = "a service is unavailable; retry later".to_owned();
+    } else if error.code == ErrorCode::Internal {
+        tracing::error!(grpc = %route.grpc_path, code = ?status.code(), error = %status.message(), "upstream failed");
+    }
+    error.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt;
+    use worktruck_proto::registry::Registry;
+
+    fn binding(verb: Option<&str>) -> Arc<Binding> {
+        let registry = Registry::embedded().unwrap();
+        let route = registry
+            .routes()
+            .iter()
+            .find(|r| r.rpc.name() == "GetContact")
+            .unwrap()
+            .clone();
+        Arc::new(Binding {
+            grpc_path: PathAndQuery::from_static("/x/Y"),
+            channel: Channel::from_static("http://127.0.0.1:1").connect_lazy(),
+            vars: vec!["id".into()],
+            verb: verb.map(str::to_owned),
+            status: StatusCode::OK,
+            label: Arc::from("/api/v1/contacts/{id}"),
+            route,
+        })
+    }
+
+    #[tokio::test]
+    async fn verbs_after_a_variable_are_dispatched_by_suffix() {
+        let group: Group = vec![binding(Some("archive")), binding(None)].into();
+        let mut params = BTreeMap::from([("p0".to_owned(), "c1:archive".to_owned())]);
+        assert_eq!(
+            pick(&group, &mut params).unwrap().verb.as_deref(),
+            Some("archive")
+        );
+        assert_eq!(params["p0"], "c1");
+        let mut params = BTreeMap::from([("p0".to_owned(), "c1".to_owned())]);
+        assert_eq!(pick(&group, &mut params).unwrap().verb, None);
+        let only_verb: Group = vec![binding(Some("archive"))].into();
+        let mut params = BTreeMap::from([("p0".to_owned(), "c1:other".to_owned())]);
+        assert!(pick(&only_verb, &mut params).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_verb_after_a_literal_is_a_literal_axum_path() {
+        // What `axum_path` produces for `/things:batchGet`: matchit 0.8 treats ':' literally.
+        let router = axum::Router::new()
+            .route("/things:batchGet", axum::routing::get(|| async { "batch" }))
+            .route("/things/{p0}", axum::routing::get(|| async { "one" }));
+        let call = |uri: &'static str| {
+            let router = router.clone();
+            async move {
+                let response = router
+                    .oneshot(http::Request::get(uri).body(Body::empty()).unwrap())
+                    .await
+                    .unwrap();
+                let bytes = axum::body::to_bytes(response.into_body(), 64)
+                    .await
+                    .unwrap();
+                String::from_utf8(bytes.to_vec()).unwrap()
+            }
+        };
+        assert_eq!(call("/things:batchGet").await, "batch");
+        assert_eq!(call("/things/a:b").await, "one");
+    }
+}

@@ -1,0 +1,121 @@
+//! The layer around every gateway response: request id, tracing span, metrics, and the promise
+//! that every answer is JSON and every failure is the error envelope, whoever produced it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, header};
+use tracing::Instrument;
+use tracing::field::Empty;
+
+use crate::error::ApiError;
+
+/// The request id header, read from callers and echoed on every response.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The request's id (the caller's `x-request-id` when usable, else a fresh UUID), in request
+/// extensions for handlers and authenticators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+/// The proto path template that served a response, set by handlers as a response extension
+/// so that metrics are labelled `/api/v1/contacts/{id}` rather than by concrete paths.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteLabel(pub Arc<str>);
+
+/// Metric and span label for requests that matched no route (bounded cardinality).
+const UNMATCHED: &str = "unmatched";
+
+/// Wraps one request: see the module doc.
+pub(crate) async fn observe(mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| usable_request_id(v))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    request
+        .extensions_mut()
+        .insert(RequestId(request_id.clone()));
+    let method = request.method().as_str().to_owned();
+    let matched = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let span = tracing::info_span!(
+        "http_request",
+        method = %method,
+        route = Empty,
+        status = Empty,
+        request_id = %request_id,
+        tenant_id = Empty,
+    );
+    let mut response = next.run(request).instrument(span.clone()).await;
+
+    if !is_json_response(&response) && !response.status().is_success() {
+        response = envelope_for(response);
+    }
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    let route: String = response
+        .extensions()
+        .get::<RouteLabel>()
+        .map(|r| r.0.to_string())
+        .or(matched)
+        .unwrap_or_else(|| UNMATCHED.to_owned());
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    metrics::counter!(
+        "worktruck_http_requests_total",
+        "route" => route.clone(),
+        "method" => method.clone(),
+        "status" => status.to_string()
+    )
+    .increment(1);
+    metrics::histogram!("worktruck_http_request_duration_seconds", "route" => route.clone(), "method" => method)
+        .record(elapsed.as_secs_f64());
+    span.record("route", route.as_str());
+    span.record("status", status);
+    span.in_scope(|| {
+        tracing::info!(
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            "request served"
+        )
+    });
+    response
+}
+
+/// Echoing a caller's id into logs and headers is only safe for short printable tokens.
+fn usable_request_id(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic())
+}
+
+fn is_json_response(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(crate::JSON))
+}
+
+/// Replaces a failure produced outside the gateway's handlers (an axum rejection, say) with the
+/// envelope for its status, keeping headers such as `Allow`.
+fn envelope_for(response: Response) -> Response {
+    let (parts, _) = response.into_parts();
+    let mut fresh = ApiError::from_status(parts.status).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            fresh.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    let (mut new_parts, body): (_, Body) = fresh.into_parts();
+    new_parts.extensions = parts.extensions;
+    Response::from_parts(new_parts, body)
+}

@@ -1,0 +1,104 @@
+//! The services behind the gateway and the generic unary call to them: request and response
+//! travel as already-encoded protobuf bytes, so no per-service client code exists.
+
+use std::collections::HashMap;
+
+use bytes::{Buf, BufMut, Bytes};
+use http::uri::PathAndQuery;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::metadata::MetadataMap;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+/// A channel per gRPC service full name, e.g. `worktruck.contacts.v1.ContactsService`.
+#[derive(Debug, Clone, Default)]
+pub struct Upstreams {
+    channels: HashMap<String, Channel>,
+}
+
+impl Upstreams {
+    /// No upstreams yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) the channel of a service.
+    pub fn with(mut self, service: impl Into<String>, channel: Channel) -> Self {
+        self.channels.insert(service.into(), channel);
+        self
+    }
+
+    /// Adds (or replaces) the channel of a service.
+    pub fn insert(&mut self, service: impl Into<String>, channel: Channel) {
+        self.channels.insert(service.into(), channel);
+    }
+
+    /// The channel of a service.
+    pub fn get(&self, service: &str) -> Option<&Channel> {
+        self.channels.get(service)
+    }
+}
+
+impl FromIterator<(String, Channel)> for Upstreams {
+    fn from_iter<I: IntoIterator<Item = (String, Channel)>>(iter: I) -> Self {
+        Self {
+            channels: iter.into_iter().collect(),
+        }
+    }
+}
+
+/// Calls one unary RPC with an encoded request and returns the encoded response.
+pub(crate) async fn unary(
+    channel: Channel,
+    path: PathAndQuery,
+    body: Bytes,
+    metadata: MetadataMap,
+) -> Result<Bytes, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(format!("upstream not ready: {e}")))?;
+    let mut request = Request::new(body);
+    *request.metadata_mut() = metadata;
+    grpc.unary(request, path, RawCodec)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// A pass-through codec: prost-reflect does the encoding on both sides of it.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
