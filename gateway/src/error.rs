@@ -26,15 +26,11 @@ pub enum GatewayError {
     InvalidGrpcPath(String),
 }
 
-/// The code of 405 answers. The kit table (brief §8) has no entry for it because no service
-/// can produce it; only routing in front of the services can.
-pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
-
 /// A request failure rendered as the error envelope with the status from the code table.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
     challenge: bool,
 }
@@ -46,7 +42,7 @@ impl ApiError {
             StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         Self {
             status,
-            code: code.as_str(),
+            code,
             message: message.into(),
             challenge: code == ErrorCode::Unauthenticated,
         }
@@ -64,12 +60,7 @@ impl ApiError {
 
     /// 405 `method_not_allowed` (axum adds the `Allow` header).
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::METHOD_NOT_ALLOWED,
-            code: METHOD_NOT_ALLOWED,
-            message: message.into(),
-            challenge: false,
-        }
+        Self::new(ErrorCode::MethodNotAllowed, message)
     }
 
     /// 500 `internal`: logs the cause once, here, and shows the caller nothing of it.
@@ -80,31 +71,12 @@ impl ApiError {
     /// The envelope for a bare status, for responses produced outside the gateway's handlers
     /// (e.g. a framework rejection) that must still use the envelope.
     pub fn from_status(status: StatusCode) -> Self {
-        let (code, message) = match status.as_u16() {
-            400 => ("invalid_argument", "bad request"),
-            401 => ("unauthenticated", "authentication required"),
-            402 => ("payment_required", "payment required"),
-            403 => ("permission_denied", "permission denied"),
-            404 => ("not_found", "not found"),
-            405 => (METHOD_NOT_ALLOWED, "method not allowed"),
-            409 => ("conflict", "conflict"),
-            410 => ("gone", "gone"),
-            413 => ("payload_too_large", "request body too large"),
-            415 => (
-                "invalid_argument",
-                "unsupported content type; send application/json",
-            ),
-            429 => ("rate_limited", "too many requests"),
-            503 => ("unavailable", "a service is unavailable; retry later"),
-            _ if status.is_client_error() => ("invalid_argument", "bad request"),
-            _ => ("internal", "internal error"),
+        let code = ErrorCode::from_http_status(status.as_u16());
+        let message = match status.as_u16() {
+            415 => "unsupported content type; send application/json",
+            _ => worktruck_kit::error::default_message(code),
         };
-        Self {
-            status,
-            code,
-            message: message.to_owned(),
-            challenge: status == StatusCode::UNAUTHORIZED,
-        }
+        Self { status, code, message: message.to_owned(), challenge: status == StatusCode::UNAUTHORIZED }
     }
 
     /// The HTTP status.
@@ -114,7 +86,7 @@ impl ApiError {
 
     /// The `error.code`, e.g. `not_found`.
     pub fn code(&self) -> &'static str {
-        self.code
+        self.code.as_str()
     }
 
     /// The `error.message`.
@@ -124,7 +96,7 @@ impl ApiError {
 
     /// The envelope body.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({ "error": { "code": self.code, "message": self.message } })
+        serde_json::json!({ "error": { "code": self.code.as_str(), "message": self.message } })
     }
 }
 

@@ -10,7 +10,6 @@ use worktruck_proto::json::is_well_known;
 use worktruck_proto::registry::{HttpMethod, Registry, RequestBody, Route};
 use worktruck_proto::schema::{Mode, SchemaGenerator};
 
-use crate::error::METHOD_NOT_ALLOWED;
 use crate::routes::success_status;
 
 /// Where the document is served (without authentication).
@@ -279,8 +278,7 @@ fn summary(text: &str) -> String {
 }
 
 fn error_schema() -> Value {
-    let mut codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
-    codes.push(METHOD_NOT_ALLOWED);
+    let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
     json!({
         "type": "object",
         "description": "The envelope of every failure.",

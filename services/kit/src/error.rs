@@ -25,6 +25,8 @@ pub enum ErrorCode {
     InsufficientScope,
     /// Not found, including another tenant's row (404).
     NotFound,
+    /// The path exists but not with this HTTP method (405, gateways only).
+    MethodNotAllowed,
     /// Changed meanwhile, or clashes with the current state (409).
     Conflict,
     /// Already exists (409).
@@ -43,7 +45,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in table order.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         Self::InvalidArgument,
         Self::ValidationFailed,
         Self::Unauthenticated,
@@ -51,6 +53,7 @@ impl ErrorCode {
         Self::PermissionDenied,
         Self::InsufficientScope,
         Self::NotFound,
+        Self::MethodNotAllowed,
         Self::Conflict,
         Self::AlreadyExists,
         Self::Gone,
@@ -70,6 +73,7 @@ impl ErrorCode {
             Self::PermissionDenied => "permission_denied",
             Self::InsufficientScope => "insufficient_scope",
             Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict => "conflict",
             Self::AlreadyExists => "already_exists",
             Self::Gone => "gone",
@@ -93,6 +97,7 @@ impl ErrorCode {
             Self::PaymentRequired => 402,
             Self::PermissionDenied | Self::InsufficientScope => 403,
             Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
             Self::Conflict | Self::AlreadyExists => 409,
             Self::Gone => 410,
             Self::PayloadTooLarge => 413,
@@ -111,6 +116,7 @@ impl ErrorCode {
                 Code::PermissionDenied
             }
             Self::NotFound => Code::NotFound,
+            Self::MethodNotAllowed => Code::Unimplemented,
             Self::Conflict => Code::Aborted,
             Self::AlreadyExists => Code::AlreadyExists,
             Self::Gone => Code::FailedPrecondition,
@@ -118,6 +124,25 @@ impl ErrorCode {
             Self::RateLimited => Code::ResourceExhausted,
             Self::Unavailable => Code::Unavailable,
             Self::Internal => Code::Internal,
+        }
+    }
+
+    /// The code for a bare HTTP status (e.g. a framework's own rejection), so that it too can be
+    /// rendered as the envelope.
+    pub fn from_http_status(status: u16) -> Self {
+        match status {
+            401 => Self::Unauthenticated,
+            402 => Self::PaymentRequired,
+            403 => Self::PermissionDenied,
+            404 => Self::NotFound,
+            405 => Self::MethodNotAllowed,
+            409 => Self::Conflict,
+            410 => Self::Gone,
+            413 => Self::PayloadTooLarge,
+            429 => Self::RateLimited,
+            503 | 504 => Self::Unavailable,
+            400..=499 => Self::InvalidArgument,
+            _ => Self::Internal,
         }
     }
 
@@ -217,13 +242,21 @@ impl Error {
     }
 }
 
-fn default_message(code: ErrorCode) -> &'static str {
+/// A generic message for a code, for failures that carry none of their own.
+pub fn default_message(code: ErrorCode) -> &'static str {
     match code {
         ErrorCode::Internal => "internal error",
         ErrorCode::Unavailable => "a service is unavailable; retry later",
         ErrorCode::Unauthenticated => "authentication required",
         ErrorCode::NotFound => "not found",
-        _ => "request failed",
+        ErrorCode::MethodNotAllowed => "method not allowed",
+        ErrorCode::PayloadTooLarge => "request body too large",
+        ErrorCode::RateLimited => "too many requests",
+        ErrorCode::Gone => "before the retention window",
+        ErrorCode::PaymentRequired => "payment required",
+        ErrorCode::PermissionDenied | ErrorCode::InsufficientScope => "permission denied",
+        ErrorCode::Conflict | ErrorCode::AlreadyExists => "conflict",
+        _ => "bad request",
     }
 }
 
@@ -259,6 +292,9 @@ mod tests {
             let back = Error::from_status(&e.to_status());
             assert_eq!(back.code, code);
             assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+            if code != ErrorCode::ValidationFailed && code != ErrorCode::InsufficientScope && code != ErrorCode::AlreadyExists {
+                assert_eq!(ErrorCode::from_http_status(code.http_status()), code, "{code}");
+            }
         }
     }
 
