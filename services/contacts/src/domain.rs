@@ -142,7 +142,7 @@ impl ContactDoc {
             metadata: r.metadata.as_ref().map(from_struct).unwrap_or_else(|| Value::Object(Map::new())),
         };
         check_metadata(&doc.metadata)?;
-        for (field, value) in create_optionals(r) {
+        for (field, value) in optionals!(r) {
             doc.set_optional(field, value)?;
         }
         Ok(doc)
@@ -157,7 +157,7 @@ impl ContactDoc {
         if let Some(n) = &r.display_name {
             doc.display_name = check_display_name(n)?;
         }
-        for (field, value) in update_optionals(r) {
+        for (field, value) in optionals!(r) {
             doc.set_optional(field, value)?;
         }
         if let Some(m) = &r.metadata {
@@ -221,37 +221,25 @@ impl ContactDoc {
     }
 }
 
-fn create_optionals(r: &pb::CreateContactRequest) -> [(&'static str, Option<&String>); 11] {
-    [
-        ("given_name", r.given_name.as_ref()),
-        ("middle_name", r.middle_name.as_ref()),
-        ("family_name", r.family_name.as_ref()),
-        ("prefix", r.prefix.as_ref()),
-        ("suffix", r.suffix.as_ref()),
-        ("nickname", r.nickname.as_ref()),
-        ("bio", r.bio.as_ref()),
-        ("avatar_url", r.avatar_url.as_ref()),
-        ("language", r.language.as_ref()),
-        ("timezone", r.timezone.as_ref()),
-        ("vcard_uid", r.vcard_uid.as_ref()),
-    ]
+/// The optional fields of a request, by wire name (create and update name them alike).
+macro_rules! optionals {
+    ($r:expr) => {
+        [
+            ("given_name", $r.given_name.as_ref()),
+            ("middle_name", $r.middle_name.as_ref()),
+            ("family_name", $r.family_name.as_ref()),
+            ("prefix", $r.prefix.as_ref()),
+            ("suffix", $r.suffix.as_ref()),
+            ("nickname", $r.nickname.as_ref()),
+            ("bio", $r.bio.as_ref()),
+            ("avatar_url", $r.avatar_url.as_ref()),
+            ("language", $r.language.as_ref()),
+            ("timezone", $r.timezone.as_ref()),
+            ("vcard_uid", $r.vcard_uid.as_ref()),
+        ]
+    };
 }
-
-fn update_optionals(r: &pb::UpdateContactRequest) -> [(&'static str, Option<&String>); 11] {
-    [
-        ("given_name", r.given_name.as_ref()),
-        ("middle_name", r.middle_name.as_ref()),
-        ("family_name", r.family_name.as_ref()),
-        ("prefix", r.prefix.as_ref()),
-        ("suffix", r.suffix.as_ref()),
-        ("nickname", r.nickname.as_ref()),
-        ("bio", r.bio.as_ref()),
-        ("avatar_url", r.avatar_url.as_ref()),
-        ("language", r.language.as_ref()),
-        ("timezone", r.timezone.as_ref()),
-        ("vcard_uid", r.vcard_uid.as_ref()),
-    ]
-}
+use optionals;
 
 /// The wire contact for a stored record.
 pub fn contact_pb(tenant: &str, r: &Record) -> Result<pb::Contact> {

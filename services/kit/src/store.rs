@@ -138,6 +138,20 @@ struct HeadRow {
     doc: Value,
 }
 
+impl From<HeadRow> for Record {
+    fn from(h: HeadRow) -> Record {
+        Record {
+            id: h.id,
+            version: h.version,
+            created_at: h.created_at,
+            updated_at: h.updated_at,
+            deleted_at: h.deleted_at,
+            doc: h.doc,
+            temporal: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, FromRow)]
 struct VersionRow {
     fact_version: i64,
@@ -234,15 +248,7 @@ impl Store {
         let row: Option<HeadRow> =
             on_tx!(tx, c => sqlx::query_as(HEAD).bind(tenant).bind(self.entity).bind(id).fetch_optional(c).await)?;
         match row {
-            Some(h) if h.deleted_at.is_none() => Ok(Record {
-                id: h.id,
-                version: h.version,
-                created_at: h.created_at,
-                updated_at: h.updated_at,
-                deleted_at: None,
-                doc: h.doc,
-                temporal: None,
-            }),
+            Some(h) if h.deleted_at.is_none() => Ok(h.into()),
             _ => Err(Error::not_found(self.entity)),
         }
     }
@@ -441,18 +447,7 @@ impl Store {
             if let Some((t, id)) = after { query = query.bind(t).bind(id); }
             query.bind(q.limit + 1).fetch_all(c).await
         })?;
-        let mut rows: Vec<Record> = rows
-            .into_iter()
-            .map(|h| Record {
-                id: h.id,
-                version: h.version,
-                created_at: h.created_at,
-                updated_at: h.updated_at,
-                deleted_at: h.deleted_at,
-                doc: h.doc,
-                temporal: None,
-            })
-            .collect();
+        let mut rows: Vec<Record> = rows.into_iter().map(Record::from).collect();
         let next = page_end(&mut rows, q.limit, |r| Cursor::TimeId(r.updated_at, r.id));
         Ok(Page { rows, next })
     }

@@ -53,27 +53,24 @@ CREATE INDEX outbox_unsent ON outbox (id) WHERE sent_at IS NULL;
 
 -- Row-level security: the second wall behind `tenant_id = $1` in every query. The app role sees
 -- a tenant's rows only inside a transaction that set worktruck.tenant_id, or every row inside
--- a system transaction (key lookup, outbox relay).
+-- a system transaction (key lookup, outbox relay). Every service schema gets this function from
+-- kit, and every tenant-owned table's policy calls it, so the rule is written once.
+CREATE FUNCTION tenant_visible(t uuid) RETURNS boolean
+    LANGUAGE sql STABLE
+    AS $$ SELECT t = NULLIF(current_setting('worktruck.tenant_id', true), '')::uuid
+              OR coalesce(current_setting('worktruck.system', true) = 'on', false) $$;
+
 ALTER TABLE entity_heads ENABLE ROW LEVEL SECURITY;
 ALTER TABLE entity_heads FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON entity_heads
-    USING (tenant_id = NULLIF(current_setting('worktruck.tenant_id', true), '')::uuid
-           OR current_setting('worktruck.system', true) = 'on')
-    WITH CHECK (tenant_id = NULLIF(current_setting('worktruck.tenant_id', true), '')::uuid
-           OR current_setting('worktruck.system', true) = 'on');
+    USING (tenant_visible(tenant_id)) WITH CHECK (tenant_visible(tenant_id));
 
 ALTER TABLE entity_versions ENABLE ROW LEVEL SECURITY;
 ALTER TABLE entity_versions FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON entity_versions
-    USING (tenant_id = NULLIF(current_setting('worktruck.tenant_id', true), '')::uuid
-           OR current_setting('worktruck.system', true) = 'on')
-    WITH CHECK (tenant_id = NULLIF(current_setting('worktruck.tenant_id', true), '')::uuid
-           OR current_setting('worktruck.system', true) = 'on');
+    USING (tenant_visible(tenant_id)) WITH CHECK (tenant_visible(tenant_id));
 
 ALTER TABLE outbox ENABLE ROW LEVEL SECURITY;
 ALTER TABLE outbox FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON outbox
-    USING (tenant_id = NULLIF(current_setting('worktruck.tenant_id', true), '')::uuid
-           OR current_setting('worktruck.system', true) = 'on')
-    WITH CHECK (tenant_id = NULLIF(current_setting('worktruck.tenant_id', true), '')::uuid
-           OR current_setting('worktruck.system', true) = 'on');
+    USING (tenant_visible(tenant_id)) WITH CHECK (tenant_visible(tenant_id));

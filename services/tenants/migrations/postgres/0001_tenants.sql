@@ -27,18 +27,12 @@ CREATE TABLE api_keys (
 );
 CREATE INDEX api_keys_by_tenant ON api_keys (tenant_id, created_at DESC, id DESC);
 
+-- RLS through kit's tenant_visible() (defined in this schema by kit's migration).
 ALTER TABLE tenants ENABLE ROW LEVEL SECURITY;
 ALTER TABLE tenants FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON tenants
-    USING (id = NULLIF(current_setting('worktruck.tenant_id', true), '')::uuid
-           OR current_setting('worktruck.system', true) = 'on')
-    WITH CHECK (id = NULLIF(current_setting('worktruck.tenant_id', true), '')::uuid
-           OR current_setting('worktruck.system', true) = 'on');
+CREATE POLICY tenant_isolation ON tenants USING (tenant_visible(id)) WITH CHECK (tenant_visible(id));
 
 ALTER TABLE api_keys ENABLE ROW LEVEL SECURITY;
 ALTER TABLE api_keys FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON api_keys
-    USING (tenant_id = NULLIF(current_setting('worktruck.tenant_id', true), '')::uuid
-           OR current_setting('worktruck.system', true) = 'on')
-    WITH CHECK (tenant_id = NULLIF(current_setting('worktruck.tenant_id', true), '')::uuid
-           OR current_setting('worktruck.system', true) = 'on');
+    USING (tenant_visible(tenant_id)) WITH CHECK (tenant_visible(tenant_id));
