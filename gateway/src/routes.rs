@@ -240,6 +240,7 @@ async fn call(
     let mut ctx = principal.ctx;
     ctx.request_id = request_id.clone();
     shared.signer.attach(&ctx, &mut metadata);
+    worktruck_kit::telemetry::inject(&mut metadata);
     if let Ok(value) = MetadataValue::try_from(request_id.as_str()) {
         metadata.insert(REQUEST_ID, value);
     }

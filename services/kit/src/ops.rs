@@ -105,6 +105,7 @@ pub async fn serve_grpc(
         .build_v1()?;
     let routes = routes.add_service(health).add_service(reflection);
     tonic::transport::Server::builder()
+        .trace_fn(crate::telemetry::grpc_span)
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;

@@ -10,6 +10,47 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::Config;
 
+/// Writes the current span's trace context (`traceparent`) into outgoing gRPC metadata, so a
+/// service's spans join the gateway's trace. A no-op when tracing export is off.
+pub fn inject(md: &mut tonic::metadata::MetadataMap) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    struct Inject<'a>(&'a mut tonic::metadata::MetadataMap);
+    impl opentelemetry::propagation::Injector for Inject<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            if let (Ok(k), Ok(v)) = (
+                tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+                tonic::metadata::MetadataValue::try_from(value.as_str()),
+            ) {
+                self.0.insert(k, v);
+            }
+        }
+    }
+    let cx = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut Inject(md)));
+}
+
+/// The span a gRPC server opens for each request, continuing the caller's trace when the
+/// request carries a `traceparent`.
+pub fn grpc_span(req: &http::Request<()>) -> tracing::Span {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    struct Extract<'a>(&'a http::HeaderMap);
+    impl opentelemetry::propagation::Extractor for Extract<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).and_then(|v| v.to_str().ok())
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.keys().map(|k| k.as_str()).collect()
+        }
+    }
+    let span = tracing::info_span!("grpc", rpc = %req.uri().path(), request_id = tracing::field::Empty);
+    if let Some(id) = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()) {
+        span.record("request_id", id);
+    }
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Extract(req.headers())));
+    let _ = span.set_parent(parent);
+    span
+}
+
 /// Keeps the trace exporter alive; flushes on drop.
 pub struct TelemetryGuard {
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
@@ -47,6 +88,9 @@ pub fn init(cfg: &Config, service_name: &str) -> anyhow::Result<TelemetryGuard> 
             )
             .build();
         let tracer = p.tracer("worktruck");
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
         provider = Some(p);
         Some(tracing_opentelemetry::layer().with_tracer(tracer))
     };
