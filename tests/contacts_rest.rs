@@ -108,6 +108,9 @@ async fn a_contact_renamed_twice_reads_back_through_time() {
         assert_eq!(st, StatusCode::OK, "{tl}");
         let afters: Vec<&str> = tl["data"].as_array().unwrap().iter().map(|e| e["after"].as_str().unwrap()).collect();
         assert_eq!(afters, ["Ada", "Ada Byron", "Ada Lovelace"]);
+        let (_, two) = s.call(Method::GET, &format!("/api/v1/contacts/{id}/timeline?fields=display_name,kind"), None).await;
+        let fields: Vec<&str> = two["data"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+        assert_eq!(fields, ["kind", "display_name", "display_name", "display_name"], "{two}");
 
         // A delete leaves the contact readable as_of before it.
         let before_delete = moment().await;

@@ -581,6 +581,9 @@ impl Store {
         fields: &[String],
     ) -> Result<Vec<TimelineEvent>> {
         self.exists(tx, tenant, id).await?;
+        // `fields=a,b` and `fields=a&fields=b` mean the same.
+        let fields: Vec<&str> =
+            fields.iter().flat_map(|f| f.split(',')).map(str::trim).filter(|f| !f.is_empty()).collect();
         let to = to.unwrap_or_else(end_of_time);
         let rows: Vec<VersionRow> = on_tx!(tx, c => sqlx::query_as(ASSERTS_UP_TO)
             .bind(tenant).bind(self.entity).bind(id).bind(to).fetch_all(c).await)?;
@@ -601,7 +604,7 @@ impl Store {
                     });
                 }
                 for c in changes {
-                    if fields.is_empty() || fields.iter().any(|f| *f == c.field) {
+                    if fields.is_empty() || fields.contains(&c.field.as_str()) {
                         out.push(TimelineEvent {
                             at: r.sys_from,
                             valid_from: r.valid_from,
