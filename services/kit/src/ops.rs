@@ -52,6 +52,8 @@ pub fn bus_check(bus: crate::bus::Bus) -> Check {
 
 /// `/health`, `/ready` and `/metrics`.
 pub fn router(checks: Vec<Check>) -> Router {
+    // Install the recorder now, before any request records a metric.
+    let metrics = metrics_handle();
     let checks = Arc::new(checks);
     Router::new()
         .route("/health", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
@@ -62,7 +64,10 @@ pub fn router(checks: Vec<Check>) -> Router {
                 async move { ready(&checks).await }
             }),
         )
-        .route("/metrics", get(|| async { metrics_handle().render() }))
+        .route("/metrics", get(move || {
+            let metrics = metrics.clone();
+            async move { metrics.render() }
+        }))
 }
 
 async fn ready(checks: &[Check]) -> Response {
