@@ -70,7 +70,8 @@ pub fn init(cfg: &Config, service_name: &str) -> anyhow::Result<TelemetryGuard> 
     let fmt = if cfg.log.format == "json" {
         tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed()
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr).boxed()
     };
     let mut provider = None;
     let otel = if cfg.telemetry.otlp_endpoint.is_empty() {
