@@ -58,6 +58,9 @@ pub struct Running {
     /// The first tenant's id, when this start created it.
     pub first_tenant: Option<String>,
     shutdown: watch::Sender<bool>,
+    /// Servers (gRPC, HTTP): one ending means the process can no longer serve.
+    servers: Vec<JoinHandle<()>>,
+    /// Background work (relays, stream declaration).
     tasks: Vec<JoinHandle<()>>,
     dbs: Vec<Db>,
 }
@@ -66,7 +69,7 @@ impl Running {
     /// Signals every task to stop and waits for them.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
-        for t in self.tasks {
+        for t in self.servers.into_iter().chain(self.tasks) {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
         for db in self.dbs {
@@ -74,12 +77,24 @@ impl Running {
         }
     }
 
-    /// Waits until a task ends (normally only on shutdown).
+    /// Waits until a server task ends, which happens only on shutdown or failure. Background
+    /// tasks that finish their job (such as declaring the JetStream stream) do not count.
     pub async fn wait(&mut self) {
-        if let Some(t) = self.tasks.first_mut() {
-            let _ = t.await;
+        if self.servers.is_empty() {
+            return std::future::pending().await;
         }
+        let (_, index, _) = futures::future::select_all(self.servers.iter_mut()).await;
+        // A finished handle must not be awaited again by `stop`.
+        drop(self.servers.remove(index));
     }
+}
+
+/// What a start spawns: servers, whose end means the process can no longer serve, and
+/// background work that may finish on its own.
+#[derive(Default)]
+struct Tasks {
+    servers: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
 }
 
 fn stopped(rx: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
@@ -146,7 +161,7 @@ pub async fn open_service_db(cfg: &Config, service: &str) -> anyhow::Result<Db> 
 /// The services this release runs.
 pub const SERVICES: &[&str] = &[worktruck_tenants::SERVICE, worktruck_contacts::SERVICE];
 
-async fn bus(cfg: &Config, shutdown: &watch::Receiver<bool>, tasks: &mut Vec<JoinHandle<()>>) -> anyhow::Result<Bus> {
+async fn bus(cfg: &Config, shutdown: &watch::Receiver<bool>, tasks: &mut Tasks) -> anyhow::Result<Bus> {
     if cfg.nats.url.is_empty() {
         return Ok(Bus::memory());
     }
@@ -155,7 +170,7 @@ async fn bus(cfg: &Config, shutdown: &watch::Receiver<bool>, tasks: &mut Vec<Joi
     // outbox holds events meanwhile.
     let b = bus.clone();
     let stop = stopped(shutdown);
-    tasks.push(tokio::spawn(async move {
+    tasks.background.push(tokio::spawn(async move {
         tokio::pin!(stop);
         loop {
             match tokio::time::timeout(Duration::from_secs(5), b.ensure_stream()).await {
@@ -202,15 +217,15 @@ async fn start_service(
     bus: &Bus,
     listener: TcpListener,
     shutdown: &watch::Receiver<bool>,
-    tasks: &mut Vec<JoinHandle<()>>,
+    tasks: &mut Tasks,
 ) -> anyhow::Result<Db> {
     let db = open_service_db(cfg, service).await?;
     let relay = Relay::new(db.clone(), bus.clone());
-    tasks.push(tokio::spawn(relay.clone().run(stopped(shutdown))));
+    tasks.background.push(tokio::spawn(relay.clone().run(stopped(shutdown))));
     let (routes, name) = service_routes(service, &db, keys, &relay, cfg);
     let stop = stopped(shutdown);
     let service_name = service.to_owned();
-    tasks.push(tokio::spawn(async move {
+    tasks.servers.push(tokio::spawn(async move {
         if let Err(e) = ops::serve_grpc(listener, routes, &[name], stop).await {
             tracing::error!(service = %service_name, error = %e, "grpc server failed");
         }
@@ -225,7 +240,7 @@ async fn start_gateway(
     checks: Vec<ops::Check>,
     listener: TcpListener,
     shutdown: &watch::Receiver<bool>,
-    tasks: &mut Vec<JoinHandle<()>>,
+    tasks: &mut Tasks,
 ) -> anyhow::Result<()> {
     let registry = Arc::new(Registry::load(worktruck_proto::DESCRIPTOR_SET)?);
     let signer = keys.signer.clone().context("the gateway needs context.signing_key or secret_key")?;
@@ -238,7 +253,7 @@ async fn start_gateway(
     .await?;
     let app = ops::router(checks).merge(gw);
     let stop = stopped(shutdown);
-    tasks.push(tokio::spawn(async move {
+    tasks.servers.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
             tracing::error!(error = %e, "rest gateway failed");
         }
@@ -258,7 +273,7 @@ fn channel(url: &str) -> anyhow::Result<Channel> {
 pub async fn start_dev(cfg: Config) -> anyhow::Result<Running> {
     let keys = keys(&cfg, true)?;
     let (tx, rx) = watch::channel(false);
-    let mut tasks = Vec::new();
+    let mut tasks = Tasks::default();
     let bus = bus(&cfg, &rx, &mut tasks).await?;
     let mut dbs = Vec::new();
     let mut upstreams = worktruck_gateway::Upstreams::new();
@@ -282,7 +297,7 @@ pub async fn start_dev(cfg: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot listen on {} (is another Worktruck running?)", cfg.rest.addr))?;
     let rest_addr = listener.local_addr()?;
     start_gateway(&cfg, &keys, upstreams, checks, listener, &rx, &mut tasks).await?;
-    Ok(Running { rest_addr: Some(rest_addr), grpc_addr: None, first_key, first_tenant, shutdown: tx, tasks, dbs })
+    Ok(Running { rest_addr: Some(rest_addr), grpc_addr: None, first_key, first_tenant, shutdown: tx, servers: tasks.servers, tasks: tasks.background, dbs })
 }
 
 /// Creates the first tenant when the tenants database has none.
@@ -307,7 +322,7 @@ async fn first_start(cfg: &Config, tenants_db: &Db, keys: &Keys) -> anyhow::Resu
 /// Starts one role, for `worktruck serve <role>`.
 pub async fn start_role(cfg: Config, role: Role) -> anyhow::Result<Running> {
     let (tx, rx) = watch::channel(false);
-    let mut tasks = Vec::new();
+    let mut tasks = Tasks::default();
     match role {
         Role::Tenants | Role::Contacts => {
             let keys = keys(&cfg, false)?;
@@ -319,10 +334,10 @@ pub async fn start_role(cfg: Config, role: Role) -> anyhow::Result<Running> {
             let admin = TcpListener::bind(cfg.admin.addr).await.with_context(|| format!("listen on {}", cfg.admin.addr))?;
             let app = ops::router(vec![ops::db_check("database", db.clone()), ops::bus_check(bus.clone())]);
             let stop = stopped(&rx);
-            tasks.push(tokio::spawn(async move {
+            tasks.servers.push(tokio::spawn(async move {
                 let _ = axum::serve(admin, app).with_graceful_shutdown(stop).await;
             }));
-            Ok(Running { rest_addr: None, grpc_addr: Some(grpc_addr), first_key: None, first_tenant: None, shutdown: tx, tasks, dbs: vec![db] })
+            Ok(Running { rest_addr: None, grpc_addr: Some(grpc_addr), first_key: None, first_tenant: None, shutdown: tx, servers: tasks.servers, tasks: tasks.background, dbs: vec![db] })
         }
         Role::Gateway => {
             let keys = keys(&cfg, true)?;
@@ -332,7 +347,7 @@ pub async fn start_role(cfg: Config, role: Role) -> anyhow::Result<Running> {
             let listener = TcpListener::bind(cfg.rest.addr).await.with_context(|| format!("listen on {}", cfg.rest.addr))?;
             let rest_addr = listener.local_addr()?;
             start_gateway(&cfg, &keys, upstreams, Vec::new(), listener, &rx, &mut tasks).await?;
-            Ok(Running { rest_addr: Some(rest_addr), grpc_addr: None, first_key: None, first_tenant: None, shutdown: tx, tasks, dbs: vec![] })
+            Ok(Running { rest_addr: Some(rest_addr), grpc_addr: None, first_key: None, first_tenant: None, shutdown: tx, servers: tasks.servers, tasks: tasks.background, dbs: vec![] })
         }
     }
 }

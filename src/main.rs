@@ -178,21 +178,8 @@ async fn run_dev(mut cfg: Config, args: &DevArgs) -> anyhow::Result<()> {
 }
 
 async fn until_signal(running: &mut worktruck::Running) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
     tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-        _ = running.wait() => tracing::error!("a component stopped unexpectedly"),
+        () = worktruck_kit::ops::shutdown_signal() => {}
+        () = running.wait() => tracing::error!("a component stopped unexpectedly"),
     }
 }

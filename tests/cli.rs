@@ -82,3 +82,36 @@ async fn dev_prints_a_key_and_admin_keys_work_against_the_running_server() {
     assert_eq!(t["id"], v["tenant"]["id"]);
     drop(server);
 }
+
+#[tokio::test]
+async fn dev_on_postgres_and_nats_keeps_serving() {
+    use worktruck_kit::testing::{Backend, TestData, backends, nats_url};
+    if !backends().contains(&Backend::Postgres) {
+        return;
+    }
+    let Some(nats) = nats_url() else { return };
+    let data = TestData::new(Backend::Postgres).await;
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_worktruck"))
+        .args(["dev", "--rest-addr", &format!("127.0.0.1:{port}"), "--nats-url", &nats, "--database-url"])
+        .arg(data.database_url.as_ref().unwrap())
+        .arg("--data-dir")
+        .arg(data.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Server(child);
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http.get(format!("{base}/health")).send().await.is_ok_and(|r| r.status() == 200) {
+        assert!(Instant::now() < deadline, "/health answers");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Background work finishing (the JetStream stream declared) must not stop the server.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(server.0.try_wait().unwrap().is_none(), "the server is still running");
+    let ready: serde_json::Value = http.get(format!("{base}/ready")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["checks"]["bus"], "ok", "{ready}");
+}

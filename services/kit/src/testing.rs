@@ -1,4 +1,4 @@
-//! Test fixtures shared by every crate's tests: a fresh SQLite folder or a fresh PostgreSQL
+//! Fixtures shared by every crate's tests and the load harness: a fresh SQLite folder or a fresh PostgreSQL
 //! database per test, and the NATS URL. Backends come from `DATABASE_URL` / `NATS_URL`; under
 //! `CI=true` a missing backend fails the test instead of skipping it.
 
@@ -43,6 +43,57 @@ pub fn nats_url() -> Option<String> {
     }
 }
 
+/// A PostgreSQL database made for one test or benchmark run, dropped (`WITH (FORCE)`) when this
+/// value is dropped.
+pub struct TempDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl TempDatabase {
+    /// Creates `<prefix>_<random>` on the server `admin_url` points at (a role that may create
+    /// databases, e.g. `postgres://postgres@127.0.0.1:5432/postgres`).
+    pub async fn create(admin_url: &str, prefix: &str) -> Result<TempDatabase, sqlx::Error> {
+        let name = format!("{prefix}_{}", Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(admin_url).await?;
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
+        let _ = conn.close().await;
+        Ok(TempDatabase { url: with_database(admin_url, &name), admin_url: admin_url.to_owned(), name })
+    }
+
+    /// The new database's URL (the admin URL with its database replaced).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for TempDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs outside async; a short-lived thread with its own runtime cleans up.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            if let Ok(rt) = rt {
+                rt.block_on(async move {
+                    if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                        let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                        if let Err(e) = sqlx::query(AssertSqlSafe(drop)).execute(&mut c).await {
+                            eprintln!("could not drop database {name}: {e}");
+                        }
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
+
 /// A fresh, isolated place for one test's data; cleaned up on drop.
 pub struct TestData {
     /// The backend.
@@ -51,29 +102,22 @@ pub struct TestData {
     pub dir: tempfile::TempDir,
     /// A fresh PostgreSQL database URL on `Postgres`.
     pub database_url: Option<String>,
-    admin_url: Option<String>,
-    db_name: Option<String>,
+    /// Held so the database is dropped with the test data.
+    _database: Option<TempDatabase>,
 }
 
 impl TestData {
     /// Makes a fresh folder, and on PostgreSQL a fresh database.
     pub async fn new(backend: Backend) -> TestData {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (database_url, admin_url, db_name) = match backend {
-            Backend::Sqlite => (None, None, None),
+        let database = match backend {
+            Backend::Sqlite => None,
             Backend::Postgres => {
                 let admin = std::env::var("DATABASE_URL").expect("DATABASE_URL");
-                let name = format!("wt_test_{}", Uuid::new_v4().simple());
-                let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to DATABASE_URL");
-                sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .execute(&mut conn)
-                    .await
-                    .expect("create test database");
-                let _ = conn.close().await;
-                (Some(with_database(&admin, &name)), Some(admin), Some(name))
+                Some(TempDatabase::create(&admin, "wt_test").await.expect("create a test database on DATABASE_URL"))
             }
         };
-        TestData { backend, dir, database_url, admin_url, db_name }
+        TestData { backend, dir, database_url: database.as_ref().map(|d| d.url().to_owned()), _database: database }
     }
 
     /// The data folder.
@@ -89,27 +133,6 @@ impl TestData {
             service: service.to_owned(),
             max_connections: 5,
             app_role: "worktruck_app".into(),
-        }
-    }
-}
-
-impl Drop for TestData {
-    fn drop(&mut self) {
-        if let (Some(admin), Some(name)) = (self.admin_url.take(), self.db_name.take()) {
-            // Drop runs outside async; a short-lived thread with its own runtime cleans up.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
-                if let Ok(rt) = rt {
-                    rt.block_on(async move {
-                        if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-                            let _ = sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                                .execute(&mut c)
-                                .await;
-                        }
-                    });
-                }
-            })
-            .join();
         }
     }
 }

@@ -1,0 +1,243 @@
+//! The load phases: N workers share a bounded request budget and a deadline, time each request
+//! from send to last body byte, and count anything but a usable 2xx as an error.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, StatusCode, Url};
+
+use crate::stats::{Failure, Samples, Summary};
+
+/// The server under load and the key to use.
+#[derive(Clone)]
+pub struct Target {
+    base: Url,
+    key: String,
+    client: Client,
+}
+
+impl Target {
+    /// A target at `base` (e.g. `http://127.0.0.1:8080`) authenticated by API key `key`.
+    /// Requests that take longer than `timeout` count as `timeout` errors.
+    pub fn new(
+        mut base: Url,
+        key: String,
+        concurrency: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Target> {
+        // `join` resolves relative to the last `/`, so a base path must end with one.
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        let client = Client::builder()
+            .pool_max_idle_per_host(concurrency.max(1))
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Target { base, key, client })
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> Url {
+        self.base.join(path).expect("paths are static or ids")
+    }
+
+    /// `POST /api/v1/contacts`; the new contact's id on success.
+    async fn create_contact(&self, n: u64) -> Result<String, Failure> {
+        let body =
+            serde_json::json!({ "kind": "person", "display_name": format!("Load Person {n}") });
+        let resp = self
+            .client
+            .post(self.url("api/v1/contacts"))
+            .bearer_auth(&self.key)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| classify(&e))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| classify(&e))?;
+        check(status)?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| Failure::BadBody)?;
+        v.get("id")
+            .and_then(|id| id.as_str())
+            .map(str::to_owned)
+            .ok_or(Failure::BadBody)
+    }
+
+    /// `GET /api/v1/contacts/{id}`.
+    async fn get_contact(&self, id: &str) -> Result<(), Failure> {
+        let resp = self
+            .client
+            .get(self.url(&format!("api/v1/contacts/{id}")))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .map_err(|e| classify(&e))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| classify(&e))?;
+        check(status)?;
+        if bytes.is_empty() {
+            return Err(Failure::BadBody);
+        }
+        Ok(())
+    }
+}
+
+fn check(status: StatusCode) -> Result<(), Failure> {
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(Failure::Status(status.as_u16()))
+    }
+}
+
+fn classify(e: &reqwest::Error) -> Failure {
+    if e.is_timeout() {
+        Failure::Timeout
+    } else if let Some(status) = e.status() {
+        Failure::Status(status.as_u16())
+    } else {
+        Failure::Transport
+    }
+}
+
+/// How much load one phase applies.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// Concurrent workers (each has at most one request in flight).
+    pub concurrency: usize,
+    /// Requests the phase may send in total.
+    pub requests: u64,
+    /// No request starts after this much time; the phase ends when in-flight ones finish.
+    pub max_duration: Duration,
+}
+
+/// Creates contacts; returns the summary and the ids created (for the `get` phase).
+pub async fn create_phase(target: &Target, plan: Plan) -> (Summary, Vec<String>) {
+    let t = target.clone();
+    let (samples, ids, elapsed) = run(plan, move |n| {
+        let t = t.clone();
+        async move { t.create_contact(n).await.map(Some) }
+    })
+    .await;
+    (samples.summarize("create", elapsed), ids)
+}
+
+/// Reads the contacts in `ids`, round-robin; `None` when there is nothing to read.
+pub async fn get_phase(target: &Target, plan: Plan, ids: Vec<String>) -> Option<Summary> {
+    if ids.is_empty() {
+        return None;
+    }
+    let ids = Arc::new(ids);
+    let t = target.clone();
+    let (samples, _, elapsed) = run(plan, move |n| {
+        let t = t.clone();
+        let ids = Arc::clone(&ids);
+        async move {
+            let id = &ids[(n % ids.len() as u64) as usize];
+            t.get_contact(id).await.map(|()| None)
+        }
+    })
+    .await;
+    Some(samples.summarize("get", elapsed))
+}
+
+/// Runs `op(n)` for n in 0..plan.requests across `plan.concurrency` workers until the budget
+/// or the deadline runs out. Returns merged samples, the ids `op` produced, and the wall time.
+async fn run<F, Fut>(plan: Plan, op: F) -> (Samples, Vec<String>, Duration)
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Option<String>, Failure>> + Send,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + plan.max_duration;
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..plan.concurrency.max(1) {
+        let op = Arc::clone(&op);
+        let next = Arc::clone(&next);
+        workers.spawn(async move {
+            let mut samples = Samples::default();
+            let mut ids = Vec::new();
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= plan.requests || Instant::now() >= deadline {
+                    break;
+                }
+                let t0 = Instant::now();
+                let outcome = op(n).await;
+                let latency = t0.elapsed();
+                match outcome {
+                    Ok(id) => {
+                        samples.record_ok(latency);
+                        ids.extend(id);
+                    }
+                    Err(f) => samples.record_failure(&f),
+                }
+            }
+            (samples, ids)
+        });
+    }
+    let mut all = Samples::default();
+    let mut all_ids = Vec::new();
+    while let Some(joined) = workers.join_next().await {
+        // A worker only ends by returning; a panic there is a harness bug worth surfacing.
+        let (samples, ids) = joined.expect("load worker panicked");
+        all.merge(samples);
+        all_ids.extend(ids);
+    }
+    (all, all_ids, started.elapsed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn run_respects_the_request_budget_and_collects_ids() {
+        let plan = Plan {
+            concurrency: 8,
+            requests: 100,
+            max_duration: Duration::from_secs(30),
+        };
+        let (samples, ids, _) = run(plan, |n| async move {
+            if n % 10 == 0 {
+                Err(Failure::Status(500))
+            } else {
+                Ok(Some(n.to_string()))
+            }
+        })
+        .await;
+        assert_eq!(samples.requests(), 100);
+        assert_eq!(ids.len(), 90);
+        let sum = samples.summarize("create", Duration::from_secs(1));
+        assert_eq!(sum.errors, 10);
+        assert_eq!(sum.error_kinds.get("http_500"), Some(&10));
+    }
+
+    #[tokio::test]
+    async fn run_stops_at_the_deadline() {
+        let plan = Plan {
+            concurrency: 2,
+            requests: u64::MAX,
+            max_duration: Duration::from_millis(100),
+        };
+        let (samples, _, elapsed) = run(plan, |_| async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Ok(None)
+        })
+        .await;
+        assert!(samples.requests() > 0);
+        assert!(samples.requests() < 1000);
+        assert!(elapsed < Duration::from_secs(5));
+    }
+}
