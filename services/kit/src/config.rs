@@ -366,6 +366,16 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_file_loads() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/worktruck.example.toml");
+        figment::Jail::expect_with(|_| {
+            let cfg = Config::load(Some(&example)).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.rest.addr, Config::default().rest.addr, "the example documents the defaults");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn bad_values_are_refused_before_start() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("WORKTRUCK_LOG__FORMAT", "xml");
