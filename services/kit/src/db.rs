@@ -59,7 +59,16 @@ pub enum Db {
     /// PostgreSQL, in the service's own schema.
     Pg(PgPool),
     /// SQLite, one file per service.
-    Sqlite(SqlitePool),
+    Sqlite(SqliteDb),
+}
+
+/// SQLite's two pools on one file: readers in parallel (WAL), writers through a single
+/// connection, so they queue fairly in the pool instead of in SQLite's sleeping busy handler
+/// (which gave multi-hundred-millisecond tails under concurrent writes).
+#[derive(Debug, Clone)]
+pub struct SqliteDb {
+    read: SqlitePool,
+    write: SqlitePool,
 }
 
 /// An open transaction; dropped without [`Tx::commit`], it rolls back.
@@ -147,7 +156,9 @@ impl Db {
             None => {
                 std::fs::create_dir_all(&opts.data_dir).map_err(Error::internal)?;
                 let path = opts.data_dir.join(format!("{}.db", opts.service));
-                Ok(Db::Sqlite(sqlite_pool(&path, opts.max_connections).await?))
+                let write = sqlite_pool(&path, 1).await?;
+                let read = sqlite_pool(&path, opts.max_connections).await?;
+                Ok(Db::Sqlite(SqliteDb { read, write }))
             }
         }
     }
@@ -185,7 +196,7 @@ impl Db {
                     grant_app_role(pool, &schema, &opts.app_role).await?;
                 }
             }
-            Db::Sqlite(pool) => {
+            Db::Sqlite(SqliteDb { write: pool, .. }) => {
                 let mut kit = sqlx::migrate!("migrations/sqlite");
                 kit.dangerous_set_table_name("_kit_migrations");
                 kit.run(pool).await.map_err(mig)?;
@@ -222,8 +233,8 @@ impl Db {
                 .await?;
                 Ok(Tx::Pg(t))
             }
-            Db::Sqlite(pool) => {
-                let t = if write { pool.begin_with("BEGIN IMMEDIATE").await? } else { pool.begin().await? };
+            Db::Sqlite(p) => {
+                let t = if write { p.write.begin_with("BEGIN IMMEDIATE").await? } else { p.read.begin().await? };
                 Ok(Tx::Sqlite(t))
             }
         }
@@ -233,7 +244,7 @@ impl Db {
     pub async fn ping(&self) -> bool {
         match self {
             Db::Pg(p) => sqlx::query("SELECT 1").execute(p).await.is_ok(),
-            Db::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await.is_ok(),
+            Db::Sqlite(p) => sqlx::query("SELECT 1").execute(&p.read).await.is_ok(),
         }
     }
 
@@ -241,7 +252,10 @@ impl Db {
     pub async fn close(&self) {
         match self {
             Db::Pg(p) => p.close().await,
-            Db::Sqlite(p) => p.close().await,
+            Db::Sqlite(p) => {
+                p.write.close().await;
+                p.read.close().await;
+            }
         }
     }
 }
