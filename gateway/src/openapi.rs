@@ -226,15 +226,7 @@ fn query_parameters(
                     );
                 }
             }
-            Kind::Message(m)
-                if matches!(
-                    m.full_name(),
-                    "google.protobuf.Struct"
-                        | "google.protobuf.Value"
-                        | "google.protobuf.ListValue"
-                        | "google.protobuf.Any"
-                        | "google.protobuf.Empty"
-                ) => {}
+            Kind::Message(m) if worktruck_proto::json::is_structured_well_known(&m) => {}
             _ => {
                 let mut p = json!({
                     "name": name,

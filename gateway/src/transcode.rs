@@ -172,15 +172,7 @@ fn resolve(desc: &MessageDescriptor, dotted: &str) -> Option<Vec<FieldDescriptor
 fn query_settable(field: &FieldDescriptor) -> bool {
     match field.kind() {
         Kind::Message(m) => {
-            json::is_well_known(&m)
-                && !matches!(
-                    m.full_name(),
-                    "google.protobuf.Struct"
-                        | "google.protobuf.Value"
-                        | "google.protobuf.ListValue"
-                        | "google.protobuf.Any"
-                        | "google.protobuf.Empty"
-                )
+            json::is_well_known(&m) && !json::is_structured_well_known(&m)
         }
         _ => true,
     }

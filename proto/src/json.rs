@@ -109,6 +109,19 @@ pub fn is_unspecified(value: &EnumValueDescriptor) -> bool {
     value.name() == "UNSPECIFIED" || value.name().ends_with("_UNSPECIFIED")
 }
 
+/// Well-known types whose JSON form is itself structured (an object, a list or anything), so
+/// they can be neither a query parameter nor a path variable.
+pub fn is_structured_well_known(desc: &MessageDescriptor) -> bool {
+    matches!(
+        desc.full_name(),
+        "google.protobuf.Struct"
+            | "google.protobuf.Value"
+            | "google.protobuf.ListValue"
+            | "google.protobuf.Any"
+            | "google.protobuf.Empty"
+    )
+}
+
 /// True for the `google.protobuf` types whose JSON form is special (a string, free JSON, …)
 /// rather than an object of their fields.
 pub fn is_well_known(desc: &MessageDescriptor) -> bool {
