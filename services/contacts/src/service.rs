@@ -150,7 +150,7 @@ impl ContactsService for Contacts {
             return Ok(Response::new(self.pb(&c, &head)?));
         }
         let w = Write { search_text: doc.search_text(), doc: doc.to_value(), valid_from, actor: c.ctx.actor.clone() };
-        let rec = CONTACTS.update(&mut tx, c.tenant, id, Some(head.version), w, t).await?;
+        let rec = CONTACTS.update_head(&mut tx, c.tenant, &head, w, t).await?;
         let out = self.pb(&c, &rec)?;
         self.emit(&mut tx, &c, "updated", &out, id, t).await?;
         tx.commit().await?;

@@ -253,8 +253,8 @@ impl Store {
         }
     }
 
-    /// Writes a new version computed from the current one. `expected` guards against lost
-    /// updates (409 `conflict` when the entity moved on).
+    /// Writes a new version over the current one. `expected` guards against lost updates (409
+    /// `conflict` when the entity moved on).
     pub async fn update(
         &self,
         tx: &mut Tx,
@@ -273,6 +273,13 @@ impl Store {
                 )));
             }
         }
+        self.update_head(tx, tenant, &head, w, now).await
+    }
+
+    /// Writes a new version over `head`, which the caller read in this transaction (to compute
+    /// the new document from it). Fails with `conflict` if another writer got there first.
+    pub async fn update_head(&self, tx: &mut Tx, tenant: Uuid, head: &Record, w: Write, now: DateTime<Utc>) -> Result<Record> {
+        let id = head.id;
         let valid_from = check_valid_from(w.valid_from, now)?;
         let now = now.max(head.updated_at + chrono::Duration::microseconds(1));
         let reason = if valid_from < head.updated_at { Reason::Correction } else { Reason::Update };
