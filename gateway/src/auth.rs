@@ -12,7 +12,7 @@ use tonic::transport::Channel;
 use uuid::Uuid;
 use worktruck_kit::context::{Ctx, Signer};
 use worktruck_kit::{Error, ErrorCode};
-use worktruck_proto::tenants::v1::AuthenticateApiKeyRequest;
+use worktruck_proto::tenants::v1::{AuthenticateApiKeyRequest, Plan, PrincipalKind, ResolvePrincipalRequest};
 use worktruck_proto::tenants::v1::tenants_service_client::TenantsServiceClient;
 
 use crate::error::ApiError;
@@ -117,10 +117,57 @@ impl ApiKeyAuthenticator {
             format!("key:{}", response.key_id),
             tenant.retention_days,
         );
+        ctx.plan = plan_name(tenant.plan);
         ctx.scopes = response.scopes;
         ctx.request_id = request_id;
         Ok(Principal { ctx })
     }
+}
+
+/// The short name of a plan number (`free`, `pro`, `scale`, `enterprise`).
+pub fn plan_name(plan: i32) -> String {
+    Plan::try_from(plan)
+        .unwrap_or(Plan::Free)
+        .as_str_name()
+        .trim_start_matches("PLAN_")
+        .to_ascii_lowercase()
+}
+
+/// Resolves an external principal (an OIDC subject or a paying wallet) to its tenant through
+/// `TenantsService.ResolvePrincipal`, which provisions a free tenant on first sight. Every
+/// authenticator of an external identity ends here, so they map identities alike.
+pub async fn resolve_external(
+    tenants: &TenantsServiceClient<Channel>,
+    signer: &Signer,
+    kind: PrincipalKind,
+    issuer: &str,
+    subject: &str,
+    actor: String,
+    request_id: String,
+) -> Result<Principal, Error> {
+    let mut request = tonic::Request::new(ResolvePrincipalRequest {
+        kind: kind as i32,
+        subject: subject.to_owned(),
+        issuer: issuer.to_owned(),
+    });
+    let mut system = Ctx::system("gateway");
+    system.request_id = request_id.clone();
+    signer.attach(&system, request.metadata_mut());
+    let response = tenants
+        .clone()
+        .resolve_principal(request)
+        .await
+        .map_err(|status| Error::from_status(&status))?
+        .into_inner();
+    let tenant = response
+        .tenant
+        .ok_or_else(|| Error::internal("ResolvePrincipal returned no tenant"))?;
+    let tenant_id = Uuid::parse_str(&tenant.id)
+        .map_err(|e| Error::internal(format!("ResolvePrincipal returned a bad tenant id: {e}")))?;
+    let mut ctx = Ctx::tenant(tenant_id, actor, tenant.retention_days);
+    ctx.plan = plan_name(tenant.plan);
+    ctx.request_id = request_id;
+    Ok(Principal { ctx })
 }
 
 impl Authenticator for ApiKeyAuthenticator {

@@ -386,4 +386,11 @@ impl TenantsService for FakeTenants {
     ) -> Result<GrpcResponse<CreateTenantResponse>, Status> {
         unimplemented()
     }
+
+    async fn resolve_principal(
+        &self,
+        _: GrpcRequest<worktruck_proto::tenants::v1::ResolvePrincipalRequest>,
+    ) -> Result<GrpcResponse<worktruck_proto::tenants::v1::ResolvePrincipalResponse>, Status> {
+        unimplemented()
+    }
 }

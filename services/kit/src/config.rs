@@ -45,6 +45,106 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Tenant defaults.
     pub tenants: TenantsConfig,
+    /// Ways in beyond API keys, and plan limits.
+    pub auth: AuthConfig,
+}
+
+/// Authentication and limits (`[auth]`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// OIDC JWT access tokens (Keycloak); off while `issuer` is empty.
+    pub oidc: OidcConfig,
+    /// x402 payments; off while `facilitator_url` is empty.
+    pub x402: X402Config,
+    /// Limits of the enterprise plan (the other plans' limits are fixed).
+    pub enterprise: PlanLimits,
+}
+
+/// `[auth.oidc]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The issuer URL, exactly as tokens carry it in `iss`; discovery is
+    /// `<issuer>/.well-known/openid-configuration`. Empty disables JWTs.
+    pub issuer: String,
+    /// The audience tokens must name in `aud`.
+    pub audience: String,
+    /// The least time between two JWKS refreshes caused by an unknown `kid`.
+    pub jwks_refresh_min_seconds: u64,
+}
+
+impl Default for OidcConfig {
+    fn default() -> Self {
+        Self { issuer: String::new(), audience: "mcp".into(), jwks_refresh_min_seconds: 30 }
+    }
+}
+
+/// `[auth.x402]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct X402Config {
+    /// The facilitator's base URL (`/verify`, `/settle`). Empty disables x402.
+    pub facilitator_url: String,
+    /// The address payments go to.
+    pub pay_to: String,
+    /// CAIP-2 network.
+    pub network: String,
+    /// The token contract (USDC on Base by default).
+    pub asset: String,
+    /// How long a payment authorization may take, in seconds.
+    pub max_timeout_seconds: u64,
+    /// Prices per operation class, in the asset's atomic units (USDC: 6 decimals).
+    pub prices: X402Prices,
+}
+
+impl Default for X402Config {
+    fn default() -> Self {
+        Self {
+            facilitator_url: String::new(),
+            pay_to: String::new(),
+            network: "eip155:8453".into(),
+            asset: "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913".into(),
+            max_timeout_seconds: 60,
+            prices: X402Prices::default(),
+        }
+    }
+}
+
+/// Prices per operation class in atomic units; writes cost more than reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct X402Prices {
+    /// A single read (`GET /contacts/{id}`): $0.001.
+    pub read: u64,
+    /// A list or search: $0.002.
+    pub list: u64,
+    /// A write: $0.003.
+    pub write: u64,
+    /// A composite operation: $0.005.
+    pub composite: u64,
+}
+
+impl Default for X402Prices {
+    fn default() -> Self {
+        Self { read: 1_000, list: 2_000, write: 3_000, composite: 5_000 }
+    }
+}
+
+/// Requests allowed per minute and per day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlanLimits {
+    /// Per minute.
+    pub per_minute: u32,
+    /// Per day.
+    pub per_day: u32,
+}
+
+impl Default for PlanLimits {
+    fn default() -> Self {
+        Self { per_minute: 6_000, per_day: 5_000_000 }
+    }
 }
 
 /// REST gateway settings.
@@ -165,6 +265,7 @@ impl Default for Config {
             log: LogConfig::default(),
             telemetry: TelemetryConfig::default(),
             tenants: TenantsConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -212,7 +313,7 @@ impl Default for TenantsConfig {
 /// The top-level configuration keys (sections and plain values).
 const TOP_LEVEL_KEYS: &[&str] = &[
     "data_dir", "secret_key", "rest", "mcp", "database", "nats", "grpc", "admin", "services",
-    "context", "log", "telemetry", "tenants",
+    "context", "log", "telemetry", "tenants", "auth",
 ];
 
 /// A configuration problem, reported before start.
@@ -256,6 +357,21 @@ impl Config {
         }
         if self.rest.body_limit_bytes < 1024 {
             return Err(ConfigError("rest.body_limit_bytes must be at least 1024".into()));
+        }
+        let x = &self.auth.x402;
+        if !x.facilitator_url.is_empty() {
+            if x.pay_to.is_empty() {
+                return Err(ConfigError("auth.x402.pay_to is required when a facilitator is configured".into()));
+            }
+            if !x.network.contains(':') {
+                return Err(ConfigError("auth.x402.network must be a CAIP-2 id such as eip155:8453".into()));
+            }
+            if !(x.prices.write > x.prices.read && x.prices.read > 0) {
+                return Err(ConfigError("auth.x402.prices: read must be > 0 and write must cost more than read".into()));
+            }
+        }
+        if !self.auth.oidc.issuer.is_empty() && self.auth.oidc.audience.is_empty() {
+            return Err(ConfigError("auth.oidc.audience must not be empty".into()));
         }
         if !(1..=36_500).contains(&self.tenants.default_retention_days) {
             return Err(ConfigError("tenants.default_retention_days must be 1..=36500".into()));
@@ -356,11 +472,18 @@ mod tests {
             jail.create_file("w.toml", "[rest]\naddr = \"127.0.0.1:9999\"\n[log]\nformat = \"json\"\n")?;
             jail.set_env("WORKTRUCK_LOG__FORMAT", "text");
             jail.set_env("WORKTRUCK_DATABASE__URL", "postgres://x@localhost/db");
+            jail.set_env("WORKTRUCK_AUTH__OIDC__ISSUER", "http://127.0.0.1:9/realms/w");
+            jail.set_env("WORKTRUCK_AUTH__X402__FACILITATOR_URL", "http://127.0.0.1:9");
+            jail.set_env("WORKTRUCK_AUTH__X402__PAY_TO", "0xabc");
             let cfg = Config::load(Some(Path::new("w.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(cfg.rest.addr.port(), 9999);
             assert_eq!(cfg.log.format, "text");
             assert_eq!(cfg.database_url().as_deref(), Some("postgres://x@localhost/db"));
             assert_eq!(cfg.mcp.addr.port(), 8081);
+            assert_eq!(cfg.auth.oidc.issuer, "http://127.0.0.1:9/realms/w");
+            assert_eq!(cfg.auth.oidc.audience, "mcp");
+            assert_eq!(cfg.auth.x402.network, "eip155:8453");
+            assert_eq!(cfg.auth.x402.pay_to, "0xabc");
             Ok(())
         });
     }

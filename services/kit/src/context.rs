@@ -32,6 +32,9 @@ pub struct Ctx {
     /// The tenant's retention window in days (reads before it are `gone`).
     #[serde(default)]
     pub retention_days: i32,
+    /// The tenant's plan (`free`, `pro`, `scale`, `enterprise`), for limits.
+    #[serde(default)]
+    pub plan: String,
     /// Request id for logs and traces.
     #[serde(default)]
     pub request_id: String,
@@ -47,6 +50,7 @@ impl Ctx {
             actor: actor.into(),
             scopes: Vec::new(),
             retention_days,
+            plan: String::new(),
             request_id: String::new(),
             exp: 0,
         }
@@ -59,6 +63,7 @@ impl Ctx {
             actor: format!("system:{role}"),
             scopes: Vec::new(),
             retention_days: 0,
+            plan: String::new(),
             request_id: String::new(),
             exp: 0,
         }

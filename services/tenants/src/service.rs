@@ -74,6 +74,37 @@ impl Tenants {
         })
     }
 
+    /// Maps an OIDC subject or a paying wallet to its tenant, creating one on the free plan the
+    /// first time. Concurrent first requests for one principal end on one tenant.
+    pub async fn resolve_principal(&self, kind: pb::PrincipalKind, issuer: &str, subject: &str) -> Result<pb::ResolvePrincipalResponse> {
+        let (kind, issuer, subject) = principal_key(kind, issuer, subject)?;
+        for _ in 0..3 {
+            let mut tx = self.db.begin(Scope::System, false).await?;
+            if let Some((id, tenant_id)) = store::principal(&mut tx, kind, &issuer, &subject).await? {
+                let tenant = store::tenant(&mut tx, tenant_id).await?.ok_or_else(|| Error::internal("principal without tenant"))?;
+                return Ok(pb::ResolvePrincipalResponse { tenant: Some(tenant_pb(&tenant)), principal_id: id.to_string(), created: false });
+            }
+            drop(tx);
+            let t = now();
+            let name = if kind == "wallet" { subject.clone() } else { format!("{subject} ({issuer})") };
+            let row = new_tenant_row(&name.chars().take(200).collect::<String>(), pb::Plan::Free, self.default_retention_days, t);
+            let principal_id = Uuid::now_v7();
+            let mut tx = self.db.begin(Scope::Tenant(row.id), true).await?;
+            let tenant = insert_tenant(&mut tx, &row, &format!("{kind}:{subject}")).await?;
+            match store::insert_principal(&mut tx, principal_id, kind, &issuer, &subject, row.id, t).await {
+                Ok(()) => {
+                    tx.commit().await?;
+                    self.relay.notify();
+                    return Ok(pb::ResolvePrincipalResponse { tenant: Some(tenant), principal_id: principal_id.to_string(), created: true });
+                }
+                // Another request created it first: read theirs.
+                Err(e) if e.code == ErrorCode::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::conflict("principal is being created concurrently; retry"))
+    }
+
     async fn create_key(&self, ctx: &Ctx, r: pb::CreateApiKeyRequest) -> Result<pb::ApiKeySecret> {
         let tenant = ctx.require_tenant()?;
         let t = now();
@@ -146,31 +177,62 @@ pub async fn create_tenant(
         return Err(Error::validation("tenant name must be 1 to 200 characters"));
     }
     let t = now();
-    let row = TenantRow {
+    let row = new_tenant_row(name, plan, retention_days, t);
+    let mut tx = db.begin(Scope::Tenant(row.id), true).await?;
+    let tenant = insert_tenant(&mut tx, &row, "system:tenants").await?;
+    let key = insert_new_key(&mut tx, pepper, row.id, "default", Env::Live, &[], None, t).await?;
+    tx.commit().await?;
+    Ok(pb::CreateTenantResponse { tenant: Some(tenant), api_key: Some(key) })
+}
+
+fn new_tenant_row(name: &str, plan: pb::Plan, retention_days: i32, t: DateTime<Utc>) -> TenantRow {
+    TenantRow {
         id: Uuid::now_v7(),
         name: name.to_owned(),
         slug: slug(name),
         plan: plan_str(plan).to_owned(),
         retention_days: i64::from(retention_days),
         created_at: t,
-    };
-    let mut tx = db.begin(Scope::Tenant(row.id), true).await?;
-    store::insert_tenant(&mut tx, &row).await?;
-    let key = insert_new_key(&mut tx, pepper, row.id, "default", Env::Live, &[], None, t).await?;
-    let tenant = tenant_pb(&row);
+    }
+}
+
+/// Inserts a tenant and announces it.
+async fn insert_tenant(tx: &mut worktruck_kit::db::Tx, row: &TenantRow, actor: &str) -> Result<pb::Tenant> {
+    store::insert_tenant(tx, row).await?;
+    let tenant = tenant_pb(row);
     outbox::enqueue(
-        &mut tx,
+        tx,
         row.id,
         "worktruck.tenants.tenant.created.v1",
         row.id,
         1,
-        "system:tenants",
+        actor,
         outbox::any("worktruck.tenants.v1.Tenant", &tenant),
-        t,
+        row.created_at,
     )
     .await?;
-    tx.commit().await?;
-    Ok(pb::CreateTenantResponse { tenant: Some(tenant), api_key: Some(key) })
+    Ok(tenant)
+}
+
+/// Normalises and checks an external principal: `(kind, issuer, subject)` as stored.
+fn principal_key(kind: pb::PrincipalKind, issuer: &str, subject: &str) -> Result<(&'static str, String, String)> {
+    let issuer = issuer.trim();
+    let subject = subject.trim();
+    if subject.is_empty() || subject.len() > 255 || issuer.len() > 255 {
+        return Err(Error::invalid("principal subject must be 1 to 255 characters"));
+    }
+    match kind {
+        pb::PrincipalKind::OidcSubject if !issuer.is_empty() => Ok(("oidc", issuer.to_owned(), subject.to_owned())),
+        pb::PrincipalKind::Wallet => {
+            let addr = subject.to_ascii_lowercase();
+            let hex = addr.strip_prefix("0x").unwrap_or_default();
+            if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::invalid("wallet must be a 0x-prefixed 20-byte hex address"));
+            }
+            Ok(("wallet", issuer.to_owned(), addr))
+        }
+        _ => Err(Error::invalid("principal kind and issuer are required")),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -422,6 +484,19 @@ impl TenantsService for Tenants {
     ) -> Result<Response<pb::AuthenticateApiKeyResponse>, Status> {
         self.ctx(&req)?;
         Ok(Response::new(self.authenticate(&req.get_ref().key).await?))
+    }
+
+    async fn resolve_principal(
+        &self,
+        req: Request<pb::ResolvePrincipalRequest>,
+    ) -> Result<Response<pb::ResolvePrincipalResponse>, Status> {
+        let ctx = self.ctx(&req)?;
+        if !ctx.actor.starts_with("system:") {
+            return Err(Error::new(ErrorCode::PermissionDenied, "only gateways resolve principals").into());
+        }
+        let r = req.into_inner();
+        let kind = pb::PrincipalKind::try_from(r.kind).map_err(|_| Error::invalid("unknown principal kind"))?;
+        Ok(Response::new(Tenants::resolve_principal(self, kind, &r.issuer, &r.subject).await?))
     }
 
     async fn create_tenant(&self, req: Request<pb::CreateTenantRequest>) -> Result<Response<pb::CreateTenantResponse>, Status> {

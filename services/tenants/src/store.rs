@@ -159,3 +159,26 @@ pub async fn touch(tx: &mut Tx, id: Uuid, now: DateTime<Utc>) -> Result<()> {
     exec!(tx, sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1").bind(id).bind(now))?;
     Ok(())
 }
+
+/// Finds an external principal: `(principal id, tenant id)`.
+pub async fn principal(tx: &mut Tx, kind: &str, issuer: &str, subject: &str) -> Result<Option<(Uuid, Uuid)>> {
+    Ok(on_tx!(tx, c => sqlx::query_as(
+        "SELECT id, tenant_id FROM principals WHERE kind = $1 AND issuer = $2 AND subject = $3")
+        .bind(kind).bind(issuer).bind(subject).fetch_optional(c).await)?)
+}
+
+/// Records an external principal for a tenant.
+pub async fn insert_principal(
+    tx: &mut Tx,
+    id: Uuid,
+    kind: &str,
+    issuer: &str,
+    subject: &str,
+    tenant: Uuid,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    exec!(tx, sqlx::query(
+        "INSERT INTO principals (id, kind, issuer, subject, tenant_id, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(id).bind(kind).bind(issuer).bind(subject).bind(tenant).bind(now))?;
+    Ok(())
+}

@@ -222,3 +222,65 @@ async fn expired_keys_are_refused_and_listing_pages_every_key_once() {
         assert_eq!(tampered.unwrap_err().code(), Code::InvalidArgument);
     }
 }
+
+#[tokio::test]
+async fn external_principals_map_to_one_tenant_each_even_when_first_seen_concurrently() {
+    for backend in backends() {
+        let data = TestData::new(backend).await;
+        let svc = start(&data).await;
+        let wallet = "0xAbCdEf0123456789abcdef0123456789ABCDEF01";
+        let mut calls = Vec::new();
+        for _ in 0..5 {
+            let mut client = svc.client.clone();
+            let r = as_gateway(&svc, pb::ResolvePrincipalRequest {
+                kind: pb::PrincipalKind::Wallet as i32,
+                subject: wallet.into(),
+                issuer: "eip155:8453".into(),
+            });
+            calls.push(tokio::spawn(async move { client.resolve_principal(r).await.map(|r| r.into_inner()) }));
+        }
+        let mut tenants = Vec::new();
+        let mut created = 0;
+        for c in calls {
+            let r = c.await.unwrap().unwrap();
+            created += usize::from(r.created);
+            tenants.push(r.tenant.unwrap().id);
+        }
+        tenants.dedup();
+        assert_eq!(tenants.len(), 1, "{backend:?}: one tenant per wallet");
+        assert_eq!(created, 1);
+
+        let mut client = svc.client.clone();
+        let lower = client
+            .resolve_principal(as_gateway(&svc, pb::ResolvePrincipalRequest {
+                kind: pb::PrincipalKind::Wallet as i32,
+                subject: wallet.to_lowercase(),
+                issuer: "eip155:8453".into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(lower.tenant.as_ref().unwrap().id, tenants[0], "addresses are case-insensitive");
+        assert_eq!(lower.tenant.unwrap().plan, pb::Plan::Free as i32);
+
+        let sub = |s: &str| pb::ResolvePrincipalRequest {
+            kind: pb::PrincipalKind::OidcSubject as i32,
+            subject: s.into(),
+            issuer: "https://issuer.example/realms/w".into(),
+        };
+        let a = client.resolve_principal(as_gateway(&svc, sub("alice"))).await.unwrap().into_inner();
+        let b = client.resolve_principal(as_gateway(&svc, sub("bob"))).await.unwrap().into_inner();
+        assert_ne!(a.tenant.unwrap().id, b.tenant.unwrap().id);
+
+        let bad = client
+            .resolve_principal(as_gateway(&svc, pb::ResolvePrincipalRequest {
+                kind: pb::PrincipalKind::Wallet as i32,
+                subject: "not-a-wallet".into(),
+                issuer: "eip155:8453".into(),
+            }))
+            .await;
+        assert_eq!(bad.unwrap_err().code(), Code::InvalidArgument);
+        let tenant_ctx = as_tenant(&svc, &tenants[0], sub("mallory"));
+        assert_eq!(client.resolve_principal(tenant_ctx).await.unwrap_err().code(), Code::PermissionDenied);
+    }
+}
