@@ -248,7 +248,7 @@ async fn start_gateway(
         registry,
         upstreams,
         signer,
-        worktruck_gateway::GatewayConfig { body_limit_bytes: cfg.rest.body_limit_bytes },
+        worktruck_gateway::GatewayConfig { body_limit_bytes: cfg.rest.body_limit_bytes, auth: cfg.auth.clone() },
     )
     .await?;
     let app = ops::router(checks).merge(gw);

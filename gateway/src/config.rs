@@ -1,16 +1,21 @@
 //! The gateway's settings.
 
+use worktruck_kit::config::AuthConfig;
+
 /// How the REST gateway behaves; loaded by the binary with the rest of the config.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct GatewayConfig {
     /// Largest request body accepted; larger ones get 413 `payload_too_large`.
     pub body_limit_bytes: usize,
+    /// Ways in beyond API keys (OIDC, x402) and the enterprise plan's limits.
+    pub auth: AuthConfig,
 }
 
 impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             body_limit_bytes: 1024 * 1024,
+            auth: AuthConfig::default(),
         }
     }
 }

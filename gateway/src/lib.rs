@@ -36,23 +36,32 @@ pub const TENANTS_SERVICE: &str = "worktruck.tenants.v1.TenantsService";
 /// The content type of every gateway response.
 pub(crate) const JSON: &str = "application/json";
 
-/// The REST router for every route of `registry`, authenticating API keys through the tenants
-/// service on `upstreams`. Fails when a routed service has no upstream.
+/// The REST router for every route of `registry`, authenticating callers with
+/// [`auth_chain`]. Fails when a routed service has no upstream.
 pub async fn router(
     registry: Arc<Registry>,
     upstreams: Upstreams,
     signer: Signer,
     cfg: GatewayConfig,
 ) -> Result<axum::Router, GatewayError> {
+    let auth = auth_chain(&upstreams, &signer, &cfg.auth)?;
+    router_with_auth(registry, upstreams, signer, auth, cfg)
+}
+
+/// The authenticators both gateways (REST and MCP) accept, from configuration: API keys
+/// (checked by the tenants service on `upstreams`) always, more schemes as configured.
+pub fn auth_chain(
+    upstreams: &Upstreams,
+    signer: &Signer,
+    _auth: &worktruck_kit::config::AuthConfig,
+) -> Result<AuthChain, GatewayError> {
     let tenants = upstreams
         .get(TENANTS_SERVICE)
         .ok_or_else(|| GatewayError::MissingUpstream(TENANTS_SERVICE.to_owned()))?
         .clone();
-    let auth = AuthChain::new(vec![Arc::new(ApiKeyAuthenticator::new(
-        tenants,
-        signer.clone(),
-    ))]);
-    router_with_auth(registry, upstreams, signer, auth, cfg)
+    let authenticators: Vec<Arc<dyn Authenticator>> =
+        vec![Arc::new(ApiKeyAuthenticator::new(tenants, signer.clone()))];
+    Ok(AuthChain::new(authenticators))
 }
 
 /// [`router`] with a caller-chosen authentication chain (OIDC, x402, test doubles).

@@ -84,6 +84,7 @@ pub async fn spawn_with(rewire: impl FnOnce(Upstreams, Channel) -> Upstreams) ->
     let registry = Arc::new(Registry::embedded().unwrap());
     let cfg = GatewayConfig {
         body_limit_bytes: BODY_LIMIT,
+        ..Default::default()
     };
     let router = worktruck_gateway::router(registry, upstreams, signer.clone(), cfg)
         .await
