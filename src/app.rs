@@ -300,7 +300,7 @@ pub async fn start_dev(cfg: Config) -> anyhow::Result<Running> {
     Ok(Running { rest_addr: Some(rest_addr), grpc_addr: None, first_key, first_tenant, shutdown: tx, servers: tasks.servers, tasks: tasks.background, dbs })
 }
 
-/// Creates the first tenant when the tenants database has none.
+/// Creates the first tenant (enterprise plan) when the tenants database has none.
 async fn first_start(cfg: &Config, tenants_db: &Db, keys: &Keys) -> anyhow::Result<(Option<String>, Option<String>)> {
     let mut tx = tenants_db.begin(Scope::System, false).await?;
     let count: i64 = worktruck_kit::on_tx!(&mut tx, c => sqlx::query_scalar("SELECT COUNT(*) FROM tenants").fetch_one(c).await)?;
@@ -312,7 +312,9 @@ async fn first_start(cfg: &Config, tenants_db: &Db, keys: &Keys) -> anyhow::Resu
         tenants_db,
         &keys.pepper,
         "default",
-        worktruck_proto::tenants::v1::Plan::Free,
+        // The first tenant of a self-hosted Worktruck is its operator's: enterprise limits
+        // (from `[auth.enterprise]`), not the free trial's 30 requests a minute.
+        worktruck_proto::tenants::v1::Plan::Enterprise,
         cfg.tenants.default_retention_days,
     )
     .await?;

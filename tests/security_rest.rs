@@ -66,9 +66,9 @@ async fn missing_forged_and_revoked_keys_are_401() {
         let (_, k2) = s.call(Method::POST, "/api/v1/api-keys", Some(json!({"name": "rotating", "scopes": ["contacts:read"]}))).await;
         let (st, rot) = s.call(Method::POST, &format!("/api/v1/api-keys/{}/rotate", k2["id"].as_str().unwrap()), None).await;
         assert_eq!(st, StatusCode::OK, "{rot}");
-        let (st, _) = s.call_as(k2["key"].as_str().unwrap(), Method::GET, "/api/v1/tenant", None).await;
+        let (st, _) = s.call_as(k2["key"].as_str().unwrap(), Method::GET, "/api/v1/contacts", None).await;
         assert_eq!(st, StatusCode::UNAUTHORIZED);
-        let (st, _) = s.call_as(rot["key"].as_str().unwrap(), Method::GET, "/api/v1/tenant", None).await;
+        let (st, _) = s.call_as(rot["key"].as_str().unwrap(), Method::GET, "/api/v1/contacts", None).await;
         assert_eq!(st, StatusCode::OK);
         let (_, keys) = s.call(Method::GET, "/api/v1/api-keys", None).await;
         let listed = keys["data"].as_array().unwrap();
@@ -136,7 +136,7 @@ async fn tenant_and_api_keys_over_rest() {
         let s = Stack::start(backend).await;
         let (st, t) = s.call(Method::GET, "/api/v1/tenant", None).await;
         assert_eq!(st, StatusCode::OK, "{t}");
-        assert_eq!(t["plan"], "free");
+        assert_eq!(t["plan"], "enterprise", "the first tenant of a self-hosted Worktruck is the operator's");
         assert_eq!(t["retention_days"], 365);
         assert_eq!(t["name"], "default");
         let (st, k) = s
@@ -153,4 +153,58 @@ async fn tenant_and_api_keys_over_rest() {
         assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
         s.stop().await;
     }
+}
+
+#[tokio::test]
+async fn scopes_limit_what_a_key_may_do() {
+    let s = Stack::start(worktruck_kit::testing::Backend::Sqlite).await;
+    let c = s.person("Scoped").await;
+    let (_, k) = s.call(Method::POST, "/api/v1/api-keys", Some(json!({"name": "reader", "scopes": ["contacts:read"]}))).await;
+    let reader = k["key"].as_str().unwrap().to_owned();
+    let (st, _) = s.call_as(&reader, Method::GET, &format!("/api/v1/contacts/{}", c["id"].as_str().unwrap()), None).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, e) = s.call_as(&reader, Method::POST, "/api/v1/contacts", Some(json!({"kind": "person", "display_name": "x"}))).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{e}");
+    assert_eq!(error_code(&e), "insufficient_scope");
+    let (st, e) = s.call_as(&reader, Method::GET, "/api/v1/api-keys", None).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "key management needs admin: {e}");
+    let (_, k) = s.call(Method::POST, "/api/v1/api-keys", Some(json!({"name": "writer", "scopes": ["contacts:write"]}))).await;
+    let writer = k["key"].as_str().unwrap().to_owned();
+    let (st, _) = s.call_as(&writer, Method::POST, "/api/v1/contacts", Some(json!({"kind": "person", "display_name": "y"}))).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (st, _) = s.call_as(&writer, Method::GET, "/api/v1/contacts", None).await;
+    assert_eq!(st, StatusCode::OK, "write includes read");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn plan_rate_limits_apply_per_tenant() {
+    let s = Stack::start(worktruck_kit::testing::Backend::Sqlite).await;
+    let free = s.new_tenant("free trial").await;
+    let get = |key: String| {
+        let req = s.http.get(format!("{}/api/v1/tenant", s.base)).bearer_auth(key);
+        async move { req.send().await.unwrap() }
+    };
+    let mut last_remaining = u32::MAX;
+    for _ in 0..30 {
+        let r = get(free.clone()).await;
+        assert_eq!(r.status(), 200);
+        let h = r.headers();
+        assert_eq!(h["x-ratelimit-limit"], "30");
+        let remaining: u32 = h["x-ratelimit-remaining"].to_str().unwrap().parse().unwrap();
+        assert!(remaining < last_remaining);
+        last_remaining = remaining;
+        assert!(h.contains_key("x-ratelimit-reset"));
+    }
+    let r = get(free.clone()).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() <= 60);
+    assert_eq!(r.headers()["x-ratelimit-remaining"], "0");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(error_code(&v), "rate_limited");
+    // Another tenant is not slowed.
+    let r = get(s.key.clone()).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["x-ratelimit-limit"].to_str().unwrap().parse::<u32>().unwrap() > 30, "the operator's tenant is enterprise");
+    s.stop().await;
 }

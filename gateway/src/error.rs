@@ -33,6 +33,7 @@ pub struct ApiError {
     code: ErrorCode,
     message: String,
     challenge: bool,
+    headers: http::HeaderMap,
 }
 
 impl ApiError {
@@ -45,7 +46,14 @@ impl ApiError {
             code,
             message: message.into(),
             challenge: code == ErrorCode::Unauthenticated,
+            headers: http::HeaderMap::new(),
         }
+    }
+
+    /// Adds headers to the response (rate-limit headers, `Retry-After`).
+    pub fn with_headers(mut self, headers: http::HeaderMap) -> Self {
+        self.headers.extend(headers);
+        self
     }
 
     /// 400 `invalid_argument`.
@@ -76,7 +84,13 @@ impl ApiError {
             415 => "unsupported content type; send application/json",
             _ => worktruck_kit::error::default_message(code),
         };
-        Self { status, code, message: message.to_owned(), challenge: status == StatusCode::UNAUTHORIZED }
+        Self {
+            status,
+            code,
+            message: message.to_owned(),
+            challenge: status == StatusCode::UNAUTHORIZED,
+            headers: http::HeaderMap::new(),
+        }
     }
 
     /// The HTTP status.
@@ -110,6 +124,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, crate::json_body(&self.to_json())).into_response();
         let headers = response.headers_mut();
+        headers.extend(self.headers);
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::JSON));
         if self.challenge {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

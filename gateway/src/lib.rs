@@ -9,7 +9,10 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod gate;
+pub mod limits;
 pub mod openapi;
+pub mod scopes;
 pub mod telemetry;
 pub mod upstream;
 
@@ -28,6 +31,8 @@ use worktruck_proto::registry::Registry;
 pub use auth::{ApiKeyAuthenticator, AuthChain, Authenticator, Principal};
 pub use config::GatewayConfig;
 pub use error::{ApiError, GatewayError};
+pub use gate::{Admitted, Gate};
+pub use limits::Limiter;
 pub use upstream::Upstreams;
 
 /// The tenants service, which authenticates API keys.
@@ -72,7 +77,20 @@ pub fn router_with_auth(
     auth: AuthChain,
     cfg: GatewayConfig,
 ) -> Result<axum::Router, GatewayError> {
-    let shared = Arc::new(routes::Shared { auth, signer });
+    let gate = Gate::new(auth, Arc::new(Limiter::new(cfg.auth.enterprise)));
+    router_with_gate(registry, upstreams, signer, gate, cfg)
+}
+
+/// [`router`] behind a caller-built [`Gate`], so that one process's REST and MCP gateways share
+/// one rate limiter.
+pub fn router_with_gate(
+    registry: Arc<Registry>,
+    upstreams: Upstreams,
+    signer: Signer,
+    gate: Gate,
+    cfg: GatewayConfig,
+) -> Result<axum::Router, GatewayError> {
+    let shared = Arc::new(routes::Shared { gate, signer });
     let document = json_body(&openapi::document(&registry));
     let openapi = move || {
         let document = document.clone();

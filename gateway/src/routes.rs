@@ -18,7 +18,7 @@ use worktruck_kit::context::Signer;
 use worktruck_kit::{Error, ErrorCode};
 use worktruck_proto::registry::{HttpMethod, Registry, Route, Segment};
 
-use crate::auth::AuthChain;
+use crate::gate::Gate;
 use crate::error::{ApiError, GatewayError};
 use crate::telemetry::{REQUEST_ID, RequestId, RouteLabel};
 use crate::transcode::{self, HttpInput};
@@ -26,7 +26,7 @@ use crate::upstream::{self, Upstreams};
 
 /// Everything a request handler needs, shared by all routes.
 pub(crate) struct Shared {
-    pub auth: AuthChain,
+    pub gate: Gate,
     pub signer: Signer,
 }
 
@@ -192,10 +192,35 @@ async fn call(
     parts: http::request::Parts,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
-    let principal = shared.auth.authenticate(&parts).await?;
+    let admitted = shared.gate.admit(&parts).await?;
+    let quota = admitted.quota;
+    let principal = admitted.principal;
     if let Some(tenant) = principal.ctx.tenant_id {
         tracing::Span::current().record("tenant_id", tracing::field::display(tenant));
     }
+    let mut limit_headers = http::HeaderMap::new();
+    quota.write_headers(&mut limit_headers);
+    let read = binding.route.method == HttpMethod::Get;
+    crate::scopes::check(&principal.ctx, &crate::scopes::required_scope(&binding.route.rpc, read))
+        .map_err(|e| ApiError::from(e).with_headers(limit_headers.clone()))?;
+    let result = call_admitted(shared, binding, params, parts, body, principal).await;
+    match result {
+        Ok(mut response) => {
+            response.headers_mut().extend(limit_headers);
+            Ok(response)
+        }
+        Err(e) => Err(e.with_headers(limit_headers)),
+    }
+}
+
+async fn call_admitted(
+    shared: &Shared,
+    binding: &Binding,
+    params: BTreeMap<String, String>,
+    parts: http::request::Parts,
+    body: axum::body::Body,
+    principal: crate::auth::Principal,
+) -> Result<Response, ApiError> {
     let request_id = parts
         .extensions
         .get::<RequestId>()

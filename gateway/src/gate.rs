@@ -1,0 +1,53 @@
+//! The one door both gateways use: authenticate the caller (API key, and the schemes the
+//! [`AuthChain`] holds), then count the request against the tenant's plan. Scope checks happen
+//! per operation (`scopes::check`), since one MCP request may call any tool.
+
+use std::sync::Arc;
+
+use http::request::Parts;
+
+use crate::auth::{AuthChain, Principal};
+use crate::error::ApiError;
+use crate::limits::{Limiter, Quota};
+
+/// Authentication plus rate limiting.
+#[derive(Clone)]
+pub struct Gate {
+    auth: AuthChain,
+    limiter: Arc<Limiter>,
+}
+
+/// A caller let in, with what is left of its quota.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    /// Who.
+    pub principal: Principal,
+    /// The binding rate-limit window after this request.
+    pub quota: Quota,
+}
+
+impl Gate {
+    /// A gate; share one `limiter` between the gateways of a process.
+    pub fn new(auth: AuthChain, limiter: Arc<Limiter>) -> Self {
+        Self { auth, limiter }
+    }
+
+    /// Authenticates and counts one request. 401 without valid credentials, 429 (with
+    /// `Retry-After` and the `X-RateLimit-*` headers) over the plan's limit.
+    pub async fn admit(&self, parts: &Parts) -> Result<Admitted, ApiError> {
+        let principal = self.auth.authenticate(parts).await?;
+        let Some(tenant) = principal.ctx.tenant_id else {
+            return Ok(Admitted { principal, quota: Quota { limit: 0, remaining: 0, reset: 0 } });
+        };
+        let now = chrono::Utc::now().timestamp();
+        match self.limiter.admit(tenant, &principal.ctx.plan, now) {
+            Ok(quota) => Ok(Admitted { principal, quota }),
+            Err(limited) => {
+                let mut headers = http::HeaderMap::new();
+                limited.quota.write_headers(&mut headers);
+                headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from(limited.retry_after));
+                Err(ApiError::from(limited.error).with_headers(headers))
+            }
+        }
+    }
+}
