@@ -34,6 +34,8 @@ pub struct ApiError {
     message: String,
     challenge: bool,
     headers: http::HeaderMap,
+    /// Extra top-level body fields beside `error` (e.g. x402's `payment_options`).
+    extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
@@ -47,7 +49,14 @@ impl ApiError {
             message: message.into(),
             challenge: code == ErrorCode::Unauthenticated,
             headers: http::HeaderMap::new(),
+            extra: serde_json::Map::new(),
         }
+    }
+
+    /// Adds a top-level field to the body beside `error`.
+    pub fn with_body_field(mut self, key: &str, value: serde_json::Value) -> Self {
+        self.extra.insert(key.to_owned(), value);
+        self
     }
 
     /// Adds headers to the response (rate-limit headers, `Retry-After`).
@@ -90,6 +99,7 @@ impl ApiError {
             message: message.to_owned(),
             challenge: status == StatusCode::UNAUTHORIZED,
             headers: http::HeaderMap::new(),
+            extra: serde_json::Map::new(),
         }
     }
 
@@ -110,7 +120,11 @@ impl ApiError {
 
     /// The envelope body.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({ "error": { "code": self.code.as_str(), "message": self.message } })
+        let mut body = serde_json::json!({ "error": { "code": self.code.as_str(), "message": self.message } });
+        if let Some(map) = body.as_object_mut() {
+            map.extend(self.extra.clone());
+        }
+        body
     }
 }
 

@@ -36,6 +36,11 @@ impl Gate {
     /// `Retry-After` and the `X-RateLimit-*` headers) over the plan's limit.
     pub async fn admit(&self, parts: &Parts) -> Result<Admitted, ApiError> {
         let principal = self.auth.authenticate(parts).await?;
+        self.limit(principal)
+    }
+
+    /// Counts one request of an already authenticated principal (e.g. a paying wallet).
+    pub fn limit(&self, principal: Principal) -> Result<Admitted, ApiError> {
         let Some(tenant) = principal.ctx.tenant_id else {
             return Ok(Admitted { principal, quota: Quota { limit: 0, remaining: 0, reset: 0 } });
         };

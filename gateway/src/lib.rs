@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod scopes;
 pub mod telemetry;
 pub mod upstream;
+pub mod x402;
 
 mod routes;
 mod transcode;
@@ -90,7 +91,16 @@ pub fn router_with_gate(
     gate: Gate,
     cfg: GatewayConfig,
 ) -> Result<axum::Router, GatewayError> {
-    let shared = Arc::new(routes::Shared { gate, signer });
+    let tenants = upstreams
+        .get(TENANTS_SERVICE)
+        .ok_or_else(|| GatewayError::MissingUpstream(TENANTS_SERVICE.to_owned()))?
+        .clone();
+    let shared = Arc::new(routes::Shared {
+        gate,
+        signer,
+        x402: x402::X402::from_config(&cfg.auth.x402).map(Arc::new),
+        tenants: worktruck_proto::tenants::v1::tenants_service_client::TenantsServiceClient::new(tenants),
+    });
     let document = json_body(&openapi::document(&registry));
     let openapi = move || {
         let document = document.clone();

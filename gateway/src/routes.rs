@@ -18,7 +18,10 @@ use worktruck_kit::context::Signer;
 use worktruck_kit::{Error, ErrorCode};
 use worktruck_proto::registry::{HttpMethod, Registry, Route, Segment};
 
-use crate::gate::Gate;
+use crate::gate::{Admitted, Gate};
+use crate::x402::{PAYMENT_RESPONSE, PAYMENT_SIGNATURE, PriceClass, X402};
+use worktruck_proto::tenants::v1::PrincipalKind;
+use worktruck_proto::tenants::v1::tenants_service_client::TenantsServiceClient;
 use crate::error::{ApiError, GatewayError};
 use crate::telemetry::{REQUEST_ID, RequestId, RouteLabel};
 use crate::transcode::{self, HttpInput};
@@ -28,6 +31,10 @@ use crate::upstream::{self, Upstreams};
 pub(crate) struct Shared {
     pub gate: Gate,
     pub signer: Signer,
+    /// x402 payments, when a facilitator is configured.
+    pub x402: Option<Arc<X402>>,
+    /// For mapping paying wallets to tenants.
+    pub tenants: TenantsServiceClient<Channel>,
 }
 
 /// One route, resolved against its upstream at start-up.
@@ -192,7 +199,96 @@ async fn call(
     parts: http::request::Parts,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
+    if let Some(x402) = &shared.x402 {
+        let paid = parts.headers.get(PAYMENT_SIGNATURE).or_else(|| parts.headers.get("x-payment"));
+        if let Some(header) = paid {
+            let header = header.to_str().unwrap_or_default().to_owned();
+            return call_paid(shared, x402, binding, params, parts, body, &header).await;
+        }
+        if !parts.headers.contains_key(header::AUTHORIZATION) {
+            return Err(x402.payment_required(parts.uri.path(), price_class(binding), "", false));
+        }
+    }
     let admitted = shared.gate.admit(&parts).await?;
+    call_as(shared, binding, params, parts, body, admitted).await
+}
+
+/// The price class of a route: GET of a collection (`List…`/`Search…`) is a list, other GETs
+/// are reads, everything else writes.
+fn price_class(binding: &Binding) -> PriceClass {
+    let name = binding.route.rpc.name();
+    match binding.route.method {
+        HttpMethod::Get if name.starts_with("List") || name.starts_with("Search") => PriceClass::List,
+        HttpMethod::Get => PriceClass::Read,
+        _ => PriceClass::Write,
+    }
+}
+
+/// Serves a request paid with x402: verify, act as the wallet's tenant, settle (before a write,
+/// after a read), and answer with `PAYMENT-RESPONSE`.
+async fn call_paid(
+    shared: &Shared,
+    x402: &X402,
+    binding: &Binding,
+    params: BTreeMap<String, String>,
+    parts: http::request::Parts,
+    body: axum::body::Body,
+    header: &str,
+) -> Result<Response, ApiError> {
+    let class = price_class(binding);
+    let resource = parts.uri.path().to_owned();
+    let verified = x402.verify(header, &resource, class).await?;
+    let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let principal = crate::auth::resolve_external(
+        &shared.tenants,
+        &shared.signer,
+        PrincipalKind::Wallet,
+        &verified.network,
+        &verified.payer,
+        format!("wallet:{}", verified.payer.to_ascii_lowercase()),
+        request_id,
+    )
+    .await;
+    let admitted = match principal.map_err(ApiError::from).and_then(|p| shared.gate.limit(p)) {
+        Ok(a) => a,
+        Err(e) => {
+            x402.release_unused(&verified);
+            return Err(e);
+        }
+    };
+    if class.is_write() {
+        // Settle first: a write whose payment does not settle must not happen.
+        let receipt = x402.settle(&verified, &resource, class).await?;
+        let mut response = call_as(shared, binding, params, parts, body, admitted)
+            .await
+            .unwrap_or_else(IntoResponse::into_response);
+        response.headers_mut().insert(PAYMENT_RESPONSE, receipt);
+        return Ok(response);
+    }
+    let response = call_as(shared, binding, params, parts, body, admitted).await;
+    match response {
+        Ok(mut response) if response.status().is_success() => {
+            // A read whose payment does not settle is withheld.
+            let receipt = x402.settle(&verified, &resource, class).await?;
+            response.headers_mut().insert(PAYMENT_RESPONSE, receipt);
+            Ok(response)
+        }
+        other => {
+            x402.release_unused(&verified);
+            other
+        }
+    }
+}
+
+/// Serves a request as an admitted caller: scope check, then the call, with rate-limit headers.
+async fn call_as(
+    shared: &Shared,
+    binding: &Binding,
+    params: BTreeMap<String, String>,
+    parts: http::request::Parts,
+    body: axum::body::Body,
+    admitted: Admitted,
+) -> Result<Response, ApiError> {
     let quota = admitted.quota;
     let principal = admitted.principal;
     if let Some(tenant) = principal.ctx.tenant_id {

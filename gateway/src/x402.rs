@@ -1,0 +1,313 @@
+//! x402 v2 pay-per-request (brief §12, protocols digest §4): a request with no credentials is
+//! answered 402 with payment requirements; one carrying `PAYMENT-SIGNATURE` is verified with the
+//! configured facilitator, served as the paying wallet's own tenant, and settled. Writes settle
+//! *before* they run, so a failed settlement writes nothing; reads settle after and withhold the
+//! body when settlement fails. A payment (network, asset, payer, nonce) is accepted once.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use http::{HeaderMap, HeaderValue};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use worktruck_kit::config::X402Config;
+use worktruck_kit::{Error, ErrorCode};
+
+use crate::error::ApiError;
+
+/// The v2 request header.
+pub const PAYMENT_SIGNATURE: &str = "payment-signature";
+/// The 402 header.
+pub const PAYMENT_REQUIRED: &str = "payment-required";
+/// The settlement header.
+pub const PAYMENT_RESPONSE: &str = "payment-response";
+/// Largest accepted payment header.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// What an operation costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PriceClass {
+    /// One record.
+    Read,
+    /// A list or search.
+    List,
+    /// A change.
+    Write,
+    /// A composite operation.
+    Composite,
+}
+
+impl PriceClass {
+    /// Writes settle before they run.
+    pub fn is_write(self) -> bool {
+        matches!(self, PriceClass::Write | PriceClass::Composite)
+    }
+}
+
+/// One accepted way to pay (a v2 `accepts[]` element).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Requirement {
+    /// Always `exact`.
+    pub scheme: String,
+    /// CAIP-2 network.
+    pub network: String,
+    /// Atomic units, decimal string.
+    pub amount: String,
+    /// Token contract.
+    pub asset: String,
+    /// Payee.
+    pub pay_to: String,
+    /// Authorization lifetime.
+    pub max_timeout_seconds: u64,
+    /// EIP-712 domain of the token.
+    pub extra: Value,
+}
+
+/// A verified payment, reserved until settled (or released).
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The paying wallet.
+    pub payer: String,
+    /// The network (the principal's issuer).
+    pub network: String,
+    payload: Value,
+    requirement: Requirement,
+    key: String,
+}
+
+/// The facilitator client and the replay guard.
+pub struct X402 {
+    cfg: X402Config,
+    http: reqwest::Client,
+    /// Payments seen: key → unix time until which it stays refused.
+    seen: Mutex<HashMap<String, i64>>,
+}
+
+impl X402 {
+    /// A client for the configured facilitator; `None` when x402 is off.
+    pub fn from_config(cfg: &X402Config) -> Option<X402> {
+        if cfg.facilitator_url.is_empty() {
+            return None;
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(15))
+            .build()
+            .ok()?;
+        Some(X402 { cfg: cfg.clone(), http, seen: Mutex::new(HashMap::new()) })
+    }
+
+    /// The price of a class, in atomic units.
+    pub fn price(&self, class: PriceClass) -> u64 {
+        let p = &self.cfg.prices;
+        match class {
+            PriceClass::Read => p.read,
+            PriceClass::List => p.list,
+            PriceClass::Write => p.write,
+            PriceClass::Composite => p.composite,
+        }
+    }
+
+    /// The one requirement offered for an operation of `class`; deterministic, so a client's
+    /// `accepted` copy compares equal.
+    pub fn requirement(&self, class: PriceClass) -> Requirement {
+        Requirement {
+            scheme: "exact".into(),
+            network: self.cfg.network.clone(),
+            amount: self.price(class).to_string(),
+            asset: self.cfg.asset.clone(),
+            pay_to: self.cfg.pay_to.clone(),
+            max_timeout_seconds: self.cfg.max_timeout_seconds,
+            extra: token_domain(&self.cfg.network),
+        }
+    }
+
+    /// The 402 answer: the envelope, `payment_options` in the body, `PAYMENT-REQUIRED` header.
+    pub fn payment_required(&self, resource: &str, class: PriceClass, reason: &str, status_400: bool) -> ApiError {
+        let req = self.requirement(class);
+        let required = json!({
+            "x402Version": 2,
+            "error": reason,
+            "resource": {"url": resource, "description": "Worktruck PIM API access", "mimeType": "application/json"},
+            "accepts": [req],
+            "extensions": {},
+        });
+        let mut headers = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_str(&B64.encode(required.to_string())) {
+            headers.insert(PAYMENT_REQUIRED, v);
+        }
+        headers.insert("access-control-expose-headers", HeaderValue::from_static("PAYMENT-REQUIRED, PAYMENT-RESPONSE"));
+        let options = json!({
+            "x402": {
+                "scheme": "exact",
+                "network": req.network,
+                "token": "USDC",
+                "asset": req.asset,
+                "amount": req.amount,
+                "pay_to": req.pay_to,
+                "description": "Worktruck PIM API access",
+            },
+            "api_key": {"header": "Authorization: Bearer bsk_live_…"},
+        });
+        let (code, message) = if status_400 {
+            (ErrorCode::InvalidArgument, format!("invalid payment: {reason}"))
+        } else {
+            (ErrorCode::PaymentRequired, format!("Authentication required. Provide a Bearer API key or x402 payment. {reason}"))
+        };
+        ApiError::new(code, message.trim().to_owned()).with_headers(headers).with_body_field("payment_options", options)
+    }
+
+    /// Decodes, matches, reserves and verifies a `PAYMENT-SIGNATURE` header.
+    pub async fn verify(&self, header: &str, resource: &str, class: PriceClass) -> Result<Verified, ApiError> {
+        let bad = |why: &str| self.payment_required(resource, class, why, true);
+        if header.len() > MAX_HEADER_BYTES {
+            return Err(bad("payment header too large"));
+        }
+        let bytes = B64.decode(header.trim()).map_err(|_| bad("PAYMENT-SIGNATURE is not base64"))?;
+        let payload: Value = serde_json::from_slice(&bytes).map_err(|_| bad("PAYMENT-SIGNATURE is not JSON"))?;
+        if payload.get("x402Version").and_then(Value::as_u64) != Some(2) {
+            return Err(self.payment_required(resource, class, "invalid_x402_version", false));
+        }
+        let requirement = self.requirement(class);
+        let accepted = payload.get("accepted").ok_or_else(|| bad("payload has no accepted requirement"))?;
+        if *accepted != serde_json::to_value(&requirement).expect("serialises") {
+            return Err(self.payment_required(resource, class, "No matching payment requirements", false));
+        }
+        let auth = payload.pointer("/payload/authorization").ok_or_else(|| bad("payload has no authorization"))?;
+        let field = |k: &str| auth.get(k).and_then(Value::as_str).map(str::to_owned);
+        let (Some(from), Some(to), Some(value), Some(nonce)) = (field("from"), field("to"), field("value"), field("nonce")) else {
+            return Err(bad("authorization needs from, to, value and nonce"));
+        };
+        if !to.eq_ignore_ascii_case(&requirement.pay_to) || value != requirement.amount {
+            return Err(self.payment_required(resource, class, "authorization does not pay this resource", false));
+        }
+        let valid_before: i64 = field("validBefore").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let key = format!("{}|{}|{}|{}", requirement.network, requirement.asset.to_lowercase(), from.to_lowercase(), nonce.to_lowercase());
+        self.reserve(&key, valid_before).map_err(|_| self.payment_required(resource, class, "payment already used", false))?;
+        let verdict = self.post("verify", &payload, &requirement).await;
+        let verdict = match verdict {
+            Ok(v) => v,
+            Err(e) => {
+                self.release(&key);
+                return Err(e.into());
+            }
+        };
+        if verdict.get("isValid").and_then(Value::as_bool) != Some(true) {
+            self.release(&key);
+            let reason = verdict.get("invalidReason").and_then(Value::as_str).unwrap_or("invalid payment");
+            return Err(self.payment_required(resource, class, reason, false));
+        }
+        let payer = verdict.get("payer").and_then(Value::as_str).map(str::to_owned).unwrap_or(from);
+        Ok(Verified { payer, network: requirement.network.clone(), payload, requirement, key })
+    }
+
+    /// Settles a verified payment; the `PAYMENT-RESPONSE` header value on success, a 402 with it
+    /// (`success: false`) on failure. The payment stays used either way.
+    pub async fn settle(&self, v: &Verified, resource: &str, class: PriceClass) -> Result<HeaderValue, ApiError> {
+        let verdict = self.post("settle", &v.payload, &v.requirement).await?;
+        let header = HeaderValue::from_str(&B64.encode(verdict.to_string())).unwrap_or(HeaderValue::from_static(""));
+        if verdict.get("success").and_then(Value::as_bool) == Some(true) {
+            Ok(header)
+        } else {
+            let reason = verdict.get("errorReason").and_then(Value::as_str).unwrap_or("settlement failed");
+            let mut headers = HeaderMap::new();
+            headers.insert(PAYMENT_RESPONSE, header);
+            Err(self.payment_required(resource, class, &format!("settlement failed: {reason}"), false).with_headers(headers))
+        }
+    }
+
+    /// Frees a reservation for a payment that was never used (the operation failed first).
+    pub fn release_unused(&self, v: &Verified) {
+        self.release(&v.key);
+    }
+
+    fn reserve(&self, key: &str, valid_before: i64) -> Result<(), ()> {
+        let now = chrono::Utc::now().timestamp();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.retain(|_, until| *until > now);
+        if seen.contains_key(key) {
+            return Err(());
+        }
+        // Keep it at least a day: an authorization without a sane validBefore stays refused.
+        seen.insert(key.to_owned(), valid_before.max(now + 86_400));
+        Ok(())
+    }
+
+    fn release(&self, key: &str) {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+
+    async fn post(&self, endpoint: &str, payload: &Value, requirement: &Requirement) -> Result<Value, Error> {
+        let url = format!("{}/{endpoint}", self.cfg.facilitator_url.trim_end_matches('/'));
+        let body = json!({"x402Version": 2, "paymentPayload": payload, "paymentRequirements": requirement});
+        let unavailable = |e: String| {
+            tracing::warn!(endpoint, error = %e, "x402 facilitator failed");
+            Error::new(ErrorCode::Unavailable, "the payment facilitator is unavailable; retry later")
+        };
+        let resp = self.http.post(url).json(&body).send().await.map_err(|e| unavailable(e.to_string()))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| unavailable(e.to_string()))?;
+        if bytes.len() > 64 * 1024 {
+            return Err(unavailable("oversized facilitator answer".into()));
+        }
+        let v: Value = serde_json::from_slice(&bytes).map_err(|_| unavailable(format!("non-JSON answer ({status})")))?;
+        // A non-2xx that still carries a verdict is a verdict; anything else is a failure.
+        if status.is_success() || v.get("isValid").is_some() || v.get("success").is_some() {
+            Ok(v)
+        } else {
+            Err(unavailable(format!("status {status}")))
+        }
+    }
+}
+
+/// The EIP-712 domain of USDC on known networks (a wrong one invalidates every signature).
+fn token_domain(network: &str) -> Value {
+    match network {
+        "eip155:84532" => json!({"name": "USDC", "version": "2"}),
+        _ => json!({"name": "USD Coin", "version": "2"}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn x() -> X402 {
+        let mut cfg = X402Config::default();
+        cfg.facilitator_url = "http://127.0.0.1:9".into();
+        cfg.pay_to = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C".into();
+        X402::from_config(&cfg).unwrap()
+    }
+
+    #[test]
+    fn the_402_carries_a_decodable_payment_required_header() {
+        let e = x().payment_required("/api/v1/contacts", PriceClass::Write, "", false);
+        assert_eq!(e.status().as_u16(), 402);
+        let body = e.to_json();
+        assert_eq!(body["error"]["code"], "payment_required");
+        assert_eq!(body["payment_options"]["x402"]["amount"], "3000");
+        let resp = axum::response::IntoResponse::into_response(e);
+        let h = resp.headers()[PAYMENT_REQUIRED].to_str().unwrap();
+        let v: Value = serde_json::from_slice(&B64.decode(h).unwrap()).unwrap();
+        assert_eq!(v["x402Version"], 2);
+        assert_eq!(v["accepts"][0]["scheme"], "exact");
+        assert_eq!(v["accepts"][0]["network"], "eip155:8453");
+        assert_eq!(v["accepts"][0]["amount"], "3000");
+        assert_eq!(v["accepts"][0]["maxTimeoutSeconds"], 60);
+        assert!(v["accepts"][0]["extra"]["name"].is_string());
+    }
+
+    #[test]
+    fn writes_cost_more_than_reads_and_a_payment_is_reserved_once() {
+        let x = x();
+        assert!(x.price(PriceClass::Write) > x.price(PriceClass::Read));
+        assert!(x.reserve("k", 0).is_ok());
+        assert!(x.reserve("k", 0).is_err());
+        x.release("k");
+        assert!(x.reserve("k", 0).is_ok());
+    }
+}

@@ -1,0 +1,175 @@
+//! x402 end to end: the whole system with a local fake facilitator (real HTTP, scripted
+//! verdicts), on SQLite and on PostgreSQL + NATS.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use axum::Json;
+use axum::extract::State;
+use axum::routing::post;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Value, json};
+use worktruck_kit::testing::{TestData, backends};
+
+const PAY_TO: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
+const WALLET_A: &str = "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23";
+const WALLET_B: &str = "0x1111111111111111111111111111111111111111";
+
+#[derive(Default)]
+struct Facilitator {
+    invalid: AtomicBool,
+    settle_fails: AtomicBool,
+    verifies: AtomicUsize,
+    settles: AtomicUsize,
+}
+
+async fn start_facilitator() -> (String, Arc<Facilitator>) {
+    let state = Arc::new(Facilitator::default());
+    async fn verify(State(f): State<Arc<Facilitator>>, Json(body): Json<Value>) -> Json<Value> {
+        f.verifies.fetch_add(1, Ordering::SeqCst);
+        let payer = body.pointer("/paymentPayload/payload/authorization/from").cloned().unwrap_or(Value::Null);
+        if f.invalid.load(Ordering::SeqCst) {
+            Json(json!({"isValid": false, "invalidReason": "invalid_exact_evm_payload_signature", "payer": payer}))
+        } else {
+            assert_eq!(body["paymentRequirements"]["payTo"], PAY_TO, "our own requirement is sent");
+            Json(json!({"isValid": true, "payer": payer}))
+        }
+    }
+    async fn settle(State(f): State<Arc<Facilitator>>, Json(body): Json<Value>) -> Json<Value> {
+        f.settles.fetch_add(1, Ordering::SeqCst);
+        if f.settle_fails.load(Ordering::SeqCst) {
+            Json(json!({"success": false, "errorReason": "insufficient_funds", "transaction": "", "network": "eip155:8453"}))
+        } else {
+            let payer = body.pointer("/paymentPayload/payload/authorization/from").cloned().unwrap_or(Value::Null);
+            Json(json!({"success": true, "transaction": "0xabc", "network": "eip155:8453", "payer": payer}))
+        }
+    }
+    let app = axum::Router::new().route("/verify", post(verify)).route("/settle", post(settle)).with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, state)
+}
+
+/// A payment for the requirement a 402 offered, from `wallet`, with a fresh nonce.
+fn pay(required_header: &str, wallet: &str) -> String {
+    let required: Value = serde_json::from_slice(&B64.decode(required_header).unwrap()).unwrap();
+    let accepted = required["accepts"][0].clone();
+    let now = chrono::Utc::now().timestamp();
+    let payload = json!({
+        "x402Version": 2,
+        "resource": required["resource"],
+        "accepted": accepted,
+        "payload": {
+            "signature": format!("0x{}", "ab".repeat(65)),
+            "authorization": {
+                "from": wallet, "to": accepted["payTo"], "value": accepted["amount"],
+                "validAfter": (now - 600).to_string(), "validBefore": (now + 60).to_string(),
+                "nonce": format!("0x{}", uuid::Uuid::new_v4().simple().to_string().repeat(2)),
+            }
+        },
+        "extensions": {}
+    });
+    B64.encode(payload.to_string())
+}
+
+#[tokio::test]
+async fn paid_requests_verify_settle_and_stay_apart_per_wallet() {
+    for backend in backends() {
+        let (facilitator, f) = start_facilitator().await;
+        let data = TestData::new(backend).await;
+        let mut cfg = common::config(&data);
+        cfg.auth.x402.facilitator_url = facilitator;
+        cfg.auth.x402.pay_to = PAY_TO.into();
+        let running = worktruck::start_dev(cfg).await.unwrap();
+        let base = format!("http://{}", running.rest_addr.unwrap());
+        let http = reqwest::Client::new();
+        let create = json!({"kind": "person", "display_name": "Paid Pat"});
+
+        // No credentials: 402 with requirements, in the header and the body.
+        let r = http.post(format!("{base}/api/v1/contacts")).json(&create).send().await.unwrap();
+        assert_eq!(r.status(), 402, "{backend:?}");
+        let write_req = r.headers()["payment-required"].to_str().unwrap().to_owned();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "payment_required");
+        assert_eq!(body["payment_options"]["x402"]["network"], "eip155:8453");
+        let r = http.get(format!("{base}/api/v1/contacts")).send().await.unwrap();
+        assert_eq!(r.status(), 402);
+        let list_req = r.headers()["payment-required"].to_str().unwrap().to_owned();
+        let price = |h: &str| -> u64 {
+            let v: Value = serde_json::from_slice(&B64.decode(h).unwrap()).unwrap();
+            v["accepts"][0]["amount"].as_str().unwrap().parse().unwrap()
+        };
+        assert!(price(&write_req) > price(&list_req), "writes cost more than reads");
+
+        // A paid write.
+        let payment = pay(&write_req, WALLET_A);
+        let r = http.post(format!("{base}/api/v1/contacts")).header("PAYMENT-SIGNATURE", &payment).json(&create).send().await.unwrap();
+        assert_eq!(r.status(), 201, "{backend:?}");
+        assert!(r.headers().contains_key("payment-response"));
+        let contact: Value = r.json().await.unwrap();
+        let id = contact["id"].as_str().unwrap().to_owned();
+        assert_eq!(f.settles.load(Ordering::SeqCst), 1);
+
+        // The same payment again: refused, not settled twice.
+        let r = http.post(format!("{base}/api/v1/contacts")).header("PAYMENT-SIGNATURE", &payment).json(&create).send().await.unwrap();
+        assert_eq!(r.status(), 402);
+        assert_eq!(f.settles.load(Ordering::SeqCst), 1, "not settled twice");
+
+        // A paid read, as the same wallet's tenant.
+        let get_req = {
+            let r = http.get(format!("{base}/api/v1/contacts/{id}")).send().await.unwrap();
+            r.headers()["payment-required"].to_str().unwrap().to_owned()
+        };
+        let r = http.get(format!("{base}/api/v1/contacts/{id}")).header("PAYMENT-SIGNATURE", pay(&get_req, WALLET_A)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers().contains_key("payment-response"));
+
+        // Another wallet is another tenant.
+        let r = http.get(format!("{base}/api/v1/contacts/{id}")).header("PAYMENT-SIGNATURE", pay(&get_req, WALLET_B)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{backend:?}");
+
+        // The facilitator calls a payment invalid: 402.
+        f.invalid.store(true, Ordering::SeqCst);
+        let r = http.post(format!("{base}/api/v1/contacts")).header("PAYMENT-SIGNATURE", pay(&write_req, WALLET_A)).json(&create).send().await.unwrap();
+        assert_eq!(r.status(), 402);
+        let v: Value = r.json().await.unwrap();
+        assert!(v["error"]["message"].as_str().unwrap().contains("invalid_exact_evm_payload_signature"), "{v}");
+        f.invalid.store(false, Ordering::SeqCst);
+
+        // Settlement fails on a write: 402, and nothing is written.
+        f.settle_fails.store(true, Ordering::SeqCst);
+        let r = http
+            .post(format!("{base}/api/v1/contacts"))
+            .header("PAYMENT-SIGNATURE", pay(&write_req, WALLET_A))
+            .json(&json!({"kind": "person", "display_name": "Never Written"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 402);
+        let receipt = r.headers()["payment-response"].to_str().unwrap();
+        let receipt: Value = serde_json::from_slice(&B64.decode(receipt).unwrap()).unwrap();
+        assert_eq!(receipt["success"], false);
+        f.settle_fails.store(false, Ordering::SeqCst);
+        let r = http.get(format!("{base}/api/v1/contacts")).header("PAYMENT-SIGNATURE", pay(&list_req, WALLET_A)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let list: Value = r.json().await.unwrap();
+        let names: Vec<&str> = list["data"].as_array().unwrap().iter().map(|c| c["display_name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["Paid Pat"], "{backend:?}: the unsettled write left nothing");
+
+        // A garbage header is a clean 400 envelope.
+        let r = http.post(format!("{base}/api/v1/contacts")).header("PAYMENT-SIGNATURE", "%%%not-base64").json(&create).send().await.unwrap();
+        assert_eq!(r.status(), 400);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "invalid_argument");
+
+        // API keys still work beside x402.
+        let key = running.first_key.clone().unwrap();
+        let r = http.get(format!("{base}/api/v1/contacts")).bearer_auth(&key).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        running.stop().await;
+    }
+}
