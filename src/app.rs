@@ -348,7 +348,11 @@ pub async fn start_role(cfg: Config, role: Role) -> anyhow::Result<Running> {
             upstreams.insert(worktruck_contacts::GRPC_NAME, channel(&cfg.services.contacts)?);
             let listener = TcpListener::bind(cfg.rest.addr).await.with_context(|| format!("listen on {}", cfg.rest.addr))?;
             let rest_addr = listener.local_addr()?;
-            start_gateway(&cfg, &keys, upstreams, Vec::new(), listener, &rx, &mut tasks).await?;
+            let checks = vec![
+                ops::grpc_check("tenants", channel(&cfg.services.tenants)?, worktruck_tenants::GRPC_NAME),
+                ops::grpc_check("contacts", channel(&cfg.services.contacts)?, worktruck_contacts::GRPC_NAME),
+            ];
+            start_gateway(&cfg, &keys, upstreams, checks, listener, &rx, &mut tasks).await?;
             Ok(Running { rest_addr: Some(rest_addr), grpc_addr: None, first_key: None, first_tenant: None, shutdown: tx, servers: tasks.servers, tasks: tasks.background, dbs: vec![] })
         }
     }

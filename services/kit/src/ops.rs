@@ -40,6 +40,20 @@ pub fn db_check(name: &str, db: Db) -> Check {
     Check { name: name.to_owned(), critical: true, probe }
 }
 
+/// A critical check that an upstream gRPC service reports SERVING (`grpc.health.v1`), for a
+/// gateway running apart from its services.
+pub fn grpc_check(name: &str, channel: tonic::transport::Channel, service: &'static str) -> Check {
+    let probe: Probe = Arc::new(move || {
+        let mut client = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+        Box::pin(async move {
+            let req = tonic_health::pb::HealthCheckRequest { service: service.to_owned() };
+            let call = tokio::time::timeout(std::time::Duration::from_secs(2), client.check(req));
+            matches!(call.await, Ok(Ok(r)) if r.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
+        })
+    });
+    Check { name: name.to_owned(), critical: true, probe }
+}
+
 /// A non-critical check on the event bus: writes do not need it (the outbox holds events while
 /// it is away), so a bus outage is reported but does not take the process out of service.
 pub fn bus_check(bus: crate::bus::Bus) -> Check {

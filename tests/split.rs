@@ -1,0 +1,87 @@
+//! `worktruck serve <role>`: tenants, contacts and the gateway as three processes of the real
+//! binary, wired by configuration alone (as in Kubernetes), on SQLite and on PostgreSQL.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use worktruck_kit::testing::{Backend, TestData, backends};
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn three_roles_in_three_processes_serve_the_api() {
+    for backend in backends() {
+        let data = TestData::new(backend).await;
+        let bin = env!("CARGO_BIN_EXE_worktruck");
+        let secret = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTMyYnk="; // 32 bytes, base64
+        let (tenants_grpc, contacts_grpc, rest) = (port(), port(), port());
+        let common = |cmd: &mut Command| {
+            cmd.env("WORKTRUCK_SECRET_KEY", secret)
+                .env("WORKTRUCK_DATA_DIR", data.path())
+                .env_remove("WORKTRUCK_NATS__URL")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            if backend == Backend::Postgres {
+                cmd.env("WORKTRUCK_DATABASE__URL", data.database_url.as_ref().unwrap());
+            }
+        };
+        let mut spawn = |role: &str, grpc: u16| {
+            let mut cmd = Command::new(bin);
+            cmd.args(["serve", role])
+                .env("WORKTRUCK_GRPC__ADDR", format!("127.0.0.1:{grpc}"))
+                .env("WORKTRUCK_ADMIN__ADDR", format!("127.0.0.1:{}", port()))
+                .env("WORKTRUCK_REST__ADDR", format!("127.0.0.1:{rest}"))
+                .env("WORKTRUCK_SERVICES__TENANTS", format!("http://127.0.0.1:{tenants_grpc}"))
+                .env("WORKTRUCK_SERVICES__CONTACTS", format!("http://127.0.0.1:{contacts_grpc}"));
+            common(&mut cmd);
+            Proc(cmd.spawn().unwrap())
+        };
+        let _t = spawn("tenants", tenants_grpc);
+        let _c = spawn("contacts", contacts_grpc);
+        let _g = spawn("gateway", 0);
+
+        let http = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{rest}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = http.get(format!("{base}/ready")).send().await {
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "{backend:?}: the gateway becomes ready once both services serve");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
+        let mut admin = Command::new(bin);
+        admin.args(["admin", "create-tenant", "--name", "split", "--json"]);
+        common(&mut admin);
+        let out = admin.stdout(Stdio::piped()).output().unwrap();
+        assert!(out.status.success());
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let key = v["api_key"].as_str().unwrap();
+
+        let r = http
+            .post(format!("{base}/api/v1/contacts"))
+            .bearer_auth(key)
+            .json(&serde_json::json!({"kind": "group", "display_name": "Split crew"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{backend:?}");
+        let c: serde_json::Value = r.json().await.unwrap();
+        let r = http.get(format!("{base}/api/v1/contacts/{}", c["id"].as_str().unwrap())).bearer_auth(key).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
