@@ -28,6 +28,8 @@ pub enum Role {
     Contacts,
     /// The REST gateway.
     Gateway,
+    /// The MCP gateway.
+    McpGateway,
 }
 
 impl std::str::FromStr for Role {
@@ -37,11 +39,12 @@ impl std::str::FromStr for Role {
             "tenants" => Ok(Role::Tenants),
             "contacts" => Ok(Role::Contacts),
             "gateway" => Ok(Role::Gateway),
-            "crm" | "tasks" | "calendar" | "notes" | "agents" | "apps" | "mcp-gateway" => {
+            "mcp-gateway" => Ok(Role::McpGateway),
+            "crm" | "tasks" | "calendar" | "notes" | "agents" | "apps" => {
                 anyhow::bail!("the {s} role is not part of this release yet")
             }
             other => anyhow::bail!(
-                "unknown role {other:?}: use tenants, contacts or gateway"
+                "unknown role {other:?}: use tenants, contacts, gateway or mcp-gateway"
             ),
         }
     }
@@ -51,6 +54,8 @@ impl std::str::FromStr for Role {
 pub struct Running {
     /// Where REST listens (all-in-one and gateway roles).
     pub rest_addr: Option<SocketAddr>,
+    /// Where the MCP gateway listens (all-in-one and mcp-gateway roles).
+    pub mcp_addr: Option<SocketAddr>,
     /// Where a service role's gRPC listens.
     pub grpc_addr: Option<SocketAddr>,
     /// The first tenant's API key, when this start created it.
@@ -233,9 +238,24 @@ async fn start_service(
     Ok(db)
 }
 
+/// The signer and the gate (authentication and one rate limiter) both gateways of a process
+/// share.
+fn gateway_auth(
+    keys: &Keys,
+    cfg: &Config,
+    upstreams: &worktruck_gateway::Upstreams,
+) -> anyhow::Result<(Signer, worktruck_gateway::Gate)> {
+    let signer = keys.signer.clone().context("the gateway needs context.signing_key or secret_key")?;
+    let auth = worktruck_gateway::auth_chain(upstreams, &signer, &cfg.auth)?;
+    let limiter = Arc::new(worktruck_gateway::Limiter::new(cfg.auth.enterprise));
+    Ok((signer, worktruck_gateway::Gate::new(auth, limiter)))
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn start_gateway(
     cfg: &Config,
     keys: &Keys,
+    gate: worktruck_gateway::Gate,
     upstreams: worktruck_gateway::Upstreams,
     checks: Vec<ops::Check>,
     listener: TcpListener,
@@ -244,13 +264,13 @@ async fn start_gateway(
 ) -> anyhow::Result<()> {
     let registry = Arc::new(Registry::load(worktruck_proto::DESCRIPTOR_SET)?);
     let signer = keys.signer.clone().context("the gateway needs context.signing_key or secret_key")?;
-    let gw = worktruck_gateway::router(
+    let gw = worktruck_gateway::router_with_gate(
         registry,
         upstreams,
         signer,
+        gate,
         worktruck_gateway::GatewayConfig { body_limit_bytes: cfg.rest.body_limit_bytes, auth: cfg.auth.clone() },
-    )
-    .await?;
+    )?;
     let app = ops::router(checks).merge(gw);
     let stop = stopped(shutdown);
     tasks.servers.push(tokio::spawn(async move {
@@ -259,6 +279,30 @@ async fn start_gateway(
         }
     }));
     Ok(())
+}
+
+/// Starts the MCP gateway on `listener`; its public base URL is the bound address.
+fn start_mcp_gateway(
+    cfg: &Config,
+    signer: Signer,
+    gate: worktruck_gateway::Gate,
+    upstreams: worktruck_gateway::Upstreams,
+    listener: TcpListener,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut Tasks,
+) -> anyhow::Result<SocketAddr> {
+    let addr = listener.local_addr()?;
+    let registry = Arc::new(Registry::load(worktruck_proto::DESCRIPTOR_SET)?);
+    let mut mcp_cfg = worktruck_mcp_gateway::McpConfig::new(format!("http://{addr}"));
+    mcp_cfg.oidc_issuer = Some(cfg.auth.oidc.issuer.clone()).filter(|i| !i.is_empty());
+    let app = worktruck_mcp_gateway::router(registry, upstreams, signer, gate, mcp_cfg)?;
+    let stop = stopped(shutdown);
+    tasks.servers.push(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+            tracing::error!(error = %e, "mcp gateway failed");
+        }
+    }));
+    Ok(addr)
 }
 
 fn channel(url: &str) -> anyhow::Result<Channel> {
@@ -296,8 +340,13 @@ pub async fn start_dev(cfg: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot listen on {} (is another Worktruck running?)", cfg.rest.addr))?;
     let rest_addr = listener.local_addr()?;
-    start_gateway(&cfg, &keys, upstreams, checks, listener, &rx, &mut tasks).await?;
-    Ok(Running { rest_addr: Some(rest_addr), grpc_addr: None, first_key, first_tenant, shutdown: tx, servers: tasks.servers, tasks: tasks.background, dbs })
+    let mcp_listener = TcpListener::bind(cfg.mcp.addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (is another Worktruck running?)", cfg.mcp.addr))?;
+    let (signer, gate) = gateway_auth(&keys, &cfg, &upstreams)?;
+    let mcp_addr = start_mcp_gateway(&cfg, signer, gate.clone(), upstreams.clone(), mcp_listener, &rx, &mut tasks)?;
+    start_gateway(&cfg, &keys, gate, upstreams, checks, listener, &rx, &mut tasks).await?;
+    Ok(Running { rest_addr: Some(rest_addr), mcp_addr: Some(mcp_addr), grpc_addr: None, first_key, first_tenant, shutdown: tx, servers: tasks.servers, tasks: tasks.background, dbs })
 }
 
 /// Creates the first tenant (enterprise plan) when the tenants database has none.
@@ -339,7 +388,7 @@ pub async fn start_role(cfg: Config, role: Role) -> anyhow::Result<Running> {
             tasks.servers.push(tokio::spawn(async move {
                 let _ = axum::serve(admin, app).with_graceful_shutdown(stop).await;
             }));
-            Ok(Running { rest_addr: None, grpc_addr: Some(grpc_addr), first_key: None, first_tenant: None, shutdown: tx, servers: tasks.servers, tasks: tasks.background, dbs: vec![db] })
+            Ok(Running { rest_addr: None, mcp_addr: None, grpc_addr: Some(grpc_addr), first_key: None, first_tenant: None, shutdown: tx, servers: tasks.servers, tasks: tasks.background, dbs: vec![db] })
         }
         Role::Gateway => {
             let keys = keys(&cfg, true)?;
@@ -352,8 +401,29 @@ pub async fn start_role(cfg: Config, role: Role) -> anyhow::Result<Running> {
                 ops::grpc_check("tenants", channel(&cfg.services.tenants)?, worktruck_tenants::GRPC_NAME),
                 ops::grpc_check("contacts", channel(&cfg.services.contacts)?, worktruck_contacts::GRPC_NAME),
             ];
-            start_gateway(&cfg, &keys, upstreams, checks, listener, &rx, &mut tasks).await?;
-            Ok(Running { rest_addr: Some(rest_addr), grpc_addr: None, first_key: None, first_tenant: None, shutdown: tx, servers: tasks.servers, tasks: tasks.background, dbs: vec![] })
+            let (_, gate) = gateway_auth(&keys, &cfg, &upstreams)?;
+            start_gateway(&cfg, &keys, gate, upstreams, checks, listener, &rx, &mut tasks).await?;
+            Ok(Running { rest_addr: Some(rest_addr), mcp_addr: None, grpc_addr: None, first_key: None, first_tenant: None, shutdown: tx, servers: tasks.servers, tasks: tasks.background, dbs: vec![] })
+        }
+        Role::McpGateway => {
+            let keys = keys(&cfg, true)?;
+            let mut upstreams = worktruck_gateway::Upstreams::new();
+            upstreams.insert(worktruck_tenants::GRPC_NAME, channel(&cfg.services.tenants)?);
+            upstreams.insert(worktruck_contacts::GRPC_NAME, channel(&cfg.services.contacts)?);
+            let listener = TcpListener::bind(cfg.mcp.addr).await.with_context(|| format!("listen on {}", cfg.mcp.addr))?;
+            let (signer, gate) = gateway_auth(&keys, &cfg, &upstreams)?;
+            let mcp_addr = start_mcp_gateway(&cfg, signer, gate, upstreams, listener, &rx, &mut tasks)?;
+            let checks = vec![
+                ops::grpc_check("tenants", channel(&cfg.services.tenants)?, worktruck_tenants::GRPC_NAME),
+                ops::grpc_check("contacts", channel(&cfg.services.contacts)?, worktruck_contacts::GRPC_NAME),
+            ];
+            let admin = TcpListener::bind(cfg.admin.addr).await.with_context(|| format!("listen on {}", cfg.admin.addr))?;
+            let app = ops::router(checks);
+            let stop = stopped(&rx);
+            tasks.servers.push(tokio::spawn(async move {
+                let _ = axum::serve(admin, app).with_graceful_shutdown(stop).await;
+            }));
+            Ok(Running { rest_addr: None, mcp_addr: Some(mcp_addr), grpc_addr: None, first_key: None, first_tenant: None, shutdown: tx, servers: tasks.servers, tasks: tasks.background, dbs: vec![] })
         }
     }
 }

@@ -60,7 +60,7 @@ impl AuthChain {
         }
         Err(ApiError::new(
             ErrorCode::Unauthenticated,
-            "missing credentials: send 'Authorization: Bearer <api key>'",
+            "missing credentials: send 'Authorization: Bearer <API key or OIDC access token>'",
         ))
     }
 }

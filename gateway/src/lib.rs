@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod gate;
 pub mod limits;
+pub mod oidc;
 pub mod openapi;
 pub mod scopes;
 pub mod telemetry;
@@ -59,14 +60,21 @@ pub async fn router(
 pub fn auth_chain(
     upstreams: &Upstreams,
     signer: &Signer,
-    _auth: &worktruck_kit::config::AuthConfig,
+    auth: &worktruck_kit::config::AuthConfig,
 ) -> Result<AuthChain, GatewayError> {
     let tenants = upstreams
         .get(TENANTS_SERVICE)
         .ok_or_else(|| GatewayError::MissingUpstream(TENANTS_SERVICE.to_owned()))?
         .clone();
-    let authenticators: Vec<Arc<dyn Authenticator>> =
-        vec![Arc::new(ApiKeyAuthenticator::new(tenants, signer.clone()))];
+    let mut authenticators: Vec<Arc<dyn Authenticator>> =
+        vec![Arc::new(ApiKeyAuthenticator::new(tenants.clone(), signer.clone()))];
+    if !auth.oidc.issuer.is_empty() {
+        authenticators.push(Arc::new(oidc::JwtAuthenticator::new(
+            &auth.oidc,
+            tenants,
+            signer.clone(),
+        )));
+    }
     Ok(AuthChain::new(authenticators))
 }
 

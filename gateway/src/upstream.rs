@@ -48,7 +48,7 @@ impl FromIterator<(String, Channel)> for Upstreams {
 }
 
 /// Calls one unary RPC with an encoded request and returns the encoded response.
-pub(crate) async fn unary(
+pub async fn unary(
     channel: Channel,
     path: PathAndQuery,
     body: Bytes,

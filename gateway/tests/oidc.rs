@@ -1,0 +1,584 @@
+//! The OIDC JWT authenticator against a fake issuer (axum on 127.0.0.1:0 serving discovery and a
+//! mutable JWKS that counts fetches) and the real tenants service on SQLite, so subject → tenant
+//! mapping is the production one.
+//!
+//! The signing keys are test-only PEMs generated once with `openssl genpkey` / `openssl ecparam |
+//! openssl pkcs8` (RSA key generation in a debug build is too slow to do per test).
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::extract::State;
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::header::AUTHORIZATION;
+use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+use uuid::Uuid;
+use worktruck_gateway::oidc::JwtAuthenticator;
+use worktruck_gateway::{ApiError, ApiKeyAuthenticator, AuthChain, Principal};
+use worktruck_kit::bus::Bus;
+use worktruck_kit::config::OidcConfig;
+use worktruck_kit::context::Signer;
+use worktruck_kit::db::Db;
+use worktruck_kit::outbox::Relay;
+use worktruck_kit::testing::{Backend, TestData};
+use worktruck_proto::tenants::v1::tenants_service_server::TenantsServiceServer;
+use worktruck_tenants::{Tenants, migrators};
+
+const RSA1: &str = "\
+-----BEGIN PRIVATE KEY-----\n\
+MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQCoEbwQYLqVvTZD\n\
+1WCW2hcGOp/BhlYo1hd2eDaQd5j5Ty4owjP1pY1k1kJ6csX6+2YCKv0l9Dl9E//b\n\
+V0F38SIE7xv7GdaVM4Xt6p64extUnbInpMuLCQkIVd3wj0bneiDHIALL5LsS1xVr\n\
+EYU5q5cQit1aBmeJQ5zcP5k6c0PIhfW3RmjBBFs96A/6x6w55+w15zPnkuWSsEHz\n\
+z/nOLGpMw9AejQ3/TMdlgkX8pc4vvhh6tkfdNocbtvu5nxqYLqW2l6tpLxt9cxpj\n\
+RCTNuTZYf0QA7wXiOPooEXu49mTXLGirt6w1310Ok16SKG9R7uKQZawMSBkHdoH8\n\
+jeUoIcxhAgMBAAECggEAB/HCqSbcBaef0N1dXJ7AIjK+NMhz+n0tjGjf8hHn1g0I\n\
+ml5HqiUNBccHoGscHEzVhGUMz0ZNO1zT0MXomdH48NvD6lQigQNM9t3gFR9N6kDZ\n\
+WCdhhFfFKLLfs/cfJmJET1/zfI4ky54FbKizhUeCSK1lC37XAQrZoiLoIXZWWLxB\n\
+27PdiuNChIzfLz05X/+IfrAmfDf2jlvj+V1CG6WM+bUsp7rPTGgqFbV13QEvi8NV\n\
+0vr64IrdimYaDH/TWPSzXireHPQmXhcd3L7068iVC/w0wMgf1YIMdMqLq9jGY2xF\n\
+GFgwsG9YNeSNtHfhst2UmWmOHaxgpqdXhgSRo4TJmwKBgQDsOowP+h+Nz85OIZn2\n\
+X0OYMmdrLkFD3/P47hKhwCxC/DOV5zymEMgeo6ePkcsR7favlNNg/LQjb9PT66ll\n\
+FtW0EBoi/qGrs3V8Ff8XBnT/QBKqeQbcAV16m6Rd13NxUjKjKPFowOqnphOTFD65\n\
+Z4iiefLXUDx7PJPa50WA83RlKwKBgQC2IsyByTXPRxAm2dHVpse2NgxPZN3ftJlp\n\
+b9sOBL7qC2V8tOLTO8nF7OCvImPpM+RI4IfxSZ5+SWXr2xUHIPWkE9tKXppwf8hg\n\
+J8RRIumFEqx5KkmnUACCaa04PNhdvBifKDv6p+ZRSTLgxPmMszAK3oDdCNu6aQ5M\n\
+dESay4MmowKBgQCfcgkVw6LGqku6ys1L0RMjyGmrm2Xr9V6MV8z1pmt5rxb2iESU\n\
+ZmFc5ON1cVeau361FoPyQ78m6BUXRkpo9Be8WN37Xtkqto+G+KXcGbygiNPQgq4R\n\
+k05QMnun54OBKpUJMdp39Tatf9hYfuKza+F6oUs672pTWBkIOO/d0PVwTwKBgD0f\n\
+zJY52o8ngCopq5wSDq/9z3/NkBCFYX7bBR7dRNzy2ipR4lWVmQ+NgZIE7pbSzWgP\n\
+wk+dr00egM/4hEQSMZ3Q9CUvPpFGsQ5kCiRYnRoFvFAlevZliOY7ZOCcutgqSfEP\n\
+5aEnO8pH0IVSVZV8hUEAjyqe0G7s1tmdo3B3oBoVAoGAc9hzmKazi8evz7tfSYT+\n\
+WC6WjlQ9jiQF9ZNEOoA5kmiWxUPzF3TK13vv/zYFjhzjNm5QS/XIrlcsOGLx1146\n\
+uDrV9fCwlylSLBlQrLSJHREpUHOj09qcGeKcKdCX51KR+CwEF5a7Qj/pUzMg4wiB\n\
+XCKWhq/mT92PQRzt29SMgfQ=\n\
+-----END PRIVATE KEY-----\n\
+";
+const RSA1_PUBLIC: &str = "\
+-----BEGIN PUBLIC KEY-----\n\
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAqBG8EGC6lb02Q9VgltoX\n\
+BjqfwYZWKNYXdng2kHeY+U8uKMIz9aWNZNZCenLF+vtmAir9JfQ5fRP/21dBd/Ei\n\
+BO8b+xnWlTOF7eqeuHsbVJ2yJ6TLiwkJCFXd8I9G53ogxyACy+S7EtcVaxGFOauX\n\
+EIrdWgZniUOc3D+ZOnNDyIX1t0ZowQRbPegP+sesOefsNecz55LlkrBB88/5zixq\n\
+TMPQHo0N/0zHZYJF/KXOL74YerZH3TaHG7b7uZ8amC6ltperaS8bfXMaY0Qkzbk2\n\
+WH9EAO8F4jj6KBF7uPZk1yxoq7esNd9dDpNekihvUe7ikGWsDEgZB3aB/I3lKCHM\n\
+YQIDAQAB\n\
+-----END PUBLIC KEY-----\n\
+";
+const RSA2: &str = "\
+-----BEGIN PRIVATE KEY-----\n\
+MIIEvAIBADANBgkqhkiG9w0BAQEFAASCBKYwggSiAgEAAoIBAQCdliSNrcgGiJkG\n\
+idpddsMB9/PnePBS4IqOL3Yf+SuxGpqqBC4HVtRhyDerG18ujGWnoJ+nzT3fabSo\n\
+PWPUCh5N+ZujpLvDV2KLchZNgzWSRTgO1udUiXKxVJWOCx6yN5WvbEzc1uoq3yro\n\
+RycIiTp5CE+sexD+TPSQMVOFIaT4Y0v/Vrgovxv0v4xBoCOQhewJU/r3XBmAEK9H\n\
+Ok3pezzzNDKK47HSG8foD0eR8OekJZPVx9pmIgO1Q+piWrfwkJgVCaXLtSz9qhVo\n\
+BSQld0edwzS69VYBF2/0OHWf+e9+tLTWKTr2vliAwzmVPyje2l9aeR5J9YqpBy87\n\
+A8zf7mIZAgMBAAECggEATYlwlt1oy/4t/Q+bB93FeZR8x+mzpbOhuPAVWQoKu2tx\n\
+qjHATBAnE62l5mTjYk3mPqJDrBbKWMD0CMub8NrBqnAkalJFqIm4jRAndSAYHc49\n\
+FOAclnXCnwoVQ/yor9u1pMjO0OJV+Z4wyHUp+YM76A101lL/O4C13LTIeXriZuv+\n\
+tUBp0796pdaCNDd1nV8perTsO18bdZZ6Bm6OvxeuKd9I/U8/zxpQ0/NHPHmgTrJF\n\
+pwEtF3oRzrkKrSgm9WGwkEtfhd1FdflvCmJ87p6wXqVIbdx//vyrPqLRS94Cma7v\n\
+1B5CMs0tFRQ3uBNT/gFcXZGpd5ijlsVoUcYr5xIOGQKBgQDTDP3QLuwowgVZ9u2S\n\
+AVwwZvaSSEAm/TzIAf1LsqfUO9xHenKCA8vitA4QRBaadxFSfn4oH43+tPg+NbqB\n\
+AwCs24jap1aeqIZ9shncjGzZWcpv3csBP0hfBIuW+tdOKTnOU1uIK2kALXcpoooX\n\
+39en8f+kLfLmq8p3xsRd3OgbkwKBgQC/JiXp3TOcmvTxyjM2hj/UCifgfyGb8GLS\n\
+5FCTqKrQqB7w+2LXD7JKnQlWC7bbDwyhjRd1NDbOS50hkwANibNf7XbS2VLsPZ3g\n\
+XpgZv9l0jvdMuOytnTR1+Rs0vuURVt15fBIQ+UoCVBSoZ9y+rKAIOCxx4/nqCA7a\n\
+O7frAjcPIwKBgCnSij2F/uB4ykywpRVo1Zb14GjOjn/rcO8FjedBSQbCsf0sI6Lm\n\
+E7IiEiNhCsWjULhzPpa+4gmWXRce2I2WRbz7aBxESuL37GbeM0fEQBG2PGp8nizq\n\
+GHJT2UGbBa2Ed+MOG7ZZO96AI/wJLKpcfkTWrN0hCeByLJYdum4LR6enAoGAb0d9\n\
+IPXW2x/W44BMajyjogS7jFVWspqyXYXvZtb1gn2tbatbskoACLH9QmuVa1gKiW5D\n\
+LsdT9KtOccJLcJYup/TtjPhZ7xA7/efz8mGe7d1hGPg7SSNQ7DE2ZnGPl5WTX+sb\n\
+9We7bzmVwSid+R80FzTkovUOg/Fm/CNyAc2LUjMCgYBa1b4It3pc7I4M3BKt4Sof\n\
+PaN3w78k8rJx43onM2zffipA/DsZj+nwFs9tb1uYEYj+b5A+cCmzM18gJ0YxJUlT\n\
+cCipNTq9VaRCrDwAqkYLZFScY/UpDquDq+deNj6c6zqsBWdd17WVbGCa7rEUEZE2\n\
+KlF10+CgBIcOMYYMvOAmLw==\n\
+-----END PRIVATE KEY-----\n\
+";
+const EC1: &str = "\
+-----BEGIN PRIVATE KEY-----\n\
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgZumQkAa9Q8rCy/sZ\n\
+guhf3u+UErz0UiauTQsH7nfC9WuhRANCAASUwVPXkw4fWGf8liCKOYNwViaFXenQ\n\
+SUIjELwNeqwpbqMR2Unmys+x2X/wx2PawqolTuFqh1r3G7OQvc/HY95p\n\
+-----END PRIVATE KEY-----\n\
+";
+
+const AUDIENCE: &str = "mcp";
+
+/// The fake issuer's mutable state.
+struct Issuer {
+    base: String,
+    jwks: Mutex<Value>,
+    jwks_fetches: AtomicUsize,
+    down: AtomicBool,
+}
+
+impl Issuer {
+    fn issuer(&self) -> String {
+        format!("{}/realms/test", self.base)
+    }
+
+    fn publish(&self, keys: &[(&str, &EncodingKey, Algorithm)]) {
+        let mut set = JwkSet::default();
+        for (kid, key, alg) in keys {
+            let mut jwk = Jwk::from_encoding_key(key, *alg).unwrap();
+            jwk.common.key_id = Some((*kid).to_owned());
+            jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+            set.keys.push(jwk);
+        }
+        let mut value = serde_json::to_value(&set).unwrap();
+        // Keycloak also publishes an encryption key; it must neither break the set nor verify.
+        let n = value["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|k| k.get("n").cloned())
+            .unwrap_or(json!("AQAB"));
+        value["keys"].as_array_mut().unwrap().push(json!({
+            "kid": "enc", "kty": "RSA", "use": "enc", "alg": "RSA-OAEP", "n": n, "e": "AQAB"
+        }));
+        *self.jwks.lock().unwrap() = value;
+    }
+
+    fn fetches(&self) -> usize {
+        self.jwks_fetches.load(Ordering::SeqCst)
+    }
+}
+
+async fn discovery(State(issuer): State<Arc<Issuer>>) -> Json<Value> {
+    Json(json!({
+        "issuer": issuer.issuer(),
+        "jwks_uri": format!("{}/protocol/openid-connect/certs", issuer.issuer()),
+        "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+    }))
+}
+
+async fn certs(State(issuer): State<Arc<Issuer>>) -> Result<Json<Value>, http::StatusCode> {
+    issuer.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    if issuer.down.load(Ordering::SeqCst) {
+        return Err(http::StatusCode::SERVICE_UNAVAILABLE);
+    }
+    Ok(Json(issuer.jwks.lock().unwrap().clone()))
+}
+
+async fn spawn_issuer() -> Arc<Issuer> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = Arc::new(Issuer {
+        base: format!("http://{}", listener.local_addr().unwrap()),
+        jwks: Mutex::new(json!({ "keys": [] })),
+        jwks_fetches: AtomicUsize::new(0),
+        down: AtomicBool::new(false),
+    });
+    let app = axum::Router::new()
+        .route(
+            "/realms/test/.well-known/openid-configuration",
+            get(discovery),
+        )
+        .route("/realms/test/protocol/openid-connect/certs", get(certs))
+        .with_state(issuer.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    issuer
+}
+
+/// The real tenants service on SQLite; the returned `TestData` must outlive the test.
+async fn spawn_tenants(signer: &Signer) -> (Channel, TestData) {
+    let data = TestData::new(Backend::Sqlite).await;
+    let (pg, sqlite) = migrators();
+    let db = Db::connect_and_migrate(&data.db_options("tenants"), pg, sqlite)
+        .await
+        .unwrap();
+    let svc = Tenants::new(
+        db.clone(),
+        signer.verifier(),
+        [5; 32],
+        365,
+        Relay::new(db, Bus::memory()),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(worktruck_kit::ops::serve_grpc(
+        listener,
+        tonic::service::Routes::new(TenantsServiceServer::new(svc)),
+        &[worktruck_tenants::GRPC_NAME],
+        std::future::pending(),
+    ));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
+    (channel, data)
+}
+
+struct Keys {
+    rsa1: EncodingKey,
+    rsa2: EncodingKey,
+    ec1: EncodingKey,
+}
+
+fn keys() -> Keys {
+    Keys {
+        rsa1: EncodingKey::from_rsa_pem(RSA1.as_bytes()).unwrap(),
+        rsa2: EncodingKey::from_rsa_pem(RSA2.as_bytes()).unwrap(),
+        ec1: EncodingKey::from_ec_pem(EC1.as_bytes()).unwrap(),
+    }
+}
+
+/// A running issuer publishing `rsa1` and `ec1`, the tenants service, and a chain of the API-key
+/// and JWT authenticators.
+struct Stack {
+    issuer: Arc<Issuer>,
+    keys: Keys,
+    chain: AuthChain,
+    _data: TestData,
+}
+
+async fn stack(refresh_min_seconds: u64) -> Stack {
+    let issuer = spawn_issuer().await;
+    let keys = keys();
+    issuer.publish(&[
+        ("rsa1", &keys.rsa1, Algorithm::RS256),
+        ("ec1", &keys.ec1, Algorithm::ES256),
+    ]);
+    let signer = Signer::from_seed([9; 32]);
+    let (tenants, data) = spawn_tenants(&signer).await;
+    let cfg = OidcConfig {
+        issuer: issuer.issuer(),
+        audience: AUDIENCE.into(),
+        jwks_refresh_min_seconds: refresh_min_seconds,
+    };
+    let chain = AuthChain::new(vec![
+        Arc::new(ApiKeyAuthenticator::new(tenants.clone(), signer.clone())),
+        Arc::new(JwtAuthenticator::new(&cfg, tenants, signer)),
+    ]);
+    Stack {
+        issuer,
+        keys,
+        chain,
+        _data: data,
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Claims of a good token for `sub`.
+fn claims(stack: &Stack, sub: &str) -> Value {
+    json!({
+        "iss": stack.issuer.issuer(),
+        "aud": [AUDIENCE, "account"],
+        "sub": sub,
+        "exp": now() + 300,
+        "iat": now(),
+        "typ": "Bearer",
+        "scope": "openid profile contacts:read",
+    })
+}
+
+fn sign(kid: &str, alg: Algorithm, key: &EncodingKey, claims: &Value) -> String {
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&header, claims, key).unwrap()
+}
+
+fn rs(stack: &Stack, claims: &Value) -> String {
+    sign("rsa1", Algorithm::RS256, &stack.keys.rsa1, claims)
+}
+
+async fn auth(stack: &Stack, token: &str) -> Result<Principal, ApiError> {
+    let (parts, ()) = http::Request::builder()
+        .uri("/v1/contacts")
+        .header(AUTHORIZATION, format!("Bearer {token}"))
+        .body(())
+        .unwrap()
+        .into_parts();
+    stack.chain.authenticate(&parts).await
+}
+
+/// Asserts a 401 from the JWT authenticator whose message names `what` and not the token.
+async fn rejected(stack: &Stack, token: &str, what: &str) {
+    let e = auth(stack, token).await.expect_err(what);
+    assert_eq!(e.status(), 401, "{what}: {}", e.message());
+    assert_eq!(e.code(), "unauthenticated");
+    assert!(
+        e.message().contains(what),
+        "expected {what:?} in {:?}",
+        e.message()
+    );
+    assert!(!e.message().contains(token), "the message echoes the token");
+}
+
+fn b64(value: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
+}
+
+#[tokio::test]
+async fn valid_tokens_map_subjects_to_tenants() {
+    let s = stack(30).await;
+    let alice = auth(&s, &rs(&s, &claims(&s, "alice"))).await.unwrap();
+    assert_eq!(alice.ctx.actor, "jwt:alice");
+    assert_eq!(alice.ctx.plan, "free");
+    assert_eq!(
+        alice.ctx.scopes,
+        vec!["contacts:read".to_owned()],
+        "only Worktruck scopes"
+    );
+    let tenant = alice.ctx.tenant_id.expect("a tenant");
+
+    // Same subject again, and with an ES256 token: same tenant.
+    let again = auth(&s, &rs(&s, &claims(&s, "alice"))).await.unwrap();
+    assert_eq!(again.ctx.tenant_id, Some(tenant));
+    let es = sign("ec1", Algorithm::ES256, &s.keys.ec1, &claims(&s, "alice"));
+    assert_eq!(auth(&s, &es).await.unwrap().ctx.tenant_id, Some(tenant));
+
+    // Another subject: another tenant. `aud` as a plain string; no Worktruck scope = full access.
+    let mut bob = claims(&s, "bob");
+    bob["aud"] = json!(AUDIENCE);
+    bob["scope"] = json!("openid email");
+    let bob = auth(&s, &rs(&s, &bob)).await.unwrap();
+    assert_ne!(bob.ctx.tenant_id, Some(tenant));
+    assert!(bob.ctx.tenant_id.is_some());
+    assert!(bob.ctx.scopes.is_empty());
+    assert_eq!(bob.ctx.actor, "jwt:bob");
+
+    // Within the leeway is still fine.
+    let mut late = claims(&s, "alice");
+    late["exp"] = json!(now() - 20);
+    assert_eq!(
+        auth(&s, &rs(&s, &late)).await.unwrap().ctx.tenant_id,
+        Some(tenant)
+    );
+
+    assert_eq!(s.issuer.fetches(), 1, "the JWKS is cached");
+}
+
+#[tokio::test]
+async fn bad_tokens_are_401() {
+    let s = stack(30).await;
+    let good = claims(&s, "mallory");
+    auth(&s, &rs(&s, &good)).await.unwrap();
+
+    let with = |key: &str, value: Value| {
+        let mut c = good.clone();
+        c[key] = value;
+        c
+    };
+    let without = |key: &str| {
+        let mut c = good.clone();
+        c.as_object_mut().unwrap().remove(key);
+        c
+    };
+    rejected(
+        &s,
+        &rs(&s, &with("aud", json!("account"))),
+        "wrong audience",
+    )
+    .await;
+    rejected(&s, &rs(&s, &without("aud")), "missing claim aud").await;
+    rejected(
+        &s,
+        &rs(&s, &with("iss", json!("http://127.0.0.1:1/realms/evil"))),
+        "wrong issuer",
+    )
+    .await;
+    rejected(&s, &rs(&s, &without("iss")), "missing claim iss").await;
+    rejected(
+        &s,
+        &rs(&s, &with("exp", json!(now() - 3600))),
+        "token expired",
+    )
+    .await;
+    rejected(&s, &rs(&s, &without("exp")), "missing claim exp").await;
+    rejected(
+        &s,
+        &rs(&s, &with("nbf", json!(now() + 3600))),
+        "not yet valid",
+    )
+    .await;
+    rejected(&s, &rs(&s, &without("sub")), "missing claim sub").await;
+    rejected(&s, &rs(&s, &with("sub", json!(""))), "empty sub").await;
+    rejected(
+        &s,
+        &rs(&s, &with("typ", json!("ID"))),
+        "not an access token",
+    )
+    .await;
+
+    // alg: none, with a dummy signature so that it is recognisably a JWT.
+    let none = format!(
+        "{}.{}.c2ln",
+        b64(&json!({"alg": "none", "typ": "JWT", "kid": "rsa1"})),
+        b64(&good)
+    );
+    rejected(&s, &none, "malformed token header").await;
+
+    // Algorithm confusion: HS256 keyed with the RSA public key the JWKS publishes.
+    let hs = sign(
+        "rsa1",
+        Algorithm::HS256,
+        &EncodingKey::from_secret(RSA1_PUBLIC.as_bytes()).unwrap(),
+        &good,
+    );
+    rejected(&s, &hs, "unsupported signing algorithm").await;
+    let rs384 = sign("rsa1", Algorithm::RS384, &s.keys.rsa1, &good);
+    rejected(&s, &rs384, "unsupported signing algorithm").await;
+
+    // RS256 claimed for the EC key's kid; ES256 claimed for the RSA key's kid.
+    rejected(
+        &s,
+        &sign("ec1", Algorithm::RS256, &s.keys.rsa1, &good),
+        "does not match",
+    )
+    .await;
+    rejected(
+        &s,
+        &sign("rsa1", Algorithm::ES256, &s.keys.ec1, &good),
+        "does not match",
+    )
+    .await;
+    // The right kid and alg, the wrong private key; then a tampered payload.
+    rejected(
+        &s,
+        &sign("rsa1", Algorithm::RS256, &s.keys.rsa2, &good),
+        "bad signature",
+    )
+    .await;
+    let token = rs(&s, &good);
+    let mut parts: Vec<&str> = token.split('.').collect();
+    let forged = b64(&with("sub", json!("alice")));
+    parts[1] = &forged;
+    rejected(&s, &parts.join("."), "bad signature").await;
+
+    // No kid; an unpublished kid; the encryption key's kid.
+    let no_kid = jsonwebtoken::encode(&Header::new(Algorithm::RS256), &good, &s.keys.rsa1).unwrap();
+    rejected(&s, &no_kid, "no kid").await;
+    rejected(
+        &s,
+        &sign("nope", Algorithm::RS256, &s.keys.rsa1, &good),
+        "unknown signing key",
+    )
+    .await;
+    rejected(
+        &s,
+        &sign("enc", Algorithm::RS256, &s.keys.rsa1, &good),
+        "unknown signing key",
+    )
+    .await;
+
+    // Oversized.
+    let big = rs(&s, &with("pad", json!("x".repeat(9000))));
+    rejected(&s, &big, "token too large").await;
+
+    // Not a JWT and not an API key: no authenticator claims it.
+    let e = auth(&s, "opaque-token").await.unwrap_err();
+    assert_eq!(e.status(), 401);
+}
+
+#[tokio::test]
+async fn rotation_is_picked_up_and_refetches_are_bounded() {
+    let s = stack(2).await;
+    let old = rs(&s, &claims(&s, "carol"));
+    let carol = auth(&s, &old).await.unwrap().ctx.tenant_id;
+    assert_eq!(s.issuer.fetches(), 1);
+
+    // A flood of random kids right after a fetch: no fetch at all.
+    let flood = |n: usize| {
+        let s = &s;
+        futures::future::join_all((0..n).map(move |_| async move {
+            let kid = Uuid::new_v4().to_string();
+            let token = sign(&kid, Algorithm::RS256, &s.keys.rsa1, &claims(s, "carol"));
+            auth(s, &token).await.unwrap_err().status()
+        }))
+    };
+    assert!(flood(20).await.iter().all(|status| *status == 401));
+    assert_eq!(s.issuer.fetches(), 1);
+
+    // The issuer rotates: rsa2 replaces rsa1. Once the interval has passed, the new kid is
+    // fetched on first sight, without a restart; rsa1 is gone from the new set.
+    s.issuer.publish(&[
+        ("rsa2", &s.keys.rsa2, Algorithm::RS256),
+        ("ec1", &s.keys.ec1, Algorithm::ES256),
+    ]);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let new = sign("rsa2", Algorithm::RS256, &s.keys.rsa2, &claims(&s, "carol"));
+    assert_eq!(auth(&s, &new).await.unwrap().ctx.tenant_id, carol);
+    assert_eq!(s.issuer.fetches(), 2);
+    rejected(&s, &old, "unknown signing key").await;
+    assert_eq!(s.issuer.fetches(), 2);
+
+    // After another interval, a concurrent flood of random kids causes exactly one fetch.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(flood(30).await.iter().all(|status| *status == 401));
+    assert_eq!(s.issuer.fetches(), 3);
+    assert!(auth(&s, &new).await.is_ok());
+    assert_eq!(s.issuer.fetches(), 3);
+}
+
+#[tokio::test]
+async fn a_failing_issuer_keeps_the_last_keys() {
+    let s = stack(1).await;
+    let token = rs(&s, &claims(&s, "dave"));
+    auth(&s, &token).await.unwrap();
+    s.issuer.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The refresh fails: the unknown kid is still unknown (401, not 503) and known keys work.
+    rejected(
+        &s,
+        &sign("rsa9", Algorithm::RS256, &s.keys.rsa1, &claims(&s, "dave")),
+        "unknown signing key",
+    )
+    .await;
+    assert_eq!(s.issuer.fetches(), 2);
+    auth(&s, &token).await.unwrap();
+    // Back up: the next refresh takes effect.
+    s.issuer.down.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    s.issuer
+        .publish(&[("rsa2", &s.keys.rsa2, Algorithm::RS256)]);
+    auth(
+        &s,
+        &sign("rsa2", Algorithm::RS256, &s.keys.rsa2, &claims(&s, "dave")),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn an_unreachable_issuer_is_503_until_it_answers() {
+    let s = stack(30).await;
+    s.issuer.down.store(true, Ordering::SeqCst);
+    let token = rs(&s, &claims(&s, "erin"));
+    let e = auth(&s, &token).await.unwrap_err();
+    assert_eq!(e.status(), 503);
+    assert_eq!(e.code(), "unavailable");
+    // Discovery and the JWKS are retried on a later request once the issuer is back.
+    s.issuer.down.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    auth(&s, &token).await.unwrap();
+
+    // An issuer nothing listens on.
+    let signer = Signer::from_seed([9; 32]);
+    let cfg = OidcConfig {
+        issuer: "http://127.0.0.1:1/realms/test".into(),
+        audience: AUDIENCE.into(),
+        jwks_refresh_min_seconds: 30,
+    };
+    let (tenants, _data) = spawn_tenants(&signer).await;
+    let chain = AuthChain::new(vec![Arc::new(JwtAuthenticator::new(&cfg, tenants, signer))]);
+    let (parts, ()) = http::Request::builder()
+        .header(AUTHORIZATION, format!("Bearer {token}"))
+        .body(())
+        .unwrap()
+        .into_parts();
+    assert_eq!(chain.authenticate(&parts).await.unwrap_err().status(), 503);
+}

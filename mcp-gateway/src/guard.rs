@@ -1,0 +1,309 @@
+//! What every HTTP request to `/mcp/v1` passes before rmcp sees it: authentication (401 with the
+//! RFC 9728 `resource_metadata` pointer), the `MCP-Protocol-Version` allow-list, and the binding of
+//! each `Mcp-Session-Id` to the caller that opened the session. Also the metadata document.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use rmcp::transport::streamable_http_server::SessionManager;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use serde_json::{Value, json};
+use uuid::Uuid;
+use worktruck_gateway::telemetry::{REQUEST_ID, RequestId};
+use worktruck_gateway::{ApiError, Gate};
+use worktruck_proto::registry::Registry;
+
+use crate::McpConfig;
+use crate::tools::SUPPORTED;
+
+const SESSION_ID: &str = "mcp-session-id";
+const PROTOCOL_VERSION: &str = "mcp-protocol-version";
+/// How many session bindings accumulate before ended sessions are swept.
+const SWEEP_AT: usize = 1024;
+
+/// Who opened a session: the tenant and the credential (`key:<id>`, `jwt:<sub>`, …).
+type Owner = (Option<Uuid>, String);
+
+/// The state of the guard layer.
+pub(crate) struct Guard {
+    gate: Gate,
+    challenge: HeaderValue,
+    invalid_token_challenge: HeaderValue,
+    sessions: Arc<LocalSessionManager>,
+    owners: Mutex<HashMap<String, Owner>>,
+}
+
+impl Guard {
+    pub(crate) fn new(gate: Gate, cfg: McpConfig, sessions: Arc<LocalSessionManager>) -> Self {
+        let url = cfg.metadata_url();
+        let header = |s: String| {
+            HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+        };
+        Self {
+            gate,
+            challenge: header(format!("Bearer resource_metadata=\"{url}\"")),
+            invalid_token_challenge: header(format!(
+                "Bearer error=\"invalid_token\", resource_metadata=\"{url}\""
+            )),
+            sessions,
+            owners: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn owners(&self) -> std::sync::MutexGuard<'_, HashMap<String, Owner>> {
+        self.owners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Forgets bindings of sessions rmcp has ended (idle timeout, DELETE, shutdown).
+    async fn sweep(&self) {
+        let ids: Vec<String> = self.owners().keys().cloned().collect();
+        for id in ids {
+            if !self
+                .sessions
+                .has_session(&id.clone().into())
+                .await
+                .unwrap_or(false)
+            {
+                self.owners().remove(&id);
+            }
+        }
+    }
+}
+
+/// The middleware: see the module doc.
+pub(crate) async fn guard(
+    State(guard): State<Arc<Guard>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let request_id = parts
+        .headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| Uuid::new_v4().to_string());
+    parts.extensions.insert(RequestId(request_id));
+
+    // Authentication and the plan's rate limit, exactly as on REST.
+    let admitted = match guard.gate.admit(&parts).await {
+        Ok(a) => a,
+        Err(e) => {
+            let unauthenticated = e.status() == StatusCode::UNAUTHORIZED;
+            let mut response = e.into_response();
+            if unauthenticated {
+                let challenge = if parts.headers.contains_key(header::AUTHORIZATION) {
+                    guard.invalid_token_challenge.clone()
+                } else {
+                    guard.challenge.clone()
+                };
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, challenge);
+            }
+            return response;
+        }
+    };
+
+    let quota = admitted.quota;
+    let principal = admitted.principal;
+
+    let version = parts
+        .headers
+        .get(PROTOCOL_VERSION)
+        .map(|v| v.to_str().unwrap_or("\u{fffd}").to_owned());
+    let session = parts
+        .headers
+        .get(SESSION_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    // rmcp accepts every version it knows in the header; only the negotiable ones are valid here.
+    if let Some(v) = &version
+        && !SUPPORTED.iter().any(|s| s.as_str() == v)
+    {
+        return ApiError::invalid(format!(
+            "unsupported MCP-Protocol-Version {v:?}: use 2025-06-18"
+        ))
+        .into_response();
+    }
+    // OAuth clients are new enough to speak 2025-06-18, and must say so after initialize (the
+    // initialize request itself, which has no session yet, may omit the header).
+    if principal.ctx.actor.starts_with("jwt:")
+        && (version.as_deref().is_some_and(|v| v != "2025-06-18")
+            || (version.is_none() && session.is_some()))
+    {
+        return ApiError::invalid("OAuth clients must send MCP-Protocol-Version: 2025-06-18")
+            .into_response();
+    }
+
+    let owner: Owner = (principal.ctx.tenant_id, principal.ctx.actor.clone());
+    if let Some(id) = &session {
+        // A session is served only to the caller that opened it; to anyone else it does not exist.
+        if guard.owners().get(id) != Some(&owner) {
+            return ApiError::not_found("MCP session not found; initialize a new one")
+                .into_response();
+        }
+    }
+    let is_delete = parts.method == http::Method::DELETE;
+    parts.extensions.insert(principal);
+    let response = next.run(Request::from_parts(parts, body)).await;
+
+    match &session {
+        None => {
+            let opened = response
+                .headers()
+                .get(SESSION_ID)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            if let Some(id) = opened {
+                let len = {
+                    let mut owners = guard.owners();
+                    owners.insert(id, owner);
+                    owners.len()
+                };
+                if len >= SWEEP_AT && len.is_power_of_two() {
+                    guard.sweep().await;
+                }
+            }
+        }
+        Some(id) if is_delete && response.status().is_success() => {
+            guard.owners().remove(id);
+        }
+        Some(_) => {}
+    }
+    let mut response = response;
+    quota.write_headers(response.headers_mut());
+    response
+}
+
+/// The RFC 9728 protected-resource metadata of the MCP endpoint.
+pub(crate) fn protected_resource_metadata(registry: &Registry, cfg: &McpConfig) -> Value {
+    let scopes: BTreeSet<String> = registry
+        .tools()
+        .iter()
+        .flat_map(|t| {
+            // A write scope includes the read one, so both are worth asking for.
+            [
+                worktruck_gateway::scopes::required_scope(&t.rpc, true),
+                worktruck_gateway::scopes::required_scope(&t.rpc, false),
+            ]
+        })
+        .collect();
+    let mut doc = json!({
+        "resource": cfg.resource(),
+        "bearer_methods_supported": ["header"],
+        "scopes_supported": scopes,
+        "resource_name": "Worktruck MCP",
+    });
+    if let Some(issuer) = cfg.oidc_issuer.as_ref().filter(|i| !i.is_empty()) {
+        doc["authorization_servers"] = json!([issuer]);
+    }
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use tower::ServiceExt;
+    use worktruck_gateway::auth::{AuthFuture, Authenticator};
+    use worktruck_gateway::{Principal, Upstreams};
+    use worktruck_kit::context::{Ctx, Signer};
+    use worktruck_proto::registry::Registry;
+
+    use super::*;
+
+    /// Accepts `Authorization: Bearer <actor>` as that actor of the nil tenant, the way the OIDC
+    /// authenticator yields `jwt:<sub>` actors.
+    struct ActorIsToken;
+
+    impl Authenticator for ActorIsToken {
+        fn authenticate<'a>(&'a self, parts: &'a http::request::Parts) -> AuthFuture<'a> {
+            Box::pin(async move {
+                let token = worktruck_gateway::auth::bearer_token(parts)?;
+                Ok(token.map(|t| Principal {
+                    ctx: Ctx::tenant(Uuid::nil(), t, 30),
+                }))
+            })
+        }
+    }
+
+    fn app() -> axum::Router {
+        let registry = Arc::new(Registry::embedded().unwrap());
+        let lazy = tonic::transport::Channel::from_static("http://127.0.0.1:1").connect_lazy();
+        let upstreams = registry
+            .tools()
+            .iter()
+            .map(|t| (t.service.clone(), lazy.clone()))
+            .collect::<Upstreams>();
+        let auth = worktruck_gateway::AuthChain::new(vec![Arc::new(ActorIsToken)]);
+        let auth = Gate::new(auth, Arc::new(worktruck_gateway::Limiter::new(Default::default())));
+        let mut cfg = McpConfig::new("https://mcp.example.com");
+        cfg.oidc_issuer = Some("https://kc.example.com/realms/w".into());
+        crate::router(registry, upstreams, Signer::from_seed([7; 32]), auth, cfg).unwrap()
+    }
+
+    async fn status(actor: &str, headers: &[(&str, &str)]) -> StatusCode {
+        let mut request = http::Request::post("/mcp/v1")
+            .header(header::AUTHORIZATION, format!("Bearer {actor}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, "application/json, text/event-stream");
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let body = Body::from(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
+        app()
+            .oneshot(request.body(body).unwrap())
+            .await
+            .unwrap()
+            .status()
+    }
+
+    #[tokio::test]
+    async fn jwt_callers_must_name_2025_06_18_after_initialize() {
+        assert_eq!(
+            status("jwt:alice", &[("mcp-session-id", "s1")]).await,
+            StatusCode::BAD_REQUEST
+        );
+        let old = [
+            ("mcp-session-id", "s1"),
+            ("mcp-protocol-version", "2025-03-26"),
+        ];
+        assert_eq!(status("jwt:alice", &old).await, StatusCode::BAD_REQUEST);
+        // API keys may rely on the spec's default; an unknown session is then simply not found.
+        assert_eq!(
+            status("key:1", &[("mcp-session-id", "s1")]).await,
+            StatusCode::NOT_FOUND
+        );
+        let current = [
+            ("mcp-session-id", "s1"),
+            ("mcp-protocol-version", "2025-06-18"),
+        ];
+        assert_eq!(status("jwt:alice", &current).await, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn metadata_names_the_issuer_and_the_scopes() {
+        let registry = Registry::embedded().unwrap();
+        let mut cfg = McpConfig::new("https://mcp.example.com");
+        cfg.oidc_issuer = Some("https://kc.example.com/realms/w".into());
+        let doc = protected_resource_metadata(&registry, &cfg);
+        assert_eq!(doc["resource"], "https://mcp.example.com/mcp/v1");
+        assert_eq!(
+            doc["authorization_servers"],
+            json!(["https://kc.example.com/realms/w"])
+        );
+        assert_eq!(
+            doc["scopes_supported"],
+            json!(["contacts:read", "contacts:write"])
+        );
+    }
+}

@@ -1,0 +1,282 @@
+//! The MCP server handler: lists the registry's tools (optionally narrowed by `?toolsets=`) and
+//! serves a call as the generic unary gRPC call REST makes, answering failures in band.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::uri::PathAndQuery;
+use prost::Message;
+use prost_reflect::DynamicMessage;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig,
+    Tool, ToolAnnotations,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde_json::Value;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::transport::Channel;
+use worktruck_gateway::Principal;
+use worktruck_gateway::telemetry::{REQUEST_ID, RequestId};
+use worktruck_gateway::upstream::{self, Upstreams};
+use worktruck_kit::context::Signer;
+use worktruck_kit::{Error, ErrorCode};
+use worktruck_proto::json;
+use worktruck_proto::registry::Registry;
+use worktruck_proto::schema::{Mode, message_schema};
+
+use crate::Error as BuildError;
+
+/// The protocol revisions served: 2025-06-18, and 2025-03-26 (the first with Streamable HTTP).
+/// A client asking for anything else is answered with 2025-06-18.
+pub(crate) static SUPPORTED: [ProtocolVersion; 2] =
+    [ProtocolVersion::V_2025_03_26, ProtocolVersion::V_2025_06_18];
+
+/// One registry tool, resolved against its upstream at start-up.
+struct Entry {
+    tool: Tool,
+    toolset: String,
+    rpc: prost_reflect::MethodDescriptor,
+    read_only: bool,
+    channel: Channel,
+    grpc_path: PathAndQuery,
+}
+
+/// The MCP server handler; one clone serves each session.
+#[derive(Clone)]
+pub struct McpGateway {
+    entries: Arc<[Entry]>,
+    by_name: Arc<HashMap<String, usize>>,
+    signer: Signer,
+}
+
+impl McpGateway {
+    /// The handler for every tool of `registry`; fails when a tool's service has no upstream.
+    pub fn new(
+        registry: &Registry,
+        upstreams: &Upstreams,
+        signer: Signer,
+    ) -> Result<Self, BuildError> {
+        let mut entries = Vec::new();
+        for t in registry.tools() {
+            let channel = upstreams
+                .get(&t.service)
+                .ok_or_else(|| BuildError::MissingUpstream(t.service.clone()))?
+                .clone();
+            let grpc_path = PathAndQuery::try_from(t.grpc_path.as_str())
+                .map_err(|_| BuildError::InvalidGrpcPath(t.grpc_path.clone()))?;
+            let input = object(message_schema(registry, &t.rpc.input(), Mode::Input));
+            let output = object(message_schema(registry, &t.rpc.output(), Mode::Output));
+            let mut annotations = ToolAnnotations::new()
+                .read_only(t.read_only)
+                .destructive(t.destructive)
+                .idempotent(t.idempotent);
+            annotations.title = t.title.clone();
+            let mut tool = Tool::new_with_raw(
+                t.name.clone(),
+                t.description.clone().map(Cow::Owned),
+                Arc::new(input),
+            )
+            .with_raw_output_schema(Arc::new(output))
+            .with_annotations(annotations);
+            if let Some(title) = &t.title {
+                tool = tool.with_title(title.clone());
+            }
+            entries.push(Entry {
+                tool,
+                toolset: t.toolset.clone(),
+                rpc: t.rpc.clone(),
+                read_only: t.read_only,
+                channel,
+                grpc_path,
+            });
+        }
+        let by_name = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.tool.name.to_string(), i))
+            .collect();
+        Ok(Self {
+            entries: entries.into(),
+            by_name: Arc::new(by_name),
+            signer,
+        })
+    }
+
+    /// The tool named `name`, if it exists and is in the request's toolsets.
+    fn entry(&self, name: &str, toolsets: Option<&[String]>) -> Option<&Entry> {
+        let entry = &self.entries[*self.by_name.get(name)?];
+        visible(entry, toolsets).then_some(entry)
+    }
+
+    async fn call(
+        &self,
+        entry: &Entry,
+        arguments: Value,
+        parts: Option<&http::request::Parts>,
+    ) -> Result<Value, Error> {
+        let principal = parts
+            .and_then(|p| p.extensions.get::<Principal>())
+            .ok_or_else(|| Error::unauthenticated("missing credentials"))?;
+        // Scope rule shared with REST (`gateway/src/scopes.rs`): `<domain>:read` for read-only
+        // tools, `<domain>:write` for the rest.
+        worktruck_gateway::scopes::check(
+            &principal.ctx,
+            &worktruck_gateway::scopes::required_scope(&entry.rpc, entry.read_only),
+        )?;
+        let message = json::from_value(&entry.rpc.input(), arguments)
+            .map_err(|e| Error::invalid(e.to_string()))?;
+        let request_id = parts
+            .and_then(|p| p.extensions.get::<RequestId>())
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        let mut metadata = MetadataMap::new();
+        let mut ctx = principal.ctx.clone();
+        ctx.request_id = request_id.clone();
+        self.signer.attach(&ctx, &mut metadata);
+        worktruck_kit::telemetry::inject(&mut metadata);
+        if let Ok(value) = MetadataValue::try_from(request_id.as_str()) {
+            metadata.insert(REQUEST_ID, value);
+        }
+        let reply = upstream::unary(
+            entry.channel.clone(),
+            entry.grpc_path.clone(),
+            message.encode_to_vec().into(),
+            metadata,
+        )
+        .await
+        .map_err(|status| upstream_error(entry, &status))?;
+        let response = DynamicMessage::decode(entry.rpc.output(), reply).map_err(|e| {
+            Error::internal(format!(
+                "undecodable response from {}: {e}",
+                entry.grpc_path
+            ))
+        })?;
+        json::to_value(&response).map_err(Error::internal)
+    }
+}
+
+/// A gRPC failure as REST renders it: statuses without details come from the transport, and
+/// their text (addresses, OS errors) is not for callers.
+fn upstream_error(entry: &Entry, status: &tonic::Status) -> Error {
+    let mut error = Error::from_status(status);
+    if status.details().is_empty() && error.code == ErrorCode::Unavailable {
+        tracing::warn!(grpc = %entry.grpc_path, error = %status.message(), "upstream unavailable");
+        error.message = "a service is unavailable; retry later".to_owned();
+    } else if error.code == ErrorCode::Internal {
+        tracing::error!(grpc = %entry.grpc_path, code = ?status.code(), error = %status.message(), "upstream failed");
+    }
+    error
+}
+
+fn object(schema: Value) -> serde_json::Map<String, Value> {
+    match schema {
+        Value::Object(map) => map,
+        _ => unreachable!("a message schema is an object"),
+    }
+}
+
+fn visible(entry: &Entry, toolsets: Option<&[String]>) -> bool {
+    toolsets.is_none_or(|sets| sets.contains(&entry.toolset))
+}
+
+/// The `toolsets` query parameter (comma-separated, may repeat) of the HTTP request, if any.
+fn toolsets(parts: Option<&http::request::Parts>) -> Option<Vec<String>> {
+    let query = parts?.uri.query()?;
+    let mut found = false;
+    let mut sets = Vec::new();
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key == "toolsets" {
+            found = true;
+            sets.extend(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+    }
+    found.then_some(sets)
+}
+
+fn parts(ctx: &RequestContext<RoleServer>) -> Option<&http::request::Parts> {
+    ctx.extensions.get::<http::request::Parts>()
+}
+
+impl ServerHandler for McpGateway {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_protocol_version(ProtocolVersion::V_2025_06_18)
+            .with_server_info(Implementation::new("worktruck", env!("CARGO_PKG_VERSION")))
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        Cow::Borrowed(&SUPPORTED)
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let sets = toolsets(parts(&ctx));
+        let tools = self
+            .entries
+            .iter()
+            .filter(|e| visible(e, sets.as_deref()))
+            .map(|e| e.tool.clone())
+            .collect();
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let sets = toolsets(parts(&ctx));
+        let Some(entry) = self.entry(&request.name, sets.as_deref()) else {
+            return Err(ErrorData::invalid_params(
+                format!("unknown tool {}", request.name),
+                None,
+            ));
+        };
+        let arguments = Value::Object(request.arguments.unwrap_or_default());
+        let result = match self.call(entry, arguments, parts(&ctx)).await {
+            Ok(value) => CallToolResult::structured(value),
+            Err(e) => CallToolResult::error(vec![ContentBlock::text(e.to_json().to_string())]),
+        };
+        Ok(result.into())
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.entry(name, None).map(|e| e.tool.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str) -> http::request::Parts {
+        http::Request::get(uri).body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn toolsets_come_from_the_query() {
+        assert_eq!(toolsets(Some(&parts("/"))), None);
+        assert_eq!(toolsets(Some(&parts("/?x=1"))), None);
+        assert_eq!(
+            toolsets(Some(&parts("/?toolsets=contacts,crm&toolsets=notes"))).unwrap(),
+            ["contacts", "crm", "notes"]
+        );
+        assert_eq!(
+            toolsets(Some(&parts("/?toolsets="))).unwrap(),
+            Vec::<String>::new()
+        );
+    }
+}

@@ -1,0 +1,577 @@
+//! The MCP gateway end to end: the whole system in-process (SQLite, and PostgreSQL + NATS when
+//! configured), driven by rmcp's Streamable HTTP client and by raw HTTP where exact statuses and
+//! headers matter.
+
+mod common;
+
+use common::Stack;
+use reqwest::StatusCode;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
+    ProtocolVersion,
+};
+use rmcp::service::RunningService;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{Map, Value, json};
+use worktruck_kit::testing::backends;
+
+type Client = RunningService<RoleClient, ClientConfig>;
+
+async fn connect(url: &str, key: &str) -> Client {
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url.to_owned()).auth_header(key.to_owned()),
+    );
+    ClientConfig::new(
+        ClientCapabilities::default(),
+        Implementation::new("worktruck-test", "1.0"),
+    )
+    .with_protocol_version(ProtocolVersion::V_2025_06_18)
+    .serve(transport)
+    .await
+    .expect("initialize")
+}
+
+async fn call(client: &Client, name: &str, args: Value) -> CallToolResult {
+    let args = args.as_object().cloned().unwrap();
+    client
+        .call_tool(CallToolRequestParams::new(name.to_owned()).with_arguments(args))
+        .await
+        .unwrap_or_else(|e| panic!("{name} failed at the protocol level: {e}"))
+}
+
+/// The structured result of a successful call (checked against its text copy).
+fn ok(result: &CallToolResult) -> Value {
+    assert_ne!(result.is_error, Some(true), "{result:?}");
+    let structured = result
+        .structured_content
+        .clone()
+        .expect("structuredContent");
+    let text = result.content[0]
+        .as_text()
+        .expect("a text block")
+        .text
+        .clone();
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), structured);
+    structured
+}
+
+/// The `error.code` of a failed call, whose text is the REST envelope.
+fn tool_error(result: &CallToolResult) -> String {
+    assert_eq!(result.is_error, Some(true), "{result:?}");
+    let text = &result.content[0].as_text().expect("a text block").text;
+    let v: Value = serde_json::from_str(text).unwrap();
+    common::error_code(&v)
+}
+
+fn endpoint(s: &Stack) -> String {
+    format!("{}/mcp/v1", s.mcp)
+}
+
+#[tokio::test]
+async fn tools_from_the_registry_over_streamable_http() {
+    for backend in backends() {
+        let s = Stack::start(backend).await;
+        let client = connect(&endpoint(&s), &s.key).await;
+        assert_eq!(
+            client.peer_info().unwrap().protocol_version,
+            ProtocolVersion::V_2025_06_18
+        );
+
+        let tools: Vec<Value> = client
+            .list_all_tools()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| serde_json::to_value(t).unwrap())
+            .collect();
+        let by_name = |n: &str| {
+            tools
+                .iter()
+                .find(|t| t["name"] == n)
+                .unwrap_or_else(|| panic!("{n} missing"))
+                .clone()
+        };
+        let mut names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "contacts_create",
+                "contacts_delete",
+                "contacts_get",
+                "contacts_search",
+                "contacts_update"
+            ]
+        );
+        let get = by_name("contacts_get");
+        assert_eq!(get["annotations"]["readOnlyHint"], true, "{get}");
+        assert_eq!(get["annotations"]["idempotentHint"], true);
+        assert_eq!(get["annotations"]["title"], "Get a contact");
+        assert_eq!(get["title"], "Get a contact");
+        assert!(
+            get["description"].as_str().is_some_and(|d| !d.is_empty()),
+            "{get}"
+        );
+        assert_eq!(get["inputSchema"]["required"], json!(["id"]));
+        assert_eq!(get["outputSchema"]["type"], "object");
+        let delete = by_name("contacts_delete");
+        assert_eq!(delete["annotations"]["destructiveHint"], true, "{delete}");
+        let create = by_name("contacts_create");
+        assert_eq!(
+            create["inputSchema"]["properties"]["kind"]["type"],
+            "string"
+        );
+        assert_eq!(create["annotations"]["readOnlyHint"], false);
+
+        // Create, get, search, delete.
+        let c = ok(&call(
+            &client,
+            "contacts_create",
+            json!({"kind": "person", "display_name": "Ada Lovelace"}),
+        )
+        .await);
+        assert_eq!(c["display_name"], "Ada Lovelace", "{backend:?}");
+        assert_eq!(c["kind"], "person");
+        let id = c["id"].as_str().unwrap().to_owned();
+        let got = ok(&call(&client, "contacts_get", json!({"id": id})).await);
+        assert_eq!(got["id"], id.as_str());
+        // Visible through REST too: one system behind both surfaces.
+        let (st, rest) = s
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/contacts/{id}"),
+                None,
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK);
+        assert_eq!(rest, got);
+        let found = ok(&call(&client, "contacts_search", json!({"q": "lovelace"})).await);
+        assert!(
+            found["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x["id"] == id.as_str()),
+            "{found}"
+        );
+
+        // Invalid arguments are tool errors with REST's code, and the session survives them.
+        let r = call(
+            &client,
+            "contacts_create",
+            json!({"kind": "person", "display_name": "X", "nope": 1}),
+        )
+        .await;
+        assert_eq!(tool_error(&r), "invalid_argument");
+        let r = call(
+            &client,
+            "contacts_create",
+            json!({"kind": "dragon", "display_name": "X"}),
+        )
+        .await;
+        assert_eq!(tool_error(&r), "invalid_argument");
+        let r = call(
+            &client,
+            "contacts_get",
+            json!({"id": "00000000-0000-7000-8000-000000000000"}),
+        )
+        .await;
+        assert_eq!(tool_error(&r), "not_found");
+        assert!(
+            client
+                .call_tool(CallToolRequestParams::new("no_such_tool"))
+                .await
+                .is_err()
+        );
+
+        // Another tenant cannot read the contact.
+        let other_key = s.new_tenant("other").await;
+        let other = connect(&endpoint(&s), &other_key).await;
+        let r = call(&other, "contacts_get", json!({"id": id})).await;
+        assert_eq!(tool_error(&r), "not_found");
+        other.cancel().await.unwrap();
+
+        let deleted = ok(&call(&client, "contacts_delete", json!({"id": id})).await);
+        assert_eq!(deleted["deleted"], true);
+        let r = call(&client, "contacts_get", json!({"id": id})).await;
+        assert_eq!(tool_error(&r), "not_found");
+        client.cancel().await.unwrap();
+
+        // Toolsets narrow the list.
+        let narrowed = connect(&format!("{}?toolsets=contacts", endpoint(&s)), &s.key).await;
+        assert_eq!(narrowed.list_all_tools().await.unwrap().len(), 5);
+        narrowed.cancel().await.unwrap();
+        let none = connect(&format!("{}?toolsets=nothing", endpoint(&s)), &s.key).await;
+        assert!(none.list_all_tools().await.unwrap().is_empty());
+        let r = none
+            .call_tool(CallToolRequestParams::new("contacts_search").with_arguments(Map::new()))
+            .await;
+        assert!(r.is_err(), "a tool outside the toolsets is unknown");
+        none.cancel().await.unwrap();
+        s.stop().await;
+    }
+}
+
+/// Example arguments for a schema: every required property with a value of its type.
+fn example(schema: &Value) -> Value {
+    if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+        return values[0].clone();
+    }
+    match schema.get("type").and_then(Value::as_str) {
+        Some("object") => {
+            let mut out = Map::new();
+            for name in schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let name = name.as_str().unwrap();
+                out.insert(name.to_owned(), example(&schema["properties"][name]));
+            }
+            Value::Object(out)
+        }
+        Some("array") => json!([]),
+        Some("string") if schema.get("format") == Some(&json!("date-time")) => {
+            json!("2020-01-01T00:00:00Z")
+        }
+        Some("string") => json!("example"),
+        Some("integer") => json!(1),
+        Some("number") => json!(1.5),
+        Some("boolean") => json!(true),
+        Some("null") => Value::Null,
+        _ => json!({}),
+    }
+}
+
+/// A minimal JSON Schema check covering the keywords our schemas use; returns the violations.
+fn validate(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
+    if let Some(values) = schema.get("enum").and_then(Value::as_array)
+        && !values.contains(value)
+    {
+        errors.push(format!("{path}: {value} not in enum"));
+    }
+    let Some(ty) = schema.get("type").and_then(Value::as_str) else {
+        return;
+    };
+    let type_ok = match ty {
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "string" => value.is_string(),
+        "integer" => value.as_i64().is_some() || value.as_u64().is_some(),
+        "number" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        "null" => value.is_null(),
+        other => {
+            errors.push(format!("{path}: unknown type {other}"));
+            true
+        }
+    };
+    if !type_ok {
+        errors.push(format!("{path}: expected {ty}, got {value}"));
+        return;
+    }
+    if let Some(object) = value.as_object() {
+        let properties = schema.get("properties").and_then(Value::as_object);
+        for name in schema
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if !object.contains_key(name.as_str().unwrap()) {
+                errors.push(format!("{path}: missing required {name}"));
+            }
+        }
+        for (k, v) in object {
+            match properties.and_then(|p| p.get(k)) {
+                Some(sub) => validate(sub, v, &format!("{path}.{k}"), errors),
+                None if schema.get("additionalProperties") == Some(&json!(false)) => {
+                    errors.push(format!("{path}: unexpected property {k}"))
+                }
+                None => {}
+            }
+        }
+    }
+    if let (Some(items), Some(array)) = (schema.get("items"), value.as_array()) {
+        for (i, v) in array.iter().enumerate() {
+            validate(items, v, &format!("{path}[{i}]"), errors);
+        }
+    }
+}
+
+/// A structural check that a schema is a JSON Schema object of the shape MCP wants.
+fn check_schema(schema: &Value, path: &str) {
+    let object = schema
+        .as_object()
+        .unwrap_or_else(|| panic!("{path}: not an object"));
+    if let Some(ty) = object.get("type") {
+        let ty = ty
+            .as_str()
+            .unwrap_or_else(|| panic!("{path}: type is not a string"));
+        assert!(
+            [
+                "object", "array", "string", "integer", "number", "boolean", "null"
+            ]
+            .contains(&ty),
+            "{path}: {ty}"
+        );
+    }
+    if let Some(p) = object.get("properties") {
+        for (k, v) in p
+            .as_object()
+            .unwrap_or_else(|| panic!("{path}: properties"))
+        {
+            check_schema(v, &format!("{path}.{k}"));
+        }
+    }
+    if let Some(r) = object.get("required") {
+        for name in r.as_array().unwrap() {
+            assert!(
+                object["properties"].get(name.as_str().unwrap()).is_some(),
+                "{path}: required {name} undeclared"
+            );
+        }
+    }
+    if let Some(items) = object.get("items") {
+        check_schema(items, &format!("{path}[]"));
+    }
+    if let Some(Value::Object(_)) = object.get("additionalProperties") {
+        check_schema(&object["additionalProperties"], &format!("{path}{{}}"));
+    }
+}
+
+#[tokio::test]
+async fn every_schema_is_valid_and_its_example_call_is_served() {
+    let backend = backends()[0];
+    let s = Stack::start(backend).await;
+    let client = connect(&endpoint(&s), &s.key).await;
+    let tools = client.list_all_tools().await.unwrap();
+    assert!(!tools.is_empty());
+    for tool in tools {
+        let tool = serde_json::to_value(tool).unwrap();
+        let name = tool["name"].as_str().unwrap().to_owned();
+        let schema = &tool["inputSchema"];
+        assert_eq!(schema["type"], "object", "{name}");
+        check_schema(schema, &name);
+        let args = example(schema);
+        let mut errors = Vec::new();
+        validate(schema, &args, &name, &mut errors);
+        assert!(errors.is_empty(), "{name}: {errors:?}");
+        // The call may fail on the service's rules (no such id), never on its shape, and never
+        // at the protocol level.
+        let result = call(&client, &name, args).await;
+        if result.is_error == Some(true) {
+            // The service may refuse the values (an id that is no UUID); the gateway's decoding
+            // must accept the shape.
+            tool_error(&result);
+            let text = &result.content[0].as_text().unwrap().text;
+            for shape_error in [
+                "unknown field",
+                "invalid value for field",
+                "expected a JSON object",
+                "malformed JSON",
+            ] {
+                assert!(
+                    !text.contains(shape_error),
+                    "{name}: example arguments refused: {text}"
+                );
+            }
+        } else if let Some(output) = tool.get("outputSchema") {
+            let mut errors = Vec::new();
+            validate(output, &ok(&result), &name, &mut errors);
+            assert!(errors.is_empty(), "{name} output: {errors:?}");
+        }
+    }
+    client.cancel().await.unwrap();
+    s.stop().await;
+}
+
+/// A raw POST to the MCP endpoint; returns status, headers and the JSON-RPC message (the last
+/// `data:` line of an SSE body, or the JSON body).
+async fn post(
+    s: &Stack,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Value,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let mut req = s
+        .http
+        .post(endpoint(s))
+        .header("accept", "application/json, text/event-stream")
+        .json(&body);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    let value = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .unwrap_or_else(|| serde_json::from_str(&text).unwrap_or(Value::String(text)));
+    (status, headers, value)
+}
+
+fn initialize(version: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+           "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}})
+}
+
+#[tokio::test]
+async fn http_level_rules_auth_versions_sessions_and_metadata() {
+    for backend in backends() {
+        let s = Stack::start(backend).await;
+
+        // A newer revision is answered with ours.
+        let (st, h, init) = post(&s, Some(&s.key), &[], initialize("2099-01-01")).await;
+        assert_eq!(st, StatusCode::OK, "{init}");
+        assert_eq!(init["result"]["protocolVersion"], "2025-06-18", "{init}");
+        let session = h
+            .get("mcp-session-id")
+            .expect("a session id")
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let v = [
+            ("mcp-session-id", session.as_str()),
+            ("mcp-protocol-version", "2025-06-18"),
+        ];
+        let (st, _, _) = post(
+            &s,
+            Some(&s.key),
+            &v,
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        )
+        .await;
+        assert_eq!(st, StatusCode::ACCEPTED);
+        let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+        let (st, _, tools) = post(&s, Some(&s.key), &v, list.clone()).await;
+        assert_eq!(st, StatusCode::OK, "{tools}");
+        assert_eq!(tools["result"]["tools"].as_array().unwrap().len(), 5);
+
+        // The session is not served to another tenant's key.
+        let other = s.new_tenant("thief").await;
+        let (st, _, body) = post(&s, Some(&other), &v, list.clone()).await;
+        assert!(matches!(st.as_u16(), 401 | 403 | 404), "{st} {body}");
+        assert!(body.get("result").is_none(), "{body}");
+
+        // An unsupported MCP-Protocol-Version header is 400, even one rmcp knows.
+        for bad in ["1999-01-01", "2025-11-25"] {
+            let h = [
+                ("mcp-session-id", session.as_str()),
+                ("mcp-protocol-version", bad),
+            ];
+            let (st, _, body) = post(&s, Some(&s.key), &h, list.clone()).await;
+            assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        }
+
+        // No credentials: 401 pointing at the metadata, with the error envelope.
+        let (st, h, body) = post(&s, None, &[], initialize("2025-06-18")).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED);
+        let prm_url = format!("{}/.well-known/oauth-protected-resource/mcp/v1", s.mcp);
+        assert_eq!(
+            h.get("www-authenticate").unwrap().to_str().unwrap(),
+            format!("Bearer resource_metadata=\"{prm_url}\"")
+        );
+        assert_eq!(common::error_code(&body), "unauthenticated");
+        let (st, h, _) = post(
+            &s,
+            Some("bsk_test_not_a_key"),
+            &[],
+            initialize("2025-06-18"),
+        )
+        .await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED);
+        assert!(
+            h.get("www-authenticate")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .contains("error=\"invalid_token\"")
+        );
+
+        // The protected-resource metadata, public, at both locations.
+        for url in [
+            prm_url.clone(),
+            format!("{}/.well-known/oauth-protected-resource", s.mcp),
+        ] {
+            let resp = s.http.get(&url).send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK, "{url}");
+            let doc: Value = resp.json().await.unwrap();
+            assert_eq!(doc["resource"], endpoint(&s), "{doc}");
+            assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
+            let scopes = doc["scopes_supported"].as_array().unwrap();
+            assert!(
+                scopes.contains(&json!("contacts:read"))
+                    && scopes.contains(&json!("contacts:write")),
+                "{doc}"
+            );
+            assert!(
+                doc.get("authorization_servers").is_none(),
+                "no issuer configured: {doc}"
+            );
+        }
+        s.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn scopes_apply_per_tool_as_over_rest() {
+    let s = Stack::start(worktruck_kit::testing::Backend::Sqlite).await;
+    let c = s.person("Scoped").await;
+    let (_, k) = s
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/api-keys",
+            Some(json!({"name": "reader", "scopes": ["contacts:read"]})),
+        )
+        .await;
+    let reader = connect(&endpoint(&s), k["key"].as_str().unwrap()).await;
+    let got = ok(&call(&reader, "contacts_get", json!({"id": c["id"]})).await);
+    assert_eq!(got["display_name"], "Scoped");
+    let r = call(
+        &reader,
+        "contacts_create",
+        json!({"kind": "person", "display_name": "x"}),
+    )
+    .await;
+    assert_eq!(tool_error(&r), "insufficient_scope");
+    let r = call(&reader, "contacts_delete", json!({"id": c["id"]})).await;
+    assert_eq!(tool_error(&r), "insufficient_scope");
+    reader.cancel().await.unwrap();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn mcp_requests_count_against_the_same_plan_limits_as_rest() {
+    let s = Stack::start(worktruck_kit::testing::Backend::Sqlite).await;
+    let free = s.new_tenant("free mcp").await;
+    // REST and MCP share one limiter: 20 REST requests, then 10 MCP ones, then the 31st is refused.
+    for _ in 0..20 {
+        let (st, _) = s.call_as(&free, reqwest::Method::GET, "/api/v1/contacts", None).await;
+        assert_eq!(st, StatusCode::OK);
+    }
+    for i in 0..10 {
+        let (st, h, _) = post(&s, Some(&free), &[], initialize("2025-06-18")).await;
+        assert_eq!(st, StatusCode::OK, "request {i}");
+        assert_eq!(h["x-ratelimit-limit"], "30");
+    }
+    let (st, h, body) = post(&s, Some(&free), &[], initialize("2025-06-18")).await;
+    assert_eq!(st.as_u16(), 429, "{body}");
+    assert!(h.contains_key("retry-after"));
+    assert_eq!(body["error"]["code"], "rate_limited");
+    // The operator's tenant is not slowed.
+    let (st, _, _) = post(&s, Some(&s.key), &[], initialize("2025-06-18")).await;
+    assert_eq!(st, StatusCode::OK);
+    s.stop().await;
+}
