@@ -281,7 +281,8 @@ async fn start_gateway(
     Ok(())
 }
 
-/// Starts the MCP gateway on `listener`; its public base URL is the bound address.
+/// Starts the MCP gateway on `listener`; its public base URL is `mcp.public_url`, else the bound
+/// address.
 fn start_mcp_gateway(
     cfg: &Config,
     signer: Signer,
@@ -293,7 +294,12 @@ fn start_mcp_gateway(
 ) -> anyhow::Result<SocketAddr> {
     let addr = listener.local_addr()?;
     let registry = Arc::new(Registry::load(worktruck_proto::DESCRIPTOR_SET)?);
-    let mut mcp_cfg = worktruck_mcp_gateway::McpConfig::new(format!("http://{addr}"));
+    let base = if cfg.mcp.public_url.is_empty() {
+        format!("http://{addr}")
+    } else {
+        cfg.mcp.public_url.trim_end_matches('/').to_owned()
+    };
+    let mut mcp_cfg = worktruck_mcp_gateway::McpConfig::new(base);
     mcp_cfg.oidc_issuer = Some(cfg.auth.oidc.issuer.clone()).filter(|i| !i.is_empty());
     let app = worktruck_mcp_gateway::router(registry, upstreams, signer, gate, mcp_cfg)?;
     let stop = stopped(shutdown);

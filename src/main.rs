@@ -164,6 +164,9 @@ async fn run_dev(mut cfg: Config, args: &DevArgs) -> anyhow::Result<()> {
     let bus = if cfg.nats.url.is_empty() { "in-process".to_owned() } else { format!("NATS {}", cfg.nats.url) };
     println!("Worktruck is running: REST on http://{rest} (storage: {storage}; events: {bus})");
     println!("  health: http://{rest}/health   API description: http://{rest}/docs/openapi.json");
+    if let Some(mcp) = running.mcp_addr {
+        println!("  MCP (Streamable HTTP): http://{mcp}/mcp/v1");
+    }
     if let Some(key) = &running.first_key {
         println!();
         println!("First start: created tenant \"default\". Its API key is shown only now; keep it:");

@@ -163,6 +163,10 @@ pub struct RestConfig {
 pub struct McpConfig {
     /// Listen address.
     pub addr: SocketAddr,
+    /// The URL clients reach the MCP server at, without `/mcp/v1` (e.g.
+    /// `https://mcp.example.com`); it names the resource in the OAuth metadata and its host is
+    /// allowed in `Host` headers. Empty means `http://<addr>`.
+    pub public_url: String,
 }
 
 /// Database settings.
@@ -276,7 +280,7 @@ impl Default for RestConfig {
 }
 impl Default for McpConfig {
     fn default() -> Self {
-        Self { addr: "127.0.0.1:8081".parse().expect("addr") }
+        Self { addr: "127.0.0.1:8081".parse().expect("addr"), public_url: String::new() }
     }
 }
 impl Default for DatabaseConfig {
