@@ -39,8 +39,14 @@ pub fn config(data: &TestData) -> Config {
 impl Stack {
     /// Starts a fresh stack; the first start creates a tenant whose key is `key`.
     pub async fn start(backend: Backend) -> Stack {
+        Stack::start_with(backend, |_| {}).await
+    }
+
+    /// Starts a fresh stack with `adjust` applied to its config first.
+    pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Stack {
         let data = TestData::new(backend).await;
-        let cfg = config(&data);
+        let mut cfg = config(&data);
+        adjust(&mut cfg);
         let running = worktruck::start_dev(cfg.clone()).await.expect("start");
         let base = format!("http://{}", running.rest_addr.unwrap());
         let mcp = format!("http://{}", running.mcp_addr.unwrap());

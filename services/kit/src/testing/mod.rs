@@ -2,6 +2,8 @@
 //! database per test, and the NATS URL. Backends come from `DATABASE_URL` / `NATS_URL`; under
 //! `CI=true` a missing backend fails the test instead of skipping it.
 
+pub mod issuer;
+
 use std::path::PathBuf;
 
 use sqlx::{AssertSqlSafe, Connection};
