@@ -36,7 +36,7 @@ async fn three_roles_in_three_processes_serve_the_api() {
                 cmd.env("WORKTRUCK_DATABASE__URL", data.database_url.as_ref().unwrap());
             }
         };
-        let mut spawn = |role: &str, grpc: u16| {
+        let spawn = |role: &str, grpc: u16| {
             let mut cmd = Command::new(bin);
             cmd.args(["serve", role])
                 .env("WORKTRUCK_GRPC__ADDR", format!("127.0.0.1:{grpc}"))
