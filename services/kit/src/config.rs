@@ -143,7 +143,7 @@ pub struct PlanLimits {
 
 impl Default for PlanLimits {
     fn default() -> Self {
-        Self { per_minute: 6_000, per_day: 5_000_000 }
+        Self { per_minute: 60_000, per_day: 50_000_000 }
     }
 }
 
