@@ -246,7 +246,7 @@ fn gateway_auth(
     upstreams: &worktruck_gateway::Upstreams,
 ) -> anyhow::Result<(Signer, worktruck_gateway::Gate)> {
     let signer = keys.signer.clone().context("the gateway needs context.signing_key or secret_key")?;
-    let auth = worktruck_gateway::auth_chain(upstreams, &signer, &cfg.auth)?;
+    let auth = worktruck_gateway::auth_chain(upstreams, &signer, &cfg.auth, &cfg.outbound)?;
     let limiter = Arc::new(worktruck_gateway::Limiter::new(cfg.auth.enterprise));
     Ok((signer, worktruck_gateway::Gate::new(auth, limiter)))
 }
@@ -269,7 +269,11 @@ async fn start_gateway(
         upstreams,
         signer,
         gate,
-        worktruck_gateway::GatewayConfig { body_limit_bytes: cfg.rest.body_limit_bytes, auth: cfg.auth.clone() },
+        worktruck_gateway::GatewayConfig {
+            body_limit_bytes: cfg.rest.body_limit_bytes,
+            auth: cfg.auth.clone(),
+            outbound: cfg.outbound.clone(),
+        },
     )?;
     let app = ops::router(checks).merge(gw);
     let stop = stopped(shutdown);

@@ -118,6 +118,8 @@ fn apply_data(cfg: &mut Config, a: &DataArgs) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Before anything can build an HTTPS client (see worktruck_kit::http).
+    worktruck_kit::http::install_crypto();
     let mut cfg = Config::load(cli.config.as_deref())?;
     match cli.command {
         None => run_dev(cfg, &cli.dev).await,

@@ -45,7 +45,7 @@ async fn dev_prints_a_key_and_admin_keys_work_against_the_running_server() {
     let key = rx.recv_timeout(Duration::from_secs(60)).expect("first start prints a key");
     assert!(key.starts_with("bsk_live_"));
 
-    let http = reqwest::Client::new();
+    let http = worktruck_kit::http::client();
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -102,7 +102,7 @@ async fn dev_on_postgres_and_nats_keeps_serving() {
         .spawn()
         .unwrap();
     let mut server = Server(child);
-    let http = reqwest::Client::new();
+    let http = worktruck_kit::http::client();
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !http.get(format!("{base}/health")).send().await.is_ok_and(|r| r.status() == 200) {

@@ -20,7 +20,8 @@ use worktruck_kit::testing::backends;
 type Client = RunningService<RoleClient, ClientConfig>;
 
 async fn connect(url: &str, key: &str) -> Client {
-    let transport = StreamableHttpClientTransport::from_config(
+    let transport = StreamableHttpClientTransport::with_client(
+        worktruck_kit::http::client(),
         StreamableHttpClientTransportConfig::with_uri(url.to_owned()).auth_header(key.to_owned()),
     );
     ClientConfig::new(

@@ -51,7 +51,7 @@ async fn three_roles_in_three_processes_serve_the_api() {
         let _c = spawn("contacts", contacts_grpc);
         let _g = spawn("gateway", 0);
 
-        let http = reqwest::Client::new();
+        let http = worktruck_kit::http::client();
         let base = format!("http://127.0.0.1:{rest}");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {

@@ -27,6 +27,11 @@ struct Facilitator {
 }
 
 async fn start_facilitator() -> (String, Arc<Facilitator>) {
+    start_facilitator_on(false).await
+}
+
+/// The fake facilitator over plain HTTP, or over HTTPS with a certificate of the test CA.
+async fn start_facilitator_on(tls: bool) -> (String, Arc<Facilitator>) {
     let state = Arc::new(Facilitator::default());
     async fn verify(State(f): State<Arc<Facilitator>>, Json(body): Json<Value>) -> Json<Value> {
         f.verifies.fetch_add(1, Ordering::SeqCst);
@@ -48,6 +53,9 @@ async fn start_facilitator() -> (String, Arc<Facilitator>) {
         }
     }
     let app = axum::Router::new().route("/verify", post(verify)).route("/settle", post(settle)).with_state(state.clone());
+    if tls {
+        return (worktruck_kit::testing::tls::serve(app).await.base, state);
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -86,7 +94,7 @@ async fn paid_requests_verify_settle_and_stay_apart_per_wallet() {
         cfg.auth.x402.pay_to = PAY_TO.into();
         let running = worktruck::start_dev(cfg).await.unwrap();
         let base = format!("http://{}", running.rest_addr.unwrap());
-        let http = reqwest::Client::new();
+        let http = worktruck_kit::http::client();
         let create = json!({"kind": "person", "display_name": "Paid Pat"});
 
         // No credentials: 402 with requirements, in the header and the body.
@@ -170,6 +178,43 @@ async fn paid_requests_verify_settle_and_stay_apart_per_wallet() {
         let key = running.first_key.clone().unwrap();
         let r = http.get(format!("{base}/api/v1/contacts")).bearer_auth(&key).send().await.unwrap();
         assert_eq!(r.status(), 200);
+        running.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn an_https_facilitator_is_reached_through_the_configured_ca() {
+    let (facilitator, f) = start_facilitator_on(true).await;
+    assert!(facilitator.starts_with("https://"));
+    let ca = worktruck_kit::testing::tls::ca_file();
+    let http = worktruck_kit::http::client();
+    for trusted in [true, false] {
+        let data = TestData::new(worktruck_kit::testing::Backend::Sqlite).await;
+        let mut cfg = common::config(&data);
+        cfg.auth.x402.facilitator_url = facilitator.clone();
+        cfg.auth.x402.pay_to = PAY_TO.into();
+        if trusted {
+            cfg.outbound.ca_file = ca.path().to_str().unwrap().into();
+        }
+        let running = worktruck::start_dev(cfg).await.unwrap();
+        let base = format!("http://{}", running.rest_addr.unwrap());
+        let r = http.get(format!("{base}/api/v1/contacts")).send().await.unwrap();
+        assert_eq!(r.status(), 402);
+        let required = r.headers()["payment-required"].to_str().unwrap().to_owned();
+        let verifies = f.verifies.load(Ordering::SeqCst);
+        let r = http.get(format!("{base}/api/v1/contacts")).header("PAYMENT-SIGNATURE", pay(&required, WALLET_A)).send().await.unwrap();
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        if trusted {
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(f.verifies.load(Ordering::SeqCst), verifies + 1);
+        } else {
+            // The gateway does not trust the facilitator's certificate: no verdict was ever
+            // asked for, the request is not served, and the caller is told to retry later.
+            assert_eq!(status, 503, "{body}");
+            assert_eq!(body["error"]["code"], "unavailable");
+            assert_eq!(f.verifies.load(Ordering::SeqCst), verifies, "a verdict was asked over an untrusted channel");
+        }
         running.stop().await;
     }
 }

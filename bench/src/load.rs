@@ -32,7 +32,7 @@ impl Target {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        let client = Client::builder()
+        let client = worktruck_kit::http::builder()
             .pool_max_idle_per_host(concurrency.max(1))
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(5))

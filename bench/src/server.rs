@@ -94,7 +94,7 @@ impl DevServer {
     /// Polls `GET /health` until it answers 200, the process exits, or `timeout` passes.
     pub async fn wait_healthy(&mut self, timeout: Duration) -> anyhow::Result<Duration> {
         let started = Instant::now();
-        let client = reqwest::Client::builder()
+        let client = worktruck_kit::http::builder()
             .timeout(Duration::from_secs(2))
             .build()?;
         let health = self.base.join("health")?;
@@ -162,7 +162,7 @@ impl DevServer {
                 self.log_tail(30)
             );
         }
-        let client = reqwest::Client::builder()
+        let client = worktruck_kit::http::builder()
             .timeout(Duration::from_secs(5))
             .build()?;
         match client.get(self.base.join("health")?).send().await {

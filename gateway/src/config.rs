@@ -1,6 +1,6 @@
 //! The gateway's settings.
 
-use worktruck_kit::config::AuthConfig;
+use worktruck_kit::config::{AuthConfig, OutboundConfig};
 
 /// How the REST gateway behaves; loaded by the binary with the rest of the config.
 #[derive(Debug, Clone)]
@@ -9,6 +9,8 @@ pub struct GatewayConfig {
     pub body_limit_bytes: usize,
     /// Ways in beyond API keys (OIDC, x402) and the enterprise plan's limits.
     pub auth: AuthConfig,
+    /// Trust for outbound HTTPS (the OIDC issuer, the x402 facilitator).
+    pub outbound: OutboundConfig,
 }
 
 impl Default for GatewayConfig {
@@ -16,6 +18,7 @@ impl Default for GatewayConfig {
         Self {
             body_limit_bytes: 1024 * 1024,
             auth: AuthConfig::default(),
+            outbound: OutboundConfig::default(),
         }
     }
 }

@@ -21,6 +21,10 @@ pub enum GatewayError {
         /// The RPC that declares it.
         rpc: String,
     },
+    /// An outbound HTTPS client (OIDC issuer, x402 facilitator) could not be made, e.g. an
+    /// unreadable `outbound.ca_file`.
+    #[error(transparent)]
+    Outbound(#[from] worktruck_kit::http::ClientError),
     /// The descriptor registry has no definition for a gRPC path.
     #[error("invalid gRPC path {0}")]
     InvalidGrpcPath(String),

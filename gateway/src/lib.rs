@@ -51,16 +51,18 @@ pub async fn router(
     signer: Signer,
     cfg: GatewayConfig,
 ) -> Result<axum::Router, GatewayError> {
-    let auth = auth_chain(&upstreams, &signer, &cfg.auth)?;
+    let auth = auth_chain(&upstreams, &signer, &cfg.auth, &cfg.outbound)?;
     router_with_auth(registry, upstreams, signer, auth, cfg)
 }
 
 /// The authenticators both gateways (REST and MCP) accept, from configuration: API keys
-/// (checked by the tenants service on `upstreams`) always, more schemes as configured.
+/// (checked by the tenants service on `upstreams`) always, more schemes as configured; calls to
+/// an OIDC issuer trust what `outbound` says.
 pub fn auth_chain(
     upstreams: &Upstreams,
     signer: &Signer,
     auth: &worktruck_kit::config::AuthConfig,
+    outbound: &worktruck_kit::config::OutboundConfig,
 ) -> Result<AuthChain, GatewayError> {
     let tenants = upstreams
         .get(TENANTS_SERVICE)
@@ -71,6 +73,7 @@ pub fn auth_chain(
     if !auth.oidc.issuer.is_empty() {
         authenticators.push(Arc::new(oidc::JwtAuthenticator::new(
             &auth.oidc,
+            worktruck_kit::http::outbound(outbound, oidc::TIMEOUTS)?,
             tenants,
             signer.clone(),
         )));
@@ -106,7 +109,7 @@ pub fn router_with_gate(
     let shared = Arc::new(routes::Shared {
         gate,
         signer,
-        x402: x402::X402::from_config(&cfg.auth.x402).map(Arc::new),
+        x402: x402::X402::from_config(&cfg.auth.x402, &cfg.outbound)?.map(Arc::new),
         tenants: worktruck_proto::tenants::v1::tenants_service_client::TenantsServiceClient::new(tenants),
     });
     let document = json_body(&openapi::document(&registry));

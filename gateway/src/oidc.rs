@@ -20,6 +20,7 @@ use serde::Deserialize;
 use tonic::transport::Channel;
 use worktruck_kit::config::OidcConfig;
 use worktruck_kit::context::{Signer, validate_scope};
+use worktruck_kit::http::{Timeouts, read_capped, require_secure, root_cause};
 use worktruck_kit::{Error, ErrorCode};
 use worktruck_proto::tenants::v1::PrincipalKind;
 use worktruck_proto::tenants::v1::tenants_service_client::TenantsServiceClient;
@@ -33,6 +34,8 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 pub const LEEWAY_SECONDS: u64 = 60;
 /// The largest discovery document or JWKS the gateway reads.
 const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+/// Connect and total timeouts of calls to the issuer.
+pub const TIMEOUTS: Timeouts = Timeouts { connect: Duration::from_secs(2), total: Duration::from_secs(5) };
 /// Keys older than this are refreshed on the next request (stale-while-error if that fails).
 const JWKS_TTL: Duration = Duration::from_secs(600);
 /// While no key set has ever been loaded, the least time between two attempts; requests in
@@ -100,17 +103,9 @@ struct Claims {
 impl JwtAuthenticator {
     /// An authenticator for tokens of `cfg.issuer` naming `cfg.audience`, mapping subjects to
     /// tenants through `TenantsService.ResolvePrincipal` on `tenants`, signed as the gateway.
-    /// Nothing is fetched until the first token arrives.
-    pub fn new(cfg: &OidcConfig, tenants: Channel, signer: Signer) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(5))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "oidc http client with timeouts failed to build; using defaults");
-                reqwest::Client::new()
-            });
+    /// `http` fetches discovery and keys (see [`worktruck_kit::http::outbound`], with
+    /// [`TIMEOUTS`]). Nothing is fetched until the first token arrives.
+    pub fn new(cfg: &OidcConfig, http: reqwest::Client, tenants: Channel, signer: Signer) -> Self {
         Self {
             inner: Arc::new(Inner {
                 issuer: cfg.issuer.clone(),
@@ -310,7 +305,7 @@ impl Inner {
             issuer: String,
             jwks_uri: String,
         }
-        check_url(&self.issuer)?;
+        require_secure(&self.issuer).map_err(|e| e.0)?;
         let url = format!(
             "{}/.well-known/openid-configuration",
             self.issuer.trim_end_matches('/')
@@ -323,53 +318,23 @@ impl Inner {
                 doc.issuer, self.issuer
             ));
         }
-        check_url(&doc.jwks_uri)?;
+        require_secure(&doc.jwks_uri).map_err(|e| e.0)?;
         Ok(doc.jwks_uri)
     }
 
     /// A GET with a 200 answer, its body capped at [`MAX_DOCUMENT_BYTES`].
     async fn get(&self, url: &str) -> Result<Vec<u8>, String> {
-        let mut response = self
+        let response = self
             .http
             .get(url)
             .header(http::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
+            .map_err(|e| format!("GET {url}: {}", root_cause(&e)))?;
         if !response.status().is_success() {
             return Err(format!("GET {url}: status {}", response.status()));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| format!("GET {url}: {e}"))?
-        {
-            if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-                return Err(format!(
-                    "GET {url}: body larger than {MAX_DOCUMENT_BYTES} bytes"
-                ));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
-    }
-}
-
-/// https, or http to a loopback host (local issuers and tests).
-fn check_url(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("bad url {url:?}: {e}"))?;
-    let host = parsed.host_str().unwrap_or_default();
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    match parsed.scheme() {
-        "https" => Ok(()),
-        "http" if loopback => Ok(()),
-        _ => Err(format!("{url:?} must be https (http only on loopback)")),
+        read_capped(response, MAX_DOCUMENT_BYTES).await.map_err(|e| format!("GET {url}: {e}"))
     }
 }
 
@@ -430,14 +395,5 @@ mod tests {
         assert!(!looks_like_jwt("a..c"));
         assert!(!looks_like_jwt("a.b.c.d"));
         assert!(!looks_like_jwt("a.b+.c"));
-    }
-
-    #[test]
-    fn urls() {
-        assert!(check_url("https://id.example.com/realms/w").is_ok());
-        assert!(check_url("http://127.0.0.1:8080/realms/w").is_ok());
-        assert!(check_url("http://localhost/realms/w").is_ok());
-        assert!(check_url("http://id.example.com/realms/w").is_err());
-        assert!(check_url("ftp://127.0.0.1/").is_err());
     }
 }

@@ -13,7 +13,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use http::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use worktruck_kit::config::X402Config;
+use worktruck_kit::config::{OutboundConfig, X402Config};
+use worktruck_kit::http::{ClientError, Timeouts, read_capped, root_cause};
 use worktruck_kit::{Error, ErrorCode};
 
 use crate::error::ApiError;
@@ -26,6 +27,10 @@ pub const PAYMENT_REQUIRED: &str = "payment-required";
 pub const PAYMENT_RESPONSE: &str = "payment-response";
 /// Largest accepted payment header.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// The largest verify or settle answer read from the facilitator.
+const MAX_FACILITATOR_ANSWER: usize = 64 * 1024;
+/// Connect and total timeouts of calls to the facilitator (settlement waits for a chain).
+const TIMEOUTS: Timeouts = Timeouts { connect: Duration::from_secs(3), total: Duration::from_secs(15) };
 
 /// What an operation costs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,17 +93,15 @@ pub struct X402 {
 }
 
 impl X402 {
-    /// A client for the configured facilitator; `None` when x402 is off.
-    pub fn from_config(cfg: &X402Config) -> Option<X402> {
+    /// A client for the configured facilitator, trusting what `outbound` says; `None` when x402
+    /// is off. A facilitator URL that is neither https nor loopback http is refused.
+    pub fn from_config(cfg: &X402Config, outbound: &OutboundConfig) -> Result<Option<X402>, ClientError> {
         if cfg.facilitator_url.is_empty() {
-            return None;
+            return Ok(None);
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(15))
-            .build()
-            .ok()?;
-        Some(X402 { cfg: cfg.clone(), http, seen: Mutex::new(HashMap::new()) })
+        worktruck_kit::http::require_secure(&cfg.facilitator_url)?;
+        let http = worktruck_kit::http::outbound(outbound, TIMEOUTS)?;
+        Ok(Some(X402 { cfg: cfg.clone(), http, seen: Mutex::new(HashMap::new()) }))
     }
 
     /// The price of a class, in atomic units.
@@ -248,12 +251,9 @@ impl X402 {
             tracing::warn!(endpoint, error = %e, "x402 facilitator failed");
             Error::new(ErrorCode::Unavailable, "the payment facilitator is unavailable; retry later")
         };
-        let resp = self.http.post(url).json(&body).send().await.map_err(|e| unavailable(e.to_string()))?;
+        let resp = self.http.post(url).json(&body).send().await.map_err(|e| unavailable(root_cause(&e)))?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| unavailable(e.to_string()))?;
-        if bytes.len() > 64 * 1024 {
-            return Err(unavailable("oversized facilitator answer".into()));
-        }
+        let bytes = read_capped(resp, MAX_FACILITATOR_ANSWER).await.map_err(|e| unavailable(e.0))?;
         let v: Value = serde_json::from_slice(&bytes).map_err(|_| unavailable(format!("non-JSON answer ({status})")))?;
         // A non-2xx that still carries a verdict is a verdict; anything else is a failure.
         if status.is_success() || v.get("isValid").is_some() || v.get("success").is_some() {
@@ -280,7 +280,7 @@ mod tests {
         let mut cfg = X402Config::default();
         cfg.facilitator_url = "http://127.0.0.1:9".into();
         cfg.pay_to = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C".into();
-        X402::from_config(&cfg).unwrap()
+        X402::from_config(&cfg, &OutboundConfig::default()).unwrap().unwrap()
     }
 
     #[test]

@@ -20,11 +20,14 @@ use uuid::Uuid;
 use worktruck_gateway::oidc::JwtAuthenticator;
 use worktruck_gateway::{ApiError, ApiKeyAuthenticator, AuthChain, Principal};
 use worktruck_kit::bus::Bus;
-use worktruck_kit::config::OidcConfig;
+use worktruck_kit::config::{OidcConfig, OutboundConfig};
 use worktruck_kit::context::Signer;
 use worktruck_kit::db::Db;
 use worktruck_kit::outbox::Relay;
-use worktruck_kit::testing::issuer::{sign, EC1, Issuer, RSA1, RSA1_PUBLIC, RSA2, spawn_issuer};
+use worktruck_kit::testing::issuer::{
+    sign, EC1, Issuer, RSA1, RSA1_PUBLIC, RSA2, spawn_issuer, spawn_issuer_tls,
+};
+use worktruck_kit::testing::tls;
 use worktruck_kit::testing::{Backend, TestData};
 use worktruck_proto::tenants::v1::tenants_service_server::TenantsServiceServer;
 use worktruck_tenants::{Tenants, migrators};
@@ -82,8 +85,20 @@ struct Stack {
     _data: TestData,
 }
 
+/// The HTTP client of the JWT authenticator: the system trust store only.
+fn outbound() -> reqwest::Client {
+    outbound_with(&OutboundConfig::default())
+}
+
+fn outbound_with(cfg: &OutboundConfig) -> reqwest::Client {
+    worktruck_kit::http::outbound(cfg, worktruck_gateway::oidc::TIMEOUTS).unwrap()
+}
+
 async fn stack(refresh_min_seconds: u64) -> Stack {
-    let issuer = spawn_issuer().await;
+    stack_on(spawn_issuer().await, refresh_min_seconds, outbound()).await
+}
+
+async fn stack_on(issuer: Arc<Issuer>, refresh_min_seconds: u64, http: reqwest::Client) -> Stack {
     let keys = keys();
     issuer.publish(&[
         ("rsa1", &keys.rsa1, Algorithm::RS256),
@@ -98,7 +113,7 @@ async fn stack(refresh_min_seconds: u64) -> Stack {
     };
     let chain = AuthChain::new(vec![
         Arc::new(ApiKeyAuthenticator::new(tenants.clone(), signer.clone())),
-        Arc::new(JwtAuthenticator::new(&cfg, tenants, signer)),
+        Arc::new(JwtAuthenticator::new(&cfg, http, tenants, signer)),
     ]);
     Stack {
         issuer,
@@ -412,11 +427,33 @@ async fn an_unreachable_issuer_is_503_until_it_answers() {
         jwks_refresh_min_seconds: 30,
     };
     let (tenants, _data) = spawn_tenants(&signer).await;
-    let chain = AuthChain::new(vec![Arc::new(JwtAuthenticator::new(&cfg, tenants, signer))]);
+    let chain = AuthChain::new(vec![Arc::new(JwtAuthenticator::new(&cfg, outbound(), tenants, signer))]);
     let (parts, ()) = http::Request::builder()
         .header(AUTHORIZATION, format!("Bearer {token}"))
         .body(())
         .unwrap()
         .into_parts();
     assert_eq!(chain.authenticate(&parts).await.unwrap_err().status(), 503);
+}
+
+#[tokio::test]
+async fn an_https_issuer_is_trusted_through_the_configured_ca_and_only_through_it() {
+    let issuer = spawn_issuer_tls().await;
+    assert!(issuer.issuer().starts_with("https://"));
+    let ca = tls::ca_file();
+    let trusting = outbound_with(&OutboundConfig { ca_file: ca.path().to_str().unwrap().into() });
+    let s = stack_on(issuer.clone(), 30, trusting).await;
+    let token = rs(&s, &claims(&s, "tls-user"));
+    let principal = auth(&s, &token).await.unwrap();
+    assert_eq!(principal.ctx.actor, "jwt:tls-user");
+    assert!(principal.ctx.tenant_id.is_some());
+    assert_eq!(s.issuer.fetches(), 1);
+
+    // The same issuer for a gateway that does not trust the test CA: discovery fails the TLS
+    // handshake, so no key is ever loaded and the token is never accepted.
+    let s = stack_on(issuer, 30, outbound()).await;
+    let e = auth(&s, &token).await.unwrap_err();
+    assert_eq!(e.status(), 503, "{}", e.message());
+    assert_eq!(e.code(), "unavailable");
+    assert_eq!(s.issuer.fetches(), 1, "the untrusting gateway reached the JWKS");
 }

@@ -61,7 +61,7 @@ impl Stack {
             base,
             mcp,
             key,
-            http: reqwest::Client::new(),
+            http: worktruck_kit::http::client(),
         }
     }
 

@@ -47,6 +47,18 @@ pub struct Config {
     pub tenants: TenantsConfig,
     /// Ways in beyond API keys, and plan limits.
     pub auth: AuthConfig,
+    /// Outbound HTTPS (the OIDC issuer, the x402 facilitator).
+    pub outbound: OutboundConfig,
+}
+
+/// Outbound HTTPS (`[outbound]`). Servers are verified against the system's trust store
+/// (`/etc/ssl/certs`, or `SSL_CERT_FILE` / `SSL_CERT_DIR`) plus `ca_file`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// A PEM bundle of extra CA certificates to trust, e.g. the private CA a Keycloak in the
+    /// cluster is issued from. Empty: the system's trust store only.
+    pub ca_file: String,
 }
 
 /// Authentication and limits (`[auth]`).
@@ -270,6 +282,7 @@ impl Default for Config {
             telemetry: TelemetryConfig::default(),
             tenants: TenantsConfig::default(),
             auth: AuthConfig::default(),
+            outbound: OutboundConfig::default(),
         }
     }
 }
@@ -317,7 +330,7 @@ impl Default for TenantsConfig {
 /// The top-level configuration keys (sections and plain values).
 const TOP_LEVEL_KEYS: &[&str] = &[
     "data_dir", "secret_key", "rest", "mcp", "database", "nats", "grpc", "admin", "services",
-    "context", "log", "telemetry", "tenants", "auth",
+    "context", "log", "telemetry", "tenants", "auth", "outbound",
 ];
 
 /// A configuration problem, reported before start.
@@ -364,6 +377,8 @@ impl Config {
         }
         let x = &self.auth.x402;
         if !x.facilitator_url.is_empty() {
+            crate::http::require_secure(&x.facilitator_url)
+                .map_err(|e| ConfigError(format!("auth.x402.facilitator_url: {e}")))?;
             if x.pay_to.is_empty() {
                 return Err(ConfigError("auth.x402.pay_to is required when a facilitator is configured".into()));
             }
@@ -374,8 +389,16 @@ impl Config {
                 return Err(ConfigError("auth.x402.prices: read must be > 0 and write must cost more than read".into()));
             }
         }
-        if !self.auth.oidc.issuer.is_empty() && self.auth.oidc.audience.is_empty() {
-            return Err(ConfigError("auth.oidc.audience must not be empty".into()));
+        if !self.auth.oidc.issuer.is_empty() {
+            crate::http::require_secure(&self.auth.oidc.issuer)
+                .map_err(|e| ConfigError(format!("auth.oidc.issuer: {e}")))?;
+            if self.auth.oidc.audience.is_empty() {
+                return Err(ConfigError("auth.oidc.audience must not be empty".into()));
+            }
+        }
+        if !self.outbound.ca_file.is_empty() {
+            crate::http::load_roots(Path::new(&self.outbound.ca_file))
+                .map_err(|e| ConfigError(format!("outbound.ca_file: {e}")))?;
         }
         if !(1..=36_500).contains(&self.tenants.default_retention_days) {
             return Err(ConfigError("tenants.default_retention_days must be 1..=36500".into()));
@@ -488,6 +511,33 @@ mod tests {
             assert_eq!(cfg.auth.oidc.audience, "mcp");
             assert_eq!(cfg.auth.x402.network, "eip155:8453");
             assert_eq!(cfg.auth.x402.pay_to, "0xabc");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn outbound_trust_and_third_party_urls_are_checked_at_load() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("ca.pem", crate::testing::tls::CA_PEM)?;
+            jail.set_env("WORKTRUCK_OUTBOUND__CA_FILE", "ca.pem");
+            let cfg = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.outbound.ca_file, "ca.pem");
+            jail.set_env("WORKTRUCK_OUTBOUND__CA_FILE", "missing.pem");
+            let e = Config::load(None).unwrap_err();
+            assert!(e.0.contains("outbound.ca_file"), "{e}");
+            jail.set_env("WORKTRUCK_OUTBOUND__CA_FILE", "");
+
+            // Keys and payments never go to a third party in clear text.
+            jail.set_env("WORKTRUCK_AUTH__OIDC__ISSUER", "http://keycloak.example.com/realms/w");
+            let e = Config::load(None).unwrap_err();
+            assert!(e.0.contains("auth.oidc.issuer"), "{e}");
+            jail.set_env("WORKTRUCK_AUTH__OIDC__ISSUER", "https://keycloak.example.com/realms/w");
+            jail.set_env("WORKTRUCK_AUTH__X402__FACILITATOR_URL", "http://x402.example.com");
+            jail.set_env("WORKTRUCK_AUTH__X402__PAY_TO", "0xabc");
+            let e = Config::load(None).unwrap_err();
+            assert!(e.0.contains("auth.x402.facilitator_url"), "{e}");
+            jail.set_env("WORKTRUCK_AUTH__X402__FACILITATOR_URL", "https://x402.example.com");
+            Config::load(None).map_err(|e| e.to_string())?;
             Ok(())
         });
     }

@@ -1,6 +1,7 @@
 //! The shared runtime of every Worktruck service: typed config, the database layer (Postgres and
 //! SQLite), the generic bitemporal store, opaque cursors, the error-code table, the outbox and
-//! event bus, the signed internal context, telemetry, and health/readiness/metrics.
+//! event bus, the signed internal context, outbound HTTPS clients, telemetry, and
+//! health/readiness/metrics.
 //!
 //! Domain rules live in the services; this crate must stay free of any one domain.
 
@@ -10,6 +11,7 @@ pub mod context;
 pub mod cursor;
 pub mod db;
 pub mod error;
+pub mod http;
 pub mod ops;
 pub mod outbox;
 pub mod pbjson;

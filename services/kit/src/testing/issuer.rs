@@ -99,7 +99,7 @@ SUIjELwNeqwpbqMR2Unmys+x2X/wx2PawqolTuFqh1r3G7OQvc/HY95p\n\
 
 /// A fake OIDC issuer: discovery plus a mutable JWKS that counts fetches and can fail.
 pub struct Issuer {
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (or `https://` from [`spawn_issuer_tls`]).
     pub base: String,
     /// The published key set.
     pub jwks: Mutex<Value>,
@@ -162,9 +162,19 @@ async fn certs(State(issuer): State<Arc<Issuer>>) -> Result<Json<Value>, http::S
 
 /// Starts an issuer on a loopback port with an empty key set.
 pub async fn spawn_issuer() -> Arc<Issuer> {
+    spawn(false).await
+}
+
+/// [`spawn_issuer`] over HTTPS, with a certificate of the test CA ([`super::tls`]).
+pub async fn spawn_issuer_tls() -> Arc<Issuer> {
+    spawn(true).await
+}
+
+async fn spawn(tls: bool) -> Arc<Issuer> {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let scheme = if tls { "https" } else { "http" };
     let issuer = Arc::new(Issuer {
-        base: format!("http://{}", listener.local_addr().unwrap()),
+        base: format!("{scheme}://{}", listener.local_addr().unwrap()),
         jwks: Mutex::new(json!({ "keys": [] })),
         jwks_fetches: AtomicUsize::new(0),
         down: AtomicBool::new(false),
@@ -176,7 +186,11 @@ pub async fn spawn_issuer() -> Arc<Issuer> {
         )
         .route("/realms/test/protocol/openid-connect/certs", get(certs))
         .with_state(issuer.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    if tls {
+        super::tls::serve_listener(listener, app);
+    } else {
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    }
     issuer
 }
 
