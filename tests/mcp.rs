@@ -215,30 +215,68 @@ async fn tools_from_the_registry_over_streamable_http() {
     }
 }
 
-/// Example arguments for a schema: every required property with a value of its type.
-fn example(schema: &Value) -> Value {
-    if let Some(values) = schema.get("enum").and_then(Value::as_array) {
-        return values[0].clone();
+/// Example arguments for a schema: every required property (or, with `all`, every property)
+/// with a value of its type, following `$ref`s into the root's `$defs` (at most `depth` deep, so
+/// recursive messages end).
+fn example(schema: &Value, root: &Value, all: bool, depth: usize) -> Value {
+    if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+        let name = reference.strip_prefix("#/$defs/").expect("local $ref");
+        if depth == 0 {
+            return Value::Null;
+        }
+        return example(&root["$defs"][name], root, all, depth - 1);
     }
-    match schema.get("type").and_then(Value::as_str) {
+    for combinator in ["anyOf", "oneOf"] {
+        if let Some(first) = schema.get(combinator).and_then(|v| v.get(0)) {
+            return example(first, root, all, depth);
+        }
+    }
+    if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+        return values.last().unwrap().clone();
+    }
+    let ty = match schema.get("type") {
+        Some(Value::Array(types)) => types.iter().find(|t| *t != "null").and_then(Value::as_str),
+        Some(t) => t.as_str(),
+        None => None,
+    };
+    match ty {
         Some("object") => {
             let mut out = Map::new();
-            for name in schema
-                .get("required")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let name = name.as_str().unwrap();
-                out.insert(name.to_owned(), example(&schema["properties"][name]));
+            let names: Vec<String> = if all && depth > 0 {
+                schema
+                    .get("properties")
+                    .and_then(Value::as_object)
+                    .map(|p| p.keys().cloned().collect())
+                    .unwrap_or_default()
+            } else {
+                schema
+                    .get("required")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|n| n.as_str().unwrap().to_owned())
+                    .collect()
+            };
+            for name in names {
+                let value = example(&schema["properties"][&name], root, all, depth.saturating_sub(1));
+                if !value.is_null() {
+                    out.insert(name, value);
+                }
             }
             Value::Object(out)
         }
-        Some("array") => json!([]),
-        Some("string") if schema.get("format") == Some(&json!("date-time")) => {
-            json!("2020-01-01T00:00:00Z")
+        Some("array") if all && depth > 0 => {
+            let item = example(&schema["items"], root, all, depth - 1);
+            if item.is_null() { json!([]) } else { json!([item]) }
         }
-        Some("string") => json!("example"),
+        Some("array") => json!([]),
+        Some("string") => match schema.get("format").and_then(Value::as_str) {
+            Some("date-time") => json!("2020-01-01T00:00:00Z"),
+            Some("uuid") => json!(uuid::Uuid::new_v4().to_string()),
+            _ if schema.get("contentEncoding") == Some(&json!("base64")) => json!("AAAA"),
+            _ if schema.get("pattern").is_some() => json!("1s"),
+            _ => json!("example"),
+        },
         Some("integer") => json!(1),
         Some("number") => json!(1.5),
         Some("boolean") => json!(true),
@@ -247,101 +285,25 @@ fn example(schema: &Value) -> Value {
     }
 }
 
-/// A minimal JSON Schema check covering the keywords our schemas use; returns the violations.
-fn validate(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
-    if let Some(values) = schema.get("enum").and_then(Value::as_array)
-        && !values.contains(value)
-    {
-        errors.push(format!("{path}: {value} not in enum"));
+/// Checks a tool's input schema against the JSON Schema 2020-12 meta-schema and returns a
+/// validator for it (formats asserted, so a `date-time` must be one).
+fn validator(name: &str, schema: &Value) -> jsonschema::Validator {
+    assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema", "{name}");
+    assert_eq!(schema["type"], "object", "{name}: MCP input schemas are objects");
+    if let Err(e) = jsonschema::draft202012::meta::validate(schema) {
+        panic!("{name}: not a valid JSON Schema: {e} at {}", e.instance_path());
     }
-    let Some(ty) = schema.get("type").and_then(Value::as_str) else {
-        return;
-    };
-    let type_ok = match ty {
-        "object" => value.is_object(),
-        "array" => value.is_array(),
-        "string" => value.is_string(),
-        "integer" => value.as_i64().is_some() || value.as_u64().is_some(),
-        "number" => value.is_number(),
-        "boolean" => value.is_boolean(),
-        "null" => value.is_null(),
-        other => {
-            errors.push(format!("{path}: unknown type {other}"));
-            true
-        }
-    };
-    if !type_ok {
-        errors.push(format!("{path}: expected {ty}, got {value}"));
-        return;
-    }
-    if let Some(object) = value.as_object() {
-        let properties = schema.get("properties").and_then(Value::as_object);
-        for name in schema
-            .get("required")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if !object.contains_key(name.as_str().unwrap()) {
-                errors.push(format!("{path}: missing required {name}"));
-            }
-        }
-        for (k, v) in object {
-            match properties.and_then(|p| p.get(k)) {
-                Some(sub) => validate(sub, v, &format!("{path}.{k}"), errors),
-                None if schema.get("additionalProperties") == Some(&json!(false)) => {
-                    errors.push(format!("{path}: unexpected property {k}"))
-                }
-                None => {}
-            }
-        }
-    }
-    if let (Some(items), Some(array)) = (schema.get("items"), value.as_array()) {
-        for (i, v) in array.iter().enumerate() {
-            validate(items, v, &format!("{path}[{i}]"), errors);
-        }
-    }
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(schema)
+        .unwrap_or_else(|e| panic!("{name}: schema does not compile: {e}"))
 }
 
-/// A structural check that a schema is a JSON Schema object of the shape MCP wants.
-fn check_schema(schema: &Value, path: &str) {
-    let object = schema
-        .as_object()
-        .unwrap_or_else(|| panic!("{path}: not an object"));
-    if let Some(ty) = object.get("type") {
-        let ty = ty
-            .as_str()
-            .unwrap_or_else(|| panic!("{path}: type is not a string"));
-        assert!(
-            [
-                "object", "array", "string", "integer", "number", "boolean", "null"
-            ]
-            .contains(&ty),
-            "{path}: {ty}"
-        );
-    }
-    if let Some(p) = object.get("properties") {
-        for (k, v) in p
-            .as_object()
-            .unwrap_or_else(|| panic!("{path}: properties"))
-        {
-            check_schema(v, &format!("{path}.{k}"));
-        }
-    }
-    if let Some(r) = object.get("required") {
-        for name in r.as_array().unwrap() {
-            assert!(
-                object["properties"].get(name.as_str().unwrap()).is_some(),
-                "{path}: required {name} undeclared"
-            );
-        }
-    }
-    if let Some(items) = object.get("items") {
-        check_schema(items, &format!("{path}[]"));
-    }
-    if let Some(Value::Object(_)) = object.get("additionalProperties") {
-        check_schema(&object["additionalProperties"], &format!("{path}{{}}"));
-    }
+fn violations(validator: &jsonschema::Validator, value: &Value) -> Vec<String> {
+    validator
+        .iter_errors(value)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect()
 }
 
 #[tokio::test]
@@ -355,35 +317,43 @@ async fn every_schema_is_valid_and_its_example_call_is_served() {
         let tool = serde_json::to_value(tool).unwrap();
         let name = tool["name"].as_str().unwrap().to_owned();
         let schema = &tool["inputSchema"];
-        assert_eq!(schema["type"], "object", "{name}");
-        check_schema(schema, &name);
-        let args = example(schema);
-        let mut errors = Vec::new();
-        validate(schema, &args, &name, &mut errors);
-        assert!(errors.is_empty(), "{name}: {errors:?}");
-        // The call may fail on the service's rules (no such id), never on its shape, and never
-        // at the protocol level.
-        let result = call(&client, &name, args).await;
-        if result.is_error == Some(true) {
-            // The service may refuse the values (an id that is no UUID); the gateway's decoding
-            // must accept the shape.
-            tool_error(&result);
-            let text = &result.content[0].as_text().unwrap().text;
-            for shape_error in [
-                "unknown field",
-                "invalid value for field",
-                "expected a JSON object",
-                "malformed JSON",
-            ] {
-                assert!(
-                    !text.contains(shape_error),
-                    "{name}: example arguments refused: {text}"
-                );
+        let input = validator(&name, schema);
+        // A wrong shape is what the schema exists to refuse.
+        // The gateway refuses unknown fields, and the schema says so.
+        assert_eq!(schema["additionalProperties"], false, "{name}");
+        assert!(!input.is_valid(&json!({"no_such_field": 1})), "{name}");
+        assert!(!input.is_valid(&json!([])), "{name}: an array passes as the arguments");
+        let output = tool.get("outputSchema").map(|o| {
+            jsonschema::draft202012::meta::validate(o)
+                .unwrap_or_else(|e| panic!("{name} output schema: {e}"));
+            jsonschema::options().should_validate_formats(true).build(o).unwrap()
+        });
+        // The least call (required properties) and the fullest (every property, nested).
+        for all in [false, true] {
+            let args = example(schema, schema, all, 4);
+            let errors = violations(&input, &args);
+            assert!(errors.is_empty(), "{name} {args}: {errors:?}");
+            // The call may fail on the service's rules (no such id), never on its shape, and
+            // never at the protocol level.
+            let result = call(&client, &name, args.clone()).await;
+            if result.is_error == Some(true) {
+                tool_error(&result);
+                let text = &result.content[0].as_text().unwrap().text;
+                for shape_error in [
+                    "unknown field",
+                    "invalid value for field",
+                    "expected a JSON object",
+                    "malformed JSON",
+                ] {
+                    assert!(
+                        !text.contains(shape_error),
+                        "{name}: example arguments {args} refused: {text}"
+                    );
+                }
+            } else if let Some(output) = &output {
+                let errors = violations(output, &ok(&result));
+                assert!(errors.is_empty(), "{name} output: {errors:?}");
             }
-        } else if let Some(output) = tool.get("outputSchema") {
-            let mut errors = Vec::new();
-            validate(output, &ok(&result), &name, &mut errors);
-            assert!(errors.is_empty(), "{name} output: {errors:?}");
         }
     }
     client.cancel().await.unwrap();
