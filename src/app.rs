@@ -305,6 +305,7 @@ fn start_mcp_gateway(
     };
     let mut mcp_cfg = worktruck_mcp_gateway::McpConfig::new(base);
     mcp_cfg.oidc_issuer = Some(cfg.auth.oidc.issuer.clone()).filter(|i| !i.is_empty());
+    mcp_cfg.body_limit_bytes = cfg.mcp.body_limit_bytes;
     let app = worktruck_mcp_gateway::router(registry, upstreams, signer, gate, mcp_cfg)?;
     let stop = stopped(shutdown);
     tasks.servers.push(tokio::spawn(async move {

@@ -496,6 +496,60 @@ async fn http_level_rules_auth_versions_sessions_and_metadata() {
     }
 }
 
+/// A raw request to the MCP endpoint with exactly these headers; status, headers, JSON body.
+async fn raw(
+    s: &Stack,
+    method: reqwest::Method,
+    headers: &[(&str, &str)],
+    body: impl Into<reqwest::Body>,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let mut req = s.http.request(method, endpoint(s)).bearer_auth(&s.key).body(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: not JSON: {text:?}"));
+    (status, headers, body)
+}
+
+#[tokio::test]
+async fn transport_refusals_use_the_error_envelope() {
+    let s = Stack::start(backends()[0]).await;
+    let init = initialize("2025-06-18").to_string();
+    let both = ("accept", "application/json, text/event-stream");
+    let json_body = ("content-type", "application/json");
+    let cases: Vec<(&str, reqwest::Method, Vec<(&str, &str)>, String, u16, &str)> = vec![
+        ("no Accept", reqwest::Method::POST, vec![json_body], init.clone(), 406, "not_acceptable"),
+        ("a text body", reqwest::Method::POST, vec![both, ("content-type", "text/plain")], init.clone(), 415, "unsupported_media_type"),
+        ("malformed JSON", reqwest::Method::POST, vec![both, json_body], "{nope".into(), 400, "invalid_argument"),
+        ("an empty body", reqwest::Method::POST, vec![both, json_body], String::new(), 400, "invalid_argument"),
+        ("PUT", reqwest::Method::PUT, vec![both, json_body], init.clone(), 405, "method_not_allowed"),
+        // A JSON document over the 1 MiB limit (mcp.body_limit_bytes).
+        ("a huge body", reqwest::Method::POST, vec![both, json_body], format!("[\"{}\"]", "x".repeat(1024 * 1024 + 1)), 413, "payload_too_large"),
+    ];
+    for (what, method, headers, body, status, code) in cases {
+        let (st, h, v) = raw(&s, method, &headers, body).await;
+        assert_eq!(st.as_u16(), status, "{what}: {v}");
+        assert_eq!(common::error_code(&v), code, "{what}: {v}");
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {v}");
+        assert!(h.contains_key("x-ratelimit-remaining"), "{what}: rate-limit headers");
+        if status == 405 {
+            assert!(h.contains_key("allow"), "{what}: Allow is kept");
+        }
+        if what == "malformed JSON" {
+            assert!(v["error"]["message"].as_str().unwrap().contains("malformed JSON"), "{v}");
+        }
+    }
+    // The same endpoint still works for a well-formed request.
+    let (st, _, v) = post(&s, Some(&s.key), &[], initialize("2025-06-18")).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["result"]["protocolVersion"], "2025-06-18", "{v}");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn scopes_apply_per_tool_as_over_rest() {
     let s = Stack::start(worktruck_kit::testing::Backend::Sqlite).await;

@@ -4,6 +4,7 @@
 
 use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::{Map, Value};
+use worktruck_kit::ErrorCode;
 use worktruck_proto::json::{self, JsonError};
 use worktruck_proto::registry::{RequestBody, Route};
 
@@ -29,9 +30,10 @@ pub(crate) fn request_message(
     let desc = route.rpc.input();
     let body_empty = input.body.iter().all(u8::is_ascii_whitespace);
     if !body_empty && !input.content_type.is_none_or(is_json) {
-        // 400 rather than 415: the closed code table has no entry for 415, and the fix is the
-        // same for the caller — send JSON.
-        return Err(ApiError::invalid("Content-Type must be application/json"));
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "Content-Type must be application/json",
+        ));
     }
     let mut object = match &route.body {
         RequestBody::Whole => {

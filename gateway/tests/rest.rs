@@ -229,7 +229,7 @@ async fn malformed_requests_get_400_naming_the_problem() {
         "content-type",
         "application/x-www-form-urlencoded".parse().unwrap(),
     );
-    assert_envelope(&stack.send(text).await, 400, "invalid_argument");
+    assert_envelope(&stack.send(text).await, 415, "unsupported_media_type");
 
     // Service-side validation comes back through the same envelope.
     let answer = stack.call("POST", "/api/v1/contacts", None).await;

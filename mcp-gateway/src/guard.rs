@@ -1,10 +1,13 @@
 //! What every HTTP request to `/mcp/v1` passes before rmcp sees it: authentication (401 with the
-//! RFC 9728 `resource_metadata` pointer), the `MCP-Protocol-Version` allow-list, and the binding of
-//! each `Mcp-Session-Id` to the caller that opened the session. Also the metadata document.
+//! RFC 9728 `resource_metadata` pointer), the `MCP-Protocol-Version` allow-list, the binding of
+//! each `Mcp-Session-Id` to the caller that opened the session, and the body limit and JSON check;
+//! and what every answer passes on the way out: rmcp's own plain-text HTTP errors (406, 415, 405,
+//! …) become the `{"error": {"code", "message"}}` envelope. Also the metadata document.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -15,6 +18,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 use worktruck_gateway::telemetry::{REQUEST_ID, RequestId};
 use worktruck_gateway::{ApiError, Gate};
+use worktruck_kit::ErrorCode;
 use worktruck_proto::registry::Registry;
 
 use crate::McpConfig;
@@ -35,6 +39,7 @@ pub(crate) struct Guard {
     invalid_token_challenge: HeaderValue,
     sessions: Arc<LocalSessionManager>,
     owners: Mutex<HashMap<String, Owner>>,
+    body_limit: usize,
 }
 
 impl Guard {
@@ -51,6 +56,7 @@ impl Guard {
             )),
             sessions,
             owners: Mutex::new(HashMap::new()),
+            body_limit: cfg.body_limit_bytes,
         }
     }
 
@@ -152,8 +158,20 @@ pub(crate) async fn guard(
         }
     }
     let is_delete = parts.method == http::Method::DELETE;
+    let body = if parts.method == http::Method::POST && is_json(&parts.headers) {
+        match read_json(body, guard.body_limit).await {
+            Ok(body) => body,
+            Err(e) => {
+                let mut response = e.into_response();
+                quota.write_headers(response.headers_mut());
+                return response;
+            }
+        }
+    } else {
+        body
+    };
     parts.extensions.insert(principal);
-    let response = next.run(Request::from_parts(parts, body)).await;
+    let response = envelope_plain_errors(next.run(Request::from_parts(parts, body)).await).await;
 
     match &session {
         None => {
@@ -181,6 +199,70 @@ pub(crate) async fn guard(
     let mut response = response;
     quota.write_headers(response.headers_mut());
     response
+}
+
+fn is_json(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"))
+}
+
+/// The request body, at most `limit` bytes and well-formed JSON, buffered for rmcp (which reads
+/// it whole anyway). A body over the limit is 413 however it is sent; malformed JSON is a 400 in
+/// the envelope (rmcp would answer it with a plain-text 415).
+async fn read_json(body: Body, limit: usize) -> Result<Body, ApiError> {
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(c) = cause {
+                if c.is::<http_body_util::LengthLimitError>() {
+                    return Err(ApiError::new(
+                        ErrorCode::PayloadTooLarge,
+                        format!("request body larger than {limit} bytes"),
+                    ));
+                }
+                cause = c.source();
+            }
+            return Err(ApiError::invalid("the request body could not be read"));
+        }
+    };
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+        return Err(ApiError::invalid(format!("malformed JSON: {e}")));
+    }
+    Ok(Body::from(bytes))
+}
+
+/// rmcp answers transport-level refusals (406 without the right `Accept`, 415 for a non-JSON
+/// body, 405, 400 for a bad session header, …) in plain text; this renders them as the envelope
+/// with the same status, keeping headers such as `Allow`. JSON answers and successes pass as
+/// they are. A 5xx says nothing of its cause.
+async fn envelope_plain_errors(response: Response) -> Response {
+    let status = response.status();
+    let json = is_json(response.headers());
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let code = ErrorCode::from_http_status(status.as_u16());
+    let message = if code == ErrorCode::Internal || text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text.chars().take(300).collect()
+    };
+    let mut envelope = ApiError::new(code, message).into_response();
+    *envelope.status_mut() = status;
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            envelope.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    envelope
 }
 
 /// The RFC 9728 protected-resource metadata of the MCP endpoint.

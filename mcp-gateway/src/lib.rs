@@ -56,6 +56,8 @@ pub struct McpConfig {
     /// `Host` header values accepted (DNS-rebinding defence). Empty: loopback names plus the
     /// host of `base_url`.
     pub allowed_hosts: Vec<String>,
+    /// Largest request body accepted; larger ones get 413 `payload_too_large`.
+    pub body_limit_bytes: usize,
 }
 
 impl McpConfig {
@@ -65,6 +67,7 @@ impl McpConfig {
             base_url: base_url.into().trim_end_matches('/').to_owned(),
             oidc_issuer: None,
             allowed_hosts: Vec::new(),
+            body_limit_bytes: 1024 * 1024,
         }
     }
 

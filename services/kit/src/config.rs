@@ -179,6 +179,8 @@ pub struct McpConfig {
     /// `https://mcp.example.com`); it names the resource in the OAuth metadata and its host is
     /// allowed in `Host` headers. Empty means `http://<addr>`.
     pub public_url: String,
+    /// Largest JSON-RPC request body accepted; larger ones get 413 `payload_too_large`.
+    pub body_limit_bytes: usize,
 }
 
 /// Database settings.
@@ -293,7 +295,11 @@ impl Default for RestConfig {
 }
 impl Default for McpConfig {
     fn default() -> Self {
-        Self { addr: "127.0.0.1:8081".parse().expect("addr"), public_url: String::new() }
+        Self {
+            addr: "127.0.0.1:8081".parse().expect("addr"),
+            public_url: String::new(),
+            body_limit_bytes: 1024 * 1024,
+        }
     }
 }
 impl Default for DatabaseConfig {
@@ -374,6 +380,9 @@ impl Config {
         }
         if self.rest.body_limit_bytes < 1024 {
             return Err(ConfigError("rest.body_limit_bytes must be at least 1024".into()));
+        }
+        if self.mcp.body_limit_bytes < 1024 {
+            return Err(ConfigError("mcp.body_limit_bytes must be at least 1024".into()));
         }
         let x = &self.auth.x402;
         if !x.facilitator_url.is_empty() {

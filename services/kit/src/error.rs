@@ -27,6 +27,8 @@ pub enum ErrorCode {
     NotFound,
     /// The path exists but not with this HTTP method (405, gateways only).
     MethodNotAllowed,
+    /// The caller does not accept any media type the endpoint answers with (406, gateways only).
+    NotAcceptable,
     /// Changed meanwhile, or clashes with the current state (409).
     Conflict,
     /// Already exists (409).
@@ -35,6 +37,8 @@ pub enum ErrorCode {
     Gone,
     /// The body is larger than the gateway accepts (413).
     PayloadTooLarge,
+    /// The body's media type is not one the endpoint reads (415, gateways only).
+    UnsupportedMediaType,
     /// Too many requests (429).
     RateLimited,
     /// A dependency is down (503).
@@ -45,7 +49,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in table order.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 17] = [
         Self::InvalidArgument,
         Self::ValidationFailed,
         Self::Unauthenticated,
@@ -54,10 +58,12 @@ impl ErrorCode {
         Self::InsufficientScope,
         Self::NotFound,
         Self::MethodNotAllowed,
+        Self::NotAcceptable,
         Self::Conflict,
         Self::AlreadyExists,
         Self::Gone,
         Self::PayloadTooLarge,
+        Self::UnsupportedMediaType,
         Self::RateLimited,
         Self::Unavailable,
         Self::Internal,
@@ -74,10 +80,12 @@ impl ErrorCode {
             Self::InsufficientScope => "insufficient_scope",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::NotAcceptable => "not_acceptable",
             Self::Conflict => "conflict",
             Self::AlreadyExists => "already_exists",
             Self::Gone => "gone",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
             Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
@@ -98,9 +106,11 @@ impl ErrorCode {
             Self::PermissionDenied | Self::InsufficientScope => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
+            Self::NotAcceptable => 406,
             Self::Conflict | Self::AlreadyExists => 409,
             Self::Gone => 410,
             Self::PayloadTooLarge => 413,
+            Self::UnsupportedMediaType => 415,
             Self::RateLimited => 429,
             Self::Unavailable => 503,
             Self::Internal => 500,
@@ -117,6 +127,7 @@ impl ErrorCode {
             }
             Self::NotFound => Code::NotFound,
             Self::MethodNotAllowed => Code::Unimplemented,
+            Self::NotAcceptable | Self::UnsupportedMediaType => Code::InvalidArgument,
             Self::Conflict => Code::Aborted,
             Self::AlreadyExists => Code::AlreadyExists,
             Self::Gone => Code::FailedPrecondition,
@@ -136,9 +147,11 @@ impl ErrorCode {
             403 => Self::PermissionDenied,
             404 => Self::NotFound,
             405 => Self::MethodNotAllowed,
+            406 => Self::NotAcceptable,
             409 => Self::Conflict,
             410 => Self::Gone,
             413 => Self::PayloadTooLarge,
+            415 => Self::UnsupportedMediaType,
             429 => Self::RateLimited,
             503 | 504 => Self::Unavailable,
             400..=499 => Self::InvalidArgument,
@@ -295,6 +308,21 @@ mod tests {
             if code != ErrorCode::ValidationFailed && code != ErrorCode::InsufficientScope && code != ErrorCode::AlreadyExists {
                 assert_eq!(ErrorCode::from_http_status(code.http_status()), code, "{code}");
             }
+        }
+    }
+
+    #[test]
+    fn the_readme_lists_every_code_with_its_status() {
+        let readme = include_str!("../../../README.md").split_whitespace().collect::<Vec<_>>().join(" ");
+        let list = &readme[readme.find("The codes, a closed list:").expect("the README's list of codes")..];
+        let readme = &list[..list.len().min(1200)];
+        for code in ErrorCode::ALL {
+            let name = format!("`{}`", code.as_str());
+            let at = readme.find(&name).unwrap_or_else(|| panic!("README lacks {name}"));
+            let status = format!("({})", code.http_status());
+            let rest = &readme[at..];
+            let next_status = rest.find('(').expect("a status follows");
+            assert!(rest[next_status..].starts_with(&status), "README gives {name} another status than {status}");
         }
     }
 
