@@ -239,15 +239,22 @@ async fn start_service(
 }
 
 /// The signer and the gate (authentication and one rate limiter) both gateways of a process
-/// share.
+/// share; the limiter shares its counts with every other gateway through the tenants service.
 fn gateway_auth(
     keys: &Keys,
     cfg: &Config,
     upstreams: &worktruck_gateway::Upstreams,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut Tasks,
 ) -> anyhow::Result<(Signer, worktruck_gateway::Gate)> {
     let signer = keys.signer.clone().context("the gateway needs context.signing_key or secret_key")?;
     let auth = worktruck_gateway::auth_chain(upstreams, &signer, &cfg.auth, &cfg.outbound)?;
     let limiter = Arc::new(worktruck_gateway::Limiter::new(cfg.auth.enterprise));
+    let tenants = upstreams
+        .get(worktruck_tenants::GRPC_NAME)
+        .context("the gateway needs the tenants service")?
+        .clone();
+    tasks.background.push(limiter.clone().spawn_sync(tenants, signer.clone(), stopped(shutdown)));
     Ok((signer, worktruck_gateway::Gate::new(auth, limiter)))
 }
 
@@ -354,7 +361,7 @@ pub async fn start_dev(cfg: Config) -> anyhow::Result<Running> {
     let mcp_listener = TcpListener::bind(cfg.mcp.addr)
         .await
         .with_context(|| format!("cannot listen on {} (is another Worktruck running?)", cfg.mcp.addr))?;
-    let (signer, gate) = gateway_auth(&keys, &cfg, &upstreams)?;
+    let (signer, gate) = gateway_auth(&keys, &cfg, &upstreams, &rx, &mut tasks)?;
     let mcp_addr = start_mcp_gateway(&cfg, signer, gate.clone(), upstreams.clone(), mcp_listener, &rx, &mut tasks)?;
     start_gateway(&cfg, &keys, gate, upstreams, checks, listener, &rx, &mut tasks).await?;
     Ok(Running { rest_addr: Some(rest_addr), mcp_addr: Some(mcp_addr), grpc_addr: None, first_key, first_tenant, shutdown: tx, servers: tasks.servers, tasks: tasks.background, dbs })
@@ -412,7 +419,7 @@ pub async fn start_role(cfg: Config, role: Role) -> anyhow::Result<Running> {
                 ops::grpc_check("tenants", channel(&cfg.services.tenants)?, worktruck_tenants::GRPC_NAME),
                 ops::grpc_check("contacts", channel(&cfg.services.contacts)?, worktruck_contacts::GRPC_NAME),
             ];
-            let (_, gate) = gateway_auth(&keys, &cfg, &upstreams)?;
+            let (_, gate) = gateway_auth(&keys, &cfg, &upstreams, &rx, &mut tasks)?;
             start_gateway(&cfg, &keys, gate, upstreams, checks, listener, &rx, &mut tasks).await?;
             Ok(Running { rest_addr: Some(rest_addr), mcp_addr: None, grpc_addr: None, first_key: None, first_tenant: None, shutdown: tx, servers: tasks.servers, tasks: tasks.background, dbs: vec![] })
         }
@@ -422,7 +429,7 @@ pub async fn start_role(cfg: Config, role: Role) -> anyhow::Result<Running> {
             upstreams.insert(worktruck_tenants::GRPC_NAME, channel(&cfg.services.tenants)?);
             upstreams.insert(worktruck_contacts::GRPC_NAME, channel(&cfg.services.contacts)?);
             let listener = TcpListener::bind(cfg.mcp.addr).await.with_context(|| format!("listen on {}", cfg.mcp.addr))?;
-            let (signer, gate) = gateway_auth(&keys, &cfg, &upstreams)?;
+            let (signer, gate) = gateway_auth(&keys, &cfg, &upstreams, &rx, &mut tasks)?;
             let mcp_addr = start_mcp_gateway(&cfg, signer, gate, upstreams, listener, &rx, &mut tasks)?;
             let checks = vec![
                 ops::grpc_check("tenants", channel(&cfg.services.tenants)?, worktruck_tenants::GRPC_NAME),

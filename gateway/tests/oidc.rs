@@ -5,6 +5,8 @@
 //! The signing keys are test-only PEMs generated once with `openssl genpkey` / `openssl ecparam |
 //! openssl pkcs8` (RSA key generation in a debug build is too slow to do per test).
 
+mod tenants;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,53 +16,19 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::header::AUTHORIZATION;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tonic::transport::Channel;
 use uuid::Uuid;
 use worktruck_gateway::oidc::JwtAuthenticator;
 use worktruck_gateway::{ApiError, ApiKeyAuthenticator, AuthChain, Principal};
-use worktruck_kit::bus::Bus;
 use worktruck_kit::config::{OidcConfig, OutboundConfig};
 use worktruck_kit::context::Signer;
-use worktruck_kit::db::Db;
-use worktruck_kit::outbox::Relay;
 use worktruck_kit::testing::issuer::{
     sign, EC1, Issuer, RSA1, RSA1_PUBLIC, RSA2, spawn_issuer, spawn_issuer_tls,
 };
 use worktruck_kit::testing::tls;
-use worktruck_kit::testing::{Backend, TestData};
-use worktruck_proto::tenants::v1::tenants_service_server::TenantsServiceServer;
-use worktruck_tenants::{Tenants, migrators};
+use worktruck_kit::testing::TestData;
+use tenants::spawn_tenants;
 
 const AUDIENCE: &str = "mcp";
-
-/// The real tenants service on SQLite; the returned `TestData` must outlive the test.
-async fn spawn_tenants(signer: &Signer) -> (Channel, TestData) {
-    let data = TestData::new(Backend::Sqlite).await;
-    let (pg, sqlite) = migrators();
-    let db = Db::connect_and_migrate(&data.db_options("tenants"), pg, sqlite)
-        .await
-        .unwrap();
-    let svc = Tenants::new(
-        db.clone(),
-        signer.verifier(),
-        [5; 32],
-        365,
-        Relay::new(db, Bus::memory()),
-    );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(worktruck_kit::ops::serve_grpc(
-        listener,
-        tonic::service::Routes::new(TenantsServiceServer::new(svc)),
-        &[worktruck_tenants::GRPC_NAME],
-        std::future::pending(),
-    ));
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_lazy();
-    (channel, data)
-}
 
 struct Keys {
     rsa1: EncodingKey,

@@ -394,4 +394,11 @@ impl TenantsService for FakeTenants {
     ) -> Result<GrpcResponse<worktruck_proto::tenants::v1::ResolvePrincipalResponse>, Status> {
         unimplemented()
     }
+
+    async fn sync_usage(
+        &self,
+        _: GrpcRequest<worktruck_proto::tenants::v1::SyncUsageRequest>,
+    ) -> Result<GrpcResponse<worktruck_proto::tenants::v1::SyncUsageResponse>, Status> {
+        unimplemented()
+    }
 }

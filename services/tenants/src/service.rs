@@ -18,6 +18,8 @@ use crate::store::{self, InsertKey, KeyRow, TenantRow};
 
 /// Keys are marked used at most this often (a write per request would serialise SQLite).
 const TOUCH_EVERY_SECS: i64 = 60;
+/// The most usage deltas one `SyncUsage` call may carry.
+pub const MAX_USAGE_DELTAS: usize = 10_000;
 
 /// The tenants service.
 #[derive(Clone)]
@@ -76,6 +78,42 @@ impl Tenants {
 
     /// Maps an OIDC subject or a paying wallet to its tenant, creating one on the free plan the
     /// first time. Concurrent first requests for one principal end on one tenant.
+    /// Adds each delta to its tenant's minute and day windows (in one transaction) and returns
+    /// the windows' totals, in the deltas' order; windows older than two minutes or two days are
+    /// pruned on the way.
+    pub async fn sync_usage(&self, deltas: &[pb::UsageDelta]) -> Result<Vec<pb::UsageDelta>> {
+        if deltas.len() > MAX_USAGE_DELTAS {
+            return Err(Error::invalid(format!("at most {MAX_USAGE_DELTAS} usage deltas per call")));
+        }
+        let now_s = now().timestamp();
+        let (minute_now, day_now) = (now_s.div_euclid(60), now_s.div_euclid(86_400));
+        let mut parsed = Vec::with_capacity(deltas.len());
+        for d in deltas {
+            let tenant = Uuid::parse_str(&d.tenant_id).map_err(|_| Error::invalid("usage delta: tenant_id is not a UUID"))?;
+            // A gateway's clock may be off a little; a window far from now is a bug or an attack.
+            if (d.minute - minute_now).abs() > 60 || (d.day - day_now).abs() > 1 {
+                return Err(Error::invalid("usage delta: window too far from the current time"));
+            }
+            parsed.push((tenant, d));
+        }
+        let mut tx = self.db.begin(Scope::System, true).await?;
+        let mut totals = Vec::with_capacity(parsed.len());
+        for (tenant, d) in parsed {
+            let minute_total = store::add_usage(&mut tx, tenant, "m", d.minute, i64::from(d.minute_count)).await?;
+            let day_total = store::add_usage(&mut tx, tenant, "d", d.day, i64::from(d.day_count)).await?;
+            totals.push(pb::UsageDelta {
+                tenant_id: d.tenant_id.clone(),
+                minute: d.minute,
+                minute_count: u32::try_from(minute_total).unwrap_or(u32::MAX),
+                day: d.day,
+                day_count: u32::try_from(day_total).unwrap_or(u32::MAX),
+            });
+        }
+        store::prune_usage(&mut tx, minute_now - 2, day_now - 2).await?;
+        tx.commit().await?;
+        Ok(totals)
+    }
+
     pub async fn resolve_principal(&self, kind: pb::PrincipalKind, issuer: &str, subject: &str) -> Result<pb::ResolvePrincipalResponse> {
         let (kind, issuer, subject) = principal_key(kind, issuer, subject)?;
         for _ in 0..3 {
@@ -497,6 +535,15 @@ impl TenantsService for Tenants {
         let r = req.into_inner();
         let kind = pb::PrincipalKind::try_from(r.kind).map_err(|_| Error::invalid("unknown principal kind"))?;
         Ok(Response::new(Tenants::resolve_principal(self, kind, &r.issuer, &r.subject).await?))
+    }
+
+    async fn sync_usage(&self, req: Request<pb::SyncUsageRequest>) -> Result<Response<pb::SyncUsageResponse>, Status> {
+        let ctx = self.ctx(&req)?;
+        if !ctx.actor.starts_with("system:") {
+            return Err(Error::new(ErrorCode::PermissionDenied, "only gateways sync usage").into());
+        }
+        let totals = Tenants::sync_usage(self, &req.into_inner().deltas).await?;
+        Ok(Response::new(pb::SyncUsageResponse { totals }))
     }
 
     async fn create_tenant(&self, req: Request<pb::CreateTenantRequest>) -> Result<Response<pb::CreateTenantResponse>, Status> {

@@ -182,3 +182,19 @@ pub async fn insert_principal(
         .bind(id).bind(kind).bind(issuer).bind(subject).bind(tenant).bind(now))?;
     Ok(())
 }
+
+/// Adds `count` requests to a tenant's usage window and returns the window's total.
+pub async fn add_usage(tx: &mut Tx, tenant: Uuid, kind: &str, start: i64, count: i64) -> Result<i64> {
+    Ok(on_tx!(tx, c => sqlx::query_scalar(
+        "INSERT INTO usage_windows (tenant_id, window_kind, start, count) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (tenant_id, window_kind, start) DO UPDATE SET count = usage_windows.count + excluded.count \
+         RETURNING count")
+        .bind(tenant).bind(kind).bind(start).bind(count).fetch_one(c).await)?)
+}
+
+/// Forgets minute windows before `minute` and day windows before `day`.
+pub async fn prune_usage(tx: &mut Tx, minute: i64, day: i64) -> Result<u64> {
+    Ok(exec!(tx, sqlx::query(
+        "DELETE FROM usage_windows WHERE (window_kind = 'm' AND start < $1) OR (window_kind = 'd' AND start < $2)")
+        .bind(minute).bind(day))?)
+}

@@ -284,3 +284,55 @@ async fn external_principals_map_to_one_tenant_each_even_when_first_seen_concurr
         assert_eq!(client.resolve_principal(tenant_ctx).await.unwrap_err().code(), Code::PermissionDenied);
     }
 }
+
+#[tokio::test]
+async fn usage_windows_sum_every_gateway_and_refuse_strangers() {
+    for backend in backends() {
+        let data = TestData::new(backend).await;
+        let svc = start(&data).await;
+        let client = svc.client.clone();
+        let now = chrono::Utc::now().timestamp();
+        let (minute, day) = (now.div_euclid(60), now.div_euclid(86_400));
+        let (a, b) = (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
+        let delta = |tenant: &str, minute: i64, n: u32| pb::UsageDelta {
+            tenant_id: tenant.into(),
+            minute,
+            minute_count: n,
+            day,
+            day_count: n,
+        };
+        let sync = |deltas: Vec<pb::UsageDelta>| {
+            let r = as_gateway(&svc, pb::SyncUsageRequest { deltas });
+            let mut client = client.clone();
+            async move { client.sync_usage(r).await.map(|r| r.into_inner().totals) }
+        };
+
+        // Two gateways' counts add up; totals come back in the request's order.
+        let first = sync(vec![delta(&a, minute, 20), delta(&b, minute, 1)]).await.unwrap();
+        assert_eq!((first[0].minute_count, first[0].day_count), (20, 20), "{backend:?}");
+        assert_eq!(first[1].tenant_id, b);
+        let second = sync(vec![delta(&b, minute, 0), delta(&a, minute, 7)]).await.unwrap();
+        assert_eq!(second[0].minute_count, 1, "a zero delta only reads");
+        assert_eq!((second[1].minute_count, second[1].day_count), (27, 27));
+
+        // A minute three minutes back is counted, then pruned: it never accumulates.
+        let old = sync(vec![delta(&a, minute - 3, 5)]).await.unwrap();
+        assert_eq!(old[0].minute_count, 5);
+        assert_eq!(old[0].day_count, 32, "the day window goes on");
+        let old = sync(vec![delta(&a, minute - 3, 5)]).await.unwrap();
+        assert_eq!(old[0].minute_count, 5, "pruned in between");
+
+        // Only gateways sync; malformed batches are refused whole and change nothing.
+        let as_a = as_tenant(&svc, &a, pb::SyncUsageRequest { deltas: vec![delta(&a, minute, 1000)] });
+        assert_eq!(client.clone().sync_usage(as_a).await.unwrap_err().code(), Code::PermissionDenied);
+        for bad in [
+            vec![delta(&a, minute, 1), delta("not-a-uuid", minute, 1)],
+            vec![delta(&a, minute, 1), delta(&b, minute + 1_000, 1)],
+            (0..10_001).map(|_| delta(&a, minute, 1)).collect(),
+        ] {
+            assert_eq!(sync(bad).await.unwrap_err().code(), Code::InvalidArgument, "{backend:?}");
+        }
+        let after = sync(vec![delta(&a, minute, 0)]).await.unwrap();
+        assert_eq!(after[0].minute_count, 27, "{backend:?}: a refused batch wrote nothing");
+    }
+}
