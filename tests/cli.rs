@@ -49,11 +49,10 @@ async fn dev_prints_a_key_and_admin_keys_work_against_the_running_server() {
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(r) = http.get(format!("{base}/health")).send().await {
-            if r.status() == 200 {
+        if let Ok(r) = http.get(format!("{base}/health")).send().await
+            && r.status() == 200 {
                 break;
             }
-        }
         assert!(Instant::now() < deadline, "/health answers");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

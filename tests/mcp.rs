@@ -521,7 +521,8 @@ async fn transport_refusals_use_the_error_envelope() {
     let init = initialize("2025-06-18").to_string();
     let both = ("accept", "application/json, text/event-stream");
     let json_body = ("content-type", "application/json");
-    let cases: Vec<(&str, reqwest::Method, Vec<(&str, &str)>, String, u16, &str)> = vec![
+    type Case<'a> = (&'a str, reqwest::Method, Vec<(&'a str, &'a str)>, String, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("no Accept", reqwest::Method::POST, vec![json_body], init.clone(), 406, "not_acceptable"),
         ("a text body", reqwest::Method::POST, vec![both, ("content-type", "text/plain")], init.clone(), 415, "unsupported_media_type"),
         ("malformed JSON", reqwest::Method::POST, vec![both, json_body], "{nope".into(), 400, "invalid_argument"),

@@ -55,11 +55,10 @@ async fn three_roles_in_three_processes_serve_the_api() {
         let base = format!("http://127.0.0.1:{rest}");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(r) = http.get(format!("{base}/ready")).send().await {
-                if r.status() == 200 {
+            if let Ok(r) = http.get(format!("{base}/ready")).send().await
+                && r.status() == 200 {
                     break;
                 }
-            }
             assert!(Instant::now() < deadline, "{backend:?}: the gateway becomes ready once both services serve");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -37,6 +37,13 @@ pub struct ApiError {
     code: ErrorCode,
     message: String,
     challenge: bool,
+    /// Rarely set, so boxed: errors travel in `Result`s on every hot path.
+    more: Option<Box<More>>,
+}
+
+/// What few errors carry.
+#[derive(Debug, Clone, Default)]
+struct More {
     headers: http::HeaderMap,
     /// Extra top-level body fields beside `error` (e.g. x402's `payment_options`).
     extra: serde_json::Map<String, serde_json::Value>,
@@ -52,20 +59,19 @@ impl ApiError {
             code,
             message: message.into(),
             challenge: code == ErrorCode::Unauthenticated,
-            headers: http::HeaderMap::new(),
-            extra: serde_json::Map::new(),
+            more: None,
         }
     }
 
     /// Adds a top-level field to the body beside `error`.
     pub fn with_body_field(mut self, key: &str, value: serde_json::Value) -> Self {
-        self.extra.insert(key.to_owned(), value);
+        self.more.get_or_insert_default().extra.insert(key.to_owned(), value);
         self
     }
 
     /// Adds headers to the response (rate-limit headers, `Retry-After`).
     pub fn with_headers(mut self, headers: http::HeaderMap) -> Self {
-        self.headers.extend(headers);
+        self.more.get_or_insert_default().headers.extend(headers);
         self
     }
 
@@ -102,8 +108,7 @@ impl ApiError {
             code,
             message: message.to_owned(),
             challenge: status == StatusCode::UNAUTHORIZED,
-            headers: http::HeaderMap::new(),
-            extra: serde_json::Map::new(),
+            more: None,
         }
     }
 
@@ -125,8 +130,8 @@ impl ApiError {
     /// The envelope body.
     pub fn to_json(&self) -> serde_json::Value {
         let mut body = serde_json::json!({ "error": { "code": self.code.as_str(), "message": self.message } });
-        if let Some(map) = body.as_object_mut() {
-            map.extend(self.extra.clone());
+        if let (Some(map), Some(more)) = (body.as_object_mut(), &self.more) {
+            map.extend(more.extra.clone());
         }
         body
     }
@@ -142,7 +147,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, crate::json_body(&self.to_json())).into_response();
         let headers = response.headers_mut();
-        headers.extend(self.headers);
+        if let Some(more) = self.more {
+            headers.extend(more.headers);
+        }
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::JSON));
         if self.challenge {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

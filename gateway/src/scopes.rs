@@ -24,11 +24,10 @@ pub fn check(ctx: &Ctx, scope: &str) -> Result<(), Error> {
     if ctx.scopes.is_empty() || ctx.scopes.iter().any(|s| s == scope) {
         return Ok(());
     }
-    if let Some(domain) = scope.strip_suffix(":read") {
-        if ctx.scopes.iter().any(|s| s.strip_suffix(":write") == Some(domain)) {
+    if let Some(domain) = scope.strip_suffix(":read")
+        && ctx.scopes.iter().any(|s| s.strip_suffix(":write") == Some(domain)) {
             return Ok(());
         }
-    }
     Err(Error::new(ErrorCode::InsufficientScope, format!("this credential lacks the {scope} scope")))
 }
 

@@ -277,9 +277,11 @@ mod tests {
     use super::*;
 
     fn x() -> X402 {
-        let mut cfg = X402Config::default();
-        cfg.facilitator_url = "http://127.0.0.1:9".into();
-        cfg.pay_to = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C".into();
+        let cfg = X402Config {
+            facilitator_url: "http://127.0.0.1:9".into(),
+            pay_to: "0x209693Bc6afc0C5328bA36FaF03C514EF312287C".into(),
+            ..X402Config::default()
+        };
         X402::from_config(&cfg, &OutboundConfig::default()).unwrap().unwrap()
     }
 

@@ -23,8 +23,7 @@ pub struct Stack {
 
 /// Config for a fresh stack on `data`.
 pub fn config(data: &TestData) -> Config {
-    let mut cfg = Config::default();
-    cfg.data_dir = data.path();
+    let mut cfg = Config { data_dir: data.path(), ..Config::default() };
     cfg.rest.addr = "127.0.0.1:0".parse().unwrap();
     cfg.mcp.addr = "127.0.0.1:0".parse().unwrap();
     if data.backend == Backend::Postgres {

@@ -48,14 +48,13 @@ impl Contacts {
 
     /// Checks a requested past moment against the tenant's retention window.
     fn check_retention(&self, c: &Caller, t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<()> {
-        if let Some(t) = t {
-            if t < c.ctx.retention_cutoff(now) {
+        if let Some(t) = t
+            && t < c.ctx.retention_cutoff(now) {
                 return Err(Error::new(
                     ErrorCode::Gone,
                     format!("{t} is before this tenant's retention window of {} days", c.ctx.retention_days.max(1)),
                 ));
             }
-        }
         Ok(())
     }
 
@@ -139,11 +138,10 @@ impl ContactsService for Contacts {
         let t = now();
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
         let head = CONTACTS.head(&mut tx, c.tenant, id).await?;
-        if let Some(v) = r.expected_version {
-            if v != head.version {
+        if let Some(v) = r.expected_version
+            && v != head.version {
                 return Err(Error::conflict(format!("contact is at version {}, not {v}", head.version)).into());
             }
-        }
         let doc = ContactDoc::from_value(&head.doc)?.apply(&r)?;
         // A request that changes nothing records nothing.
         if doc.to_value() == head.doc && valid_from.is_none() {

@@ -32,8 +32,8 @@ pub struct Message {
 /// Where events go.
 #[derive(Clone)]
 pub enum Bus {
-    /// NATS JetStream.
-    Nats(async_nats::jetstream::Context),
+    /// NATS JetStream (boxed: the context is large and cloned per publisher).
+    Nats(Box<async_nats::jetstream::Context>),
     /// In-process (embedded mode and tests).
     Memory(broadcast::Sender<Message>),
 }
@@ -65,7 +65,7 @@ impl Bus {
             .map_err(|e| Error::new(ErrorCode::Unavailable, format!("nats connect: {e}")))?;
         let mut js = async_nats::jetstream::new(client);
         js.set_timeout(Duration::from_secs(3));
-        Ok(Bus::Nats(js))
+        Ok(Bus::Nats(Box::new(js)))
     }
 
     /// Makes sure the JetStream stream exists (idempotent).

@@ -499,6 +499,8 @@ pub fn decode_key32(s: &str, what: &str) -> Result<[u8; 32], ConfigError> {
 }
 
 #[cfg(test)]
+// figment's `Jail` closures return its own (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 

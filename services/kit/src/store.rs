@@ -265,14 +265,13 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Record> {
         let head = self.head(tx, tenant, id).await?;
-        if let Some(v) = expected {
-            if v != head.version {
+        if let Some(v) = expected
+            && v != head.version {
                 return Err(Error::conflict(format!(
                     "{} is at version {}, not {v}",
                     self.entity, head.version
                 )));
             }
-        }
         self.update_head(tx, tenant, &head, w, now).await
     }
 
@@ -515,6 +514,7 @@ impl Store {
     }
 
     /// Lists the versions recorded in `[from, to)`, newest first.
+    #[allow(clippy::too_many_arguments)]
     pub async fn history(
         &self,
         tx: &mut Tx,

@@ -62,11 +62,10 @@ impl Tenants {
         drop(tx);
         if row.last_used_at.is_none_or(|u| (t - u).num_seconds() >= TOUCH_EVERY_SECS) {
             // Best effort: a failed touch must not fail the request it authenticates.
-            if let Ok(mut tx) = self.db.begin(Scope::System, true).await {
-                if store::touch(&mut tx, row.id, t).await.is_ok() {
+            if let Ok(mut tx) = self.db.begin(Scope::System, true).await
+                && store::touch(&mut tx, row.id, t).await.is_ok() {
                     let _ = tx.commit().await;
                 }
-            }
         }
         Ok(pb::AuthenticateApiKeyResponse {
             tenant: Some(tenant_pb(&tenant)),
