@@ -27,6 +27,8 @@ use worktruck_proto::tenants::v1::{SyncUsageRequest, UsageDelta};
 const SHARDS: usize = 16;
 /// How often counts are shared.
 pub const SYNC_EVERY: Duration = Duration::from_secs(1);
+/// How long one sync may take.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(3);
 /// The most tenants one sync carries (the tenants service's limit).
 const MAX_DELTAS: usize = 10_000;
 
@@ -213,6 +215,8 @@ impl Limiter {
             return Ok(0);
         }
         let mut request = tonic::Request::new(SyncUsageRequest { deltas: sent.clone() });
+        // A hung tenants service must not hang the loop (or shutdown's last sync).
+        request.set_timeout(SYNC_TIMEOUT);
         signer.attach(&Ctx::system("gateway"), request.metadata_mut());
         let totals = tenants
             .clone()
