@@ -17,6 +17,7 @@ pub mod outbox;
 pub mod pbjson;
 pub mod store;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use error::{Error, ErrorCode, Result};
