@@ -379,10 +379,7 @@ async fn post(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let text = resp.text().await.unwrap();
+    let (status, headers, text) = send(req).await;
     let value = text
         .lines()
         .filter_map(|l| l.strip_prefix("data:"))
@@ -496,6 +493,14 @@ async fn http_level_rules_auth_versions_sessions_and_metadata() {
     }
 }
 
+/// Sends a request; status, headers and body text.
+async fn send(req: reqwest::RequestBuilder) -> (StatusCode, reqwest::header::HeaderMap, String) {
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    (status, headers, resp.text().await.unwrap())
+}
+
 /// A raw request to the MCP endpoint with exactly these headers; status, headers, JSON body.
 async fn raw(
     s: &Stack,
@@ -507,10 +512,7 @@ async fn raw(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let text = resp.text().await.unwrap();
+    let (status, headers, text) = send(req).await;
     let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: not JSON: {text:?}"));
     (status, headers, body)
 }

@@ -4,13 +4,12 @@
 // Each test binary uses its own part of this module.
 #![allow(dead_code)]
 
-use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use worktruck_kit::bus::Bus;
 use worktruck_kit::context::Signer;
 use worktruck_kit::db::Db;
 use worktruck_kit::outbox::Relay;
-use worktruck_kit::testing::{Backend, TestData};
+use worktruck_kit::testing::{Backend, TestData, serve_grpc_on_loopback};
 use worktruck_proto::tenants::v1::tenants_service_server::TenantsServiceServer;
 use worktruck_tenants::{Tenants, migrators};
 
@@ -33,17 +32,12 @@ pub async fn spawn_tenants_on(backend: Backend, signer: &Signer) -> (Channel, Te
         365,
         Relay::new(db, Bus::memory()),
     );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(worktruck_kit::ops::serve_grpc(
-        listener,
+    let channel = serve_grpc_on_loopback(
         tonic::service::Routes::new(TenantsServiceServer::new(svc)),
         &[worktruck_tenants::GRPC_NAME],
         std::future::pending(),
-    ));
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_lazy();
+    )
+    .await;
     (channel, data)
 }
 

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use prost::Message as _;
-use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 use uuid::Uuid;
@@ -14,7 +13,7 @@ use worktruck_kit::bus::Bus;
 use worktruck_kit::context::{Ctx, Signer};
 use worktruck_kit::db::Db;
 use worktruck_kit::outbox::Relay;
-use worktruck_kit::testing::{TestData, backends, nats_url};
+use worktruck_kit::testing::{TestData, backends, nats_url, serve_grpc_on_loopback};
 use worktruck_proto::common::v1::{Event, HistoryRequest};
 use worktruck_proto::contacts::v1 as pb;
 use worktruck_proto::contacts::v1::contacts_service_client::ContactsServiceClient;
@@ -35,18 +34,15 @@ async fn start(data: &TestData, bus: Bus) -> Svc {
     let signer = Signer::from_seed([9; 32]);
     let relay = Relay::new(db.clone(), bus);
     let svc = Contacts::new(db.clone(), signer.verifier(), relay.clone());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(worktruck_kit::ops::serve_grpc(
-        listener,
+    let channel = serve_grpc_on_loopback(
         tonic::service::Routes::new(ContactsServiceServer::new(svc)),
         &[worktruck_contacts::GRPC_NAME],
         async move {
             let _ = rx.await;
         },
-    ));
-    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+    )
+    .await;
     Svc { client: ContactsServiceClient::new(channel.clone()), channel, signer, relay, stop, db }
 }
 

@@ -1,14 +1,13 @@
 //! The tenants service over real gRPC on SQLite and PostgreSQL: tenants, API keys, rotation,
 //! revocation, expiry and authentication.
 
-use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 use worktruck_kit::bus::Bus;
 use worktruck_kit::context::{Ctx, Signer};
 use worktruck_kit::db::Db;
 use worktruck_kit::outbox::Relay;
-use worktruck_kit::testing::{TestData, backends};
+use worktruck_kit::testing::{TestData, backends, serve_grpc_on_loopback};
 use worktruck_proto::tenants::v1 as pb;
 use worktruck_proto::tenants::v1::tenants_service_client::TenantsServiceClient;
 use worktruck_proto::tenants::v1::tenants_service_server::TenantsServiceServer;
@@ -27,15 +26,12 @@ async fn start(data: &TestData) -> Svc {
     let db = Db::connect_and_migrate(&data.db_options("tenants"), pg, sqlite).await.unwrap();
     let signer = Signer::from_seed([9; 32]);
     let svc = Tenants::new(db.clone(), signer.verifier(), PEPPER, 365, Relay::new(db.clone(), Bus::memory()));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(worktruck_kit::ops::serve_grpc(
-        listener,
+    let channel = serve_grpc_on_loopback(
         tonic::service::Routes::new(TenantsServiceServer::new(svc)),
         &[worktruck_tenants::GRPC_NAME],
         std::future::pending(),
-    ));
-    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+    )
+    .await;
     Svc { client: TenantsServiceClient::new(channel), signer, db }
 }
 

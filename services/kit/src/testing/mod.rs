@@ -157,6 +157,21 @@ pub fn with_database(url: &str, name: &str) -> String {
     }
 }
 
+/// Serves `routes` with [`crate::ops::serve_grpc`] on a free loopback port until `stop`
+/// resolves, and returns a lazy channel to it.
+pub async fn serve_grpc_on_loopback(
+    routes: tonic::service::Routes,
+    service_names: &'static [&'static str],
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tonic::transport::Channel {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(crate::ops::serve_grpc(listener, routes, service_names, stop));
+    tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("a loopback URL")
+        .connect_lazy()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
