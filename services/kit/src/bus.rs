@@ -1,6 +1,7 @@
 //! The event bus: NATS JetStream in production, an in-process broadcast when embedded. Both carry
 //! the same messages: a subject `worktruck.<domain>.<entity>.<action>.v1`, a protobuf
-//! `worktruck.common.v1.Event` payload, and the event id / tenant in headers.
+//! `worktruck.common.v1.Event` payload, and the event id, tenant and trace context (W3C
+//! `traceparent`) in headers.
 
 use std::time::Duration;
 
@@ -27,7 +28,12 @@ pub struct Message {
     pub subject: String,
     /// Encoded `worktruck.common.v1.Event`.
     pub payload: Bytes,
+    /// The writing request's trace context (`traceparent`, `tracestate`); empty when untraced.
+    pub trace: Vec<(String, String)>,
 }
+
+/// The trace headers a message may carry (anything else from the outbox is dropped).
+const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 
 /// Where events go.
 #[derive(Clone)]
@@ -96,6 +102,11 @@ impl Bus {
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert("Nats-Msg-Id", m.event_id.to_string().as_str());
                 headers.insert("Worktruck-Tenant", m.tenant_id.to_string().as_str());
+                for (k, v) in &m.trace {
+                    if TRACE_HEADERS.contains(&k.as_str()) && v.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+                        headers.insert(k.as_str(), v.as_str());
+                    }
+                }
                 let unavailable = |e: String| Error::new(ErrorCode::Unavailable, e);
                 js.publish_with_headers(m.subject.clone(), headers, m.payload.clone())
                     .await

@@ -18,11 +18,11 @@ use crate::db::{Db, Scope, Tx};
 use crate::error::Result;
 use crate::{exec, on_tx};
 
-const INSERT: &str = "INSERT INTO outbox (event_id, tenant_id, subject, payload, created_at) \
-     VALUES ($1, $2, $3, $4, $5)";
-const CLAIM_PG: &str = "SELECT id, event_id, tenant_id, subject, payload FROM outbox \
+const INSERT: &str = "INSERT INTO outbox (event_id, tenant_id, subject, payload, created_at, trace_context) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
+const CLAIM_PG: &str = "SELECT id, event_id, tenant_id, subject, payload, trace_context FROM outbox \
      WHERE sent_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED";
-const PENDING_SQLITE: &str = "SELECT id, event_id, tenant_id, subject, payload FROM outbox \
+const PENDING_SQLITE: &str = "SELECT id, event_id, tenant_id, subject, payload, trace_context FROM outbox \
      WHERE sent_at IS NULL ORDER BY id LIMIT $1";
 const MARK_SENT: &str = "UPDATE outbox SET sent_at = $2 WHERE id = $1";
 const COUNT_PENDING: &str = "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL";
@@ -34,9 +34,11 @@ struct Row {
     tenant_id: Uuid,
     subject: String,
     payload: Vec<u8>,
+    trace_context: Option<String>,
 }
 
-/// Writes an event into the outbox inside the caller's transaction.
+/// Writes an event into the outbox inside the caller's transaction, with the current trace
+/// context, so the event continues the trace of the request that caused it.
 #[allow(clippy::too_many_arguments)]
 pub async fn enqueue(
     tx: &mut Tx,
@@ -59,8 +61,11 @@ pub async fn enqueue(
         actor: actor.to_owned(),
         data: Some(data),
     };
+    let trace = crate::telemetry::trace_fields();
+    let trace = (!trace.is_empty())
+        .then(|| serde_json::Value::Object(trace.into_iter().map(|(k, v)| (k, v.into())).collect()).to_string());
     exec!(tx, sqlx::query(INSERT)
-        .bind(event_id).bind(tenant).bind(subject).bind(event.encode_to_vec()).bind(now))?;
+        .bind(event_id).bind(tenant).bind(subject).bind(event.encode_to_vec()).bind(now).bind(trace))?;
     Ok(event_id)
 }
 
@@ -172,5 +177,11 @@ fn message(r: &Row) -> Message {
         tenant_id: r.tenant_id,
         subject: r.subject.clone(),
         payload: Bytes::from(r.payload.clone()),
+        trace: r
+            .trace_context
+            .as_deref()
+            .and_then(|t| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(t).ok())
+            .map(|m| m.into_iter().filter_map(|(k, v)| Some((k, v.as_str()?.to_owned()))).collect())
+            .unwrap_or_default(),
     }
 }

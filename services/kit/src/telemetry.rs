@@ -29,6 +29,19 @@ pub fn inject(md: &mut tonic::metadata::MetadataMap) {
     opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut Inject(md)));
 }
 
+/// The current span's trace context as propagation fields (`traceparent`, and `tracestate` when
+/// set), for carriers other than gRPC metadata: the outbox row, then the event's bus headers.
+/// Empty when tracing export is off or no span is active.
+pub fn trace_fields() -> Vec<(String, String)> {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let mut fields = std::collections::HashMap::<String, String>::new();
+    let cx = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut fields));
+    let mut fields: Vec<_> = fields.into_iter().collect();
+    fields.sort();
+    fields
+}
+
 /// The span a gRPC server opens for each request, continuing the caller's trace when the
 /// request carries a `traceparent`.
 pub fn grpc_span(req: &http::Request<()>) -> tracing::Span {
