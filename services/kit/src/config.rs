@@ -191,7 +191,8 @@ pub struct DatabaseConfig {
     pub url: String,
     /// Pool size per service.
     pub max_connections: u32,
-    /// The unprivileged role runtime connections switch to so row-level security applies.
+    /// The prefix of the unprivileged roles runtime connections switch to so row-level security
+    /// applies: `<app_role>_<service>`, each granted its own service's schema only.
     pub app_role: String,
 }
 

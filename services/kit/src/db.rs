@@ -99,8 +99,16 @@ pub struct DbOptions {
     pub service: String,
     /// Pool size.
     pub max_connections: u32,
-    /// PostgreSQL role runtime connections switch to, so RLS applies; empty to stay the owner.
+    /// The prefix of the PostgreSQL roles runtime connections switch to, so RLS applies: each
+    /// service gets `<app_role>_<service>`, granted its own schema only. Empty to stay the owner.
     pub app_role: String,
+}
+
+impl DbOptions {
+    /// The role this service's runtime connections `SET ROLE` to, if any.
+    pub fn runtime_role(&self) -> Option<String> {
+        (!self.app_role.is_empty()).then(|| format!("{}_{}", self.app_role, self.service))
+    }
 }
 
 impl Tx {
@@ -142,8 +150,8 @@ impl Db {
                 let mut po = PgPoolOptions::new()
                     .max_connections(opts.max_connections.max(1))
                     .acquire_timeout(Duration::from_secs(10));
-                if runtime && !opts.app_role.is_empty() {
-                    let stmt = format!("SET ROLE {}", quote_ident(&opts.app_role));
+                if let Some(role) = opts.runtime_role().filter(|_| runtime) {
+                    let stmt = format!("SET ROLE {}", quote_ident(&role));
                     po = po.after_connect(move |conn, _| {
                         let stmt = stmt.clone();
                         Box::pin(async move {
@@ -192,8 +200,8 @@ impl Db {
                 kit.run(pool).await.map_err(mig)?;
                 pg.create_schema(schema.clone());
                 pg.run(pool).await.map_err(mig)?;
-                if !opts.app_role.is_empty() {
-                    grant_app_role(pool, &schema, &opts.app_role).await?;
+                if let Some(role) = opts.runtime_role() {
+                    grant_app_role(pool, &schema, &role).await?;
                 }
             }
             Db::Sqlite(SqliteDb { write: pool, .. }) => {
@@ -271,7 +279,8 @@ async fn sqlite_pool(path: &Path, max: u32) -> Result<SqlitePool> {
     Ok(SqlitePoolOptions::new().max_connections(max.max(1)).connect_with(co).await?)
 }
 
-/// Creates the application role if needed and grants it DML on the service's schema. Serialised
+/// Creates the service's application role if needed and grants it DML on the service's schema
+/// (and nothing else, so one service's connections cannot read another's tables). Serialised
 /// by an advisory lock because role DDL is cluster-wide and races between services.
 async fn grant_app_role(pool: &PgPool, schema: &str, role: &str) -> Result<()> {
     let role_q = quote_ident(role);

@@ -245,3 +245,30 @@ async fn postgres_row_level_security_is_a_second_wall() {
     let err = THINGS.create(&mut tx, a, Uuid::now_v7(), w(json!({"name": "x"})), now()).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::Internal);
 }
+
+#[tokio::test]
+async fn postgres_services_cannot_read_each_others_schemas() {
+    if !backends().contains(&Backend::Postgres) {
+        return;
+    }
+    let data = TestData::new(Backend::Postgres).await;
+    let mine = db(&data).await;
+    let theirs = Db::connect_and_migrate(
+        &data.db_options("kit_other"),
+        Migrator::with_migrations(vec![]),
+        Migrator::with_migrations(vec![]),
+    )
+    .await
+    .unwrap();
+    let tenant = Uuid::now_v7();
+    create(&theirs, tenant, json!({"name": "theirs"})).await;
+    // The runtime role of one service has no grant on another service's schema, whatever the
+    // tenant context.
+    for scope in [Scope::Tenant(tenant), Scope::System] {
+        let mut tx = mine.begin(scope, false).await.unwrap();
+        let read: Result<i64, sqlx::Error> =
+            on_tx!(&mut tx, c => sqlx::query_scalar("SELECT COUNT(*) FROM kit_other.entity_heads").fetch_one(c).await);
+        let e = read.expect_err("a cross-schema read succeeded");
+        assert!(e.to_string().contains("permission denied"), "{e}");
+    }
+}
