@@ -285,7 +285,7 @@ async fn start_gateway(
     let app = ops::router(checks).merge(gw);
     let stop = stopped(shutdown);
     tasks.servers.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+        if let Err(e) = axum::serve(ops::nodelay(listener), app).with_graceful_shutdown(stop).await {
             tracing::error!(error = %e, "rest gateway failed");
         }
     }));
@@ -316,7 +316,7 @@ fn start_mcp_gateway(
     let app = worktruck_mcp_gateway::router(registry, upstreams, signer, gate, mcp_cfg)?;
     let stop = stopped(shutdown);
     tasks.servers.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+        if let Err(e) = axum::serve(ops::nodelay(listener), app).with_graceful_shutdown(stop).await {
             tracing::error!(error = %e, "mcp gateway failed");
         }
     }));
@@ -404,7 +404,7 @@ pub async fn start_role(cfg: Config, role: Role) -> anyhow::Result<Running> {
             let app = ops::router(vec![ops::db_check("database", db.clone()), ops::bus_check(bus.clone())]);
             let stop = stopped(&rx);
             tasks.servers.push(tokio::spawn(async move {
-                let _ = axum::serve(admin, app).with_graceful_shutdown(stop).await;
+                let _ = axum::serve(ops::nodelay(admin), app).with_graceful_shutdown(stop).await;
             }));
             Ok(Running { rest_addr: None, mcp_addr: None, grpc_addr: Some(grpc_addr), first_key: None, first_tenant: None, shutdown: tx, servers: tasks.servers, tasks: tasks.background, dbs: vec![db] })
         }
@@ -439,7 +439,7 @@ pub async fn start_role(cfg: Config, role: Role) -> anyhow::Result<Running> {
             let app = ops::router(checks);
             let stop = stopped(&rx);
             tasks.servers.push(tokio::spawn(async move {
-                let _ = axum::serve(admin, app).with_graceful_shutdown(stop).await;
+                let _ = axum::serve(ops::nodelay(admin), app).with_graceful_shutdown(stop).await;
             }));
             Ok(Running { rest_addr: None, mcp_addr: Some(mcp_addr), grpc_addr: None, first_key: None, first_tenant: None, shutdown: tx, servers: tasks.servers, tasks: tasks.background, dbs: vec![] })
         }

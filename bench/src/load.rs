@@ -16,7 +16,12 @@ pub struct Target {
     base: Url,
     key: String,
     client: Client,
+    /// The MCP endpoint (`…/mcp/v1`), when the MCP phase should run.
+    mcp: Option<Url>,
 }
+
+/// The MCP protocol revision the harness speaks.
+const MCP_VERSION: &str = "2025-06-18";
 
 impl Target {
     /// A target at `base` (e.g. `http://127.0.0.1:8080`) authenticated by API key `key`.
@@ -38,7 +43,96 @@ impl Target {
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .build()?;
-        Ok(Target { base, key, client })
+        Ok(Target { base, key, client, mcp: None })
+    }
+
+    /// Also load the MCP endpoint at `url` (e.g. `http://127.0.0.1:8081/mcp/v1`).
+    pub fn with_mcp(mut self, url: Url) -> Target {
+        self.mcp = Some(url);
+        self
+    }
+
+    /// The MCP endpoint, if any.
+    pub fn mcp(&self) -> Option<&Url> {
+        self.mcp.as_ref()
+    }
+
+    /// One JSON-RPC POST to the MCP endpoint; the session id the server named (if any) and the
+    /// JSON-RPC answer (from a JSON body or the last `data:` line of an SSE body; `None` for a
+    /// notification's 202).
+    async fn mcp_post(
+        &self,
+        session: Option<&str>,
+        body: serde_json::Value,
+    ) -> Result<(Option<String>, Option<serde_json::Value>), Failure> {
+        let url = self.mcp.clone().ok_or(Failure::Transport)?;
+        let mut req = self
+            .client
+            .post(url)
+            .bearer_auth(&self.key)
+            .header("accept", "application/json, text/event-stream")
+            .json(&body);
+        if let Some(id) = session {
+            req = req.header("mcp-session-id", id).header("mcp-protocol-version", MCP_VERSION);
+        }
+        let resp = req.send().await.map_err(|e| classify(&e))?;
+        let status = resp.status();
+        let session = resp
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = resp.bytes().await.map_err(|e| classify(&e))?;
+        check(status)?;
+        if status == StatusCode::ACCEPTED {
+            return Ok((session, None));
+        }
+        let text = std::str::from_utf8(&bytes).map_err(|_| Failure::BadBody)?;
+        let json = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(str::trim)
+            .rfind(|l| !l.is_empty())
+            .unwrap_or(text);
+        let value = serde_json::from_str(json).map_err(|_| Failure::BadBody)?;
+        Ok((session, Some(value)))
+    }
+
+    /// Opens an MCP session: `initialize`, then `notifications/initialized`.
+    pub async fn mcp_session(&self) -> Result<String, Failure> {
+        let init = serde_json::json!({
+            "jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {
+                "protocolVersion": MCP_VERSION,
+                "capabilities": {},
+                "clientInfo": {"name": "worktruck-loadgen", "version": env!("CARGO_PKG_VERSION")}
+            }
+        });
+        let (session, answer) = self.mcp_post(None, init).await?;
+        let session = session.ok_or(Failure::BadBody)?;
+        if answer.as_ref().and_then(|a| a.get("result")).is_none() {
+            return Err(Failure::BadBody);
+        }
+        let ready = serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        self.mcp_post(Some(&session), ready).await?;
+        Ok(session)
+    }
+
+    /// `tools/call contacts_get` in `session`.
+    async fn mcp_get_contact(&self, session: &str, id: &str, n: u64) -> Result<(), Failure> {
+        let call = serde_json::json!({
+            "jsonrpc": "2.0", "id": n + 1, "method": "tools/call",
+            "params": {"name": "contacts_get", "arguments": {"id": id}}
+        });
+        let (_, answer) = self.mcp_post(Some(session), call).await?;
+        let result = answer.as_ref().and_then(|a| a.get("result")).ok_or(Failure::BadBody)?;
+        if result.get("isError").and_then(serde_json::Value::as_bool) == Some(true) {
+            return Err(Failure::ToolError);
+        }
+        if result.get("structuredContent").and_then(|c| c.get("id")).is_none() {
+            return Err(Failure::BadBody);
+        }
+        Ok(())
     }
 
     /// The base URL.
@@ -148,6 +242,35 @@ pub async fn get_phase(target: &Target, plan: Plan, ids: Vec<String>) -> Option<
     })
     .await;
     Some(samples.summarize("get", elapsed))
+}
+
+/// Reads the contacts in `ids` through the MCP tool `contacts_get`, over one session per worker
+/// (opened before the clock starts); `None` when there is no MCP endpoint or nothing to read.
+pub async fn mcp_get_phase(target: &Target, plan: Plan, ids: Vec<String>) -> anyhow::Result<Option<Summary>> {
+    if ids.is_empty() || target.mcp.is_none() {
+        return Ok(None);
+    }
+    let mut sessions = Vec::new();
+    for _ in 0..plan.concurrency.max(1) {
+        let session = target
+            .mcp_session()
+            .await
+            .map_err(|f| anyhow::anyhow!("cannot open an MCP session: {}", f.key()))?;
+        sessions.push(session);
+    }
+    let (ids, sessions) = (Arc::new(ids), Arc::new(sessions));
+    let t = target.clone();
+    let (samples, _, elapsed) = run(plan, move |n| {
+        let t = t.clone();
+        let (ids, sessions) = (Arc::clone(&ids), Arc::clone(&sessions));
+        async move {
+            let id = &ids[(n % ids.len() as u64) as usize];
+            let session = &sessions[(n % sessions.len() as u64) as usize];
+            t.mcp_get_contact(session, id, n).await.map(|()| None)
+        }
+    })
+    .await;
+    Ok(Some(samples.summarize("mcp_get", elapsed)))
 }
 
 /// Runs `op(n)` for n in 0..plan.requests across `plan.concurrency` workers until the budget

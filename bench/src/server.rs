@@ -29,6 +29,7 @@ pub struct DevOptions {
 pub struct DevServer {
     child: Child,
     base: Url,
+    mcp: Url,
     data_dir: PathBuf,
     log_path: PathBuf,
     opts: DevOptions,
@@ -76,9 +77,11 @@ impl DevServer {
             .spawn()
             .with_context(|| format!("starting {}", opts.binary.display()))?;
         let base = Url::parse(&format!("http://{rest}/"))?;
+        let mcp = Url::parse(&format!("http://{mcp}/mcp/v1"))?;
         Ok(DevServer {
             child,
             base,
+            mcp,
             data_dir,
             log_path,
             opts: opts.clone(),
@@ -89,6 +92,11 @@ impl DevServer {
     /// The REST base URL (`http://127.0.0.1:PORT/`).
     pub fn base(&self) -> &Url {
         &self.base
+    }
+
+    /// The MCP endpoint (`http://127.0.0.1:PORT/mcp/v1`).
+    pub fn mcp_url(&self) -> &Url {
+        &self.mcp
     }
 
     /// Polls `GET /health` until it answers 200, the process exits, or `timeout` passes.

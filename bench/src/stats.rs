@@ -17,6 +17,8 @@ pub enum Failure {
     Transport,
     /// A 2xx answer whose body was not what the phase needs (e.g. no `id`).
     BadBody,
+    /// An MCP tool call answered with `isError: true`.
+    ToolError,
 }
 
 impl Failure {
@@ -27,6 +29,7 @@ impl Failure {
             Failure::Timeout => "timeout".to_owned(),
             Failure::Transport => "transport".to_owned(),
             Failure::BadBody => "bad_body".to_owned(),
+            Failure::ToolError => "tool_error".to_owned(),
         }
     }
 }

@@ -1,6 +1,7 @@
-//! `loadgen`: REST load against Worktruck. By default it starts `worktruck dev` on a fresh
-//! data directory (and, for Postgres, a fresh database), makes a tenant, runs a `create` and a
-//! `get` phase over loopback, prints a summary per phase, and tears everything down.
+//! `loadgen`: load against Worktruck. By default it starts `worktruck dev` on a fresh data
+//! directory (and, for Postgres, a fresh database), makes a tenant, runs a `create` and a `get`
+//! phase over REST and an `mcp_get` phase (the `contacts_get` tool over Streamable HTTP) over
+//! loopback, prints a summary per phase, and tears everything down.
 //!
 //! Exit status: 0 when every request succeeded, 2 when the run finished but some requests
 //! failed (they are in the report), 1 when the harness itself could not run.
@@ -19,7 +20,8 @@ use worktruck_bench::report::{self, RunInfo};
 use worktruck_bench::server::{DevOptions, DevServer};
 use worktruck_bench::stats::Summary;
 
-/// REST load harness: contact create and get, with throughput and p50/p90/p99/max latency.
+/// Load harness: contact create and get over REST, get over MCP, with throughput and
+/// p50/p90/p99/max latency.
 #[derive(Parser, Debug)]
 #[command(name = "loadgen", version, about)]
 struct Args {
@@ -63,6 +65,10 @@ struct Args {
     /// API key for --url mode.
     #[arg(long, requires = "url")]
     key: Option<String>,
+    /// The MCP endpoint in --url mode (e.g. http://127.0.0.1:8081/mcp/v1); without it the
+    /// mcp_get phase is skipped there.
+    #[arg(long, requires = "url")]
+    mcp_url: Option<Url>,
     /// Also print one JSON line per phase on stdout (the table then goes to stderr).
     #[arg(long)]
     json: bool,
@@ -103,7 +109,11 @@ async fn main() -> ExitCode {
 async fn run(args: &Args) -> anyhow::Result<Vec<Summary>> {
     if let (Some(url), Some(key)) = (&args.url, &args.key) {
         require_loopback(url)?;
-        let target = target(args, url.clone(), key.clone())?;
+        let mut target = target(args, url.clone(), key.clone())?;
+        if let Some(mcp) = &args.mcp_url {
+            require_loopback(mcp)?;
+            target = target.with_mcp(mcp.clone());
+        }
         return tokio::select! {
             r = phases(args, &target, None) => r,
             () = worktruck_kit::ops::shutdown_signal() => bail!("interrupted"),
@@ -150,7 +160,7 @@ async fn with_server(args: &Args, database_url: Option<String>) -> anyhow::Resul
         let took = server.wait_healthy(Duration::from_secs(60)).await?;
         eprintln!("loadgen: healthy after {} ms", took.as_millis());
         let key = server.create_tenant(&args.plan).await?;
-        let target = target(args, server.base().clone(), key)?;
+        let target = target(args, server.base().clone(), key)?.with_mcp(server.mcp_url().clone());
         phases(args, &target, Some(&mut server)).await
     }
     .await;
@@ -195,15 +205,25 @@ async fn phases(
         s.ensure_running().await?;
     }
     let mut out = vec![create];
-    match load::get_phase(target, plan, ids).await {
+    match load::get_phase(target, plan, ids.clone()).await {
         Some(get) => {
             eprintln!("loadgen: get done: {} ok, {} errors", get.ok, get.errors);
-            if let Some(s) = server {
+            if let Some(s) = server.as_deref_mut() {
                 s.ensure_running().await?;
             }
             out.push(get);
         }
         None => eprintln!("loadgen: no contact was created, so the get phase did not run"),
+    }
+    if let Some(mcp) = target.mcp() {
+        eprintln!("loadgen: mcp_get phase against {mcp}");
+        if let Some(get) = load::mcp_get_phase(target, plan, ids).await? {
+            eprintln!("loadgen: mcp_get done: {} ok, {} errors", get.ok, get.errors);
+            if let Some(s) = server {
+                s.ensure_running().await?;
+            }
+            out.push(get);
+        }
     }
     Ok(out)
 }

@@ -11,7 +11,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::db::Db;
 use crate::telemetry::metrics_handle;
@@ -126,9 +125,26 @@ pub async fn serve_grpc(
     tonic::transport::Server::builder()
         .trace_fn(crate::telemetry::grpc_span)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await?;
     Ok(())
+}
+
+/// `listener` with `TCP_NODELAY` on every accepted connection. An answer written in several
+/// pieces (an SSE stream's events, HTTP/2 frames) must not wait for the peer's delayed ACK:
+/// with Nagle's algorithm on, each MCP tool call took about 40 ms more.
+pub fn nodelay(
+    listener: TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    })
 }
 
 /// Resolves on Ctrl-C or, on Unix, SIGTERM (what Kubernetes sends).
@@ -150,5 +166,21 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay() {
+        use axum::serve::Listener as _;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut listener = nodelay(listener);
+        let client = tokio::net::TcpStream::connect(addr);
+        let ((server_side, _), _client) = tokio::join!(listener.accept(), client);
+        assert!(server_side.nodelay().unwrap());
     }
 }
