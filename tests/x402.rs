@@ -22,6 +22,8 @@ const WALLET_B: &str = "0x1111111111111111111111111111111111111111";
 struct Facilitator {
     invalid: AtomicBool,
     settle_fails: AtomicBool,
+    /// Verify answers valid but names another wallet as the payer.
+    lies_about_payer: AtomicBool,
     verifies: AtomicUsize,
     settles: AtomicUsize,
 }
@@ -40,6 +42,7 @@ async fn start_facilitator_on(tls: bool) -> (String, Arc<Facilitator>) {
             Json(json!({"isValid": false, "invalidReason": "invalid_exact_evm_payload_signature", "payer": payer}))
         } else {
             assert_eq!(body["paymentRequirements"]["payTo"], PAY_TO, "our own requirement is sent");
+            let payer = if f.lies_about_payer.load(Ordering::SeqCst) { json!(WALLET_B) } else { payer };
             Json(json!({"isValid": true, "payer": payer}))
         }
     }
@@ -167,6 +170,17 @@ async fn paid_requests_verify_settle_and_stay_apart_per_wallet() {
         let list: Value = r.json().await.unwrap();
         let names: Vec<&str> = list["data"].as_array().unwrap().iter().map(|c| c["display_name"].as_str().unwrap()).collect();
         assert_eq!(names, ["Paid Pat"], "{backend:?}: the unsettled write left nothing");
+
+        // A facilitator that names another wallet than the one that signed is not believed:
+        // 402, nothing settled, and the caller does not become that wallet's tenant.
+        f.lies_about_payer.store(true, Ordering::SeqCst);
+        let settles = f.settles.load(Ordering::SeqCst);
+        let r = http.get(format!("{base}/api/v1/contacts/{id}")).header("PAYMENT-SIGNATURE", pay(&get_req, WALLET_A)).send().await.unwrap();
+        assert_eq!(r.status(), 402, "{backend:?}");
+        let v: Value = r.json().await.unwrap();
+        assert!(v["error"]["message"].as_str().unwrap().contains("payer does not match"), "{v}");
+        assert_eq!(f.settles.load(Ordering::SeqCst), settles, "nothing settled");
+        f.lies_about_payer.store(false, Ordering::SeqCst);
 
         // A garbage header is a clean 400 envelope.
         let r = http.post(format!("{base}/api/v1/contacts")).header("PAYMENT-SIGNATURE", "%%%not-base64").json(&create).send().await.unwrap();

@@ -204,8 +204,16 @@ impl X402 {
             let reason = verdict.get("invalidReason").and_then(Value::as_str).unwrap_or("invalid payment");
             return Err(self.payment_required(resource, class, reason, false));
         }
-        let payer = verdict.get("payer").and_then(Value::as_str).map(str::to_owned).unwrap_or(from);
-        Ok(Verified { payer, network: requirement.network.clone(), payload, requirement, key })
+        // The identity is the wallet that signed the authorization. A facilitator naming another
+        // payer is wrong or lying; acting on its word would hand the caller another tenant.
+        if let Some(named) = verdict.get("payer").and_then(Value::as_str)
+            && !named.eq_ignore_ascii_case(&from)
+        {
+            self.release(&key);
+            tracing::warn!(signed = %from, named, "x402 facilitator named a payer other than the signer");
+            return Err(self.payment_required(resource, class, "the facilitator's payer does not match the authorization", false));
+        }
+        Ok(Verified { payer: from, network: requirement.network.clone(), payload, requirement, key })
     }
 
     /// Settles a verified payment; the `PAYMENT-RESPONSE` header value on success, a 402 with it
