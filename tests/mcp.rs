@@ -518,6 +518,39 @@ async fn raw(
 }
 
 #[tokio::test]
+async fn one_caller_holds_a_bounded_number_of_sessions() {
+    let s = Stack::start(backends()[0]).await;
+    let mut sessions = Vec::new();
+    for _ in 0..64 {
+        let (st, h, v) = post(&s, Some(&s.key), &[], initialize("2025-06-18")).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        sessions.push(h["mcp-session-id"].to_str().unwrap().to_owned());
+    }
+    let (st, h, v) = post(&s, Some(&s.key), &[], initialize("2025-06-18")).await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert_eq!(common::error_code(&v), "rate_limited");
+    assert!(h.contains_key("retry-after"));
+    // Another caller is not affected.
+    let other = s.new_tenant("other").await;
+    let (st, _, v) = post(&s, Some(&other), &[], initialize("2025-06-18")).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    // Ending a session makes room for a new one.
+    let end = s
+        .http
+        .delete(endpoint(&s))
+        .bearer_auth(&s.key)
+        .header("mcp-session-id", &sessions[0])
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .unwrap();
+    assert!(end.status().is_success(), "{}", end.status());
+    let (st, _, v) = post(&s, Some(&s.key), &[], initialize("2025-06-18")).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn transport_refusals_use_the_error_envelope() {
     let s = Stack::start(backends()[0]).await;
     let init = initialize("2025-06-18").to_string();

@@ -20,6 +20,8 @@ pub struct Target {
     mcp: Option<Url>,
 }
 
+/// Sessions the MCP phase opens at most (the server allows 64 per caller).
+pub const MAX_MCP_SESSIONS: usize = 32;
 /// The MCP protocol revision the harness speaks.
 const MCP_VERSION: &str = "2025-06-18";
 
@@ -245,13 +247,14 @@ pub async fn get_phase(target: &Target, plan: Plan, ids: Vec<String>) -> Option<
 }
 
 /// Reads the contacts in `ids` through the MCP tool `contacts_get`, over one session per worker
-/// (opened before the clock starts); `None` when there is no MCP endpoint or nothing to read.
+/// (opened before the clock starts; at most [`MAX_MCP_SESSIONS`], shared beyond that); `None`
+/// when there is no MCP endpoint or nothing to read.
 pub async fn mcp_get_phase(target: &Target, plan: Plan, ids: Vec<String>) -> anyhow::Result<Option<Summary>> {
     if ids.is_empty() || target.mcp.is_none() {
         return Ok(None);
     }
     let mut sessions = Vec::new();
-    for _ in 0..plan.concurrency.max(1) {
+    for _ in 0..plan.concurrency.clamp(1, MAX_MCP_SESSIONS) {
         let session = target
             .mcp_session()
             .await

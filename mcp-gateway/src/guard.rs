@@ -28,6 +28,8 @@ const SESSION_ID: &str = "mcp-session-id";
 const PROTOCOL_VERSION: &str = "mcp-protocol-version";
 /// How many session bindings accumulate before ended sessions are swept.
 const SWEEP_AT: usize = 1024;
+/// Open sessions one caller may hold at once (each is a task and buffers in this process).
+pub const MAX_SESSIONS_PER_CALLER: usize = 64;
 
 /// Who opened a session: the tenant and the credential (`key:<id>`, `jwt:<sub>`, …).
 type Owner = (Option<Uuid>, String);
@@ -66,9 +68,27 @@ impl Guard {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Sessions bound to `owner` (ended ones included until swept).
+    fn sessions_of(&self, owner: &Owner) -> Vec<String> {
+        self.owners().iter().filter(|(_, o)| *o == owner).map(|(id, _)| id.clone()).collect()
+    }
+
+    /// Whether `owner` may open one more session; ended sessions are swept before saying no.
+    async fn may_open(&self, owner: &Owner) -> bool {
+        if self.sessions_of(owner).len() < MAX_SESSIONS_PER_CALLER {
+            return true;
+        }
+        self.forget_ended(self.sessions_of(owner)).await;
+        self.sessions_of(owner).len() < MAX_SESSIONS_PER_CALLER
+    }
+
     /// Forgets bindings of sessions rmcp has ended (idle timeout, DELETE, shutdown).
     async fn sweep(&self) {
         let ids: Vec<String> = self.owners().keys().cloned().collect();
+        self.forget_ended(ids).await;
+    }
+
+    async fn forget_ended(&self, ids: Vec<String>) {
         for id in ids {
             if !self
                 .sessions
@@ -158,6 +178,19 @@ pub(crate) async fn guard(
         }
     }
     let is_delete = parts.method == http::Method::DELETE;
+    // A POST without a session opens one (rmcp refuses anything but `initialize` there).
+    if session.is_none() && parts.method == http::Method::POST && !guard.may_open(&owner).await {
+        let mut response = ApiError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "too many open MCP sessions (at most {MAX_SESSIONS_PER_CALLER}); end one with DELETE or let it expire"
+            ),
+        )
+        .into_response();
+        quota.write_headers(response.headers_mut());
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(60));
+        return response;
+    }
     let body = if parts.method == http::Method::POST && is_json(&parts.headers) {
         match read_json(body, guard.body_limit).await {
             Ok(body) => body,
