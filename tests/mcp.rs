@@ -439,8 +439,9 @@ async fn http_level_rules_auth_versions_sessions_and_metadata() {
                 ("mcp-session-id", session.as_str()),
                 ("mcp-protocol-version", bad),
             ];
-            let (st, _, body) = post(&s, Some(&s.key), &h, list.clone()).await;
+            let (st, h, body) = post(&s, Some(&s.key), &h, list.clone()).await;
             assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {body}");
+            assert!(h.contains_key("x-ratelimit-remaining"), "{bad}: refusals carry the limit headers");
         }
 
         // No credentials: 401 pointing at the metadata, with the error envelope.

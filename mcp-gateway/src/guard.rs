@@ -140,6 +140,11 @@ pub(crate) async fn guard(
 
     let quota = admitted.quota;
     let principal = admitted.principal;
+    // Every answer to an admitted request carries the rate-limit headers, refusals included.
+    let finish = |mut response: Response| {
+        quota.write_headers(response.headers_mut());
+        response
+    };
 
     let version = parts
         .headers
@@ -154,10 +159,10 @@ pub(crate) async fn guard(
     if let Some(v) = &version
         && !SUPPORTED.iter().any(|s| s.as_str() == v)
     {
-        return ApiError::invalid(format!(
-            "unsupported MCP-Protocol-Version {v:?}: use 2025-06-18"
-        ))
-        .into_response();
+        return finish(
+            ApiError::invalid(format!("unsupported MCP-Protocol-Version {v:?}: use 2025-06-18"))
+                .into_response(),
+        );
     }
     // OAuth clients are new enough to speak 2025-06-18, and must say so after initialize (the
     // initialize request itself, which has no session yet, may omit the header).
@@ -165,40 +170,40 @@ pub(crate) async fn guard(
         && (version.as_deref().is_some_and(|v| v != "2025-06-18")
             || (version.is_none() && session.is_some()))
     {
-        return ApiError::invalid("OAuth clients must send MCP-Protocol-Version: 2025-06-18")
-            .into_response();
+        return finish(
+            ApiError::invalid("OAuth clients must send MCP-Protocol-Version: 2025-06-18")
+                .into_response(),
+        );
     }
 
     let owner: Owner = (principal.ctx.tenant_id, principal.ctx.actor.clone());
     if let Some(id) = &session {
         // A session is served only to the caller that opened it; to anyone else it does not exist.
         if guard.owners().get(id) != Some(&owner) {
-            return ApiError::not_found("MCP session not found; initialize a new one")
-                .into_response();
+            return finish(
+                ApiError::not_found("MCP session not found; initialize a new one").into_response(),
+            );
         }
     }
     let is_delete = parts.method == http::Method::DELETE;
     // A POST without a session opens one (rmcp refuses anything but `initialize` there).
     if session.is_none() && parts.method == http::Method::POST && !guard.may_open(&owner).await {
-        let mut response = ApiError::new(
-            ErrorCode::RateLimited,
-            format!(
-                "too many open MCP sessions (at most {MAX_SESSIONS_PER_CALLER}); end one with DELETE or let it expire"
-            ),
-        )
-        .into_response();
-        quota.write_headers(response.headers_mut());
+        let mut response = finish(
+            ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "too many open MCP sessions (at most {MAX_SESSIONS_PER_CALLER}); end one with DELETE or let it expire"
+                ),
+            )
+            .into_response(),
+        );
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(60));
         return response;
     }
     let body = if parts.method == http::Method::POST && is_json(&parts.headers) {
         match read_json(body, guard.body_limit).await {
             Ok(body) => body,
-            Err(e) => {
-                let mut response = e.into_response();
-                quota.write_headers(response.headers_mut());
-                return response;
-            }
+            Err(e) => return finish(e.into_response()),
         }
     } else {
         body
@@ -229,9 +234,7 @@ pub(crate) async fn guard(
         }
         Some(_) => {}
     }
-    let mut response = response;
-    quota.write_headers(response.headers_mut());
-    response
+    finish(response)
 }
 
 fn is_json(headers: &http::HeaderMap) -> bool {
