@@ -26,6 +26,7 @@ async fn three_roles_in_three_processes_serve_the_api() {
         let bin = env!("CARGO_BIN_EXE_worktruck");
         let secret = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTMyYnk="; // 32 bytes, base64
         let (tenants_grpc, contacts_grpc, rest) = (port(), port(), port());
+        let logs = tempfile::tempdir().unwrap();
         let common = |cmd: &mut Command| {
             cmd.env("WORKTRUCK_SECRET_KEY", secret)
                 .env("WORKTRUCK_DATA_DIR", data.path())
@@ -45,21 +46,48 @@ async fn three_roles_in_three_processes_serve_the_api() {
                 .env("WORKTRUCK_SERVICES__TENANTS", format!("http://127.0.0.1:{tenants_grpc}"))
                 .env("WORKTRUCK_SERVICES__CONTACTS", format!("http://127.0.0.1:{contacts_grpc}"));
             common(&mut cmd);
+            // Each role's log, shown if the test fails.
+            let log = std::fs::File::create(logs.path().join(format!("{role}.log"))).unwrap();
+            cmd.stderr(log);
             Proc(cmd.spawn().unwrap())
         };
-        let _t = spawn("tenants", tenants_grpc);
-        let _c = spawn("contacts", contacts_grpc);
-        let _g = spawn("gateway", 0);
+        let show_logs = || {
+            ["tenants", "contacts", "gateway"]
+                .iter()
+                .map(|role| {
+                    let text = std::fs::read_to_string(logs.path().join(format!("{role}.log"))).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                    format!("--- {role}:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let mut roles = [
+            ("tenants", spawn("tenants", tenants_grpc)),
+            ("contacts", spawn("contacts", contacts_grpc)),
+            ("gateway", spawn("gateway", 0)),
+        ];
 
         let http = worktruck_kit::http::client();
         let base = format!("http://127.0.0.1:{rest}");
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last: String;
         loop {
-            if let Ok(r) = http.get(format!("{base}/ready")).send().await
-                && r.status() == 200 {
-                    break;
+            match http.get(format!("{base}/ready")).send().await {
+                Ok(r) if r.status() == 200 => break,
+                Ok(r) => last = format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
+                Err(e) => last = e.to_string(),
+            }
+            for (role, proc) in &mut roles {
+                if let Ok(Some(status)) = proc.0.try_wait() {
+                    panic!("{backend:?}: the {role} role exited ({status})\n{}", show_logs());
                 }
-            assert!(Instant::now() < deadline, "{backend:?}: the gateway becomes ready once both services serve");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{backend:?}: the gateway becomes ready once both services serve; last /ready: {last}\n{}",
+                show_logs()
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
 
