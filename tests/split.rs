@@ -15,8 +15,12 @@ impl Drop for Proc {
     }
 }
 
-fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// `N` distinct free ports: all are held at once while chosen, so none comes back twice (a port
+/// chosen and released one at a time can be handed out again before its role binds it).
+fn ports<const N: usize>() -> [u16; N] {
+    let held: Vec<std::net::TcpListener> =
+        (0..N).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
 }
 
 #[tokio::test]
@@ -25,7 +29,7 @@ async fn three_roles_in_three_processes_serve_the_api() {
         let data = TestData::new(backend).await;
         let bin = env!("CARGO_BIN_EXE_worktruck");
         let secret = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTMyYnk="; // 32 bytes, base64
-        let (tenants_grpc, contacts_grpc, rest) = (port(), port(), port());
+        let [tenants_grpc, contacts_grpc, rest, tenants_admin, contacts_admin, gateway_admin] = ports();
         let logs = tempfile::tempdir().unwrap();
         let common = |cmd: &mut Command| {
             cmd.env("WORKTRUCK_SECRET_KEY", secret)
@@ -37,11 +41,11 @@ async fn three_roles_in_three_processes_serve_the_api() {
                 cmd.env("WORKTRUCK_DATABASE__URL", data.database_url.as_ref().unwrap());
             }
         };
-        let spawn = |role: &str, grpc: u16| {
+        let spawn = |role: &str, grpc: u16, admin: u16| {
             let mut cmd = Command::new(bin);
             cmd.args(["serve", role])
                 .env("WORKTRUCK_GRPC__ADDR", format!("127.0.0.1:{grpc}"))
-                .env("WORKTRUCK_ADMIN__ADDR", format!("127.0.0.1:{}", port()))
+                .env("WORKTRUCK_ADMIN__ADDR", format!("127.0.0.1:{admin}"))
                 .env("WORKTRUCK_REST__ADDR", format!("127.0.0.1:{rest}"))
                 .env("WORKTRUCK_SERVICES__TENANTS", format!("http://127.0.0.1:{tenants_grpc}"))
                 .env("WORKTRUCK_SERVICES__CONTACTS", format!("http://127.0.0.1:{contacts_grpc}"));
@@ -63,9 +67,9 @@ async fn three_roles_in_three_processes_serve_the_api() {
                 .join("\n")
         };
         let mut roles = [
-            ("tenants", spawn("tenants", tenants_grpc)),
-            ("contacts", spawn("contacts", contacts_grpc)),
-            ("gateway", spawn("gateway", 0)),
+            ("tenants", spawn("tenants", tenants_grpc, tenants_admin)),
+            ("contacts", spawn("contacts", contacts_grpc, contacts_admin)),
+            ("gateway", spawn("gateway", 0, gateway_admin)),
         ];
 
         let http = worktruck_kit::http::client();
