@@ -618,6 +618,7 @@ async fn scopes_apply_per_tool_as_over_rest() {
 async fn mcp_requests_count_against_the_same_plan_limits_as_rest() {
     let s = Stack::start(worktruck_kit::testing::Backend::Sqlite).await;
     let free = s.new_tenant("free mcp").await;
+    worktruck_kit::testing::early_in_a_minute().await;
     // REST and MCP share one limiter: 20 REST requests, then 10 MCP ones, then the 31st is refused.
     for _ in 0..20 {
         let (st, _) = s.call_as(&free, reqwest::Method::GET, "/api/v1/contacts", None).await;

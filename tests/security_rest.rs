@@ -181,6 +181,7 @@ async fn scopes_limit_what_a_key_may_do() {
 async fn plan_rate_limits_apply_per_tenant() {
     let s = Stack::start(worktruck_kit::testing::Backend::Sqlite).await;
     let free = s.new_tenant("free trial").await;
+    worktruck_kit::testing::early_in_a_minute().await;
     let get = |key: String| {
         let req = s.http.get(format!("{}/api/v1/tenant", s.base)).bearer_auth(key);
         async move { req.send().await.unwrap() }

@@ -77,15 +77,11 @@ impl Target {
         if let Some(id) = session {
             req = req.header("mcp-session-id", id).header("mcp-protocol-version", MCP_VERSION);
         }
-        let resp = req.send().await.map_err(|e| classify(&e))?;
-        let status = resp.status();
-        let session = resp
-            .headers()
+        let (status, headers, bytes) = send(req).await?;
+        let session = headers
             .get("mcp-session-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let bytes = resp.bytes().await.map_err(|e| classify(&e))?;
-        check(status)?;
         if status == StatusCode::ACCEPTED {
             return Ok((session, None));
         }
@@ -150,17 +146,8 @@ impl Target {
     async fn create_contact(&self, n: u64) -> Result<String, Failure> {
         let body =
             serde_json::json!({ "kind": "person", "display_name": format!("Load Person {n}") });
-        let resp = self
-            .client
-            .post(self.url("api/v1/contacts"))
-            .bearer_auth(&self.key)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| classify(&e))?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| classify(&e))?;
-        check(status)?;
+        let (_, _, bytes) =
+            send(self.client.post(self.url("api/v1/contacts")).bearer_auth(&self.key).json(&body)).await?;
         let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| Failure::BadBody)?;
         v.get("id")
             .and_then(|id| id.as_str())
@@ -170,21 +157,25 @@ impl Target {
 
     /// `GET /api/v1/contacts/{id}`.
     async fn get_contact(&self, id: &str) -> Result<(), Failure> {
-        let resp = self
-            .client
-            .get(self.url(&format!("api/v1/contacts/{id}")))
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .map_err(|e| classify(&e))?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| classify(&e))?;
-        check(status)?;
+        let (_, _, bytes) =
+            send(self.client.get(self.url(&format!("api/v1/contacts/{id}"))).bearer_auth(&self.key)).await?;
         if bytes.is_empty() {
             return Err(Failure::BadBody);
         }
         Ok(())
     }
+}
+
+/// Sends a request and reads its whole body; a status outside 2xx is a failure.
+async fn send(
+    req: reqwest::RequestBuilder,
+) -> Result<(StatusCode, reqwest::header::HeaderMap, bytes::Bytes), Failure> {
+    let resp = req.send().await.map_err(|e| classify(&e))?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.map_err(|e| classify(&e))?;
+    check(status)?;
+    Ok((status, headers, bytes))
 }
 
 fn check(status: StatusCode) -> Result<(), Failure> {

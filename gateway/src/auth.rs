@@ -179,11 +179,7 @@ impl Authenticator for ApiKeyAuthenticator {
             if !(token.starts_with("bsk_live_") || token.starts_with("bsk_test_")) {
                 return Ok(None);
             }
-            let request_id = parts
-                .extensions
-                .get::<RequestId>()
-                .map(|r| r.0.clone())
-                .unwrap_or_default();
+            let request_id = RequestId::of(parts);
             self.check(token, request_id).await.map(Some)
         })
     }

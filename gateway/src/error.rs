@@ -63,6 +63,12 @@ impl ApiError {
         }
     }
 
+    /// Replaces the message (e.g. with a framework's own words for a refusal).
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+
     /// Adds a top-level field to the body beside `error`.
     pub fn with_body_field(mut self, key: &str, value: serde_json::Value) -> Self {
         self.more.get_or_insert_default().extra.insert(key.to_owned(), value);
@@ -99,14 +105,10 @@ impl ApiError {
     /// (e.g. a framework rejection) that must still use the envelope.
     pub fn from_status(status: StatusCode) -> Self {
         let code = ErrorCode::from_http_status(status.as_u16());
-        let message = match status.as_u16() {
-            415 => "unsupported content type; send application/json",
-            _ => worktruck_kit::error::default_message(code),
-        };
         Self {
             status,
             code,
-            message: message.to_owned(),
+            message: worktruck_kit::error::default_message(code).to_owned(),
             challenge: status == StatusCode::UNAUTHORIZED,
             more: None,
         }

@@ -130,11 +130,7 @@ impl Authenticator for JwtAuthenticator {
             if !looks_like_jwt(token) {
                 return Ok(None);
             }
-            let request_id = parts
-                .extensions
-                .get::<RequestId>()
-                .map(|r| r.0.clone())
-                .unwrap_or_default();
+            let request_id = RequestId::of(parts);
             self.inner.check(token, request_id).await.map(Some)
         })
     }

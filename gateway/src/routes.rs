@@ -238,7 +238,7 @@ async fn call_paid(
     let class = price_class(binding);
     let resource = parts.uri.path().to_owned();
     let verified = x402.verify(header, &resource, class).await?;
-    let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let request_id = RequestId::of(&parts);
     let principal = crate::auth::resolve_external(
         &shared.tenants,
         &shared.signer,
@@ -317,11 +317,7 @@ async fn call_admitted(
     body: axum::body::Body,
     principal: crate::auth::Principal,
 ) -> Result<Response, ApiError> {
-    let request_id = parts
-        .extensions
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
+    let request_id = RequestId::of(&parts);
     let Query(query): Query<Vec<(String, String)>> = Query::try_from_uri(&parts.uri)
         .map_err(|e| ApiError::invalid(format!("invalid query string: {e}")))?;
     let content_type = parts

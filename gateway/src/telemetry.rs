@@ -22,6 +22,13 @@ pub const REQUEST_ID: &str = "x-request-id";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestId(pub String);
 
+impl RequestId {
+    /// The request id the telemetry layer put on a request ("" outside it, e.g. in unit tests).
+    pub fn of(parts: &http::request::Parts) -> String {
+        parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default()
+    }
+}
+
 /// The proto path template that served a response, set by handlers as a response extension
 /// so that metrics are labelled `/api/v1/contacts/{id}` rather than by concrete paths.
 #[derive(Debug, Clone)]

@@ -4,7 +4,6 @@
 mod tenants;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tenants::spawn_tenants_on;
 use tonic::transport::Channel;
@@ -13,19 +12,11 @@ use worktruck_gateway::Limiter;
 use worktruck_kit::ErrorCode;
 use worktruck_kit::config::PlanLimits;
 use worktruck_kit::context::Signer;
-use worktruck_kit::testing::backends;
+use worktruck_kit::testing::{backends, early_in_a_minute};
 use worktruck_proto::tenants::v1::tenants_service_client::TenantsServiceClient;
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
-}
-
-/// Waits out the last seconds of a minute, so that the test's requests share one window.
-async fn early_in_a_minute() {
-    let second = now().rem_euclid(60);
-    if second > 45 {
-        tokio::time::sleep(Duration::from_secs((61 - second) as u64)).await;
-    }
 }
 
 fn admitted(limiter: &Limiter, tenant: Uuid, n: u32) -> u32 {

@@ -285,14 +285,11 @@ async fn envelope_plain_errors(response: Response) -> Response {
         .await
         .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
         .unwrap_or_default();
-    let code = ErrorCode::from_http_status(status.as_u16());
-    let message = if code == ErrorCode::Internal || text.is_empty() {
-        status.canonical_reason().unwrap_or("error").to_owned()
-    } else {
-        text.chars().take(300).collect()
-    };
-    let mut envelope = ApiError::new(code, message).into_response();
-    *envelope.status_mut() = status;
+    let mut envelope = ApiError::from_status(status);
+    if !status.is_server_error() && !text.is_empty() {
+        envelope = envelope.with_message(text.chars().take(300).collect::<String>());
+    }
+    let mut envelope = envelope.into_response();
     for (name, value) in &parts.headers {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             envelope.headers_mut().insert(name.clone(), value.clone());

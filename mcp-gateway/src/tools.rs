@@ -128,10 +128,7 @@ impl McpGateway {
         )?;
         let message = json::from_value(&entry.rpc.input(), arguments)
             .map_err(|e| Error::invalid(e.to_string()))?;
-        let request_id = parts
-            .and_then(|p| p.extensions.get::<RequestId>())
-            .map(|r| r.0.clone())
-            .unwrap_or_default();
+        let request_id = parts.map(RequestId::of).unwrap_or_default();
         let mut metadata = MetadataMap::new();
         let mut ctx = principal.ctx.clone();
         ctx.request_id = request_id.clone();

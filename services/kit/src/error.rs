@@ -264,6 +264,8 @@ pub fn default_message(code: ErrorCode) -> &'static str {
         ErrorCode::NotFound => "not found",
         ErrorCode::MethodNotAllowed => "method not allowed",
         ErrorCode::PayloadTooLarge => "request body too large",
+        ErrorCode::UnsupportedMediaType => "unsupported content type; send application/json",
+        ErrorCode::NotAcceptable => "not acceptable: accept application/json (and, for MCP, text/event-stream)",
         ErrorCode::RateLimited => "too many requests",
         ErrorCode::Gone => "before the retention window",
         ErrorCode::PaymentRequired => "payment required",

@@ -157,6 +157,15 @@ pub fn with_database(url: &str, name: &str) -> String {
     }
 }
 
+/// Waits out the last seconds of a UTC minute, so that a test's requests fall in one
+/// per-minute rate-limit window (one that straddles two sees its count reset).
+pub async fn early_in_a_minute() {
+    let second = chrono::Utc::now().timestamp().rem_euclid(60);
+    if second > 45 {
+        tokio::time::sleep(std::time::Duration::from_secs((61 - second) as u64)).await;
+    }
+}
+
 /// Serves `routes` with [`crate::ops::serve_grpc`] on a free loopback port until `stop`
 /// resolves, and returns a lazy channel to it.
 pub async fn serve_grpc_on_loopback(
