@@ -10,7 +10,7 @@ pub async fn create_tenant(cfg: &Config, name: &str, plan: &str) -> anyhow::Resu
     let plan = worktruck_tenants::parse_plan(plan)
         .ok_or_else(|| anyhow::anyhow!("unknown plan {plan:?}: use free, pro, scale or enterprise"))?;
     let pepper = pepper(cfg)?;
-    let db = open_service_db(cfg, worktruck_tenants::SERVICE).await?;
+    let db = open_service_db(cfg, crate::services::tenants()).await?;
     let out = worktruck_tenants::create_tenant(&db, &pepper, name, plan, cfg.tenants.default_retention_days).await;
     db.close().await;
     let out = out?;

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use std::collections::BTreeMap;
 use tonic::transport::Channel;
 use worktruck_kit::bus::Bus;
 use worktruck_kit::config::{Config, Secrets, decode_key32};
@@ -17,35 +18,53 @@ use worktruck_kit::context::{Signer, Verifier};
 use worktruck_kit::db::{Db, DbOptions, Scope};
 use worktruck_kit::ops;
 use worktruck_kit::outbox::Relay;
+use worktruck_kit::service::{ServiceContext, ServiceDef, Shutdown};
 use worktruck_proto::registry::Registry;
 
-/// One role of `worktruck serve`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+use crate::services;
+
+/// One role of `worktruck serve`: a service of the table, or a gateway.
+#[derive(Debug, Clone, Copy)]
 pub enum Role {
-    /// The tenants service.
-    Tenants,
-    /// The contacts service.
-    Contacts,
+    /// A service (its name is the role's).
+    Service(&'static ServiceDef),
     /// The REST gateway.
     Gateway,
     /// The MCP gateway.
     McpGateway,
 }
 
+impl Role {
+    /// The role's name, as `worktruck serve` takes it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Role::Service(def) => def.name,
+            Role::Gateway => "gateway",
+            Role::McpGateway => "mcp-gateway",
+        }
+    }
+}
+
+/// Every role's name: the services of the table, then the gateways.
+pub fn role_names() -> Vec<&'static str> {
+    services::TABLE.iter().map(|d| d.name).chain(["gateway", "mcp-gateway"]).collect()
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl std::str::FromStr for Role {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> anyhow::Result<Role> {
         match s {
-            "tenants" => Ok(Role::Tenants),
-            "contacts" => Ok(Role::Contacts),
             "gateway" => Ok(Role::Gateway),
             "mcp-gateway" => Ok(Role::McpGateway),
-            "crm" | "tasks" | "calendar" | "notes" | "agents" | "apps" => {
-                anyhow::bail!("the {s} role is not part of this release yet")
-            }
-            other => anyhow::bail!(
-                "unknown role {other:?}: use tenants, contacts, gateway or mcp-gateway"
-            ),
+            name => services::find(name)
+                .map(Role::Service)
+                .ok_or_else(|| anyhow::anyhow!("unknown role {name:?}: the roles are {}", role_names().join(", "))),
         }
     }
 }
@@ -102,16 +121,9 @@ struct Tasks {
     background: Vec<JoinHandle<()>>,
 }
 
-fn stopped(rx: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let mut rx = rx.clone();
-    async move {
-        let _ = rx.wait_for(|s| *s).await;
-    }
-}
-
 /// The derived keys every role needs.
 struct Keys {
-    pepper: [u8; 32],
+    secrets: Option<Secrets>,
     signer: Option<Signer>,
     verifier: Verifier,
 }
@@ -133,11 +145,7 @@ fn keys(cfg: &Config, need_signer: bool) -> anyhow::Result<Keys> {
         Some(k) => Verifier::from_public_key(decode_key32(k, "context.public_key")?)?,
         None => signer.as_ref().context("no context key: set context.public_key or secret_key")?.verifier(),
     };
-    let pepper = secrets
-        .as_ref()
-        .map(|s| s.derive(worktruck_tenants::PEPPER_PURPOSE))
-        .unwrap_or([0; 32]);
-    Ok(Keys { pepper, signer, verifier })
+    Ok(Keys { secrets, signer, verifier })
 }
 
 /// Database options for a service under `cfg`.
@@ -152,21 +160,14 @@ pub fn db_options(cfg: &Config, service: &str) -> DbOptions {
 }
 
 /// Connects and migrates one service's database.
-pub async fn open_service_db(cfg: &Config, service: &str) -> anyhow::Result<Db> {
-    let (pg, sqlite) = match service {
-        worktruck_tenants::SERVICE => worktruck_tenants::migrators(),
-        worktruck_contacts::SERVICE => worktruck_contacts::migrators(),
-        other => anyhow::bail!("unknown service {other}"),
-    };
-    Db::connect_and_migrate(&db_options(cfg, service), pg, sqlite)
+pub async fn open_service_db(cfg: &Config, def: &ServiceDef) -> anyhow::Result<Db> {
+    let (pg, sqlite) = (def.migrators)();
+    Db::connect_and_migrate(&db_options(cfg, def.name), pg, sqlite)
         .await
-        .with_context(|| format!("opening the {service} database"))
+        .with_context(|| format!("opening the {} database", def.name))
 }
 
-/// The services this release runs.
-pub const SERVICES: &[&str] = &[worktruck_tenants::SERVICE, worktruck_contacts::SERVICE];
-
-async fn bus(cfg: &Config, shutdown: &watch::Receiver<bool>, tasks: &mut Tasks) -> anyhow::Result<Bus> {
+async fn bus(cfg: &Config, shutdown: &Shutdown, tasks: &mut Tasks) -> anyhow::Result<Bus> {
     if cfg.nats.url.is_empty() {
         return Ok(Bus::memory());
     }
@@ -174,7 +175,7 @@ async fn bus(cfg: &Config, shutdown: &watch::Receiver<bool>, tasks: &mut Tasks) 
     // NATS may be down at start: keep trying to declare the stream in the background; the
     // outbox holds events meanwhile.
     let b = bus.clone();
-    let stop = stopped(shutdown);
+    let stop = shutdown.wait();
     tasks.background.push(tokio::spawn(async move {
         tokio::pin!(stop);
         loop {
@@ -192,50 +193,77 @@ async fn bus(cfg: &Config, shutdown: &watch::Receiver<bool>, tasks: &mut Tasks) 
     Ok(bus)
 }
 
-/// A service's gRPC routes and readiness checks.
-fn service_routes(service: &str, db: &Db, keys: &Keys, relay: &Relay, cfg: &Config) -> (tonic::service::Routes, &'static str) {
-    match service {
-        worktruck_tenants::SERVICE => {
-            let svc = worktruck_tenants::Tenants::new(
-                db.clone(),
-                keys.verifier.clone(),
-                keys.pepper,
-                cfg.tenants.default_retention_days,
-                relay.clone(),
-            );
-            let server = worktruck_proto::tenants::v1::tenants_service_server::TenantsServiceServer::new(svc);
-            (tonic::service::Routes::new(server), worktruck_tenants::GRPC_NAME)
-        }
-        _ => {
-            let svc = worktruck_contacts::Contacts::new(db.clone(), keys.verifier.clone(), relay.clone());
-            let server = worktruck_proto::contacts::v1::contacts_service_server::ContactsServiceServer::new(svc);
-            (tonic::service::Routes::new(server), worktruck_contacts::GRPC_NAME)
-        }
-    }
-}
-
-/// Starts one service on `listener`: database, outbox relay and gRPC server.
+/// Starts one service on `listener`: its database, outbox relay, gRPC server and background
+/// work, built by its definition from what every service is handed.
+#[allow(clippy::too_many_arguments)]
 async fn start_service(
-    cfg: &Config,
-    service: &str,
+    cfg: &Arc<Config>,
+    def: &'static ServiceDef,
     keys: &Keys,
     bus: &Bus,
+    clients: BTreeMap<&'static str, Channel>,
     listener: TcpListener,
-    shutdown: &watch::Receiver<bool>,
+    shutdown: &Shutdown,
     tasks: &mut Tasks,
 ) -> anyhow::Result<Db> {
-    let db = open_service_db(cfg, service).await?;
+    let db = open_service_db(cfg, def).await?;
     let relay = Relay::new(db.clone(), bus.clone());
-    tasks.background.push(tokio::spawn(relay.clone().run(stopped(shutdown))));
-    let (routes, name) = service_routes(service, &db, keys, &relay, cfg);
-    let stop = stopped(shutdown);
-    let service_name = service.to_owned();
+    let ctx = ServiceContext::new(
+        def,
+        cfg.clone(),
+        db.clone(),
+        keys.verifier.clone(),
+        relay.clone(),
+        bus.clone(),
+        keys.secrets.clone(),
+        clients,
+        shutdown.clone(),
+    );
+    let built = (def.build)(ctx).with_context(|| format!("starting the {} service", def.name))?;
+    tasks.background.push(tokio::spawn(relay.run(shutdown.wait())));
+    for (name, task) in built.tasks {
+        let service = def.name;
+        tasks.background.push(tokio::spawn(async move {
+            task.await;
+            tracing::debug!(service, task = %name, "background task ended");
+        }));
+    }
+    let stop = shutdown.wait();
     tasks.servers.push(tokio::spawn(async move {
-        if let Err(e) = ops::serve_grpc(listener, routes, &[name], stop).await {
-            tracing::error!(service = %service_name, error = %e, "grpc server failed");
+        if let Err(e) = ops::serve_grpc(listener, built.routes, def.grpc_services, stop).await {
+            tracing::error!(service = def.name, error = %e, "grpc server failed");
         }
     }));
     Ok(db)
+}
+
+/// The gateways' upstream channels: every gRPC service of `defs`, through `channel_of`.
+fn upstreams(
+    defs: &[&'static ServiceDef],
+    mut channel_of: impl FnMut(&'static ServiceDef) -> anyhow::Result<Channel>,
+) -> anyhow::Result<worktruck_gateway::Upstreams> {
+    let mut upstreams = worktruck_gateway::Upstreams::new();
+    for def in defs {
+        let channel = channel_of(def)?;
+        for grpc in def.grpc_services {
+            upstreams.insert(*grpc, channel.clone());
+        }
+    }
+    Ok(upstreams)
+}
+
+/// Readiness checks that every gRPC service of `defs` answers SERVING.
+fn upstream_checks(defs: &[&'static ServiceDef], upstreams: &worktruck_gateway::Upstreams) -> Vec<ops::Check> {
+    defs.iter()
+        .flat_map(|def| def.grpc_services.iter().map(move |grpc| (def.name, *grpc)))
+        .filter_map(|(name, grpc)| upstreams.get(grpc).map(|c| ops::grpc_check(name, c.clone(), grpc)))
+        .collect()
+}
+
+/// The descriptor registry restricted to the operations of `defs`.
+fn registry(defs: &[&'static ServiceDef]) -> anyhow::Result<Arc<Registry>> {
+    let registry = Registry::load(worktruck_proto::DESCRIPTOR_SET)?;
+    Ok(Arc::new(registry.retain_services(|s| defs.iter().any(|d| d.grpc_services.contains(&s)))))
 }
 
 /// The signer and the gate (authentication and one rate limiter) both gateways of a process
@@ -244,33 +272,32 @@ fn gateway_auth(
     keys: &Keys,
     cfg: &Config,
     upstreams: &worktruck_gateway::Upstreams,
-    shutdown: &watch::Receiver<bool>,
+    shutdown: &Shutdown,
     tasks: &mut Tasks,
 ) -> anyhow::Result<(Signer, worktruck_gateway::Gate)> {
     let signer = keys.signer.clone().context("the gateway needs context.signing_key or secret_key")?;
     let auth = worktruck_gateway::auth_chain(upstreams, &signer, &cfg.auth, &cfg.outbound)?;
     let limiter = Arc::new(worktruck_gateway::Limiter::new(cfg.auth.enterprise));
     let tenants = upstreams
-        .get(worktruck_tenants::GRPC_NAME)
+        .get(worktruck_gateway::TENANTS_SERVICE)
         .context("the gateway needs the tenants service")?
         .clone();
-    tasks.background.push(limiter.clone().spawn_sync(tenants, signer.clone(), stopped(shutdown)));
+    tasks.background.push(limiter.clone().spawn_sync(tenants, signer.clone(), shutdown.wait()));
     Ok((signer, worktruck_gateway::Gate::new(auth, limiter)))
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn start_gateway(
+fn start_gateway(
     cfg: &Config,
-    keys: &Keys,
+    registry: Arc<Registry>,
+    signer: Signer,
     gate: worktruck_gateway::Gate,
     upstreams: worktruck_gateway::Upstreams,
     checks: Vec<ops::Check>,
     listener: TcpListener,
-    shutdown: &watch::Receiver<bool>,
+    shutdown: &Shutdown,
     tasks: &mut Tasks,
 ) -> anyhow::Result<()> {
-    let registry = Arc::new(Registry::load(worktruck_proto::DESCRIPTOR_SET)?);
-    let signer = keys.signer.clone().context("the gateway needs context.signing_key or secret_key")?;
     let gw = worktruck_gateway::router_with_gate(
         registry,
         upstreams,
@@ -283,7 +310,7 @@ async fn start_gateway(
         },
     )?;
     let app = ops::router(checks).merge(gw);
-    let stop = stopped(shutdown);
+    let stop = shutdown.wait();
     tasks.servers.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(ops::nodelay(listener), app).with_graceful_shutdown(stop).await {
             tracing::error!(error = %e, "rest gateway failed");
@@ -294,17 +321,18 @@ async fn start_gateway(
 
 /// Starts the MCP gateway on `listener`; its public base URL is `mcp.public_url`, else the bound
 /// address.
+#[allow(clippy::too_many_arguments)]
 fn start_mcp_gateway(
     cfg: &Config,
+    registry: Arc<Registry>,
     signer: Signer,
     gate: worktruck_gateway::Gate,
     upstreams: worktruck_gateway::Upstreams,
     listener: TcpListener,
-    shutdown: &watch::Receiver<bool>,
+    shutdown: &Shutdown,
     tasks: &mut Tasks,
 ) -> anyhow::Result<SocketAddr> {
     let addr = listener.local_addr()?;
-    let registry = Arc::new(Registry::load(worktruck_proto::DESCRIPTOR_SET)?);
     let base = if cfg.mcp.public_url.is_empty() {
         format!("http://{addr}")
     } else {
@@ -314,13 +342,24 @@ fn start_mcp_gateway(
     mcp_cfg.oidc_issuer = Some(cfg.auth.oidc.issuer.clone()).filter(|i| !i.is_empty());
     mcp_cfg.body_limit_bytes = cfg.mcp.body_limit_bytes;
     let app = worktruck_mcp_gateway::router(registry, upstreams, signer, gate, mcp_cfg)?;
-    let stop = stopped(shutdown);
+    let stop = shutdown.wait();
     tasks.servers.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(ops::nodelay(listener), app).with_graceful_shutdown(stop).await {
             tracing::error!(error = %e, "mcp gateway failed");
         }
     }));
     Ok(addr)
+}
+
+/// Serves `/health`, `/ready` and `/metrics` on `cfg.admin.addr` (roles without a REST port).
+async fn start_admin(cfg: &Config, checks: Vec<ops::Check>, shutdown: &Shutdown, tasks: &mut Tasks) -> anyhow::Result<()> {
+    let admin = TcpListener::bind(cfg.admin.addr).await.with_context(|| format!("listen on {}", cfg.admin.addr))?;
+    let app = ops::router(checks);
+    let stop = shutdown.wait();
+    tasks.servers.push(tokio::spawn(async move {
+        let _ = axum::serve(ops::nodelay(admin), app).with_graceful_shutdown(stop).await;
+    }));
+    Ok(())
 }
 
 fn channel(url: &str) -> anyhow::Result<Channel> {
@@ -330,30 +369,42 @@ fn channel(url: &str) -> anyhow::Result<Channel> {
         .connect_lazy())
 }
 
-/// Starts everything in one process: every service on a loopback port, the REST gateway on
-/// `cfg.rest.addr`. On an empty database, creates the first tenant.
+/// Starts everything in one process: every enabled service of the table on a loopback port,
+/// the REST gateway on `cfg.rest.addr` and the MCP gateway on `cfg.mcp.addr`. On an empty
+/// database, creates the first tenant.
 pub async fn start_dev(cfg: Config) -> anyhow::Result<Running> {
+    services::check_config(&cfg)?;
+    let defs = services::enabled(&cfg)?;
     let keys = keys(&cfg, true)?;
-    let (tx, rx) = watch::channel(false);
+    let (tx, shutdown) = Shutdown::new();
     let mut tasks = Tasks::default();
-    let bus = bus(&cfg, &rx, &mut tasks).await?;
-    let mut dbs = Vec::new();
-    let mut upstreams = worktruck_gateway::Upstreams::new();
-    let mut checks = Vec::new();
-    for service in SERVICES {
+    let bus = bus(&cfg, &shutdown, &mut tasks).await?;
+    // Every listener first, so that each service is handed channels to those it calls.
+    let mut listeners = Vec::new();
+    let mut channels: BTreeMap<&'static str, Channel> = BTreeMap::new();
+    for def in &defs {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let db = start_service(&cfg, service, &keys, &bus, listener, &rx, &mut tasks).await?;
-        let grpc_name = match *service {
-            worktruck_tenants::SERVICE => worktruck_tenants::GRPC_NAME,
-            _ => worktruck_contacts::GRPC_NAME,
-        };
-        upstreams.insert(grpc_name, channel(&format!("http://{addr}"))?);
-        checks.push(ops::db_check(&format!("{service}.database"), db.clone()));
+        channels.insert(def.name, channel(&format!("http://{}", listener.local_addr()?))?);
+        listeners.push(listener);
+    }
+    let cfg = Arc::new(cfg);
+    let mut dbs = Vec::new();
+    let mut checks = Vec::new();
+    let mut tenants_db = None;
+    for (def, listener) in defs.iter().copied().zip(listeners) {
+        let clients = def.calls.iter().map(|c| (*c, channels[c].clone())).collect();
+        let db = start_service(&cfg, def, &keys, &bus, clients, listener, &shutdown, &mut tasks).await?;
+        checks.push(ops::db_check(&format!("{}.database", def.name), db.clone()));
+        if def.name == services::tenants().name {
+            tenants_db = Some(db.clone());
+        }
         dbs.push(db);
     }
     checks.push(ops::bus_check(bus.clone()));
-    let (first_tenant, first_key) = first_start(&cfg, &dbs[0], &keys).await?;
+    let tenants_db = tenants_db.context("the tenants service is not enabled")?;
+    let (first_tenant, first_key) = first_start(&cfg, &tenants_db, &keys).await?;
+    let upstreams = upstreams(&defs, |def| Ok(channels[def.name].clone()))?;
+    let registry = registry(&defs)?;
     let listener = TcpListener::bind(cfg.rest.addr)
         .await
         .with_context(|| format!("cannot listen on {} (is another Worktruck running?)", cfg.rest.addr))?;
@@ -361,9 +412,9 @@ pub async fn start_dev(cfg: Config) -> anyhow::Result<Running> {
     let mcp_listener = TcpListener::bind(cfg.mcp.addr)
         .await
         .with_context(|| format!("cannot listen on {} (is another Worktruck running?)", cfg.mcp.addr))?;
-    let (signer, gate) = gateway_auth(&keys, &cfg, &upstreams, &rx, &mut tasks)?;
-    let mcp_addr = start_mcp_gateway(&cfg, signer, gate.clone(), upstreams.clone(), mcp_listener, &rx, &mut tasks)?;
-    start_gateway(&cfg, &keys, gate, upstreams, checks, listener, &rx, &mut tasks).await?;
+    let (signer, gate) = gateway_auth(&keys, &cfg, &upstreams, &shutdown, &mut tasks)?;
+    let mcp_addr = start_mcp_gateway(&cfg, registry.clone(), signer.clone(), gate.clone(), upstreams.clone(), mcp_listener, &shutdown, &mut tasks)?;
+    start_gateway(&cfg, registry, signer, gate, upstreams, checks, listener, &shutdown, &mut tasks)?;
     Ok(Running { rest_addr: Some(rest_addr), mcp_addr: Some(mcp_addr), grpc_addr: None, first_key, first_tenant, shutdown: tx, servers: tasks.servers, tasks: tasks.background, dbs })
 }
 
@@ -377,7 +428,7 @@ async fn first_start(cfg: &Config, tenants_db: &Db, keys: &Keys) -> anyhow::Resu
     }
     let out = worktruck_tenants::create_tenant(
         tenants_db,
-        &keys.pepper,
+        &pepper_of(keys)?,
         "default",
         // The first tenant of a self-hosted Worktruck is its operator's: enterprise limits
         // (from `[auth.enterprise]`), not the free trial's 30 requests a minute.
@@ -388,81 +439,90 @@ async fn first_start(cfg: &Config, tenants_db: &Db, keys: &Keys) -> anyhow::Resu
     Ok((out.tenant.map(|t| t.id), out.api_key.map(|k| k.key)))
 }
 
-/// Starts one role, for `worktruck serve <role>`.
+/// Starts one role, for `worktruck serve <role>`: a service of the table (its gRPC server on
+/// `grpc.addr`, `/health` `/ready` `/metrics` on `admin.addr`), or a gateway in front of every
+/// enabled service at its `[services]` address.
 pub async fn start_role(cfg: Config, role: Role) -> anyhow::Result<Running> {
-    let (tx, rx) = watch::channel(false);
+    services::check_config(&cfg)?;
+    let (tx, shutdown) = Shutdown::new();
     let mut tasks = Tasks::default();
+    let running = |tasks: Tasks, dbs: Vec<Db>| Running {
+        rest_addr: None,
+        mcp_addr: None,
+        grpc_addr: None,
+        first_key: None,
+        first_tenant: None,
+        shutdown: tx,
+        servers: tasks.servers,
+        tasks: tasks.background,
+        dbs,
+    };
     match role {
-        Role::Tenants | Role::Contacts => {
+        Role::Service(def) => {
             let keys = keys(&cfg, false)?;
-            let service = if role == Role::Tenants { worktruck_tenants::SERVICE } else { worktruck_contacts::SERVICE };
-            let bus = bus(&cfg, &rx, &mut tasks).await?;
+            let bus = bus(&cfg, &shutdown, &mut tasks).await?;
+            let mut clients = BTreeMap::new();
+            let mut checks = Vec::new();
+            for callee in def.calls {
+                let callee = services::lookup(callee)?;
+                let ch = channel(&services::address(&cfg, callee)?)?;
+                checks.extend(callee.grpc_services.iter().map(|g| ops::grpc_check(callee.name, ch.clone(), g)));
+                clients.insert(callee.name, ch);
+            }
             let listener = TcpListener::bind(cfg.grpc.addr).await.with_context(|| format!("listen on {}", cfg.grpc.addr))?;
             let grpc_addr = listener.local_addr()?;
-            let db = start_service(&cfg, service, &keys, &bus, listener, &rx, &mut tasks).await?;
-            let admin = TcpListener::bind(cfg.admin.addr).await.with_context(|| format!("listen on {}", cfg.admin.addr))?;
-            let app = ops::router(vec![ops::db_check("database", db.clone()), ops::bus_check(bus.clone())]);
-            let stop = stopped(&rx);
-            tasks.servers.push(tokio::spawn(async move {
-                let _ = axum::serve(ops::nodelay(admin), app).with_graceful_shutdown(stop).await;
-            }));
-            Ok(Running { rest_addr: None, mcp_addr: None, grpc_addr: Some(grpc_addr), first_key: None, first_tenant: None, shutdown: tx, servers: tasks.servers, tasks: tasks.background, dbs: vec![db] })
+            let cfg = Arc::new(cfg);
+            let db = start_service(&cfg, def, &keys, &bus, clients, listener, &shutdown, &mut tasks).await?;
+            checks.insert(0, ops::db_check("database", db.clone()));
+            checks.push(ops::bus_check(bus.clone()));
+            start_admin(&cfg, checks, &shutdown, &mut tasks).await?;
+            Ok(Running { grpc_addr: Some(grpc_addr), ..running(tasks, vec![db]) })
         }
-        Role::Gateway => {
+        Role::Gateway | Role::McpGateway => {
             let keys = keys(&cfg, true)?;
-            let mut upstreams = worktruck_gateway::Upstreams::new();
-            upstreams.insert(worktruck_tenants::GRPC_NAME, channel(&cfg.services.tenants)?);
-            upstreams.insert(worktruck_contacts::GRPC_NAME, channel(&cfg.services.contacts)?);
-            let listener = TcpListener::bind(cfg.rest.addr).await.with_context(|| format!("listen on {}", cfg.rest.addr))?;
-            let rest_addr = listener.local_addr()?;
-            let checks = vec![
-                ops::grpc_check("tenants", channel(&cfg.services.tenants)?, worktruck_tenants::GRPC_NAME),
-                ops::grpc_check("contacts", channel(&cfg.services.contacts)?, worktruck_contacts::GRPC_NAME),
-            ];
-            let (_, gate) = gateway_auth(&keys, &cfg, &upstreams, &rx, &mut tasks)?;
-            start_gateway(&cfg, &keys, gate, upstreams, checks, listener, &rx, &mut tasks).await?;
-            Ok(Running { rest_addr: Some(rest_addr), mcp_addr: None, grpc_addr: None, first_key: None, first_tenant: None, shutdown: tx, servers: tasks.servers, tasks: tasks.background, dbs: vec![] })
-        }
-        Role::McpGateway => {
-            let keys = keys(&cfg, true)?;
-            let mut upstreams = worktruck_gateway::Upstreams::new();
-            upstreams.insert(worktruck_tenants::GRPC_NAME, channel(&cfg.services.tenants)?);
-            upstreams.insert(worktruck_contacts::GRPC_NAME, channel(&cfg.services.contacts)?);
-            let listener = TcpListener::bind(cfg.mcp.addr).await.with_context(|| format!("listen on {}", cfg.mcp.addr))?;
-            let (signer, gate) = gateway_auth(&keys, &cfg, &upstreams, &rx, &mut tasks)?;
-            let mcp_addr = start_mcp_gateway(&cfg, signer, gate, upstreams, listener, &rx, &mut tasks)?;
-            let checks = vec![
-                ops::grpc_check("tenants", channel(&cfg.services.tenants)?, worktruck_tenants::GRPC_NAME),
-                ops::grpc_check("contacts", channel(&cfg.services.contacts)?, worktruck_contacts::GRPC_NAME),
-            ];
-            let admin = TcpListener::bind(cfg.admin.addr).await.with_context(|| format!("listen on {}", cfg.admin.addr))?;
-            let app = ops::router(checks);
-            let stop = stopped(&rx);
-            tasks.servers.push(tokio::spawn(async move {
-                let _ = axum::serve(ops::nodelay(admin), app).with_graceful_shutdown(stop).await;
-            }));
-            Ok(Running { rest_addr: None, mcp_addr: Some(mcp_addr), grpc_addr: None, first_key: None, first_tenant: None, shutdown: tx, servers: tasks.servers, tasks: tasks.background, dbs: vec![] })
+            let defs = services::enabled(&cfg)?;
+            let upstreams = upstreams(&defs, |def| channel(&services::address(&cfg, def)?))?;
+            let checks = upstream_checks(&defs, &upstreams);
+            let registry = registry(&defs)?;
+            let (signer, gate) = gateway_auth(&keys, &cfg, &upstreams, &shutdown, &mut tasks)?;
+            if matches!(role, Role::Gateway) {
+                let listener = TcpListener::bind(cfg.rest.addr).await.with_context(|| format!("listen on {}", cfg.rest.addr))?;
+                let rest_addr = listener.local_addr()?;
+                start_gateway(&cfg, registry, signer, gate, upstreams, checks, listener, &shutdown, &mut tasks)?;
+                Ok(Running { rest_addr: Some(rest_addr), ..running(tasks, vec![]) })
+            } else {
+                let listener = TcpListener::bind(cfg.mcp.addr).await.with_context(|| format!("listen on {}", cfg.mcp.addr))?;
+                let mcp_addr = start_mcp_gateway(&cfg, registry, signer, gate, upstreams, listener, &shutdown, &mut tasks)?;
+                start_admin(&cfg, checks, &shutdown, &mut tasks).await?;
+                Ok(Running { mcp_addr: Some(mcp_addr), ..running(tasks, vec![]) })
+            }
         }
     }
 }
 
-/// Applies migrations for `service` (or all) and returns.
+/// Applies the migrations of `service` (or of every service of the table) and returns the
+/// names migrated; an unknown name is an error that lists the services.
 pub async fn migrate(cfg: &Config, service: Option<&str>) -> anyhow::Result<Vec<String>> {
+    services::check_config(cfg)?;
+    let defs = match service {
+        Some(name) => vec![services::lookup(name)?],
+        None => services::TABLE.to_vec(),
+    };
     let mut done = Vec::new();
-    for s in SERVICES {
-        if service.is_none_or(|x| x == *s) {
-            let db = open_service_db(cfg, s).await?;
-            db.close().await;
-            done.push((*s).to_owned());
-        }
-    }
-    if done.is_empty() {
-        anyhow::bail!("unknown service {:?}: use one of {}", service.unwrap_or_default(), SERVICES.join(", "));
+    for def in defs {
+        let db = open_service_db(cfg, def).await?;
+        db.close().await;
+        done.push(def.name.to_owned());
     }
     Ok(done)
 }
 
+fn pepper_of(keys: &Keys) -> anyhow::Result<[u8; 32]> {
+    let secrets = keys.secrets.as_ref().context("API keys need the master secret: set WORKTRUCK_SECRET_KEY")?;
+    Ok(secrets.derive(worktruck_tenants::PEPPER_PURPOSE))
+}
+
 /// The API-key pepper for `cfg` (admin commands write keys the servers must accept).
 pub fn pepper(cfg: &Config) -> anyhow::Result<[u8; 32]> {
-    Ok(keys(cfg, false)?.pepper)
+    pepper_of(&keys(cfg, false)?)
 }

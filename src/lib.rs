@@ -5,5 +5,6 @@
 
 pub mod admin;
 pub mod app;
+pub mod services;
 
-pub use app::{Role, Running, start_dev, start_role};
+pub use app::{Role, Running, role_names, start_dev, start_role};

@@ -46,14 +46,16 @@ struct DevArgs {
 enum Command {
     /// Everything in one process (the default).
     Dev(DevArgs),
-    /// One role per process: tenants, contacts or gateway.
+    /// One role per process: a service, the REST gateway or the MCP gateway.
     Serve {
         /// The role.
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(worktruck::role_names()))]
         role: String,
     },
     /// Apply database migrations and exit.
     Migrate {
         /// Only this service.
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(worktruck::services::TABLE.iter().map(|d| d.name)))]
         service: Option<String>,
         #[command(flatten)]
         args: DataArgs,
@@ -126,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Dev(a)) => run_dev(cfg, &a).await,
         Some(Command::Serve { role }) => {
             let role: Role = role.parse()?;
-            let _telemetry = worktruck_kit::telemetry::init(&cfg, &format!("worktruck-{role:?}").to_lowercase())?;
+            let _telemetry = worktruck_kit::telemetry::init(&cfg, &format!("worktruck-{role}"))?;
             let mut running = worktruck::start_role(cfg, role).await?;
             tracing::info!(rest = ?running.rest_addr, grpc = ?running.grpc_addr, "serving");
             until_signal(&mut running).await;

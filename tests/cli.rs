@@ -47,7 +47,7 @@ async fn dev_prints_a_key_and_admin_keys_work_against_the_running_server() {
 
     let http = worktruck_kit::http::client();
     let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         if let Ok(r) = http.get(format!("{base}/health")).send().await
             && r.status() == 200 {
@@ -103,7 +103,7 @@ async fn dev_on_postgres_and_nats_keeps_serving() {
     let mut server = Server(child);
     let http = worktruck_kit::http::client();
     let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(90);
     while !http.get(format!("{base}/health")).send().await.is_ok_and(|r| r.status() == 200) {
         assert!(Instant::now() < deadline, "/health answers");
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod split;
+
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use worktruck::Running;

@@ -186,6 +186,19 @@ impl Registry {
         &self.tools
     }
 
+    /// The same registry with only the routes and tools of the gRPC services `keep` accepts
+    /// (by full name), for gateways that serve a subset of the services.
+    pub fn retain_services(mut self, keep: impl Fn(&str) -> bool) -> Self {
+        self.routes.retain(|r| keep(&r.service));
+        self.tools.retain(|t| keep(&t.service));
+        self
+    }
+
+    /// The full names of every gRPC service that has a route or a tool.
+    pub fn served_services(&self) -> std::collections::BTreeSet<&str> {
+        self.routes.iter().map(|r| r.service.as_str()).chain(self.tools.iter().map(|t| t.service.as_str())).collect()
+    }
+
     /// The tool with this name.
     pub fn tool(&self, name: &str) -> Option<&Tool> {
         self.tools.iter().find(|t| t.name == name)

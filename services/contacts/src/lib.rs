@@ -8,6 +8,8 @@ mod domain;
 mod service;
 
 use sqlx::migrate::Migrator;
+use worktruck_kit::service::{Built, ServiceContext, ServiceDef};
+use worktruck_proto::contacts::v1::contacts_service_server::ContactsServiceServer;
 
 pub use domain::ContactDoc;
 pub use service::{CONTACTS, Contacts};
@@ -21,4 +23,18 @@ pub const GRPC_NAME: &str = "worktruck.contacts.v1.ContactsService";
 /// The service's migrations: (PostgreSQL, SQLite).
 pub fn migrators() -> (Migrator, Migrator) {
     (sqlx::migrate!("migrations/postgres"), sqlx::migrate!("migrations/sqlite"))
+}
+
+/// The contacts service, for the binary's table of services.
+pub static DEFINITION: ServiceDef = ServiceDef {
+    name: SERVICE,
+    grpc_services: &[GRPC_NAME],
+    calls: &[],
+    migrators,
+    build,
+};
+
+fn build(ctx: ServiceContext) -> anyhow::Result<Built> {
+    let svc = Contacts::new(ctx.db, ctx.verifier, ctx.relay);
+    Ok(Built::new(tonic::service::Routes::new(ContactsServiceServer::new(svc))))
 }

@@ -8,42 +8,35 @@ use prost::Message as _;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 use uuid::Uuid;
-use worktruck_contacts::{Contacts, migrators};
 use worktruck_kit::bus::Bus;
 use worktruck_kit::context::{Ctx, Signer};
 use worktruck_kit::db::Db;
 use worktruck_kit::outbox::Relay;
-use worktruck_kit::testing::{TestData, backends, nats_url, serve_grpc_on_loopback};
+use worktruck_kit::testing::{TestData, TestService, backends, nats_url};
 use worktruck_proto::common::v1::{Event, HistoryRequest};
 use worktruck_proto::contacts::v1 as pb;
 use worktruck_proto::contacts::v1::contacts_service_client::ContactsServiceClient;
-use worktruck_proto::contacts::v1::contacts_service_server::ContactsServiceServer;
 
 struct Svc {
     client: ContactsServiceClient<Channel>,
     channel: Channel,
     signer: Signer,
     relay: Relay,
-    stop: tokio::sync::oneshot::Sender<()>,
     db: Db,
+    service: TestService,
 }
 
+/// The service as the binary builds it (its table definition), on a loopback port.
 async fn start(data: &TestData, bus: Bus) -> Svc {
-    let (pg, sqlite) = migrators();
-    let db = Db::connect_and_migrate(&data.db_options("contacts"), pg, sqlite).await.unwrap();
-    let signer = Signer::from_seed([9; 32]);
-    let relay = Relay::new(db.clone(), bus);
-    let svc = Contacts::new(db.clone(), signer.verifier(), relay.clone());
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let channel = serve_grpc_on_loopback(
-        tonic::service::Routes::new(ContactsServiceServer::new(svc)),
-        &[worktruck_contacts::GRPC_NAME],
-        async move {
-            let _ = rx.await;
-        },
-    )
-    .await;
-    Svc { client: ContactsServiceClient::new(channel.clone()), channel, signer, relay, stop, db }
+    let service = TestService::start(&worktruck_contacts::DEFINITION, data, bus).await;
+    Svc {
+        client: ContactsServiceClient::new(service.channel.clone()),
+        channel: service.channel.clone(),
+        signer: service.signer.clone(),
+        relay: service.relay.clone(),
+        db: service.db.clone(),
+        service,
+    }
 }
 
 fn req<T>(svc: &Svc, tenant: Uuid, msg: T) -> Request<T> {
@@ -115,7 +108,7 @@ async fn crud_isolation_retention_and_forged_contexts() {
             .unwrap()
             .into_inner();
         assert_eq!(same.version, 1, "an update that changes nothing records nothing");
-        let _ = svc.stop.send(());
+        svc.service.stop();
         svc.db.close().await;
     }
 }
@@ -164,7 +157,7 @@ async fn every_change_leaves_an_event_through_the_outbox() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(pending, 0);
-        let _ = svc.stop.send(());
+        svc.service.stop();
     }
 }
 
@@ -313,7 +306,7 @@ async fn writes_succeed_while_nats_is_down_and_their_events_follow_when_it_retur
         got.sort();
         ids.sort();
         assert_eq!(got, ids, "{backend:?}: every event exactly once, in the stream");
-        let _ = svc.stop.send(());
+        svc.service.stop();
     }
 }
 

@@ -1,6 +1,7 @@
 //! Typed configuration, loaded once: defaults → optional TOML file → `WORKTRUCK_…` environment
 //! variables (`__` nests: `WORKTRUCK_DATABASE__URL`), validated before anything starts.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -35,8 +36,17 @@ pub struct Config {
     pub grpc: GrpcConfig,
     /// Where a service role serves /health, /ready and /metrics.
     pub admin: AdminConfig,
-    /// Gateway upstreams (service roles' gRPC URLs).
-    pub services: ServicesConfig,
+    /// Each service's gRPC URL, keyed by service name (`WORKTRUCK_SERVICES__CONTACTS=http://…`),
+    /// for the gateways and for services that call another one when run apart. All-in-one
+    /// (`worktruck dev`) needs none: its services listen on loopback ports of its own choosing.
+    pub services: BTreeMap<String, String>,
+    /// Run and route only these services (empty: every service). `worktruck dev` starts only
+    /// these, and the gateways route only their operations; `tenants` is always needed.
+    pub enabled_services: Vec<String>,
+    /// Each service's own settings, keyed by service name (`[settings.notes]`,
+    /// `WORKTRUCK_SETTINGS__NOTES__<KEY>`); a service reads its section with
+    /// `ServiceContext::settings`.
+    pub settings: BTreeMap<String, serde_json::Value>,
     /// Internal context keys.
     pub context: ContextConfig,
     /// Logging.
@@ -220,16 +230,6 @@ pub struct AdminConfig {
     pub addr: SocketAddr,
 }
 
-/// The gateways' upstream services.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ServicesConfig {
-    /// Tenants service gRPC URL.
-    pub tenants: String,
-    /// Contacts service gRPC URL.
-    pub contacts: String,
-}
-
 /// Internal context keys. Both derive from the master secret when unset; in a split deployment
 /// give the gateway `signing_key` and the services only `public_key`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -279,7 +279,9 @@ impl Default for Config {
             nats: NatsConfig::default(),
             grpc: GrpcConfig::default(),
             admin: AdminConfig::default(),
-            services: ServicesConfig::default(),
+            services: BTreeMap::new(),
+            enabled_services: Vec::new(),
+            settings: BTreeMap::new(),
             context: ContextConfig::default(),
             log: LogConfig::default(),
             telemetry: TelemetryConfig::default(),
@@ -318,11 +320,6 @@ impl Default for AdminConfig {
         Self { addr: "0.0.0.0:9090".parse().expect("addr") }
     }
 }
-impl Default for ServicesConfig {
-    fn default() -> Self {
-        Self { tenants: "http://127.0.0.1:50051".into(), contacts: "http://127.0.0.1:50052".into() }
-    }
-}
 impl Default for LogConfig {
     fn default() -> Self {
         Self { format: "text".into(), level: "info".into() }
@@ -337,7 +334,7 @@ impl Default for TenantsConfig {
 /// The top-level configuration keys (sections and plain values).
 const TOP_LEVEL_KEYS: &[&str] = &[
     "data_dir", "secret_key", "rest", "mcp", "database", "nats", "grpc", "admin", "services",
-    "context", "log", "telemetry", "tenants", "auth", "outbound",
+    "context", "log", "telemetry", "tenants", "auth", "outbound", "enabled_services", "settings",
 ];
 
 /// A configuration problem, reported before start.
@@ -560,6 +557,23 @@ mod tests {
         figment::Jail::expect_with(|_| {
             let cfg = Config::load(Some(&example)).map_err(|e| e.to_string())?;
             assert_eq!(cfg.rest.addr, Config::default().rest.addr, "the example documents the defaults");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn service_addresses_and_settings_are_maps_keyed_by_service() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("w.toml", "[settings.notes]\nmax_attachment_bytes = 10\n")?;
+            jail.set_env("WORKTRUCK_SERVICES__CONTACTS", "http://contacts:50051");
+            jail.set_env("WORKTRUCK_SERVICES__SOME_NEW_ONE", "http://new:50051");
+            jail.set_env("WORKTRUCK_SETTINGS__NOTES__MAX_NOTE_BYTES", "20");
+            jail.set_env("WORKTRUCK_ENABLED_SERVICES", "[tenants, contacts]");
+            let cfg = Config::load(Some(Path::new("w.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.services["contacts"], "http://contacts:50051");
+            assert_eq!(cfg.services["some_new_one"], "http://new:50051", "a new service needs no config code");
+            assert_eq!(cfg.settings["notes"], serde_json::json!({"max_attachment_bytes": 10, "max_note_bytes": 20}));
+            assert_eq!(cfg.enabled_services, ["tenants", "contacts"]);
             Ok(())
         });
     }

@@ -1,7 +1,7 @@
 //! The shared runtime of every Worktruck service: typed config, the database layer (Postgres and
 //! SQLite), the generic bitemporal store, opaque cursors, the error-code table, the outbox and
 //! event bus, the signed internal context, outbound HTTPS clients, telemetry, and
-//! health/readiness/metrics.
+//! health/readiness/metrics, and the definition every service exports (`service`).
 //!
 //! Domain rules live in the services; this crate must stay free of any one domain.
 
@@ -15,6 +15,7 @@ pub mod http;
 pub mod ops;
 pub mod outbox;
 pub mod pbjson;
+pub mod service;
 pub mod store;
 pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]

@@ -9,6 +9,8 @@ mod service;
 pub mod store;
 
 use sqlx::migrate::Migrator;
+use worktruck_kit::service::{Built, ServiceContext, ServiceDef};
+use worktruck_proto::tenants::v1::tenants_service_server::TenantsServiceServer;
 
 pub use service::{Tenants, create_tenant, parse_plan, plan_str};
 
@@ -25,3 +27,21 @@ pub fn migrators() -> (Migrator, Migrator) {
 
 /// The purpose under which the API-key pepper derives from the master secret.
 pub const PEPPER_PURPOSE: &str = "worktruck/api-key-pepper/v1";
+
+/// The tenants service, for the binary's table of services.
+pub static DEFINITION: ServiceDef = ServiceDef {
+    name: SERVICE,
+    grpc_services: &[GRPC_NAME],
+    calls: &[],
+    migrators,
+    build,
+};
+
+fn build(ctx: ServiceContext) -> anyhow::Result<Built> {
+    // API keys are stored as HMACs under this pepper: every process that writes or checks keys
+    // must derive the same one, so it comes from the master secret and never from a default.
+    let pepper = ctx.derived_key(PEPPER_PURPOSE)?;
+    let retention = ctx.config.tenants.default_retention_days;
+    let svc = Tenants::new(ctx.db, ctx.verifier, pepper, retention, ctx.relay);
+    Ok(Built::new(tonic::service::Routes::new(TenantsServiceServer::new(svc))))
+}

@@ -6,33 +6,32 @@ use tonic::{Code, Request};
 use worktruck_kit::bus::Bus;
 use worktruck_kit::context::{Ctx, Signer};
 use worktruck_kit::db::Db;
-use worktruck_kit::outbox::Relay;
-use worktruck_kit::testing::{TestData, backends, serve_grpc_on_loopback};
+use worktruck_kit::testing::{TestData, TestService, backends, test_secrets};
 use worktruck_proto::tenants::v1 as pb;
 use worktruck_proto::tenants::v1::tenants_service_client::TenantsServiceClient;
-use worktruck_proto::tenants::v1::tenants_service_server::TenantsServiceServer;
-use worktruck_tenants::{Tenants, create_tenant, migrators};
+use worktruck_tenants::create_tenant;
 
-const PEPPER: [u8; 32] = [5; 32];
+/// The pepper the service derives from the test master secret.
+fn pepper() -> [u8; 32] {
+    test_secrets().derive(worktruck_tenants::PEPPER_PURPOSE)
+}
 
 struct Svc {
     client: TenantsServiceClient<Channel>,
     signer: Signer,
     db: Db,
+    _service: TestService,
 }
 
+/// The service as the binary builds it (its table definition), on a loopback port.
 async fn start(data: &TestData) -> Svc {
-    let (pg, sqlite) = migrators();
-    let db = Db::connect_and_migrate(&data.db_options("tenants"), pg, sqlite).await.unwrap();
-    let signer = Signer::from_seed([9; 32]);
-    let svc = Tenants::new(db.clone(), signer.verifier(), PEPPER, 365, Relay::new(db.clone(), Bus::memory()));
-    let channel = serve_grpc_on_loopback(
-        tonic::service::Routes::new(TenantsServiceServer::new(svc)),
-        &[worktruck_tenants::GRPC_NAME],
-        std::future::pending(),
-    )
-    .await;
-    Svc { client: TenantsServiceClient::new(channel), signer, db }
+    let service = TestService::start(&worktruck_tenants::DEFINITION, data, Bus::memory()).await;
+    Svc {
+        client: TenantsServiceClient::new(service.channel.clone()),
+        signer: service.signer.clone(),
+        db: service.db.clone(),
+        _service: service,
+    }
 }
 
 fn as_tenant<T>(svc: &Svc, tenant: &str, msg: T) -> Request<T> {
@@ -57,7 +56,7 @@ async fn keys_authenticate_rotate_and_revoke() {
     for backend in backends() {
         let data = TestData::new(backend).await;
         let mut svc = start(&data).await;
-        let first = create_tenant(&svc.db, &PEPPER, "Acme Inc.", pb::Plan::Pro, 365).await.unwrap();
+        let first = create_tenant(&svc.db, &pepper(), "Acme Inc.", pb::Plan::Pro, 365).await.unwrap();
         let tenant = first.tenant.unwrap();
         assert!(tenant.slug.starts_with("acme-inc-"), "{}", tenant.slug);
         let key = first.api_key.unwrap().key;
@@ -132,7 +131,7 @@ async fn keys_authenticate_rotate_and_revoke() {
         assert_eq!(again.unwrap_err().code(), Code::Aborted);
 
         // Another tenant cannot see or touch the keys.
-        let other = create_tenant(&svc.db, &PEPPER, "Other", pb::Plan::Free, 365).await.unwrap().tenant.unwrap();
+        let other = create_tenant(&svc.db, &pepper(), "Other", pb::Plan::Free, 365).await.unwrap().tenant.unwrap();
         let peek = svc.client.get_api_key(as_tenant(&svc, &other.id, pb::GetApiKeyRequest { id: scoped.id.clone() })).await;
         assert_eq!(peek.unwrap_err().code(), Code::NotFound);
         let list = svc
@@ -160,7 +159,7 @@ async fn expired_keys_are_refused_and_listing_pages_every_key_once() {
     for backend in backends() {
         let data = TestData::new(backend).await;
         let mut svc = start(&data).await;
-        let tenant = create_tenant(&svc.db, &PEPPER, "Pager", pb::Plan::Free, 365).await.unwrap().tenant.unwrap();
+        let tenant = create_tenant(&svc.db, &pepper(), "Pager", pb::Plan::Free, 365).await.unwrap().tenant.unwrap();
         let soon = prost_types::Timestamp { seconds: chrono::Utc::now().timestamp() + 1, nanos: 500_000_000 };
         let k = svc
             .client

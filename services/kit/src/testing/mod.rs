@@ -181,6 +181,92 @@ pub async fn serve_grpc_on_loopback(
         .connect_lazy()
 }
 
+/// The master secret every [`TestService`] is handed, so a test can derive the same keys
+/// (`test_secrets().derive(PURPOSE)`).
+pub fn test_secrets() -> crate::config::Secrets {
+    crate::config::Secrets::from_bytes(vec![7; 32])
+}
+
+/// One service of the table under test, the way the binary runs it: its definition builds it
+/// on a fresh migrated database (SQLite folder or PostgreSQL database of `data`), with a
+/// verifier for [`TestService::signer`], an outbox relay on `bus` (drained by the test, not in
+/// the background), the master secret [`test_secrets`], and its gRPC server on a loopback
+/// port. Its background tasks run; everything stops when the value is dropped.
+pub struct TestService {
+    /// A lazy channel to the service's gRPC server.
+    pub channel: tonic::transport::Channel,
+    /// Signs the contexts the service accepts (the gateway's key).
+    pub signer: crate::context::Signer,
+    /// The service's outbox relay (call `drain` to publish what it enqueued).
+    pub relay: crate::outbox::Relay,
+    /// The service's database.
+    pub db: crate::db::Db,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl TestService {
+    /// Builds `def` on `data` with events to `bus`; `clients` are channels to the services it
+    /// calls (by name).
+    pub async fn start_with(
+        def: &'static crate::service::ServiceDef,
+        data: &TestData,
+        bus: crate::bus::Bus,
+        config: crate::config::Config,
+        clients: std::collections::BTreeMap<&'static str, tonic::transport::Channel>,
+    ) -> TestService {
+        let (pg, sqlite) = (def.migrators)();
+        let db = crate::db::Db::connect_and_migrate(&data.db_options(def.name), pg, sqlite).await.expect("migrate");
+        let signer = crate::context::Signer::from_seed([9; 32]);
+        let relay = crate::outbox::Relay::new(db.clone(), bus.clone());
+        let (shutdown, signal) = crate::service::Shutdown::new();
+        let ctx = crate::service::ServiceContext::new(
+            def,
+            std::sync::Arc::new(config),
+            db.clone(),
+            signer.verifier(),
+            relay.clone(),
+            bus,
+            Some(test_secrets()),
+            clients,
+            signal.clone(),
+        );
+        let built = (def.build)(ctx).expect("build the service");
+        for (_, task) in built.tasks {
+            tokio::spawn(task);
+        }
+        let channel = serve_grpc_on_loopback(built.routes, def.grpc_services, signal.wait()).await;
+        TestService { channel, signer, relay, db, shutdown }
+    }
+
+    /// Builds `def` on `data` with events to `bus`, default config and no clients.
+    pub async fn start(def: &'static crate::service::ServiceDef, data: &TestData, bus: crate::bus::Bus) -> TestService {
+        Self::start_with(def, data, bus, crate::config::Config::default(), Default::default()).await
+    }
+
+    /// `msg` with a signed context of a caller in `tenant` (full access, 365 days' retention).
+    pub fn request<T>(&self, tenant: uuid::Uuid, msg: T) -> tonic::Request<T> {
+        self.request_as(&crate::context::Ctx::tenant(tenant, "key:test", 365), msg)
+    }
+
+    /// `msg` with `ctx`, signed.
+    pub fn request_as<T>(&self, ctx: &crate::context::Ctx, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        self.signer.attach(ctx, r.metadata_mut());
+        r
+    }
+
+    /// Stops the service's server and background tasks.
+    pub fn stop(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+impl Drop for TestService {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
