@@ -114,3 +114,23 @@ async fn dev_on_postgres_and_nats_keeps_serving() {
     let ready: serde_json::Value = http.get(format!("{base}/ready")).send().await.unwrap().json().await.unwrap();
     assert_eq!(ready["checks"]["bus"], "ok", "{ready}");
 }
+
+#[test]
+fn unknown_roles_and_services_are_refused_with_the_real_names() {
+    let bin = env!("CARGO_BIN_EXE_worktruck");
+    for args in [["serve", "nosuch"], ["migrate", "nosuch"]] {
+        let out = Command::new(bin).args(args).env("RUST_BACKTRACE", "0").output().unwrap();
+        assert!(!out.status.success(), "{args:?} fails");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for def in worktruck::services::TABLE {
+            assert!(stderr.contains(def.name), "{args:?} lists {}: {stderr}", def.name);
+        }
+        if args[0] == "serve" {
+            assert!(stderr.contains("gateway") && stderr.contains("mcp-gateway"), "{stderr}");
+        }
+    }
+    // The library's parser says the same.
+    let e = "nosuch".parse::<worktruck::Role>().unwrap_err().to_string();
+    assert!(e.contains("tenants, contacts, gateway, mcp-gateway"), "{e}");
+    assert_eq!("contacts".parse::<worktruck::Role>().unwrap().name(), "contacts");
+}

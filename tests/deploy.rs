@@ -1,0 +1,56 @@
+//! The deploy files follow the table of services: every service has its Kubernetes manifest,
+//! its Compose service and its address in the shared configuration, and no manifest runs a
+//! role the binary does not have. (Nothing is applied to a cluster here.)
+
+use std::path::Path;
+
+fn read(path: &str) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The roles named by `serve <role>` in a manifest (`["serve", "x"]`).
+fn served_roles(text: &str) -> Vec<String> {
+    text.match_indices("[\"serve\", \"")
+        .map(|(i, m)| text[i + m.len()..].split('"').next().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn every_service_of_the_table_is_deployed_and_nothing_else_is() {
+    let kustomization = read("k8s/base/kustomization.yaml");
+    let config_env = read("k8s/base/config.env");
+    let compose = read("deploy/docker-compose.yaml");
+    let pdb = read("k8s/base/pdb.yaml");
+    for def in worktruck::services::TABLE {
+        let manifest = format!("k8s/base/{}.yaml", def.name);
+        let text = read(&manifest);
+        assert!(served_roles(&text).contains(&def.name.to_owned()), "{manifest} runs `serve {}`", def.name);
+        assert!(
+            text.contains("worktruck.io/tier: service"),
+            "{manifest}'s Deployment carries worktruck.io/tier: service (the overlays size services by it)"
+        );
+        assert!(pdb.contains(&format!("name: worktruck-{}", def.name)), "k8s/base/pdb.yaml covers {}", def.name);
+        assert!(kustomization.contains(&format!("- {}.yaml", def.name)), "kustomization lists {manifest}");
+        let var = def.address_variable();
+        assert!(config_env.lines().any(|l| l.starts_with(&format!("{var}="))), "k8s/base/config.env sets {var}");
+        assert!(served_roles(&compose).contains(&def.name.to_owned()), "docker-compose runs `serve {}`", def.name);
+        assert!(compose.contains(&format!("{var}:")), "docker-compose gives the gateways {var}");
+    }
+    let roles = worktruck::role_names();
+    let mut k8s_roles = Vec::new();
+    for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s/base")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        k8s_roles.extend(served_roles(&text));
+    }
+    for role in k8s_roles.iter().chain(&served_roles(&compose)) {
+        assert!(roles.contains(&role.as_str()), "a manifest runs `serve {role}`, which is not a role ({roles:?})");
+    }
+    for role in &roles {
+        assert!(k8s_roles.contains(&(*role).to_owned()), "k8s/base runs the {role} role");
+    }
+    for line in config_env.lines().filter(|l| l.starts_with("WORKTRUCK_SERVICES__")) {
+        let name = line["WORKTRUCK_SERVICES__".len()..].split('=').next().unwrap().to_ascii_lowercase();
+        assert!(worktruck::services::find(&name).is_some(), "config.env names an unknown service: {line}");
+    }
+}
