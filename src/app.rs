@@ -229,8 +229,9 @@ async fn start_service(
         }));
     }
     let stop = shutdown.wait();
+    let verifier = keys.verifier.clone();
     tasks.servers.push(tokio::spawn(async move {
-        if let Err(e) = ops::serve_grpc(listener, built.routes, def.grpc_services, stop).await {
+        if let Err(e) = ops::serve_grpc(listener, built.routes, def.grpc_services, verifier, stop).await {
             tracing::error!(service = def.name, error = %e, "grpc server failed");
         }
     }));

@@ -82,12 +82,11 @@ impl ApiKeyAuthenticator {
     }
 
     async fn check(&self, key: &str, request_id: String) -> Result<Principal, Error> {
-        let mut request = tonic::Request::new(AuthenticateApiKeyRequest {
-            key: key.to_owned(),
-        });
-        let mut system = Ctx::system("gateway");
-        system.request_id = request_id.clone();
-        self.signer.attach(&system, request.metadata_mut());
+        let request = tonic::Request::from_parts(
+            crate::telemetry::call_metadata(&self.signer, &Ctx::system("gateway"), &request_id),
+            Default::default(),
+            AuthenticateApiKeyRequest { key: key.to_owned() },
+        );
         let response = self
             .tenants
             .clone()
@@ -119,7 +118,6 @@ impl ApiKeyAuthenticator {
         );
         ctx.plan = plan_name(tenant.plan);
         ctx.scopes = response.scopes;
-        ctx.request_id = request_id;
         Ok(Principal { ctx })
     }
 }
@@ -145,14 +143,11 @@ pub async fn resolve_external(
     actor: String,
     request_id: String,
 ) -> Result<Principal, Error> {
-    let mut request = tonic::Request::new(ResolvePrincipalRequest {
-        kind: kind as i32,
-        subject: subject.to_owned(),
-        issuer: issuer.to_owned(),
-    });
-    let mut system = Ctx::system("gateway");
-    system.request_id = request_id.clone();
-    signer.attach(&system, request.metadata_mut());
+    let request = tonic::Request::from_parts(
+        crate::telemetry::call_metadata(signer, &Ctx::system("gateway"), &request_id),
+        Default::default(),
+        ResolvePrincipalRequest { kind: kind as i32, subject: subject.to_owned(), issuer: issuer.to_owned() },
+    );
     let response = tenants
         .clone()
         .resolve_principal(request)
@@ -166,7 +161,6 @@ pub async fn resolve_external(
         .map_err(|e| Error::internal(format!("ResolvePrincipal returned a bad tenant id: {e}")))?;
     let mut ctx = Ctx::tenant(tenant_id, actor, tenant.retention_days);
     ctx.plan = plan_name(tenant.plan);
-    ctx.request_id = request_id;
     Ok(Principal { ctx })
 }
 

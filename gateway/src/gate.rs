@@ -1,6 +1,6 @@
 //! The one door both gateways use: authenticate the caller (API key, and the schemes the
 //! [`AuthChain`] holds), then count the request against the tenant's plan. Scope checks happen
-//! per operation (`scopes::check`), since one MCP request may call any tool.
+//! per operation (`worktruck_kit::scopes::check`), since one MCP request may call any tool.
 
 use std::sync::Arc;
 

@@ -13,7 +13,6 @@ pub mod gate;
 pub mod limits;
 pub mod oidc;
 pub mod openapi;
-pub mod scopes;
 pub mod telemetry;
 pub mod upstream;
 pub mod x402;

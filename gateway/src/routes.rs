@@ -12,9 +12,9 @@ use axum::routing::{MethodFilter, MethodRouter};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, StatusCode, header};
 use prost::Message;
-use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::Channel;
 use worktruck_kit::context::Signer;
+use worktruck_kit::scopes;
 use worktruck_kit::{Error, ErrorCode};
 use worktruck_proto::registry::{HttpMethod, Registry, Route, Segment};
 
@@ -23,7 +23,7 @@ use crate::x402::{PAYMENT_RESPONSE, PAYMENT_SIGNATURE, PriceClass, X402};
 use worktruck_proto::tenants::v1::PrincipalKind;
 use worktruck_proto::tenants::v1::tenants_service_client::TenantsServiceClient;
 use crate::error::{ApiError, GatewayError};
-use crate::telemetry::{REQUEST_ID, RequestId, RouteLabel};
+use crate::telemetry::{RequestId, RouteLabel};
 use crate::transcode::{self, HttpInput};
 use crate::upstream::{self, Upstreams};
 
@@ -48,6 +48,8 @@ struct Binding {
     verb: Option<String>,
     status: StatusCode,
     label: Arc<str>,
+    /// The scope the RPC needs (kit's table, which the service checks again).
+    scope: Arc<str>,
 }
 
 /// The bindings sharing one axum path and method (they differ by verb only).
@@ -117,6 +119,7 @@ pub(crate) fn add_routes(
             verb,
             status: success_status(route),
             label: Arc::from(route.path.as_str()),
+            scope: Arc::from(scopes::scope(&route.rpc, scopes::is_read(registry, &route.rpc))),
             grpc_path,
             channel: channel.clone(),
             route: route.clone(),
@@ -296,8 +299,7 @@ async fn call_as(
     }
     let mut limit_headers = http::HeaderMap::new();
     quota.write_headers(&mut limit_headers);
-    let read = binding.route.method == HttpMethod::Get;
-    crate::scopes::check(&principal.ctx, &crate::scopes::required_scope(&binding.route.rpc, read))
+    worktruck_kit::scopes::check(&principal.ctx, &binding.scope)
         .map_err(|e| ApiError::from(e).with_headers(limit_headers.clone()))?;
     let result = call_admitted(shared, binding, params, parts, body, principal).await;
     match result {
@@ -353,14 +355,7 @@ async fn call_admitted(
     };
     let message = transcode::request_message(&binding.route, input)?;
 
-    let mut metadata = MetadataMap::new();
-    let mut ctx = principal.ctx;
-    ctx.request_id = request_id.clone();
-    shared.signer.attach(&ctx, &mut metadata);
-    worktruck_kit::telemetry::inject(&mut metadata);
-    if let Ok(value) = MetadataValue::try_from(request_id.as_str()) {
-        metadata.insert(REQUEST_ID, value);
-    }
+    let metadata = crate::telemetry::call_metadata(&shared.signer, &principal.ctx, &request_id);
     let reply = upstream::unary(
         binding.channel.clone(),
         binding.grpc_path.clone(),
@@ -412,6 +407,7 @@ mod tests {
             verb: verb.map(str::to_owned),
             status: StatusCode::OK,
             label: Arc::from("/api/v1/contacts/{id}"),
+            scope: Arc::from("contacts:read"),
             route,
         })
     }

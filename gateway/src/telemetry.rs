@@ -29,6 +29,19 @@ impl RequestId {
     }
 }
 
+/// The metadata of a gateway's call to a service: the signed context of `ctx` (one token per
+/// principal, reused: see `Signer::token`), the current trace and the request id, which stay
+/// outside the signature.
+pub fn call_metadata(signer: &worktruck_kit::context::Signer, ctx: &worktruck_kit::context::Ctx, request_id: &str) -> tonic::metadata::MetadataMap {
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    signer.attach(ctx, &mut metadata);
+    worktruck_kit::telemetry::inject(&mut metadata);
+    if let Ok(value) = tonic::metadata::MetadataValue::try_from(request_id) {
+        metadata.insert(REQUEST_ID, value);
+    }
+    metadata
+}
+
 /// The proto path template that served a response, set by handlers as a response extension
 /// so that metrics are labelled `/api/v1/contacts/{id}` rather than by concrete paths.
 #[derive(Debug, Clone)]

@@ -116,7 +116,7 @@ async fn upstream_receives_a_signed_tenant_context() {
     assert_eq!(ctx.actor, format!("key:{KEY_ID}"));
     assert_eq!(ctx.scopes, ["contacts:read", "contacts:write"]);
     assert_eq!(ctx.retention_days, 30);
-    assert_eq!(ctx.request_id, "req-123");
+    assert_eq!(stack.contacts.request_ids.lock().unwrap()[0], "req-123", "the request id reaches the service");
 
     // The key itself was checked under the gateway's own system context.
     let auth = stack.tenants.seen.lock().unwrap().clone();

@@ -306,8 +306,8 @@ pub(crate) fn protected_resource_metadata(registry: &Registry, cfg: &McpConfig) 
         .flat_map(|t| {
             // A write scope includes the read one, so both are worth asking for.
             [
-                worktruck_gateway::scopes::required_scope(&t.rpc, true),
-                worktruck_gateway::scopes::required_scope(&t.rpc, false),
+                worktruck_kit::scopes::scope(&t.rpc, true),
+                worktruck_kit::scopes::scope(&t.rpc, false),
             ]
         })
         .collect();

@@ -16,10 +16,9 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::Value;
-use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::Channel;
 use worktruck_gateway::Principal;
-use worktruck_gateway::telemetry::{REQUEST_ID, RequestId};
+use worktruck_gateway::telemetry::RequestId;
 use worktruck_gateway::upstream::{self, Upstreams};
 use worktruck_kit::context::Signer;
 use worktruck_kit::{Error, ErrorCode};
@@ -120,23 +119,12 @@ impl McpGateway {
         let principal = parts
             .and_then(|p| p.extensions.get::<Principal>())
             .ok_or_else(|| Error::unauthenticated("missing credentials"))?;
-        // Scope rule shared with REST (`gateway/src/scopes.rs`): `<domain>:read` for read-only
-        // tools, `<domain>:write` for the rest.
-        worktruck_gateway::scopes::check(
-            &principal.ctx,
-            &worktruck_gateway::scopes::required_scope(&entry.rpc, entry.read_only),
-        )?;
+        // The scope table shared with REST and the services (`worktruck_kit::scopes`).
+        worktruck_kit::scopes::check(&principal.ctx, &worktruck_kit::scopes::scope(&entry.rpc, entry.read_only))?;
         let message = json::from_value(&entry.rpc.input(), arguments)
             .map_err(|e| Error::invalid(e.to_string()))?;
         let request_id = parts.map(RequestId::of).unwrap_or_default();
-        let mut metadata = MetadataMap::new();
-        let mut ctx = principal.ctx.clone();
-        ctx.request_id = request_id.clone();
-        self.signer.attach(&ctx, &mut metadata);
-        worktruck_kit::telemetry::inject(&mut metadata);
-        if let Ok(value) = MetadataValue::try_from(request_id.as_str()) {
-            metadata.insert(REQUEST_ID, value);
-        }
+        let metadata = worktruck_gateway::telemetry::call_metadata(&self.signer, &principal.ctx, &request_id);
         let reply = upstream::unary(
             entry.channel.clone(),
             entry.grpc_path.clone(),

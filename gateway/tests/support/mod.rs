@@ -169,6 +169,8 @@ pub struct FakeContacts {
     store: Mutex<BTreeMap<String, Contact>>,
     /// The verified context of every call, in order.
     pub seen: Mutex<Vec<Ctx>>,
+    /// The `x-request-id` of every call, in order (it travels beside the signed context).
+    pub request_ids: Mutex<Vec<String>>,
 }
 
 impl FakeContacts {
@@ -177,6 +179,8 @@ impl FakeContacts {
         let ctx = verifier.verify(request.metadata()).map_err(Status::from)?;
         ctx.require_tenant().map_err(Status::from)?;
         self.seen.lock().unwrap().push(ctx.clone());
+        let id = request.metadata().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        self.request_ids.lock().unwrap().push(id.to_owned());
         Ok(ctx)
     }
 }

@@ -35,6 +35,7 @@ pub async fn spawn_tenants_on(backend: Backend, signer: &Signer) -> (Channel, Te
     let channel = serve_grpc_on_loopback(
         tonic::service::Routes::new(TenantsServiceServer::new(svc)),
         &[worktruck_tenants::GRPC_NAME],
+        signer.verifier(),
         std::future::pending(),
     )
     .await;

@@ -337,3 +337,37 @@ async fn the_grpc_server_answers_health_checks_and_reflection() {
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.iter().any(|n| n == worktruck_contacts::GRPC_NAME), "{names:?}");
 }
+
+#[tokio::test]
+async fn a_context_signed_for_a_read_only_credential_cannot_write() {
+    // What a context captured from a `contacts:read` request and replayed straight to the
+    // service within its lifetime can do: read, and nothing else.
+    for backend in backends() {
+        let data = TestData::new(backend).await;
+        let mut svc = start(&data, Bus::memory()).await;
+        let tenant = Uuid::now_v7();
+        let c = svc.client.create_contact(req(&svc, tenant, create("Ada"))).await.unwrap().into_inner();
+        let mut read_only = Ctx::tenant(tenant, "key:reader", 365);
+        read_only.scopes = vec!["contacts:read".into()];
+        let get = svc.service.request_as(&read_only, pb::GetContactRequest { id: c.id.clone(), ..Default::default() });
+        assert!(svc.client.get_contact(get).await.is_ok(), "{backend:?}: reads are allowed");
+        let update = svc.service.request_as(
+            &read_only,
+            pb::UpdateContactRequest { id: c.id.clone(), nickname: Some("x".into()), ..Default::default() },
+        );
+        let e = svc.client.update_contact(update).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{backend:?}");
+        assert_eq!(worktruck_kit::Error::from_status(&e).code, worktruck_kit::ErrorCode::InsufficientScope);
+        let create_req = svc.service.request_as(&read_only, create("Eve"));
+        assert_eq!(svc.client.create_contact(create_req).await.unwrap_err().code(), Code::PermissionDenied);
+        let delete = svc.service.request_as(&read_only, pb::DeleteContactRequest { id: c.id.clone() });
+        assert_eq!(svc.client.delete_contact(delete).await.unwrap_err().code(), Code::PermissionDenied);
+        // Another domain's write scope does not help either.
+        let mut other = Ctx::tenant(tenant, "key:crm", 365);
+        other.scopes = vec!["crm:write".into()];
+        let get = svc.service.request_as(&other, pb::GetContactRequest { id: c.id.clone(), ..Default::default() });
+        assert_eq!(svc.client.get_contact(get).await.unwrap_err().code(), Code::PermissionDenied);
+        let after = svc.client.get_contact(req(&svc, tenant, pb::GetContactRequest { id: c.id.clone(), ..Default::default() })).await.unwrap().into_inner();
+        assert_eq!(after.version, 1, "nothing was written");
+    }
+}

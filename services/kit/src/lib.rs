@@ -15,6 +15,7 @@ pub mod http;
 pub mod ops;
 pub mod outbox;
 pub mod pbjson;
+pub mod scopes;
 pub mod service;
 pub mod store;
 pub mod telemetry;

@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 
+use crate::context::{METADATA_KEY, Verifier};
 use crate::db::Db;
+use crate::scopes::ScopeTable;
 use crate::telemetry::metrics_handle;
 
 /// An async probe.
@@ -106,11 +108,13 @@ async fn ready(checks: &[Check]) -> Response {
 
 /// Serves `routes` (one or more tonic services) on `listener`, with `grpc.health.v1.Health`
 /// reporting every name in `service_names` as serving, and server reflection over the whole
-/// descriptor set, until `shutdown` resolves.
+/// descriptor set, until `shutdown` resolves. Every call passes [`ScopeGuard`] first: a
+/// context `verifier` accepts must hold the RPC's scope.
 pub async fn serve_grpc(
     listener: TcpListener,
     routes: tonic::service::Routes,
     service_names: &[&str],
+    verifier: Verifier,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -124,6 +128,7 @@ pub async fn serve_grpc(
     let routes = routes.add_service(health).add_service(reflection);
     tonic::transport::Server::builder()
         .trace_fn(crate::telemetry::grpc_span)
+        .layer(ScopeGuardLayer { verifier, table: ScopeTable::embedded() })
         .add_routes(routes)
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
@@ -131,6 +136,56 @@ pub async fn serve_grpc(
         )
         .await?;
     Ok(())
+}
+
+/// Wraps a gRPC server in [`ScopeGuard`].
+#[derive(Clone)]
+pub struct ScopeGuardLayer {
+    verifier: Verifier,
+    table: &'static ScopeTable,
+}
+
+impl<S> tower::Layer<S> for ScopeGuardLayer {
+    type Service = ScopeGuard<S>;
+    fn layer(&self, inner: S) -> ScopeGuard<S> {
+        ScopeGuard { inner, verifier: self.verifier.clone(), table: self.table }
+    }
+}
+
+/// Refuses a call whose verified context lacks the RPC's scope (`permission_denied` with
+/// reason `insufficient_scope`) before the service runs. The gateways check the same table
+/// first; this second check is what stops a context captured from a read-only credential
+/// and replayed to a service within its lifetime. Calls without a valid context pass on to
+/// the service, which refuses them as `unauthenticated`.
+#[derive(Clone)]
+pub struct ScopeGuard<S> {
+    inner: S,
+    verifier: Verifier,
+    table: &'static ScopeTable,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for ScopeGuard<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::Either<S::Future, std::future::Ready<Result<S::Response, S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if let Some(scope) = self.table.required(request.uri().path())
+            && let Some(token) = request.headers().get(METADATA_KEY).and_then(|v| v.to_str().ok())
+            && let Ok(ctx) = self.verifier.verify_token(token)
+            && let Err(e) = crate::scopes::check(&ctx, scope)
+        {
+            return futures::future::Either::Right(std::future::ready(Ok(e.to_status().into_http())));
+        }
+        futures::future::Either::Left(self.inner.call(request))
+    }
 }
 
 /// `listener` with `TCP_NODELAY` on every accepted connection. An answer written in several

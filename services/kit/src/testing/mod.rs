@@ -166,16 +166,17 @@ pub async fn early_in_a_minute() {
     }
 }
 
-/// Serves `routes` with [`crate::ops::serve_grpc`] on a free loopback port until `stop`
-/// resolves, and returns a lazy channel to it.
+/// Serves `routes` with [`crate::ops::serve_grpc`] (contexts checked by `verifier`) on a free
+/// loopback port until `stop` resolves, and returns a lazy channel to it.
 pub async fn serve_grpc_on_loopback(
     routes: tonic::service::Routes,
     service_names: &'static [&'static str],
+    verifier: crate::context::Verifier,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> tonic::transport::Channel {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
     let addr = listener.local_addr().expect("local addr");
-    tokio::spawn(crate::ops::serve_grpc(listener, routes, service_names, stop));
+    tokio::spawn(crate::ops::serve_grpc(listener, routes, service_names, verifier, stop));
     tonic::transport::Channel::from_shared(format!("http://{addr}"))
         .expect("a loopback URL")
         .connect_lazy()
@@ -234,7 +235,7 @@ impl TestService {
         for (_, task) in built.tasks {
             tokio::spawn(task);
         }
-        let channel = serve_grpc_on_loopback(built.routes, def.grpc_services, signal.wait()).await;
+        let channel = serve_grpc_on_loopback(built.routes, def.grpc_services, signer.verifier(), signal.wait()).await;
         TestService { channel, signer, relay, db, shutdown }
     }
 
