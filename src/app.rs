@@ -1,6 +1,6 @@
 //! Starting Worktruck: everything in one process (`dev`) or one role per process (`serve`).
-//! All-in-one still talks gRPC between gateway and services over loopback, so the code path
-//! under test is the production one.
+//! All-in-one still talks gRPC between gateway and services (over in-process pipes instead of
+//! sockets), so the code path under test is the production one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -202,7 +202,7 @@ async fn start_service(
     keys: &Keys,
     bus: &Bus,
     clients: BTreeMap<&'static str, Channel>,
-    listener: TcpListener,
+    listener: ops::GrpcListener,
     shutdown: &Shutdown,
     tasks: &mut Tasks,
 ) -> anyhow::Result<Db> {
@@ -380,12 +380,13 @@ pub async fn start_dev(cfg: Config) -> anyhow::Result<Running> {
     let (tx, shutdown) = Shutdown::new();
     let mut tasks = Tasks::default();
     let bus = bus(&cfg, &shutdown, &mut tasks).await?;
-    // Every listener first, so that each service is handed channels to those it calls.
+    // Every connection first, so that each service is handed channels to those it calls. They
+    // are in-process pipes: the same gRPC requests as between pods, without sockets.
     let mut listeners = Vec::new();
     let mut channels: BTreeMap<&'static str, Channel> = BTreeMap::new();
     for def in &defs {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        channels.insert(def.name, channel(&format!("http://{}", listener.local_addr()?))?);
+        let (channel, listener) = ops::in_process_grpc();
+        channels.insert(def.name, channel);
         listeners.push(listener);
     }
     let cfg = Arc::new(cfg);
@@ -473,7 +474,7 @@ pub async fn start_role(cfg: Config, role: Role) -> anyhow::Result<Running> {
             let listener = TcpListener::bind(cfg.grpc.addr).await.with_context(|| format!("listen on {}", cfg.grpc.addr))?;
             let grpc_addr = listener.local_addr()?;
             let cfg = Arc::new(cfg);
-            let db = start_service(&cfg, def, &keys, &bus, clients, listener, &shutdown, &mut tasks).await?;
+            let db = start_service(&cfg, def, &keys, &bus, clients, listener.into(), &shutdown, &mut tasks).await?;
             checks.insert(0, ops::db_check("database", db.clone()));
             checks.push(ops::bus_check(bus.clone()));
             start_admin(&cfg, checks, &shutdown, &mut tasks).await?;

@@ -106,12 +106,51 @@ async fn ready(checks: &[Check]) -> Response {
     }
 }
 
+/// Where a gRPC server takes its connections from.
+pub enum GrpcListener {
+    /// A TCP socket (`TCP_NODELAY` on every connection).
+    Tcp(TcpListener),
+    /// In-process connections from [`in_process_grpc`]'s channel.
+    InProcess(InProcessIncoming),
+}
+
+impl From<TcpListener> for GrpcListener {
+    fn from(l: TcpListener) -> Self {
+        GrpcListener::Tcp(l)
+    }
+}
+
+/// The server half of an in-process gRPC connection pair.
+pub type InProcessIncoming = tokio_stream::wrappers::ReceiverStream<Result<tokio::io::DuplexStream, std::io::Error>>;
+
+/// A gRPC channel and the listener it connects to, inside this process: each connection is a
+/// `tokio::io::duplex` pipe instead of a socket. `worktruck dev` wires gateways to services so;
+/// the request still goes through tonic's client, HTTP/2, the codec, metadata and the server's
+/// layers exactly as between pods, only without the kernel's loopback in between.
+pub fn in_process_grpc() -> (tonic::transport::Channel, GrpcListener) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<tokio::io::DuplexStream, std::io::Error>>(64);
+    let channel = tonic::transport::Endpoint::from_static("http://in-process.invalid").connect_with_connector_lazy(
+        tower::service_fn(move |_: http::Uri| {
+            let tx = tx.clone();
+            async move {
+                // A window as large as HTTP/2's default, so a large answer is not chopped up.
+                let (client, server) = tokio::io::duplex(1 << 16);
+                tx.send(Ok(server))
+                    .await
+                    .map_err(|_| std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "the in-process gRPC server has stopped"))?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(client))
+            }
+        }),
+    );
+    (channel, GrpcListener::InProcess(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
 /// Serves `routes` (one or more tonic services) on `listener`, with `grpc.health.v1.Health`
 /// reporting every name in `service_names` as serving, and server reflection over the whole
 /// descriptor set, until `shutdown` resolves. Every call passes [`ScopeGuard`] first: a
 /// context `verifier` accepts must hold the RPC's scope.
 pub async fn serve_grpc(
-    listener: TcpListener,
+    listener: impl Into<GrpcListener>,
     routes: tonic::service::Routes,
     service_names: &[&str],
     verifier: Verifier,
@@ -126,15 +165,17 @@ pub async fn serve_grpc(
         .register_encoded_file_descriptor_set(worktruck_proto::DESCRIPTOR_SET)
         .build_v1()?;
     let routes = routes.add_service(health).add_service(reflection);
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .trace_fn(crate::telemetry::grpc_span)
         .layer(ScopeGuardLayer { verifier, table: ScopeTable::embedded() })
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
-        .await?;
+        .add_routes(routes);
+    match listener.into() {
+        GrpcListener::Tcp(listener) => {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            server.serve_with_incoming_shutdown(incoming, shutdown).await?;
+        }
+        GrpcListener::InProcess(incoming) => server.serve_with_incoming_shutdown(incoming, shutdown).await?,
+    }
     Ok(())
 }
 
