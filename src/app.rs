@@ -273,11 +273,16 @@ fn gateway_auth(
     keys: &Keys,
     cfg: &Config,
     upstreams: &worktruck_gateway::Upstreams,
+    bus: &Bus,
     shutdown: &Shutdown,
     tasks: &mut Tasks,
 ) -> anyhow::Result<(Signer, worktruck_gateway::Gate)> {
     let signer = keys.signer.clone().context("the gateway needs context.signing_key or secret_key")?;
-    let auth = worktruck_gateway::auth_chain(upstreams, &signer, &cfg.auth, &cfg.outbound)?;
+    // Verified keys and subjects are kept for `auth.principal_cache_seconds`; the tenants
+    // service's events drop a tenant's entries on every replica as soon as they arrive.
+    let principals = worktruck_gateway::PrincipalCache::new(Duration::from_secs(cfg.auth.principal_cache_seconds));
+    tasks.background.push(tokio::spawn(principals.clone().follow(bus.clone(), shutdown.wait())));
+    let auth = worktruck_gateway::auth_chain(upstreams, &signer, &cfg.auth, &cfg.outbound, principals)?;
     let limiter = Arc::new(worktruck_gateway::Limiter::new(cfg.auth.enterprise));
     let tenants = upstreams
         .get(worktruck_gateway::TENANTS_SERVICE)
@@ -414,7 +419,7 @@ pub async fn start_dev(cfg: Config) -> anyhow::Result<Running> {
     let mcp_listener = TcpListener::bind(cfg.mcp.addr)
         .await
         .with_context(|| format!("cannot listen on {} (is another Worktruck running?)", cfg.mcp.addr))?;
-    let (signer, gate) = gateway_auth(&keys, &cfg, &upstreams, &shutdown, &mut tasks)?;
+    let (signer, gate) = gateway_auth(&keys, &cfg, &upstreams, &bus, &shutdown, &mut tasks)?;
     let mcp_addr = start_mcp_gateway(&cfg, registry.clone(), signer.clone(), gate.clone(), upstreams.clone(), mcp_listener, &shutdown, &mut tasks)?;
     start_gateway(&cfg, registry, signer, gate, upstreams, checks, listener, &shutdown, &mut tasks)?;
     Ok(Running { rest_addr: Some(rest_addr), mcp_addr: Some(mcp_addr), grpc_addr: None, first_key, first_tenant, shutdown: tx, servers: tasks.servers, tasks: tasks.background, dbs })
@@ -486,7 +491,14 @@ pub async fn start_role(cfg: Config, role: Role) -> anyhow::Result<Running> {
             let upstreams = upstreams(&defs, |def| channel(&services::address(&cfg, def)?))?;
             let checks = upstream_checks(&defs, &upstreams);
             let registry = registry(&defs)?;
-            let (signer, gate) = gateway_auth(&keys, &cfg, &upstreams, &shutdown, &mut tasks)?;
+            if cfg.nats.url.is_empty() && cfg.auth.principal_cache_seconds > 0 {
+                tracing::warn!(
+                    seconds = cfg.auth.principal_cache_seconds,
+                    "no nats.url: revoked or rotated keys reach this gateway only when its cache entry expires"
+                );
+            }
+            let bus = bus(&cfg, &shutdown, &mut tasks).await?;
+            let (signer, gate) = gateway_auth(&keys, &cfg, &upstreams, &bus, &shutdown, &mut tasks)?;
             if matches!(role, Role::Gateway) {
                 let listener = TcpListener::bind(cfg.rest.addr).await.with_context(|| format!("listen on {}", cfg.rest.addr))?;
                 let rest_addr = listener.local_addr()?;

@@ -15,6 +15,7 @@ use worktruck_kit::{Error, ErrorCode};
 use worktruck_proto::tenants::v1::{AuthenticateApiKeyRequest, Plan, PrincipalKind, ResolvePrincipalRequest};
 use worktruck_proto::tenants::v1::tenants_service_client::TenantsServiceClient;
 
+use crate::cache::PrincipalCache;
 use crate::error::ApiError;
 use crate::telemetry::RequestId;
 
@@ -37,18 +38,28 @@ pub trait Authenticator: Send + Sync + 'static {
     fn authenticate<'a>(&'a self, parts: &'a Parts) -> AuthFuture<'a>;
 }
 
-/// The authenticators a gateway accepts, asked in order.
+/// The authenticators a gateway accepts, asked in order, and the cache of principals they
+/// share.
 #[derive(Clone)]
 pub struct AuthChain {
     authenticators: Arc<[Arc<dyn Authenticator>]>,
+    principals: PrincipalCache,
 }
 
 impl AuthChain {
-    /// A chain of authenticators.
+    /// A chain of authenticators that keep nothing between requests.
     pub fn new(authenticators: Vec<Arc<dyn Authenticator>>) -> Self {
-        Self {
-            authenticators: authenticators.into(),
-        }
+        Self::with_cache(authenticators, PrincipalCache::new(std::time::Duration::ZERO))
+    }
+
+    /// A chain of authenticators whose verified principals live in `principals`.
+    pub fn with_cache(authenticators: Vec<Arc<dyn Authenticator>>, principals: PrincipalCache) -> Self {
+        Self { authenticators: authenticators.into(), principals }
+    }
+
+    /// The principals the chain's authenticators keep.
+    pub fn principals(&self) -> &PrincipalCache {
+        &self.principals
     }
 
     /// The first authenticator's verdict, or 401 when none recognises a credential.
@@ -65,10 +76,12 @@ impl AuthChain {
     }
 }
 
-/// `Authorization: Bearer bsk_live_…|bsk_test_…`, checked by the tenants service.
+/// `Authorization: Bearer bsk_live_…|bsk_test_…`, checked by the tenants service, and kept in
+/// a [`PrincipalCache`] (by a hash of the key) when given one.
 pub struct ApiKeyAuthenticator {
     tenants: TenantsServiceClient<Channel>,
     signer: Signer,
+    cache: PrincipalCache,
 }
 
 impl ApiKeyAuthenticator {
@@ -78,10 +91,31 @@ impl ApiKeyAuthenticator {
         Self {
             tenants: TenantsServiceClient::new(tenants),
             signer,
+            cache: PrincipalCache::new(std::time::Duration::ZERO),
         }
     }
 
+    /// Keeps verified keys in `cache` (share the chain's, so bus events reach it).
+    pub fn with_cache(mut self, cache: PrincipalCache) -> Self {
+        self.cache = cache;
+        self
+    }
+
     async fn check(&self, key: &str, request_id: String) -> Result<Principal, Error> {
+        let cache_key = PrincipalCache::key(&["api_key", key]);
+        if let Some(principal) = self.cache.get(&cache_key) {
+            return Ok(principal);
+        }
+        let (principal, expires_at) = self.authenticate(key, request_id).await?;
+        self.cache.insert(cache_key, &principal, expires_at);
+        Ok(principal)
+    }
+
+    async fn authenticate(
+        &self,
+        key: &str,
+        request_id: String,
+    ) -> Result<(Principal, Option<chrono::DateTime<chrono::Utc>>), Error> {
         let request = tonic::Request::from_parts(
             crate::telemetry::call_metadata(&self.signer, &Ctx::system("gateway"), &request_id),
             Default::default(),
@@ -118,7 +152,8 @@ impl ApiKeyAuthenticator {
         );
         ctx.plan = plan_name(tenant.plan);
         ctx.scopes = response.scopes;
-        Ok(Principal { ctx })
+        let expires_at = response.expires_at.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32));
+        Ok((Principal { ctx }, expires_at))
     }
 }
 

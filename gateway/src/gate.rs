@@ -32,6 +32,11 @@ impl Gate {
         Self { auth, limiter }
     }
 
+    /// The verified principals the gate's authenticators keep.
+    pub fn principals(&self) -> &crate::cache::PrincipalCache {
+        self.auth.principals()
+    }
+
     /// Authenticates and counts one request. 401 without valid credentials, 429 (with
     /// `Retry-After` and the `X-RateLimit-*` headers) over the plan's limit.
     pub async fn admit(&self, parts: &Parts) -> Result<Admitted, ApiError> {

@@ -7,6 +7,7 @@
 //! `/health`, `/ready` and `/metrics` belong to the binary, which merges them in.
 
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod gate;
@@ -30,6 +31,7 @@ use worktruck_kit::context::Signer;
 use worktruck_proto::registry::Registry;
 
 pub use auth::{ApiKeyAuthenticator, AuthChain, Authenticator, Principal};
+pub use cache::PrincipalCache;
 pub use config::GatewayConfig;
 pub use error::{ApiError, GatewayError};
 pub use gate::{Admitted, Gate};
@@ -50,34 +52,37 @@ pub async fn router(
     signer: Signer,
     cfg: GatewayConfig,
 ) -> Result<axum::Router, GatewayError> {
-    let auth = auth_chain(&upstreams, &signer, &cfg.auth, &cfg.outbound)?;
+    let principals = PrincipalCache::new(std::time::Duration::from_secs(cfg.auth.principal_cache_seconds));
+    let auth = auth_chain(&upstreams, &signer, &cfg.auth, &cfg.outbound, principals)?;
     router_with_auth(registry, upstreams, signer, auth, cfg)
 }
 
 /// The authenticators both gateways (REST and MCP) accept, from configuration: API keys
 /// (checked by the tenants service on `upstreams`) always, more schemes as configured; calls to
-/// an OIDC issuer trust what `outbound` says.
+/// an OIDC issuer trust what `outbound` says. Verified principals are kept in `principals`
+/// (let [`PrincipalCache::follow`] feed it the tenants service's events).
 pub fn auth_chain(
     upstreams: &Upstreams,
     signer: &Signer,
     auth: &worktruck_kit::config::AuthConfig,
     outbound: &worktruck_kit::config::OutboundConfig,
+    principals: PrincipalCache,
 ) -> Result<AuthChain, GatewayError> {
     let tenants = upstreams
         .get(TENANTS_SERVICE)
         .ok_or_else(|| GatewayError::MissingUpstream(TENANTS_SERVICE.to_owned()))?
         .clone();
     let mut authenticators: Vec<Arc<dyn Authenticator>> =
-        vec![Arc::new(ApiKeyAuthenticator::new(tenants.clone(), signer.clone()))];
+        vec![Arc::new(ApiKeyAuthenticator::new(tenants.clone(), signer.clone()).with_cache(principals.clone()))];
     if !auth.oidc.issuer.is_empty() {
         authenticators.push(Arc::new(oidc::JwtAuthenticator::new(
             &auth.oidc,
             worktruck_kit::http::outbound(outbound, oidc::TIMEOUTS)?,
             tenants,
             signer.clone(),
-        )));
+        ).with_cache(principals.clone())));
     }
-    Ok(AuthChain::new(authenticators))
+    Ok(AuthChain::with_cache(authenticators, principals))
 }
 
 /// [`router`] with a caller-chosen authentication chain (OIDC, x402, test doubles).

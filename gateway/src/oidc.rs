@@ -25,6 +25,7 @@ use worktruck_kit::{Error, ErrorCode};
 use worktruck_proto::tenants::v1::PrincipalKind;
 use worktruck_proto::tenants::v1::tenants_service_client::TenantsServiceClient;
 
+use crate::cache::PrincipalCache;
 use crate::auth::{AuthFuture, Authenticator, Principal, bearer_token, resolve_external};
 use crate::telemetry::RequestId;
 
@@ -56,6 +57,8 @@ struct Inner {
     http: reqwest::Client,
     tenants: TenantsServiceClient<Channel>,
     signer: Signer,
+    /// Subjects already resolved to their tenant (the token itself is verified every time).
+    resolved: PrincipalCache,
     /// The current key set, read on every request.
     keys: RwLock<Option<Arc<KeySet>>>,
     /// Held while fetching, so that one request fetches and the others wait for its result.
@@ -116,8 +119,15 @@ impl JwtAuthenticator {
                 signer,
                 keys: RwLock::new(None),
                 fetch: tokio::sync::Mutex::new(FetchState::default()),
+                resolved: PrincipalCache::new(Duration::ZERO),
             }),
         }
+    }
+
+    /// Keeps resolved subjects in `cache` (share the chain's, so bus events reach it).
+    pub fn with_cache(mut self, cache: PrincipalCache) -> Self {
+        Arc::get_mut(&mut self.inner).expect("with_cache is called on a new authenticator").resolved = cache;
+        self
     }
 }
 
@@ -207,16 +217,24 @@ impl Inner {
         {
             return Err(rejected("not an access token (typ)"));
         }
-        let mut principal = resolve_external(
-            &self.tenants,
-            &self.signer,
-            PrincipalKind::OidcSubject,
-            &self.issuer,
-            &claims.sub,
-            format!("jwt:{}", claims.sub),
-            request_id,
-        )
-        .await?;
+        let cache_key = PrincipalCache::key(&["oidc", &self.issuer, &claims.sub]);
+        let mut principal = match self.resolved.get(&cache_key) {
+            Some(principal) => principal,
+            None => {
+                let principal = resolve_external(
+                    &self.tenants,
+                    &self.signer,
+                    PrincipalKind::OidcSubject,
+                    &self.issuer,
+                    &claims.sub,
+                    format!("jwt:{}", claims.sub),
+                    request_id,
+                )
+                .await?;
+                self.resolved.insert(cache_key, &principal, None);
+                principal
+            }
+        };
         principal.ctx.scopes = claims
             .scope
             .as_deref()

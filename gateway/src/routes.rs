@@ -301,7 +301,17 @@ async fn call_as(
     quota.write_headers(&mut limit_headers);
     worktruck_kit::scopes::check(&principal.ctx, &binding.scope)
         .map_err(|e| ApiError::from(e).with_headers(limit_headers.clone()))?;
+    let tenant = principal.ctx.tenant_id;
     let result = call_admitted(shared, binding, params, parts, body, principal).await;
+    // A tenant's own change to its keys or plan holds on this gateway at once, bus or not
+    // (other replicas learn it from the tenants service's event).
+    if result.is_ok()
+        && binding.route.service == crate::TENANTS_SERVICE
+        && binding.route.method != HttpMethod::Get
+        && let Some(tenant) = tenant
+    {
+        shared.gate.principals().forget_tenant(tenant);
+    }
     match result {
         Ok(mut response) => {
             response.headers_mut().extend(limit_headers);

@@ -382,6 +382,7 @@ impl TenantsService for FakeTenants {
             key_id: KEY_ID.into(),
             scopes: vec!["contacts:read".into(), "contacts:write".into()],
             environment: Environment::Test as i32,
+            expires_at: None,
         }))
     }
 

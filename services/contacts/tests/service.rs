@@ -12,6 +12,7 @@ use worktruck_kit::bus::Bus;
 use worktruck_kit::context::{Ctx, Signer};
 use worktruck_kit::db::Db;
 use worktruck_kit::outbox::Relay;
+use worktruck_kit::testing::nats::{OwnNats, nats_server_binary};
 use worktruck_kit::testing::{TestData, TestService, backends, nats_url};
 use worktruck_proto::common::v1::{Event, HistoryRequest};
 use worktruck_proto::contacts::v1 as pb;
@@ -194,69 +195,16 @@ async fn events_reach_a_nats_subscriber() {
     }
 }
 
-/// A NATS server of the test's own (real `nats-server`, JetStream, own store), so it can be
-/// stopped and restarted without disturbing anyone else.
-struct OwnNats {
-    child: std::process::Child,
-    port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl OwnNats {
-    fn start(port: u16, dir: &std::path::Path) -> OwnNats {
-        let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .expect("nats-server binary (Debian package nats-server) is needed for the outage test");
-        let child = std::process::Command::new(bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start nats-server");
-        OwnNats { child, port, dir: dir.to_path_buf() }
-    }
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for OwnNats {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-async fn wait_for_port(port: u16) {
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("nats-server did not come up on {port}");
-}
-
 #[tokio::test]
 async fn writes_succeed_while_nats_is_down_and_their_events_follow_when_it_returns() {
     // Runs wherever NATS is required (CI) or a nats-server binary exists.
-    if nats_url().is_none() && !std::path::Path::new("/usr/sbin/nats-server").exists() {
+    if nats_url().is_none() && nats_server_binary().is_none() {
         return;
     }
     for backend in backends() {
         let data = TestData::new(backend).await;
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
         let store = data.path().join("nats");
-        let mut nats = OwnNats::start(port, &store);
-        wait_for_port(port).await;
+        let mut nats = OwnNats::start(&store).await;
         let bus = Bus::nats(&nats.url()).await.unwrap();
         bus.ensure_stream().await.unwrap();
         let mut svc = start(&data, bus).await;
@@ -281,8 +229,7 @@ async fn writes_succeed_while_nats_is_down_and_their_events_follow_when_it_retur
         assert_eq!(svc.relay.pending().await.unwrap(), 4, "events wait in the outbox");
 
         // NATS returns (same port, same store): the backlog goes out.
-        let _nats2 = OwnNats::start(port, &nats.dir);
-        wait_for_port(port).await;
+        nats.restart().await;
         let mut drained = false;
         for _ in 0..200 {
             if svc.relay.pending().await.unwrap() == 0 {

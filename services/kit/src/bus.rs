@@ -32,6 +32,30 @@ pub struct Message {
     pub trace: Vec<(String, String)>,
 }
 
+/// What [`Bus::watch`] yields.
+#[derive(Debug, Clone)]
+pub enum Watched {
+    /// An event on a watched subject.
+    Event(Message),
+    /// Events may have been missed (the connection dropped and came back, or an in-process
+    /// receiver fell behind): whatever the watcher derived from events should be rebuilt.
+    Gap,
+}
+
+/// Whether `subject` matches a NATS subject `pattern` (`*` one token, `>` the rest).
+pub fn subject_matches(pattern: &str, subject: &str) -> bool {
+    let mut subject = subject.split('.');
+    for p in pattern.split('.') {
+        match (p, subject.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (p, Some(s)) if p == s => {}
+            _ => return false,
+        }
+    }
+    subject.next().is_none()
+}
+
 /// The trace headers a message may carry (anything else from the outbox is dropped).
 const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 
@@ -126,6 +150,33 @@ impl Bus {
         }
     }
 
+    /// Watches `subjects` (a NATS pattern such as `worktruck.tenants.>`) from now on, at most
+    /// once and without acknowledgements: for caches that drop what an event invalidates, not
+    /// for work that must happen once per event (that needs a durable consumer). A
+    /// [`Watched::Gap`] says events may have been missed.
+    pub fn watch(&self, subjects: &str) -> std::pin::Pin<Box<dyn futures::Stream<Item = Watched> + Send>> {
+        let pattern = subjects.to_owned();
+        match self {
+            Bus::Memory(tx) => {
+                let rx = tx.subscribe();
+                Box::pin(futures::stream::unfold((rx, pattern), |(mut rx, pattern)| async move {
+                    loop {
+                        match rx.recv().await {
+                            Ok(m) if subject_matches(&pattern, &m.subject) => return Some((Watched::Event(m), (rx, pattern))),
+                            Ok(_) => {}
+                            Err(broadcast::error::RecvError::Lagged(_)) => return Some((Watched::Gap, (rx, pattern))),
+                            Err(broadcast::error::RecvError::Closed) => return None,
+                        }
+                    }
+                }))
+            }
+            Bus::Nats(js) => {
+                let client = js.client();
+                Box::pin(futures::stream::unfold(NatsWatch { client, pattern, sub: None, connects: 0 }, NatsWatch::next))
+            }
+        }
+    }
+
     /// Subscribes to the in-process bus (the NATS side is read with a NATS client).
     pub fn subscribe_memory(&self) -> Option<impl futures::Stream<Item = Message> + use<>> {
         match self {
@@ -134,5 +185,74 @@ impl Bus {
             ),
             Bus::Nats(_) => None,
         }
+    }
+}
+
+/// The state of a [`Bus::watch`] on NATS: a core subscription (JetStream publishes reach
+/// core subscribers too) and the connection count when it was made, since a reconnect means
+/// messages published meanwhile were not delivered.
+struct NatsWatch {
+    client: async_nats::Client,
+    pattern: String,
+    sub: Option<async_nats::Subscriber>,
+    connects: u64,
+}
+
+impl NatsWatch {
+    async fn next(mut self) -> Option<(Watched, NatsWatch)> {
+        use std::sync::atomic::Ordering;
+        loop {
+            let Some(sub) = self.sub.as_mut() else {
+                match self.client.subscribe(self.pattern.clone()).await {
+                    Ok(sub) => {
+                        self.connects = self.client.statistics().connects.load(Ordering::Relaxed);
+                        self.sub = Some(sub);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, subjects = %self.pattern, "cannot watch the bus; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+                continue;
+            };
+            tokio::select! {
+                m = sub.next() => match m {
+                    Some(m) => {
+                        let header = |k: &str| m.headers.as_ref().and_then(|h| h.get(k)).and_then(|v| v.as_str().parse::<Uuid>().ok());
+                        let (Some(tenant_id), Some(event_id)) = (header("Worktruck-Tenant"), header("Nats-Msg-Id")) else {
+                            continue;
+                        };
+                        let message = Message { event_id, tenant_id, subject: m.subject.to_string(), payload: m.payload, trace: Vec::new() };
+                        return Some((Watched::Event(message), self));
+                    }
+                    None => {
+                        self.sub = None;
+                        return Some((Watched::Gap, self));
+                    }
+                },
+                () = tokio::time::sleep(Duration::from_millis(250)) => {
+                    let connects = self.client.statistics().connects.load(Ordering::Relaxed);
+                    if connects != self.connects {
+                        self.connects = connects;
+                        return Some((Watched::Gap, self));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_match_like_nats() {
+        assert!(subject_matches("worktruck.tenants.>", "worktruck.tenants.api_key.revoked.v1"));
+        assert!(!subject_matches("worktruck.tenants.>", "worktruck.tenants"));
+        assert!(!subject_matches("worktruck.tenants.>", "worktruck.contacts.contact.created.v1"));
+        assert!(subject_matches("worktruck.*.contact.created.v1", "worktruck.contacts.contact.created.v1"));
+        assert!(!subject_matches("worktruck.*", "worktruck.a.b"));
+        assert!(subject_matches("a.b", "a.b"));
     }
 }

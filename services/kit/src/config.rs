@@ -72,7 +72,7 @@ pub struct OutboundConfig {
 }
 
 /// Authentication and limits (`[auth]`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// OIDC JWT access tokens (Keycloak); off while `issuer` is empty.
@@ -81,6 +81,21 @@ pub struct AuthConfig {
     pub x402: X402Config,
     /// Limits of the enterprise plan (the other plans' limits are fixed).
     pub enterprise: PlanLimits,
+    /// How long a gateway keeps a verified API key or resolved OIDC subject, in seconds: the
+    /// longest a revocation can take to reach a gateway while the bus is down (with the bus
+    /// up, the tenants service's event reaches every gateway at once). 0 disables the cache.
+    pub principal_cache_seconds: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            oidc: OidcConfig::default(),
+            x402: X402Config::default(),
+            enterprise: PlanLimits::default(),
+            principal_cache_seconds: 10,
+        }
+    }
 }
 
 /// `[auth.oidc]`.
@@ -406,6 +421,9 @@ impl Config {
         if !self.outbound.ca_file.is_empty() {
             crate::http::load_roots(Path::new(&self.outbound.ca_file))
                 .map_err(|e| ConfigError(format!("outbound.ca_file: {e}")))?;
+        }
+        if self.auth.principal_cache_seconds > 300 {
+            return Err(ConfigError("auth.principal_cache_seconds must be at most 300 (it bounds how long a revoked key may still work while the bus is down)".into()));
         }
         if !(1..=36_500).contains(&self.tenants.default_retention_days) {
             return Err(ConfigError("tenants.default_retention_days must be 1..=36500".into()));

@@ -72,6 +72,7 @@ impl Tenants {
             key_id: row.id.to_string(),
             scopes: scopes_of(&row),
             environment: env_pb(Env::parse(&row.environment)) as i32,
+            expires_at: row.expires_at.map(timestamp),
         })
     }
 

@@ -3,6 +3,7 @@
 //! `CI=true` a missing backend fails the test instead of skipping it.
 
 pub mod issuer;
+pub mod nats;
 pub mod tls;
 
 use std::path::PathBuf;
