@@ -2,15 +2,14 @@
 
 use worktruck_kit::config::Config;
 
-use crate::app::{open_service_db, pepper};
+use crate::app::open_tenants_for_admin;
 
 /// Creates a tenant with its first API key; the key works at once against a server running on
 /// the same data. Returns `{"tenant": {...}, "api_key": "bsk_live_..."}`.
 pub async fn create_tenant(cfg: &Config, name: &str, plan: &str) -> anyhow::Result<serde_json::Value> {
     let plan = worktruck_tenants::parse_plan(plan)
         .ok_or_else(|| anyhow::anyhow!("unknown plan {plan:?}: use free, pro, scale or enterprise"))?;
-    let pepper = pepper(cfg)?;
-    let db = open_service_db(cfg, crate::services::tenants()).await?;
+    let (db, pepper) = open_tenants_for_admin(cfg).await?;
     let out = worktruck_tenants::create_tenant(&db, &pepper, name, plan, cfg.tenants.default_retention_days).await;
     db.close().await;
     let out = out?;

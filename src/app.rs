@@ -126,17 +126,24 @@ struct Keys {
     secrets: Option<Secrets>,
     signer: Option<Signer>,
     verifier: Verifier,
+    /// The key file this process created just now (no `secret_key`, no file yet), if any.
+    created: Option<std::path::PathBuf>,
 }
 
 const SIGNING_PURPOSE: &str = "worktruck/context-signing/v1";
 
 fn keys(cfg: &Config, need_signer: bool) -> anyhow::Result<Keys> {
     use secrecy::ExposeSecret;
+    let key_file = cfg.data_dir.join("master.key");
+    let file_existed = key_file.exists();
+    // A process that only verifies (a service given `context.public_key`) never makes a key
+    // file of its own: a fresh random key there would sign and hash nothing anyone accepts.
     let secrets: Option<Secrets> = if cfg.secret_key.is_some() || need_signer || cfg.context.public_key.is_none() {
         Some(cfg.master_secret()?)
     } else {
-        cfg.master_secret().ok()
+        cfg.master_secret_if_present()?
     };
+    let created = (cfg.secret_key.is_none() && !file_existed && key_file.exists()).then_some(key_file);
     let signer = match &cfg.context.signing_key {
         Some(k) => Some(Signer::from_seed(decode_key32(k.expose_secret(), "context.signing_key")?)),
         None => secrets.as_ref().map(|s| Signer::from_seed(s.derive(SIGNING_PURPOSE))),
@@ -145,7 +152,30 @@ fn keys(cfg: &Config, need_signer: bool) -> anyhow::Result<Keys> {
         Some(k) => Verifier::from_public_key(decode_key32(k, "context.public_key")?)?,
         None => signer.as_ref().context("no context key: set context.public_key or secret_key")?.verifier(),
     };
-    Ok(Keys { secrets, signer, verifier })
+    Ok(Keys { secrets, signer, verifier, created })
+}
+
+/// Refuses to go on when this process's master secret is not the one `db` was first started
+/// with (recording it on first start): keys it minted and contexts it signed would be refused
+/// everywhere else. A key file this process has just created is removed again.
+async fn check_master_key(cfg: &Config, keys: &Keys, db: &Db, service: &str) -> anyhow::Result<()> {
+    let Some(secrets) = &keys.secrets else { return Ok(()) };
+    let mine = secrets.fingerprint();
+    let recorded = db.master_fingerprint(&mine).await.with_context(|| format!("checking the {service} database's master key"))?;
+    if recorded == mine {
+        return Ok(());
+    }
+    let mut source = cfg.master_secret_source();
+    if let Some(created) = &keys.created {
+        let _ = std::fs::remove_file(created);
+        source.push_str(", just created because it did not exist; removed again");
+    }
+    anyhow::bail!(
+        "this process's master secret (from {source}; fingerprint {mine}) is not the one the {service} database \
+         was first started with (fingerprint {recorded}), so API keys and contexts it made would be refused \
+         everywhere else. Give every process the same key: set WORKTRUCK_SECRET_KEY (one Secret shared by every \
+         role), or run with --data-dir pointing at the server's data folder so it reads the server's master.key."
+    )
 }
 
 /// Database options for a service under `cfg`.
@@ -207,6 +237,7 @@ async fn start_service(
     tasks: &mut Tasks,
 ) -> anyhow::Result<Db> {
     let db = open_service_db(cfg, def).await?;
+    check_master_key(cfg, keys, &db, def.name).await?;
     let relay = Relay::new(db.clone(), bus.clone());
     let ctx = ServiceContext::new(
         def,
@@ -536,7 +567,17 @@ fn pepper_of(keys: &Keys) -> anyhow::Result<[u8; 32]> {
     Ok(secrets.derive(worktruck_tenants::PEPPER_PURPOSE))
 }
 
-/// The API-key pepper for `cfg` (admin commands write keys the servers must accept).
-pub fn pepper(cfg: &Config) -> anyhow::Result<[u8; 32]> {
-    pepper_of(&keys(cfg, false)?)
+/// Opens the tenants database for an operator command, with the API-key pepper, after checking
+/// that this process holds the master secret the database was first started with (so a key it
+/// prints is one the servers accept).
+pub async fn open_tenants_for_admin(cfg: &Config) -> anyhow::Result<(Db, [u8; 32])> {
+    let keys = keys(cfg, false)?;
+    let pepper = pepper_of(&keys)?;
+    let def = services::tenants();
+    let db = open_service_db(cfg, def).await?;
+    if let Err(e) = check_master_key(cfg, &keys, &db, def.name).await {
+        db.close().await;
+        return Err(e);
+    }
+    Ok((db, pepper))
 }

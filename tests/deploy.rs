@@ -30,6 +30,10 @@ fn every_service_of_the_table_is_deployed_and_nothing_else_is() {
             text.contains("worktruck.io/tier: service"),
             "{manifest}'s Deployment carries worktruck.io/tier: service (the overlays size services by it)"
         );
+        assert!(
+            text.contains("name: WORKTRUCK_SECRET_KEY") && text.contains("name: worktruck-secrets"),
+            "{manifest} passes the one shared master secret (a role with another key refuses to start)"
+        );
         assert!(pdb.contains(&format!("name: worktruck-{}", def.name)), "k8s/base/pdb.yaml covers {}", def.name);
         assert!(kustomization.contains(&format!("- {}.yaml", def.name)), "kustomization lists {manifest}");
         let var = def.address_variable();

@@ -155,6 +155,46 @@ impl Target {
             .ok_or(Failure::BadBody)
     }
 
+    /// `GET <path>` (relative to the base, e.g. `health` or `api/v1/contacts?limit=50`), with
+    /// the key when `auth`; a 2xx with a body is a success.
+    async fn get_path(&self, path: &str, auth: bool) -> Result<(), Failure> {
+        let mut req = self.client.get(self.url(path));
+        if auth {
+            req = req.bearer_auth(&self.key);
+        }
+        let (_, _, bytes) = send(req).await?;
+        if bytes.is_empty() {
+            return Err(Failure::BadBody);
+        }
+        Ok(())
+    }
+
+    /// `GET <path>` with the key, as JSON (set-up steps, untimed).
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let (_, _, bytes) = send(self.client.get(self.url(path)).bearer_auth(&self.key))
+            .await
+            .map_err(|f| anyhow::anyhow!("GET {path}: {}", f.key()))?;
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+
+    /// `PATCH /api/v1/contacts/{id}` with `body` (set-up steps, untimed).
+    pub async fn patch_contact(&self, id: &str, body: &serde_json::Value) -> anyhow::Result<()> {
+        send(self.client.patch(self.url(&format!("api/v1/contacts/{id}"))).bearer_auth(&self.key).json(body))
+            .await
+            .map_err(|f| anyhow::anyhow!("PATCH contact: {}", f.key()))?;
+        Ok(())
+    }
+
+    /// Creates one contact named `name` (set-up steps, untimed); its id.
+    pub async fn create_named(&self, name: &str) -> anyhow::Result<String> {
+        let body = serde_json::json!({ "kind": "person", "display_name": name });
+        let (_, _, bytes) = send(self.client.post(self.url("api/v1/contacts")).bearer_auth(&self.key).json(&body))
+            .await
+            .map_err(|f| anyhow::anyhow!("create contact: {}", f.key()))?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes)?;
+        Ok(v["id"].as_str().unwrap_or_default().to_owned())
+    }
+
     /// `GET /api/v1/contacts/{id}`.
     async fn get_contact(&self, id: &str) -> Result<(), Failure> {
         let (_, _, bytes) =
@@ -235,6 +275,37 @@ pub async fn get_phase(target: &Target, plan: Plan, ids: Vec<String>) -> Option<
     })
     .await;
     Some(samples.summarize("get", elapsed))
+}
+
+/// `GET`s `paths` round-robin (with the key when `auth`), as the phase `name`; `None` when
+/// there is nothing to read.
+pub async fn get_paths_phase(target: &Target, plan: Plan, name: &str, paths: Vec<String>, auth: bool) -> Option<Summary> {
+    if paths.is_empty() {
+        return None;
+    }
+    let paths = Arc::new(paths);
+    let t = target.clone();
+    let (samples, _, elapsed) = run(plan, move |n| {
+        let t = t.clone();
+        let paths = Arc::clone(&paths);
+        async move { t.get_path(&paths[(n % paths.len() as u64) as usize], auth).await.map(|()| None) }
+    })
+    .await;
+    Some(samples.summarize(name, elapsed))
+}
+
+/// Runs `op(n)` as a phase named `name` outside HTTP (e.g. the database's own insert rate).
+pub async fn op_phase<F, Fut>(plan: Plan, name: &str, op: F) -> Summary
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Failure>> + Send,
+{
+    let (samples, _, elapsed) = run(plan, move |n| {
+        let fut = op(n);
+        async move { fut.await.map(|()| None) }
+    })
+    .await;
+    samples.summarize(name, elapsed)
 }
 
 /// Reads the contacts in `ids` through the MCP tool `contacts_get`, over one session per worker

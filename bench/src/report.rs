@@ -41,13 +41,13 @@ pub fn table(run: &RunInfo, summaries: &[Summary]) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<8} {:>9} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9}",
+        "{:<12} {:>9} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9}",
         "phase", "requests", "errors", "ok req/s", "p50", "p90", "p99", "max"
     );
     for s in summaries {
         let _ = writeln!(
             out,
-            "{:<8} {:>9} {:>7} {:>10.1} {:>9} {:>9} {:>9} {:>9}",
+            "{:<12} {:>9} {:>7} {:>10.1} {:>9} {:>9} {:>9} {:>9}",
             s.phase,
             s.requests,
             s.errors,

@@ -14,6 +14,9 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::{Parser, ValueEnum};
 use reqwest::Url;
+use std::sync::Arc;
+
+use worktruck_bench::ceiling::{self, RawStore};
 use worktruck_bench::load::{self, Plan, Target};
 use worktruck_kit::testing::TempDatabase;
 use worktruck_bench::report::{self, RunInfo};
@@ -72,6 +75,14 @@ struct Args {
     /// Also print one JSON line per phase on stdout (the table then goes to stderr).
     #[arg(long)]
     json: bool,
+    /// Versions of the long-history contact the as_of and history phases read (beside a
+    /// 10-version twin); 0 skips those phases.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    history_versions: u64,
+    /// Contacts the list phases page through (made before they run, beyond those the create
+    /// phase made); the deepest page is compared with the first.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    list_rows: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -115,7 +126,7 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Summary>> {
             target = target.with_mcp(mcp.clone());
         }
         return tokio::select! {
-            r = phases(args, &target, None) => r,
+            r = phases(args, &target, None, None) => r,
             () = worktruck_kit::ops::shutdown_signal() => bail!("interrupted"),
         };
     }
@@ -144,6 +155,12 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Summary>> {
 }
 
 async fn with_server(args: &Args, database_url: Option<String>) -> anyhow::Result<Vec<Summary>> {
+    // The write ceiling: the same database server (or SQLite as kit opens it), same run.
+    let raw = match &database_url {
+        Some(url) => RawStore::postgres(url, u32::from(args.concurrency)).await,
+        None => RawStore::sqlite().await,
+    }
+    .context("preparing the raw INSERT ceiling")?;
     let opts = DevOptions {
         binary: args.worktruck.clone(),
         database_url,
@@ -161,7 +178,7 @@ async fn with_server(args: &Args, database_url: Option<String>) -> anyhow::Resul
         eprintln!("loadgen: healthy after {} ms", took.as_millis());
         let key = server.create_tenant(&args.plan).await?;
         let target = target(args, server.base().clone(), key)?.with_mcp(server.mcp_url().clone());
-        phases(args, &target, Some(&mut server)).await
+        phases(args, &target, Some(&mut server), Some(Arc::new(raw))).await
     }
     .await;
     server.stop().await;
@@ -183,49 +200,126 @@ fn target(args: &Args, url: Url, key: String) -> anyhow::Result<Target> {
     )
 }
 
-/// Runs the create phase, then the get phase over the ids it made. A server this harness
-/// started is checked after each phase: if it died, the run fails instead of reporting.
+/// Runs every phase: `/health` (the read ceiling), create and the raw INSERT ceiling, get
+/// over REST and MCP, as_of and history reads on a long-history contact and its 10-version
+/// twin, the first and the deepest list page, and search. A server this harness started is
+/// checked after each phase: if it died, the run fails instead of reporting.
 async fn phases(
     args: &Args,
     target: &Target,
     mut server: Option<&mut DevServer>,
+    raw: Option<Arc<RawStore>>,
 ) -> anyhow::Result<Vec<Summary>> {
     let plan = Plan {
         concurrency: usize::from(args.concurrency),
         requests: args.requests,
         max_duration: Duration::from_secs(args.max_seconds),
     };
-    eprintln!("loadgen: create phase against {}", target.base());
-    let (create, ids) = load::create_phase(target, plan).await;
-    eprintln!(
-        "loadgen: create done: {} ok, {} errors",
-        create.ok, create.errors
-    );
-    if let Some(s) = server.as_deref_mut() {
-        s.ensure_running().await?;
-    }
-    let mut out = vec![create];
-    match load::get_phase(target, plan, ids.clone()).await {
-        Some(get) => {
-            eprintln!("loadgen: get done: {} ok, {} errors", get.ok, get.errors);
+    let mut out = Vec::new();
+    macro_rules! phase {
+        ($summary:expr) => {{
+            let summary: Option<Summary> = $summary;
+            if let Some(s) = summary {
+                eprintln!("loadgen: {} done: {} ok, {} errors", s.phase, s.ok, s.errors);
+                out.push(s);
+            }
             if let Some(s) = server.as_deref_mut() {
                 s.ensure_running().await?;
             }
-            out.push(get);
-        }
-        None => eprintln!("loadgen: no contact was created, so the get phase did not run"),
+        }};
     }
-    if let Some(mcp) = target.mcp() {
-        eprintln!("loadgen: mcp_get phase against {mcp}");
-        if let Some(get) = load::mcp_get_phase(target, plan, ids).await? {
-            eprintln!("loadgen: mcp_get done: {} ok, {} errors", get.ok, get.errors);
-            if let Some(s) = server {
-                s.ensure_running().await?;
-            }
-            out.push(get);
+    eprintln!("loadgen: phases against {}", target.base());
+    phase!(load::get_paths_phase(target, plan, "health", vec!["health".into()], false).await);
+    let (create, ids) = load::create_phase(target, plan).await;
+    phase!(Some(create));
+    if let Some(raw) = raw {
+        phase!(Some(ceiling::insert_raw_phase(raw, plan).await));
+    }
+    phase!(load::get_phase(target, plan, ids.clone()).await);
+    if target.mcp().is_some() {
+        phase!(load::mcp_get_phase(target, plan, ids.clone()).await?);
+    }
+    if args.history_versions > 0 {
+        for (versions, suffix) in [(10, "10"), (args.history_versions, "10k")] {
+            eprintln!("loadgen: making a contact with {versions} versions");
+            let (id, moment) = long_history(target, versions).await?;
+            let at = moment.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            let as_of = vec![format!("api/v1/contacts/{id}?as_of={at}")];
+            phase!(load::get_paths_phase(target, plan, &format!("as_of_{suffix}"), as_of, true).await);
+            let history = vec![format!("api/v1/contacts/{id}/history?limit=10")];
+            phase!(load::get_paths_phase(target, plan, &format!("history_{suffix}"), history, true).await);
         }
     }
+    let have = ids.len() as u64;
+    if args.list_rows > have {
+        eprintln!("loadgen: making {} more contacts for the list phases", args.list_rows - have);
+        seed(target, args.list_rows - have, usize::from(args.concurrency)).await?;
+    }
+    let deepest = deepest_page(target).await?;
+    phase!(load::get_paths_phase(target, plan, "list_first", vec!["api/v1/contacts?limit=50".into()], true).await);
+    if let Some(cursor) = deepest {
+        let deep = vec![format!("api/v1/contacts?limit=50&cursor={cursor}")];
+        phase!(load::get_paths_phase(target, plan, "list_deep", deep, true).await);
+    }
+    let searches: Vec<String> = (0..100).map(|i| format!("api/v1/contacts?limit=20&q=person%20{}", i * 37 % have.max(1))).collect();
+    phase!(load::get_paths_phase(target, plan, "search", searches, true).await);
     Ok(out)
+}
+
+/// A contact with `versions` versions (one create, then updates) and a moment in the middle
+/// of its history, for `as_of` reads.
+async fn long_history(target: &Target, versions: u64) -> anyhow::Result<(String, chrono::DateTime<chrono::Utc>)> {
+    let id = target.create_named("Long History").await?;
+    let mut moment = chrono::Utc::now();
+    for v in 2..=versions {
+        target.patch_contact(&id, &serde_json::json!({"nickname": format!("v{v}")})).await?;
+        if v == versions / 2 {
+            moment = chrono::Utc::now();
+        }
+    }
+    Ok((id, moment))
+}
+
+/// Creates `n` more contacts with `concurrency` workers (untimed).
+async fn seed(target: &Target, n: u64, concurrency: usize) -> anyhow::Result<()> {
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let (t, next) = (target.clone(), Arc::clone(&next));
+        workers.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                t.create_named(&format!("Seed Person {i}")).await?;
+            }
+        });
+    }
+    while let Some(r) = workers.join_next().await {
+        r??;
+    }
+    Ok(())
+}
+
+/// The cursor of the last page of `GET /api/v1/contacts?limit=50`, walking there once.
+async fn deepest_page(target: &Target) -> anyhow::Result<Option<String>> {
+    let mut cursor: Option<String> = None;
+    let mut last = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("api/v1/contacts?limit=50&cursor={c}"),
+            None => "api/v1/contacts?limit=50".to_owned(),
+        };
+        let page = target.get_json(&path).await?;
+        match page["next_cursor"].as_str().filter(|c| !c.is_empty()) {
+            Some(next) => {
+                last = Some(next.to_owned());
+                cursor = last.clone();
+            }
+            None => return Ok(last),
+        }
+    }
 }
 
 fn print_report(args: &Args, summaries: &[Summary]) {
@@ -238,7 +332,19 @@ fn print_report(args: &Args, summaries: &[Summary]) {
         concurrency: usize::from(args.concurrency),
         requests_planned: args.requests,
     };
-    let table = report::table(&run, summaries);
+    let mut table = report::table(&run, summaries);
+    let ratios = ceiling::ratios(summaries);
+    if !ratios.is_empty() {
+        table.push_str("ratios (same run, same machine):\n");
+        for r in ratios {
+            let target = match r.target {
+                Some((t, true)) => format!("target >= {t}"),
+                Some((t, false)) => format!("target <= {t}"),
+                None => String::new(),
+            };
+            table.push_str(&format!("  {:<68} {:>7.3}  {target}\n", r.what, r.value));
+        }
+    }
     if args.json {
         eprint!("{table}");
         for s in summaries {

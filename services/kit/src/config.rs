@@ -436,6 +436,23 @@ impl Config {
         (!self.database.url.is_empty()).then(|| self.database.url.clone())
     }
 
+    /// Where the master secret comes from, for messages: the setting, or the key file.
+    pub fn master_secret_source(&self) -> String {
+        match &self.secret_key {
+            Some(_) => "secret_key (WORKTRUCK_SECRET_KEY or the config file)".to_owned(),
+            None => format!("the key file {}", self.data_dir.join("master.key").display()),
+        }
+    }
+
+    /// The master secret when this process was given one (`secret_key`, or an existing
+    /// `<data_dir>/master.key`); never creates the file.
+    pub fn master_secret_if_present(&self) -> Result<Option<Secrets>, ConfigError> {
+        if self.secret_key.is_none() && !self.data_dir.join("master.key").exists() {
+            return Ok(None);
+        }
+        self.master_secret().map(Some)
+    }
+
     /// The master secret: from config, else from `<data_dir>/master.key` (created when absent).
     pub fn master_secret(&self) -> Result<Secrets, ConfigError> {
         let raw = match &self.secret_key {
@@ -498,6 +515,12 @@ impl Secrets {
     /// Secrets from raw bytes (tests).
     pub fn from_bytes(master: Vec<u8>) -> Self {
         Self { master }
+    }
+
+    /// A short public fingerprint of the master secret (an HMAC under it, revealing nothing
+    /// of it), recorded in each database at first start.
+    pub fn fingerprint(&self) -> String {
+        self.derive("worktruck/master-key-fingerprint/v1")[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// A 32-byte key for `purpose` (HMAC-SHA256 of the purpose under the master secret).

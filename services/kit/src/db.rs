@@ -248,6 +248,20 @@ impl Db {
         }
     }
 
+    /// Records `fingerprint` (of the master secret, [`crate::config::Secrets::fingerprint`])
+    /// as this database's on first use, and returns the one recorded: a caller whose own
+    /// differs must not start, since what it signs or hashes no other process would accept.
+    pub async fn master_fingerprint(&self, fingerprint: &str) -> Result<String> {
+        let mut tx = self.begin(Scope::System, true).await?;
+        let q = "INSERT INTO master_key (id, fingerprint, recorded_at) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING";
+        let t = now();
+        crate::exec!(&mut tx, sqlx::query(q).bind(fingerprint).bind(t))?;
+        let recorded: String =
+            crate::on_tx!(&mut tx, c => sqlx::query_scalar("SELECT fingerprint FROM master_key WHERE id = 1").fetch_one(c).await)?;
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
     /// True when the database answers.
     pub async fn ping(&self) -> bool {
         match self {
