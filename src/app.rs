@@ -348,8 +348,9 @@ fn start_gateway(
     )?;
     let app = ops::router(checks).merge(gw);
     let stop = shutdown.wait();
+    let limits = cfg.rest.limits();
     tasks.servers.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(ops::nodelay(listener), app).with_graceful_shutdown(stop).await {
+        if let Err(e) = worktruck_kit::serve::serve_http(listener, app, limits, stop).await {
             tracing::error!(error = %e, "rest gateway failed");
         }
     }));
@@ -380,8 +381,9 @@ fn start_mcp_gateway(
     mcp_cfg.body_limit_bytes = cfg.mcp.body_limit_bytes;
     let app = worktruck_mcp_gateway::router(registry, upstreams, signer, gate, mcp_cfg)?;
     let stop = shutdown.wait();
+    let limits = cfg.mcp.limits();
     tasks.servers.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(ops::nodelay(listener), app).with_graceful_shutdown(stop).await {
+        if let Err(e) = worktruck_kit::serve::serve_http(listener, app, limits, stop).await {
             tracing::error!(error = %e, "mcp gateway failed");
         }
     }));
@@ -394,7 +396,7 @@ async fn start_admin(cfg: &Config, checks: Vec<ops::Check>, shutdown: &Shutdown,
     let app = ops::router(checks);
     let stop = shutdown.wait();
     tasks.servers.push(tokio::spawn(async move {
-        let _ = axum::serve(ops::nodelay(admin), app).with_graceful_shutdown(stop).await;
+        let _ = worktruck_kit::serve::serve_http(admin, app, worktruck_kit::serve::ConnLimits::admin(), stop).await;
     }));
     Ok(())
 }

@@ -122,6 +122,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Before anything can build an HTTPS client (see worktruck_kit::http).
     worktruck_kit::http::install_crypto();
+    // Before any listener opens: the connection caps, not the kernel's file limit, should be
+    // what a flood of sockets meets.
+    worktruck_kit::serve::raise_open_file_limit();
     let mut cfg = Config::load(cli.config.as_deref())?;
     match cli.command {
         None => run_dev(cfg, &cli.dev).await,

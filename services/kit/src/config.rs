@@ -192,6 +192,13 @@ pub struct RestConfig {
     pub addr: SocketAddr,
     /// Largest request body accepted.
     pub body_limit_bytes: usize,
+    /// Open connections at most; one more is closed when accepted.
+    pub max_connections: usize,
+    /// Milliseconds a request head may take to arrive; also how long an idle keep-alive
+    /// connection is kept. A connection that sends nothing or half a head is closed then.
+    pub header_timeout_ms: u64,
+    /// Milliseconds a request body may go without sending a byte.
+    pub body_timeout_ms: u64,
 }
 
 /// MCP gateway settings.
@@ -206,6 +213,13 @@ pub struct McpConfig {
     pub public_url: String,
     /// Largest JSON-RPC request body accepted; larger ones get 413 `payload_too_large`.
     pub body_limit_bytes: usize,
+    /// Open connections at most; one more is closed when accepted.
+    pub max_connections: usize,
+    /// Milliseconds a request head may take to arrive; also how long an idle keep-alive
+    /// connection is kept. A connection that sends nothing or half a head is closed then.
+    pub header_timeout_ms: u64,
+    /// Milliseconds a request body may go without sending a byte.
+    pub body_timeout_ms: u64,
 }
 
 /// Database settings.
@@ -306,9 +320,40 @@ impl Default for Config {
         }
     }
 }
+/// Open connections a gateway listener accepts by default.
+const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+impl RestConfig {
+    /// The listener's connection limits.
+    pub fn limits(&self) -> crate::serve::ConnLimits {
+        conn_limits(self.max_connections, self.header_timeout_ms, self.body_timeout_ms)
+    }
+}
+
+impl McpConfig {
+    /// The listener's connection limits.
+    pub fn limits(&self) -> crate::serve::ConnLimits {
+        conn_limits(self.max_connections, self.header_timeout_ms, self.body_timeout_ms)
+    }
+}
+
+fn conn_limits(max_connections: usize, header_ms: u64, body_ms: u64) -> crate::serve::ConnLimits {
+    crate::serve::ConnLimits {
+        max_connections,
+        header_timeout: std::time::Duration::from_millis(header_ms),
+        body_timeout: std::time::Duration::from_millis(body_ms),
+    }
+}
+
 impl Default for RestConfig {
     fn default() -> Self {
-        Self { addr: "127.0.0.1:8080".parse().expect("addr"), body_limit_bytes: 1024 * 1024 }
+        Self {
+            addr: "127.0.0.1:8080".parse().expect("addr"),
+            body_limit_bytes: 1024 * 1024,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+        }
     }
 }
 impl Default for McpConfig {
@@ -317,6 +362,9 @@ impl Default for McpConfig {
             addr: "127.0.0.1:8081".parse().expect("addr"),
             public_url: String::new(),
             body_limit_bytes: 1024 * 1024,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
         }
     }
 }
@@ -393,6 +441,17 @@ impl Config {
         }
         if self.rest.body_limit_bytes < 1024 {
             return Err(ConfigError("rest.body_limit_bytes must be at least 1024".into()));
+        }
+        for (name, max, header, body) in [
+            ("rest", self.rest.max_connections, self.rest.header_timeout_ms, self.rest.body_timeout_ms),
+            ("mcp", self.mcp.max_connections, self.mcp.header_timeout_ms, self.mcp.body_timeout_ms),
+        ] {
+            if max == 0 {
+                return Err(ConfigError(format!("{name}.max_connections must be at least 1")));
+            }
+            if !(100..=600_000).contains(&header) || !(100..=600_000).contains(&body) {
+                return Err(ConfigError(format!("{name}.header_timeout_ms and {name}.body_timeout_ms must be 100..=600000")));
+            }
         }
         if self.mcp.body_limit_bytes < 1024 {
             return Err(ConfigError("mcp.body_limit_bytes must be at least 1024".into()));

@@ -16,6 +16,7 @@ pub mod ops;
 pub mod outbox;
 pub mod pbjson;
 pub mod scopes;
+pub mod serve;
 pub mod service;
 pub mod store;
 pub mod telemetry;

@@ -106,6 +106,10 @@ async fn ready(checks: &[Check]) -> Response {
     }
 }
 
+/// Open connections a service's gRPC listener accepts at most: its callers are the gateways and
+/// other services, each holding a few multiplexed HTTP/2 connections.
+pub const GRPC_MAX_CONNECTIONS: usize = 1024;
+
 /// Where a gRPC server takes its connections from.
 pub enum GrpcListener {
     /// A TCP socket (`TCP_NODELAY` on every connection).
@@ -166,12 +170,17 @@ pub async fn serve_grpc(
         .build_v1()?;
     let routes = routes.add_service(health).add_service(reflection);
     let server = tonic::transport::Server::builder()
+        // A peer that stops answering is found by pings, not by the next request timing out;
+        // no call may run for ever.
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        .timeout(std::time::Duration::from_secs(60))
         .trace_fn(crate::telemetry::grpc_span)
         .layer(ScopeGuardLayer { verifier, table: ScopeTable::embedded() })
         .add_routes(routes);
     match listener.into() {
         GrpcListener::Tcp(listener) => {
-            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let incoming = crate::serve::limited_incoming(listener, GRPC_MAX_CONNECTIONS);
             server.serve_with_incoming_shutdown(incoming, shutdown).await?;
         }
         GrpcListener::InProcess(incoming) => server.serve_with_incoming_shutdown(incoming, shutdown).await?,
