@@ -137,11 +137,8 @@ impl ContactsService for Contacts {
         }
         let t = now();
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
-        let head = CONTACTS.head(&mut tx, c.tenant, id).await?;
-        if let Some(v) = r.expected_version
-            && v != head.version {
-                return Err(Error::conflict(format!("contact is at version {}, not {v}", head.version)).into());
-            }
+        // Locked until commit, so concurrent plain updates queue instead of conflicting.
+        let head = CONTACTS.head_for_update(&mut tx, c.tenant, id, r.expected_version).await?;
         let doc = ContactDoc::from_value(&head.doc)?.apply(&r)?;
         // A request that changes nothing records nothing.
         if doc.to_value() == head.doc && valid_from.is_none() {
