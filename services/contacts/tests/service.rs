@@ -94,6 +94,17 @@ async fn crud_isolation_retention_and_forged_contexts() {
             .unwrap_err();
         assert_eq!(gone.code(), Code::FailedPrecondition);
         assert_eq!(worktruck_kit::Error::from_status(&gone).code, worktruck_kit::ErrorCode::Gone);
+        // The same `from` is gone for every read of the past, not only for diff (issue 8 item 10).
+        let window = || HistoryRequest { id: c.id.clone(), from: Some(old), ..Default::default() };
+        let reads = [
+            svc.client.get_contact_history(req(&svc, a, window())).await.map(drop),
+            svc.client.diff_contact(req(&svc, a, worktruck_proto::common::v1::DiffRequest { id: c.id.clone(), from: Some(old), ..Default::default() })).await.map(drop),
+            svc.client.get_contact_timeline(req(&svc, a, worktruck_proto::common::v1::TimelineRequest { id: c.id.clone(), from: Some(old), ..Default::default() })).await.map(drop),
+        ];
+        for (name, r) in ["history", "diff", "timeline"].into_iter().zip(reads) {
+            let e = r.expect_err(name);
+            assert_eq!(worktruck_kit::Error::from_status(&e).code, worktruck_kit::ErrorCode::Gone, "{backend:?} {name}");
+        }
 
         // Optimistic concurrency and no-op updates.
         let stale = svc

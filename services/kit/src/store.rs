@@ -127,6 +127,41 @@ pub struct ListQuery {
     pub at: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
+/// How far back a caller may read the past: the one retention rule every temporal read of the
+/// store applies (`as_of` reads and lists, history, diff and timeline). A system time asked
+/// for before `cutoff` is `gone` (410).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    cutoff: Option<DateTime<Utc>>,
+    days: i32,
+}
+
+impl Retention {
+    /// No window: every stored version is readable. For system reads and tests.
+    pub const UNBOUNDED: Retention = Retention { cutoff: None, days: 0 };
+
+    /// Reads back to `cutoff`, a window of `days` (named in the refusal).
+    pub fn new(cutoff: DateTime<Utc>, days: i32) -> Self {
+        Self { cutoff: Some(cutoff), days }
+    }
+
+    /// `gone` when `t` (the parameter `what`) lies before the window.
+    pub fn check(&self, what: &str, t: DateTime<Utc>) -> Result<()> {
+        match self.cutoff {
+            Some(cutoff) if t < cutoff => Err(Error::new(
+                ErrorCode::Gone,
+                format!("{what} {t} is before this tenant's retention window of {} days", self.days),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// [`Retention::check`] on each given time.
+    pub fn check_all(&self, times: &[(&str, Option<DateTime<Utc>>)]) -> Result<()> {
+        times.iter().try_for_each(|(what, t)| t.map_or(Ok(()), |t| self.check(what, t)))
+    }
+}
+
 /// The store of one entity kind (e.g. `contact`) inside a service's database.
 #[derive(Debug, Clone, Copy)]
 pub struct Store {
@@ -419,6 +454,19 @@ impl Store {
         &self,
         tx: &mut Tx,
         tenant: Uuid,
+        retention: Retention,
+        id: Uuid,
+        as_of: DateTime<Utc>,
+        valid_at: DateTime<Utc>,
+    ) -> Result<Record> {
+        retention.check("as_of", as_of)?;
+        self.read_at(tx, tenant, id, as_of, valid_at).await
+    }
+
+    async fn read_at(
+        &self,
+        tx: &mut Tx,
+        tenant: Uuid,
         id: Uuid,
         as_of: DateTime<Utc>,
         valid_at: DateTime<Utc>,
@@ -434,10 +482,13 @@ impl Store {
 
     /// Lists entities: current heads (with search and keyset on `updated_at, id`), or, with
     /// `q.at`, the versions visible at a past moment (keyset on `id`).
-    pub async fn list(&self, tx: &mut Tx, tenant: Uuid, q: &ListQuery) -> Result<Page<Record>> {
+    pub async fn list(&self, tx: &mut Tx, tenant: Uuid, retention: Retention, q: &ListQuery) -> Result<Page<Record>> {
         match q.at {
             None => self.list_current(tx, tenant, q).await,
-            Some((as_of, valid_at)) => self.list_at(tx, tenant, q, as_of, valid_at).await,
+            Some((as_of, valid_at)) => {
+                retention.check("as_of", as_of)?;
+                self.list_at(tx, tenant, q, as_of, valid_at).await
+            }
         }
     }
 
@@ -574,12 +625,14 @@ impl Store {
         &self,
         tx: &mut Tx,
         tenant: Uuid,
+        retention: Retention,
         id: Uuid,
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
         limit: i64,
         cursor: Option<Cursor>,
     ) -> Result<Page<(i64, bool, Value, Temporal)>> {
+        retention.check_all(&[("from", from), ("to", to)])?;
         self.exists(tx, tenant, id).await?;
         let before = match cursor {
             None => i64::MAX,
@@ -604,6 +657,7 @@ impl Store {
         &self,
         tx: &mut Tx,
         tenant: Uuid,
+        retention: Retention,
         id: Uuid,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
@@ -611,9 +665,10 @@ impl Store {
         if to < from {
             return Err(Error::invalid("to must not be before from"));
         }
+        retention.check_all(&[("from", Some(from)), ("to", Some(to))])?;
         self.exists(tx, tenant, id).await?;
-        let before = self.at(tx, tenant, id, from, from).await.ok();
-        let after = self.at(tx, tenant, id, to, to).await.ok();
+        let before = self.read_at(tx, tenant, id, from, from).await.ok();
+        let after = self.read_at(tx, tenant, id, to, to).await.ok();
         if before.is_none() && after.is_none() {
             return Err(Error::not_found(format!("{} at both ends of the window", self.entity)));
         }
@@ -633,15 +688,18 @@ impl Store {
     }
 
     /// Lists per-field change events recorded in `[from, to)`, oldest first.
+    #[allow(clippy::too_many_arguments)]
     pub async fn timeline(
         &self,
         tx: &mut Tx,
         tenant: Uuid,
+        retention: Retention,
         id: Uuid,
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
         fields: &[String],
     ) -> Result<Vec<TimelineEvent>> {
+        retention.check_all(&[("from", from), ("to", to)])?;
         self.exists(tx, tenant, id).await?;
         // `fields=a,b` and `fields=a&fields=b` mean the same.
         let fields: Vec<&str> =

@@ -6,11 +6,13 @@ use sqlx::migrate::Migrator;
 use uuid::Uuid;
 use worktruck_kit::cursor::Cursor;
 use worktruck_kit::db::{Db, Scope, now};
-use worktruck_kit::store::{ListQuery, Store, Write};
+use worktruck_kit::store::{ListQuery, Retention, Store, Write};
 use worktruck_kit::testing::{Backend, TestData, backends};
 use worktruck_kit::{ErrorCode, on_tx};
 
 const THINGS: Store = Store::new("thing");
+/// Tests read every stored version; the retention rule has its own test.
+const ALL: Retention = Retention::UNBOUNDED;
 
 async fn db(data: &TestData) -> Db {
     let opts = data.db_options("kit_test");
@@ -59,25 +61,25 @@ async fn renamed_twice_reads_back_on_both_time_axes() {
         update(&db, tenant, id, w(json!({"name": "Ada Lovelace"}))).await.unwrap();
 
         let mut tx = db.begin(Scope::Tenant(tenant), false).await.unwrap();
-        let mid = THINGS.at(&mut tx, tenant, id, t2, t2).await.unwrap();
+        let mid = THINGS.at(&mut tx, tenant, ALL, id, t2, t2).await.unwrap();
         assert_eq!(mid.doc["name"], "Ada L", "{backend:?}");
         assert_eq!(mid.version, 2);
         let t = mid.temporal.unwrap();
         assert!(t.sys_from <= t2 && t.sys_to.unwrap() > t2);
-        let first = THINGS.at(&mut tx, tenant, id, t1, t1).await.unwrap();
+        let first = THINGS.at(&mut tx, tenant, ALL, id, t1, t1).await.unwrap();
         assert_eq!(first.doc["name"], "Ada");
 
-        let hist = THINGS.history(&mut tx, tenant, id, None, None, 50, None).await.unwrap();
+        let hist = THINGS.history(&mut tx, tenant, ALL, id, None, None, 50, None).await.unwrap();
         let versions: Vec<i64> = hist.rows.iter().map(|r| r.0).collect();
         assert_eq!(versions, [3, 2, 1], "{backend:?}");
 
-        let diff = THINGS.diff(&mut tx, tenant, id, t1, now()).await.unwrap();
+        let diff = THINGS.diff(&mut tx, tenant, ALL, id, t1, now()).await.unwrap();
         assert_eq!(diff.changes.len(), 1);
         assert_eq!(diff.changes[0].field, "name");
         assert_eq!(diff.intermediate_versions, 2);
         assert!(!diff.created_in_window && !diff.deleted_in_window);
 
-        let tl = THINGS.timeline(&mut tx, tenant, id, Some(t1), None, &[]).await.unwrap();
+        let tl = THINGS.timeline(&mut tx, tenant, ALL, id, Some(t1), None, &[]).await.unwrap();
         let names: Vec<_> = tl.iter().map(|e| e.after.as_str().unwrap().to_owned()).collect();
         assert_eq!(names, ["Ada L", "Ada Lovelace"]);
         assert!(tl.windows(2).all(|p| p[0].at <= p[1].at));
@@ -91,10 +93,10 @@ async fn renamed_twice_reads_back_on_both_time_axes() {
         let mut tx = db.begin(Scope::Tenant(tenant), false).await.unwrap();
         assert_eq!(THINGS.head(&mut tx, tenant, id).await.unwrap_err().code, ErrorCode::NotFound);
         let n = now();
-        assert_eq!(THINGS.at(&mut tx, tenant, id, n, n).await.unwrap_err().code, ErrorCode::NotFound);
-        let old = THINGS.at(&mut tx, tenant, id, before_delete, before_delete).await.unwrap();
+        assert_eq!(THINGS.at(&mut tx, tenant, ALL, id, n, n).await.unwrap_err().code, ErrorCode::NotFound);
+        let old = THINGS.at(&mut tx, tenant, ALL, id, before_delete, before_delete).await.unwrap();
         assert_eq!(old.doc["name"], "Ada Lovelace");
-        let diff = THINGS.diff(&mut tx, tenant, id, before_delete, now()).await.unwrap();
+        let diff = THINGS.diff(&mut tx, tenant, ALL, id, before_delete, now()).await.unwrap();
         assert!(diff.deleted_in_window);
     }
 }
@@ -120,14 +122,14 @@ async fn back_dated_facts_show_only_from_their_valid_time() {
 
         let mut tx = db.begin(Scope::Tenant(tenant), false).await.unwrap();
         let n = now();
-        let later = THINGS.at(&mut tx, tenant, id, n, n).await.unwrap();
+        let later = THINGS.at(&mut tx, tenant, ALL, id, n, n).await.unwrap();
         assert_eq!(later.doc["title"], "director", "{backend:?}");
-        let earlier = THINGS.at(&mut tx, tenant, id, n, y2023).await.unwrap();
+        let earlier = THINGS.at(&mut tx, tenant, ALL, id, n, y2023).await.unwrap();
         assert_eq!(earlier.doc["title"], "analyst", "{backend:?}");
         let t = earlier.temporal.unwrap();
         assert_eq!(t.valid_from, y2020);
         assert_eq!(t.valid_to, Some(y2024));
-        let before_it = THINGS.at(&mut tx, tenant, id, n, y2020 - Duration::days(1)).await;
+        let before_it = THINGS.at(&mut tx, tenant, ALL, id, n, y2020 - Duration::days(1)).await;
         assert_eq!(before_it.unwrap_err().code, ErrorCode::NotFound);
         // The head (current read) agrees with valid time now.
         assert_eq!(THINGS.head(&mut tx, tenant, id).await.unwrap().doc["title"], "director");
@@ -158,7 +160,7 @@ async fn paging_returns_every_row_exactly_once_and_tenants_stay_apart() {
             loop {
                 let mut tx = db.begin(Scope::Tenant(tenant), false).await.unwrap();
                 let q = ListQuery { limit: 5, cursor: cursor.clone(), at: at.map(|t| (t, t)), ..Default::default() };
-                let page = THINGS.list(&mut tx, tenant, &q).await.unwrap();
+                let page = THINGS.list(&mut tx, tenant, ALL, &q).await.unwrap();
                 seen.extend(page.rows.iter().map(|r| r.id));
                 match page.next {
                     Some(c) => cursor = Some(c),
@@ -175,22 +177,22 @@ async fn paging_returns_every_row_exactly_once_and_tenants_stay_apart() {
 
         let mut tx = db.begin(Scope::Tenant(tenant), false).await.unwrap();
         let odd = THINGS
-            .list(&mut tx, tenant, &ListQuery { limit: 50, equals: vec![("kind", "odd".into())], ..Default::default() })
+            .list(&mut tx, tenant, ALL, &ListQuery { limit: 50, equals: vec![("kind", "odd".into())], ..Default::default() })
             .await
             .unwrap();
         assert_eq!(odd.rows.len(), 11);
         let found = THINGS
-            .list(&mut tx, tenant, &ListQuery { limit: 50, search: Some("thing 7".into()), ..Default::default() })
+            .list(&mut tx, tenant, ALL, &ListQuery { limit: 50, search: Some("thing 7".into()), ..Default::default() })
             .await
             .unwrap();
         assert!(found.rows.iter().any(|r| r.doc["name"] == "thing 7"), "{backend:?}");
         let none = THINGS
-            .list(&mut tx, tenant, &ListQuery { limit: 50, search: Some("secret".into()), ..Default::default() })
+            .list(&mut tx, tenant, ALL, &ListQuery { limit: 50, search: Some("secret".into()), ..Default::default() })
             .await
             .unwrap();
         assert!(none.rows.is_empty(), "search must not cross tenants");
         let wrong_cursor = ListQuery { limit: 5, cursor: Some(Cursor::Number(3)), ..Default::default() };
-        assert_eq!(THINGS.list(&mut tx, tenant, &wrong_cursor).await.unwrap_err().code, ErrorCode::InvalidArgument);
+        assert_eq!(THINGS.list(&mut tx, tenant, ALL, &wrong_cursor).await.unwrap_err().code, ErrorCode::InvalidArgument);
         assert_eq!(THINGS.head(&mut tx, tenant, foreign).await.unwrap_err().code, ErrorCode::NotFound);
     }
 }
@@ -318,11 +320,11 @@ async fn a_valid_time_read_shows_when_its_own_version_was_recorded() {
         update(&db, tenant, id, back).await.unwrap();
         let mut tx = db.begin(Scope::Tenant(tenant), false).await.unwrap();
         let created = THINGS.head(&mut tx, tenant, id).await.unwrap().created_at;
-        let old = THINGS.at(&mut tx, tenant, id, now(), t1).await.unwrap();
+        let old = THINGS.at(&mut tx, tenant, ALL, id, now(), t1).await.unwrap();
         assert_eq!((old.version, old.doc["name"].as_str()), (1, Some("Ada")), "{backend:?}");
         assert_eq!(old.updated_at, created, "{backend:?}: version 1 was recorded at creation");
         let q = ListQuery { limit: 10, at: Some((now(), t1)), ..Default::default() };
-        let listed = THINGS.list(&mut tx, tenant, &q).await.unwrap();
+        let listed = THINGS.list(&mut tx, tenant, ALL, &q).await.unwrap();
         assert_eq!(listed.rows.len(), 1);
         assert_eq!(listed.rows[0].updated_at, created, "{backend:?}: the same in a list");
     }
@@ -367,7 +369,7 @@ async fn past_lists_see_each_entity_once_at_its_version_then() {
         loop {
             let mut tx = db.begin(Scope::Tenant(tenant), false).await.unwrap();
             let q = ListQuery { limit: 3, cursor, at: Some((t, t)), ..Default::default() };
-            let page = THINGS.list(&mut tx, tenant, &q).await.unwrap();
+            let page = THINGS.list(&mut tx, tenant, ALL, &q).await.unwrap();
             for r in &page.rows {
                 assert_eq!(r.version, 2, "{backend:?}");
                 assert!(r.doc["name"].as_str().unwrap().ends_with(" v2"), "{backend:?}: {}", r.doc);
@@ -382,7 +384,45 @@ async fn past_lists_see_each_entity_once_at_its_version_then() {
         assert_eq!(seen, ids, "{backend:?}: each entity once, in id order, none created later");
         let mut tx = db.begin(Scope::Tenant(tenant), false).await.unwrap();
         let q = ListQuery { limit: 50, at: Some((now(), now())), ..Default::default() };
-        let page = THINGS.list(&mut tx, tenant, &q).await.unwrap();
+        let page = THINGS.list(&mut tx, tenant, ALL, &q).await.unwrap();
         assert_eq!(page.rows.len(), 7, "{backend:?}: the deleted one is gone now, the new one is there");
+    }
+}
+
+#[tokio::test]
+async fn every_read_of_the_past_obeys_one_retention_rule() {
+    // Issue 8 item 10: `/diff` before the window was a 410 while `/timeline` with the same
+    // `from` answered 200. The store now applies one rule to every temporal read.
+    for backend in backends() {
+        let data = TestData::new(backend).await;
+        let db = db(&data).await;
+        let tenant = Uuid::now_v7();
+        let id = create(&db, tenant, json!({"name": "old"})).await;
+        let before = pause().await;
+        let cutoff = pause().await;
+        update(&db, tenant, id, w(json!({"name": "new"}))).await.unwrap();
+        let window = Retention::new(cutoff, 30);
+        let inside = now();
+        let mut tx = db.begin(Scope::Tenant(tenant), false).await.unwrap();
+        let gone = |r: worktruck_kit::Result<()>, what: &str| {
+            let e = r.expect_err(what);
+            assert_eq!(e.code, ErrorCode::Gone, "{backend:?} {what}: {e}");
+        };
+        gone(THINGS.at(&mut tx, tenant, window, id, before, inside).await.map(drop), "at");
+        let q = ListQuery { limit: 5, at: Some((before, before)), ..Default::default() };
+        gone(THINGS.list(&mut tx, tenant, window, &q).await.map(drop), "list");
+        gone(THINGS.history(&mut tx, tenant, window, id, Some(before), None, 5, None).await.map(drop), "history from");
+        gone(THINGS.history(&mut tx, tenant, window, id, None, Some(before), 5, None).await.map(drop), "history to");
+        gone(THINGS.diff(&mut tx, tenant, window, id, before, inside).await.map(drop), "diff");
+        gone(THINGS.timeline(&mut tx, tenant, window, id, Some(before), None, &[]).await.map(drop), "timeline");
+        // Inside the window every one of them answers, and valid time is not system time:
+        // a valid time before the window is still a fact one may ask about.
+        THINGS.at(&mut tx, tenant, window, id, inside, before).await.unwrap();
+        let q = ListQuery { limit: 5, at: Some((inside, inside)), ..Default::default() };
+        assert_eq!(THINGS.list(&mut tx, tenant, window, &q).await.unwrap().rows.len(), 1);
+        THINGS.history(&mut tx, tenant, window, id, Some(cutoff), Some(inside), 5, None).await.unwrap();
+        THINGS.diff(&mut tx, tenant, window, id, cutoff, inside).await.unwrap();
+        let tl = THINGS.timeline(&mut tx, tenant, window, id, Some(cutoff), None, &[]).await.unwrap();
+        assert_eq!(tl.len(), 1, "{backend:?}: the rename");
     }
 }
