@@ -57,9 +57,11 @@ pub fn grpc_check(name: &str, channel: tonic::transport::Channel, service: &'sta
 
 /// A non-critical check on the event bus: writes do not need it (the outbox holds events while
 /// it is away), so a bus outage is reported but does not take the process out of service.
+/// Failing while disconnected, and while the relay's last publish failed although connected
+/// (a broker without the stream or without JetStream).
 pub fn bus_check(bus: crate::bus::Bus) -> Check {
     let probe: Probe = Arc::new(move || {
-        let ok = bus.connected();
+        let ok = bus.can_publish();
         Box::pin(async move { ok })
     });
     Check { name: "bus".to_owned(), critical: false, probe }
@@ -85,11 +87,19 @@ pub fn router(checks: Vec<Check>) -> Router {
         }))
 }
 
+/// The longest a check may take: `/ready` answers within about a second even when a
+/// dependency hangs (a check that does not answer in time is failing).
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(900);
+
 async fn ready(checks: &[Check]) -> Response {
     let mut failing = Vec::new();
     let mut status = serde_json::Map::new();
-    for c in checks {
-        let ok = (c.probe)().await;
+    // All at once, so the answer takes as long as the slowest check, not their sum.
+    let results = futures::future::join_all(
+        checks.iter().map(|c| async { tokio::time::timeout(CHECK_TIMEOUT, (c.probe)()).await.unwrap_or(false) }),
+    )
+    .await;
+    for (c, ok) in checks.iter().zip(results) {
         status.insert(c.name.clone(), serde_json::Value::from(if ok { "ok" } else { "failing" }));
         if !ok && c.critical {
             failing.push(c.name.clone());
