@@ -628,6 +628,8 @@ mod tests {
         figment::Jail::expect_with(|_| {
             let cfg = Config::load(Some(&example)).map_err(|e| e.to_string())?;
             assert_eq!(cfg.rest.addr, Config::default().rest.addr, "the example documents the defaults");
+            assert_eq!(cfg.database.acquire_timeout_ms, 1000);
+            assert_eq!(cfg.database.sqlite_synchronous, SqliteSynchronous::Full, "durable by default");
             Ok(())
         });
     }
@@ -657,6 +659,14 @@ mod tests {
             jail.set_env("WORKTRUCK_LOG__FORMAT", "json");
             jail.set_env("WORKTRUCK_NOT_OURS", "1");
             assert!(Config::load(None).is_ok(), "unrelated WORKTRUCK_ variables are ignored");
+            jail.set_env("WORKTRUCK_DATABASE__SQLITE_SYNCHRONOUS", "normal");
+            assert_eq!(Config::load(None).unwrap().database.sqlite_synchronous, SqliteSynchronous::Normal);
+            jail.set_env("WORKTRUCK_DATABASE__SQLITE_SYNCHRONOUS", "sometimes");
+            assert!(Config::load(None).is_err(), "only off, normal, full and extra");
+            jail.set_env("WORKTRUCK_DATABASE__SQLITE_SYNCHRONOUS", "full");
+            jail.set_env("WORKTRUCK_DATABASE__ACQUIRE_TIMEOUT_MS", "0");
+            assert!(Config::load(None).is_err(), "an acquire timeout of 0 would refuse everything");
+            jail.set_env("WORKTRUCK_DATABASE__ACQUIRE_TIMEOUT_MS", "1000");
             jail.set_env("WORKTRUCK_DATABASE__ULR", "postgres://typo");
             assert!(Config::load(None).is_err(), "a typo inside a section fails");
             Ok(())
