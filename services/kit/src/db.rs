@@ -21,7 +21,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, Postgres, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, Connection as _, Postgres, Sqlite, Transaction};
 use uuid::Uuid;
 
 use crate::config::SqliteSynchronous as Synchronous;
@@ -69,6 +69,14 @@ pub struct Db {
     health: Arc<Health>,
 }
 
+/// How a probe opens a connection of its own, outside the pool: a saturated pool is not a
+/// database that is down.
+#[derive(Debug, Clone)]
+enum Fresh {
+    Pg(PgConnectOptions),
+    Sqlite(SqliteConnectOptions),
+}
+
 #[derive(Debug, Clone)]
 enum Pool {
     /// PostgreSQL, in the service's own schema.
@@ -86,13 +94,15 @@ struct Health {
     probing: AtomicBool,
     /// How long a probe waits for the database.
     probe_timeout: Duration,
+    /// Where a probe connects.
+    fresh: Fresh,
 }
 
 impl Health {
-    fn new(acquire_timeout: Duration) -> Arc<Health> {
+    fn new(acquire_timeout: Duration, fresh: Fresh) -> Arc<Health> {
         // A probe must answer within `/ready`'s budget of a second, whatever the pool allows.
         let probe_timeout = acquire_timeout.min(Duration::from_millis(800));
-        Arc::new(Health { down: AtomicBool::new(false), probing: AtomicBool::new(false), probe_timeout })
+        Arc::new(Health { down: AtomicBool::new(false), probing: AtomicBool::new(false), probe_timeout, fresh })
     }
 }
 
@@ -201,20 +211,22 @@ impl Db {
                         })
                     });
                 }
-                Ok(Db::new(Pool::Pg(po.connect_with(co).await?), opts))
+                let fresh = Fresh::Pg(co.clone());
+                Ok(Db::new(Pool::Pg(po.connect_with(co).await?), fresh, opts))
             }
             None => {
                 std::fs::create_dir_all(&opts.data_dir).map_err(Error::internal)?;
                 let path = opts.data_dir.join(format!("{}.db", opts.service));
                 let write = sqlite_pool(&path, 1, opts).await?;
                 let read = sqlite_pool(&path, opts.max_connections, opts).await?;
-                Ok(Db::new(Pool::Sqlite(SqliteDb { read, write }), opts))
+                let fresh = Fresh::Sqlite(SqliteConnectOptions::new().filename(&path).read_only(true));
+                Ok(Db::new(Pool::Sqlite(SqliteDb { read, write }), fresh, opts))
             }
         }
     }
 
-    fn new(pool: Pool, opts: &DbOptions) -> Db {
-        Db { pool, health: Health::new(opts.acquire_timeout) }
+    fn new(pool: Pool, fresh: Fresh, opts: &DbOptions) -> Db {
+        Db { pool, health: Health::new(opts.acquire_timeout, fresh) }
     }
 
     /// Connects as the owner, applies kit's and the service's migrations, grants the app role,
@@ -374,15 +386,45 @@ impl Db {
         !self.health.down.load(Ordering::Acquire)
     }
 
-    /// One `SELECT 1` within the probe timeout.
+    /// True when the database answers `SELECT 1` within the probe timeout, through the pool
+    /// or through a connection of the probe's own, whichever answers first: a saturated pool
+    /// (its own connection answers) and a server out of connection slots (the pool's answer)
+    /// are not outages; only both failing is.
     async fn probe(&self) -> bool {
-        let q = async {
+        let pooled = async {
             match &self.pool {
                 Pool::Pg(p) => sqlx::query("SELECT 1").execute(p).await.is_ok(),
                 Pool::Sqlite(p) => sqlx::query("SELECT 1").execute(&p.read).await.is_ok(),
             }
         };
-        tokio::time::timeout(self.health.probe_timeout, q).await.unwrap_or(false)
+        let fresh = async {
+            match &self.health.fresh {
+                Fresh::Pg(co) => match sqlx::PgConnection::connect_with(co).await {
+                    Ok(mut c) => {
+                        let ok = sqlx::query("SELECT 1").execute(&mut c).await.is_ok();
+                        let _ = sqlx::Connection::close(c).await;
+                        ok
+                    }
+                    Err(_) => false,
+                },
+                Fresh::Sqlite(co) => match sqlx::SqliteConnection::connect_with(co).await {
+                    Ok(mut c) => {
+                        let ok = sqlx::query("SELECT 1").execute(&mut c).await.is_ok();
+                        let _ = sqlx::Connection::close(c).await;
+                        ok
+                    }
+                    Err(_) => false,
+                },
+            }
+        };
+        let either = async {
+            tokio::pin!(pooled, fresh);
+            tokio::select! {
+                ok = &mut pooled => ok || fresh.await,
+                ok = &mut fresh => ok || pooled.await,
+            }
+        };
+        tokio::time::timeout(self.health.probe_timeout, either).await.unwrap_or(false)
     }
 
     fn is_closed(&self) -> bool {
