@@ -280,6 +280,26 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn a_hanging_check_is_reported_failing_instead_of_hanging_ready() {
+        let hangs: Probe = Arc::new(|| Box::pin(std::future::pending::<bool>()));
+        let fine: Probe = Arc::new(|| Box::pin(async { true }));
+        let checks = vec![
+            Check { name: "database".into(), critical: true, probe: hangs.clone() },
+            Check { name: "other.database".into(), critical: true, probe: hangs },
+            Check { name: "bus".into(), critical: false, probe: fine },
+        ];
+        // Generous: the point is that /ready answers at all (it used to wait as long as the
+        // slowest dependency, summed over checks).
+        let r = tokio::time::timeout(std::time::Duration::from_secs(30), ready(&checks)).await.expect("/ready answered");
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["checks"]["database"], "failing");
+        assert_eq!(v["checks"]["other.database"], "failing");
+        assert_eq!(v["checks"]["bus"], "ok");
+    }
+
+    #[tokio::test]
     async fn accepted_connections_have_nodelay() {
         use axum::serve::Listener as _;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
