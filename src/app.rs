@@ -186,6 +186,8 @@ pub fn db_options(cfg: &Config, service: &str) -> DbOptions {
         service: service.to_owned(),
         max_connections: cfg.database.max_connections,
         app_role: cfg.database.app_role.clone(),
+        acquire_timeout: Duration::from_millis(cfg.database.acquire_timeout_ms),
+        sqlite_synchronous: cfg.database.sqlite_synchronous,
     }
 }
 

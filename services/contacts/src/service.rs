@@ -10,7 +10,7 @@ use worktruck_kit::db::{Db, Scope, Tx, now};
 use worktruck_kit::outbox::{self, Relay};
 use worktruck_kit::pbjson::{self, opt_datetime, uuid};
 use worktruck_kit::store::{ListQuery, Record, Store, Write};
-use worktruck_kit::{Error, ErrorCode, Result};
+use worktruck_kit::{Error, Result};
 use worktruck_proto::common::v1 as common;
 use worktruck_proto::contacts::v1 as pb;
 use worktruck_proto::contacts::v1::contacts_service_server::ContactsService;
@@ -44,18 +44,6 @@ impl Contacts {
         let ctx = self.verifier.verify(req.metadata())?;
         let tenant = ctx.require_tenant()?;
         Ok(Caller { ctx, tenant })
-    }
-
-    /// Checks a requested past moment against the tenant's retention window.
-    fn check_retention(&self, c: &Caller, t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<()> {
-        if let Some(t) = t
-            && t < c.ctx.retention_cutoff(now) {
-                return Err(Error::new(
-                    ErrorCode::Gone,
-                    format!("{t} is before this tenant's retention window of {} days", c.ctx.retention_days.max(1)),
-                ));
-            }
-        Ok(())
     }
 
     async fn emit(&self, tx: &mut Tx, c: &Caller, action: &str, contact: &pb::Contact, id: Uuid, t: DateTime<Utc>) -> Result<()> {
@@ -116,13 +104,12 @@ impl ContactsService for Contacts {
         let as_of = opt_datetime(r.as_of.as_ref(), "as_of")?;
         let valid_at = opt_datetime(r.valid_at.as_ref(), "valid_at")?;
         let t = now();
-        self.check_retention(&c, as_of, t)?;
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
         let rec = if as_of.is_none() && valid_at.is_none() {
             CONTACTS.head(&mut tx, c.tenant, id).await?
         } else {
             let as_of = as_of.unwrap_or(t);
-            CONTACTS.at(&mut tx, c.tenant, id, as_of, valid_at.unwrap_or(as_of)).await?
+            CONTACTS.at(&mut tx, c.tenant, c.ctx.retention(t), id, as_of, valid_at.unwrap_or(as_of)).await?
         };
         Ok(Response::new(self.pb(&c, &rec)?))
     }
@@ -137,11 +124,8 @@ impl ContactsService for Contacts {
         }
         let t = now();
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
-        let head = CONTACTS.head(&mut tx, c.tenant, id).await?;
-        if let Some(v) = r.expected_version
-            && v != head.version {
-                return Err(Error::conflict(format!("contact is at version {}, not {v}", head.version)).into());
-            }
+        // Locked until commit, so concurrent plain updates queue instead of conflicting.
+        let head = CONTACTS.head_for_update(&mut tx, c.tenant, id, r.expected_version).await?;
         let doc = ContactDoc::from_value(&head.doc)?.apply(&r)?;
         // A request that changes nothing records nothing.
         if doc.to_value() == head.doc && valid_from.is_none() {
@@ -175,7 +159,6 @@ impl ContactsService for Contacts {
         let t = now();
         let as_of = opt_datetime(r.as_of.as_ref(), "as_of")?;
         let valid_at = opt_datetime(r.valid_at.as_ref(), "valid_at")?;
-        self.check_retention(&c, as_of, t)?;
         let at = match (as_of, valid_at) {
             (None, None) => None,
             (a, v) => {
@@ -205,7 +188,7 @@ impl ContactsService for Contacts {
             at,
         };
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
-        let page = CONTACTS.list(&mut tx, c.tenant, &q).await?;
+        let page = CONTACTS.list(&mut tx, c.tenant, c.ctx.retention(t), &q).await?;
         let data = page.rows.iter().map(|rec| self.pb(&c, rec)).collect::<Result<Vec<_>>>()?;
         Ok(Response::new(pb::ListContactsResponse {
             data,
@@ -224,7 +207,7 @@ impl ContactsService for Contacts {
         let limit = cursor::limit(r.limit)?;
         let cur = cursor::decode_opt(r.cursor.as_deref(), &scope)?;
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
-        let page = CONTACTS.history(&mut tx, c.tenant, id, from, to, limit, cur).await?;
+        let page = CONTACTS.history(&mut tx, c.tenant, c.ctx.retention(now()), id, from, to, limit, cur).await?;
         Ok(Response::new(pbjson::history_response(page, &scope, render(id))))
     }
 
@@ -235,9 +218,8 @@ impl ContactsService for Contacts {
         let t = now();
         let from = opt_datetime(r.from.as_ref(), "from")?.ok_or_else(|| Error::invalid("from is required"))?;
         let to = opt_datetime(r.to.as_ref(), "to")?.unwrap_or(t);
-        self.check_retention(&c, Some(from), t)?;
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
-        let d = CONTACTS.diff(&mut tx, c.tenant, id, from, to).await?;
+        let d = CONTACTS.diff(&mut tx, c.tenant, c.ctx.retention(t), id, from, to).await?;
         Ok(Response::new(pbjson::diff_response(id, from, to, d)))
     }
 
@@ -251,7 +233,7 @@ impl ContactsService for Contacts {
             return Err(Error::invalid("at most 50 fields").into());
         }
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
-        let events = CONTACTS.timeline(&mut tx, c.tenant, id, from, to, &r.fields).await?;
+        let events = CONTACTS.timeline(&mut tx, c.tenant, c.ctx.retention(now()), id, from, to, &r.fields).await?;
         Ok(Response::new(pbjson::timeline_response(events)))
     }
 }

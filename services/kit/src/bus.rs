@@ -2,7 +2,13 @@
 //! the same messages: a subject `worktruck.<domain>.<entity>.<action>.v1`, a protobuf
 //! `worktruck.common.v1.Event` payload, and the event id, tenant and trace context (W3C
 //! `traceparent`) in headers.
+//!
+//! A NATS server that comes back without its storage has no `WORKTRUCK` stream; a publish that
+//! finds no stream declares it again and retries, and the bus remembers whether its last
+//! publish failed, so readiness can report a relay that cannot publish while connected.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -62,8 +68,8 @@ const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 /// Where events go.
 #[derive(Clone)]
 pub enum Bus {
-    /// NATS JetStream (boxed: the context is large and cloned per publisher).
-    Nats(Box<async_nats::jetstream::Context>),
+    /// NATS JetStream, shared by every clone.
+    Nats(Arc<Nats>),
     /// In-process (embedded mode and tests).
     Memory(broadcast::Sender<Message>),
 }
@@ -75,6 +81,13 @@ impl std::fmt::Debug for Bus {
             Bus::Memory(_) => "Bus::Memory",
         })
     }
+}
+
+/// A JetStream context and what the last publish through it found.
+pub struct Nats {
+    js: async_nats::jetstream::Context,
+    /// The last publish failed (no stream and none could be declared, no ack, no connection).
+    failing: AtomicBool,
 }
 
 impl Bus {
@@ -95,13 +108,13 @@ impl Bus {
             .map_err(|e| Error::new(ErrorCode::Unavailable, format!("nats connect: {e}")))?;
         let mut js = async_nats::jetstream::new(client);
         js.set_timeout(Duration::from_secs(3));
-        Ok(Bus::Nats(Box::new(js)))
+        Ok(Bus::Nats(Arc::new(Nats { js, failing: AtomicBool::new(false) })))
     }
 
     /// Makes sure the JetStream stream exists (idempotent).
     pub async fn ensure_stream(&self) -> Result<()> {
-        if let Bus::Nats(js) = self {
-            js.get_or_create_stream(async_nats::jetstream::stream::Config {
+        if let Bus::Nats(n) = self {
+            n.js.get_or_create_stream(async_nats::jetstream::stream::Config {
                 name: STREAM.into(),
                 subjects: vec![SUBJECTS.into()],
                 duplicate_window: Duration::from_secs(120),
@@ -114,7 +127,9 @@ impl Bus {
         Ok(())
     }
 
-    /// Publishes one message and waits for the broker's acknowledgement.
+    /// Publishes one message and waits for the broker's acknowledgement. When JetStream has
+    /// no stream for the subject (NATS restarted without its storage), declares the stream
+    /// again and publishes once more.
     pub async fn publish(&self, m: &Message) -> Result<()> {
         match self {
             Bus::Memory(tx) => {
@@ -122,31 +137,35 @@ impl Bus {
                 let _ = tx.send(m.clone());
                 Ok(())
             }
-            Bus::Nats(js) => {
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert("Nats-Msg-Id", m.event_id.to_string().as_str());
-                headers.insert("Worktruck-Tenant", m.tenant_id.to_string().as_str());
-                for (k, v) in &m.trace {
-                    if TRACE_HEADERS.contains(&k.as_str()) && v.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
-                        headers.insert(k.as_str(), v.as_str());
-                    }
+            Bus::Nats(n) => {
+                let mut result = n.publish(m).await;
+                if let Err(Publish::NoStream) = result {
+                    tracing::warn!(stream = STREAM, "jetstream has no stream for events (storage lost?); declaring it again");
+                    result = match self.ensure_stream().await {
+                        Ok(()) => n.publish(m).await,
+                        Err(e) => Err(Publish::Other(e.message)),
+                    };
                 }
-                let unavailable = |e: String| Error::new(ErrorCode::Unavailable, e);
-                js.publish_with_headers(m.subject.clone(), headers, m.payload.clone())
-                    .await
-                    .map_err(|e| unavailable(format!("nats publish: {e}")))?
-                    .await
-                    .map_err(|e| unavailable(format!("nats ack: {e}")))?;
-                Ok(())
+                n.failing.store(result.is_err(), Ordering::Release);
+                result.map_err(|e| Error::new(ErrorCode::Unavailable, e.to_string()))
             }
         }
     }
 
-    /// True when events can be published now (always for the in-process bus).
+    /// True while connected to the broker (always for the in-process bus).
     pub fn connected(&self) -> bool {
         match self {
             Bus::Memory(_) => true,
-            Bus::Nats(js) => js.client().connection_state() == async_nats::connection::State::Connected,
+            Bus::Nats(n) => n.js.client().connection_state() == async_nats::connection::State::Connected,
+        }
+    }
+
+    /// True when events can be published now: connected, and the last publish, if any,
+    /// succeeded (a connected broker can still refuse, e.g. one without JetStream).
+    pub fn can_publish(&self) -> bool {
+        match self {
+            Bus::Memory(_) => true,
+            Bus::Nats(n) => self.connected() && !n.failing.load(Ordering::Acquire),
         }
     }
 
@@ -170,8 +189,8 @@ impl Bus {
                     }
                 }))
             }
-            Bus::Nats(js) => {
-                let client = js.client();
+            Bus::Nats(n) => {
+                let client = n.js.client();
                 Box::pin(futures::stream::unfold(NatsWatch { client, pattern, sub: None, connects: 0 }, NatsWatch::next))
             }
         }
@@ -188,6 +207,48 @@ impl Bus {
     }
 }
 
+/// Why a publish failed.
+#[derive(Debug)]
+enum Publish {
+    /// JetStream has no stream capturing the subject.
+    NoStream,
+    /// Anything else (no connection, no ack in time, a refusal).
+    Other(String),
+}
+
+impl std::fmt::Display for Publish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Publish::NoStream => write!(f, "nats publish: no stream found for the subject"),
+            Publish::Other(e) => f.write_str(e),
+        }
+    }
+}
+
+impl Nats {
+    async fn publish(&self, m: &Message) -> std::result::Result<(), Publish> {
+        use async_nats::jetstream::context::PublishErrorKind;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", m.event_id.to_string().as_str());
+        headers.insert("Worktruck-Tenant", m.tenant_id.to_string().as_str());
+        for (k, v) in &m.trace {
+            if TRACE_HEADERS.contains(&k.as_str()) && v.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+                headers.insert(k.as_str(), v.as_str());
+            }
+        }
+        let ack = self
+            .js
+            .publish_with_headers(m.subject.clone(), headers, m.payload.clone())
+            .await
+            .map_err(|e| Publish::Other(format!("nats publish: {e}")))?;
+        match ack.await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == PublishErrorKind::StreamNotFound => Err(Publish::NoStream),
+            Err(e) => Err(Publish::Other(format!("nats ack: {e}"))),
+        }
+    }
+}
+
 /// The state of a [`Bus::watch`] on NATS: a core subscription (JetStream publishes reach
 /// core subscribers too) and the connection count when it was made, since a reconnect means
 /// messages published meanwhile were not delivered.
@@ -200,7 +261,6 @@ struct NatsWatch {
 
 impl NatsWatch {
     async fn next(mut self) -> Option<(Watched, NatsWatch)> {
-        use std::sync::atomic::Ordering;
         loop {
             let Some(sub) = self.sub.as_mut() else {
                 match self.client.subscribe(self.pattern.clone()).await {

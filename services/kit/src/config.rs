@@ -233,6 +233,27 @@ pub struct DatabaseConfig {
     /// The prefix of the unprivileged roles runtime connections switch to so row-level security
     /// applies: `<app_role>_<service>`, each granted its own service's schema only.
     pub app_role: String,
+    /// How long a request waits for a pool connection before it is answered 503 `unavailable`.
+    /// Short, so a database outage fails fast instead of holding every request.
+    pub acquire_timeout_ms: u64,
+    /// SQLite's `synchronous` pragma: `full` (the default) makes every commit durable on power
+    /// loss; `normal` is faster but may lose the last commits (never corrupts).
+    pub sqlite_synchronous: SqliteSynchronous,
+}
+
+/// SQLite's `synchronous` setting (`database.sqlite_synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSynchronous {
+    /// No syncs: a crash of the machine may corrupt the file. Tests only.
+    Off,
+    /// Syncs at checkpoints: a power loss may lose the last commits.
+    Normal,
+    /// Syncs every commit: an acknowledged write survives a power loss.
+    #[default]
+    Full,
+    /// Like `full`, and syncs the directory too.
+    Extra,
 }
 
 /// NATS settings.
@@ -370,7 +391,13 @@ impl Default for McpConfig {
 }
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: String::new(), max_connections: 10, app_role: "worktruck_app".into() }
+        Self {
+            url: String::new(),
+            max_connections: 10,
+            app_role: "worktruck_app".into(),
+            acquire_timeout_ms: 1000,
+            sqlite_synchronous: SqliteSynchronous::Full,
+        }
     }
 }
 impl Default for GrpcConfig {
@@ -435,6 +462,9 @@ impl Config {
         }
         if !self.nats.url.is_empty() && !self.nats.url.starts_with("nats://") && !self.nats.url.contains(':') {
             return Err(ConfigError("nats.url must look like nats://host:4222".into()));
+        }
+        if !(50..=60_000).contains(&self.database.acquire_timeout_ms) {
+            return Err(ConfigError("database.acquire_timeout_ms must be 50..=60000".into()));
         }
         if !["text", "json"].contains(&self.log.format.as_str()) {
             return Err(ConfigError("log.format must be text or json".into()));
@@ -657,6 +687,8 @@ mod tests {
         figment::Jail::expect_with(|_| {
             let cfg = Config::load(Some(&example)).map_err(|e| e.to_string())?;
             assert_eq!(cfg.rest.addr, Config::default().rest.addr, "the example documents the defaults");
+            assert_eq!(cfg.database.acquire_timeout_ms, 1000);
+            assert_eq!(cfg.database.sqlite_synchronous, SqliteSynchronous::Full, "durable by default");
             Ok(())
         });
     }
@@ -686,6 +718,14 @@ mod tests {
             jail.set_env("WORKTRUCK_LOG__FORMAT", "json");
             jail.set_env("WORKTRUCK_NOT_OURS", "1");
             assert!(Config::load(None).is_ok(), "unrelated WORKTRUCK_ variables are ignored");
+            jail.set_env("WORKTRUCK_DATABASE__SQLITE_SYNCHRONOUS", "normal");
+            assert_eq!(Config::load(None).unwrap().database.sqlite_synchronous, SqliteSynchronous::Normal);
+            jail.set_env("WORKTRUCK_DATABASE__SQLITE_SYNCHRONOUS", "sometimes");
+            assert!(Config::load(None).is_err(), "only off, normal, full and extra");
+            jail.set_env("WORKTRUCK_DATABASE__SQLITE_SYNCHRONOUS", "full");
+            jail.set_env("WORKTRUCK_DATABASE__ACQUIRE_TIMEOUT_MS", "0");
+            assert!(Config::load(None).is_err(), "an acquire timeout of 0 would refuse everything");
+            jail.set_env("WORKTRUCK_DATABASE__ACQUIRE_TIMEOUT_MS", "1000");
             jail.set_env("WORKTRUCK_DATABASE__ULR", "postgres://typo");
             assert!(Config::load(None).is_err(), "a typo inside a section fails");
             Ok(())

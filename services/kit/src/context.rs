@@ -87,6 +87,12 @@ impl Ctx {
         let days = if self.retention_days > 0 { self.retention_days } else { 365 };
         now - chrono::Duration::days(i64::from(days))
     }
+
+    /// The tenant's retention window as the store applies it to every read of the past.
+    pub fn retention(&self, now: DateTime<Utc>) -> crate::store::Retention {
+        let days = if self.retention_days > 0 { self.retention_days } else { 365 };
+        crate::store::Retention::new(self.retention_cutoff(now), days)
+    }
 }
 
 /// The domains a scope may name (`<domain>:read` / `<domain>:write`).

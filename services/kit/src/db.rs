@@ -5,19 +5,27 @@
 //! connecting (owner) role, runtime connections `SET ROLE` to an unprivileged application role so
 //! row-level security applies, and every transaction sets `worktruck.tenant_id`.
 //! SQLite: one WAL file per service; every write transaction is `BEGIN IMMEDIATE`.
+//!
+//! Both: a short pool acquire timeout and a breaker. When beginning a transaction fails, a
+//! background probe checks the database; while the probe finds it down, every transaction is
+//! refused at once with `unavailable` (no request waits on a dead database), and the first
+//! probe that succeeds closes the breaker again.
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, Postgres, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, Connection as _, Postgres, Sqlite, Transaction};
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
+use crate::config::SqliteSynchronous as Synchronous;
+use crate::error::{Error, ErrorCode, Result};
 
 /// Runs one body on whichever backend a [`Tx`] holds; `$c` is the connection.
 #[macro_export]
@@ -53,14 +61,53 @@ pub enum Dialect {
     Sqlite,
 }
 
-/// A service's database.
+/// A service's database: its pools and the breaker that refuses work at once while the
+/// database is known to be down.
 #[derive(Debug, Clone)]
-pub enum Db {
+pub struct Db {
+    pool: Pool,
+    health: Arc<Health>,
+}
+
+/// How a probe opens a connection of its own, outside the pool: a saturated pool is not a
+/// database that is down.
+#[derive(Debug, Clone)]
+enum Fresh {
+    Pg(PgConnectOptions),
+    Sqlite(SqliteConnectOptions),
+}
+
+#[derive(Debug, Clone)]
+enum Pool {
     /// PostgreSQL, in the service's own schema.
     Pg(PgPool),
     /// SQLite, one file per service.
     Sqlite(SqliteDb),
 }
+
+/// The breaker's state, shared by every clone of a [`Db`].
+#[derive(Debug)]
+struct Health {
+    /// A probe found the database unreachable and none has reached it since.
+    down: AtomicBool,
+    /// A background probe is running (at most one per database).
+    probing: AtomicBool,
+    /// How long a probe waits for the database.
+    probe_timeout: Duration,
+    /// Where a probe connects.
+    fresh: Fresh,
+}
+
+impl Health {
+    fn new(acquire_timeout: Duration, fresh: Fresh) -> Arc<Health> {
+        // A probe must answer within `/ready`'s budget of a second, whatever the pool allows.
+        let probe_timeout = acquire_timeout.min(Duration::from_millis(800));
+        Arc::new(Health { down: AtomicBool::new(false), probing: AtomicBool::new(false), probe_timeout, fresh })
+    }
+}
+
+/// How often a background probe retries a database that is down.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// SQLite's two pools on one file: readers in parallel (WAL), writers through a single
 /// connection, so they queue fairly in the pool instead of in SQLite's sleeping busy handler
@@ -102,6 +149,11 @@ pub struct DbOptions {
     /// The prefix of the PostgreSQL roles runtime connections switch to, so RLS applies: each
     /// service gets `<app_role>_<service>`, granted its own schema only. Empty to stay the owner.
     pub app_role: String,
+    /// How long beginning a transaction waits for a pooled connection
+    /// (`database.acquire_timeout_ms`).
+    pub acquire_timeout: Duration,
+    /// SQLite's `synchronous` pragma (`database.sqlite_synchronous`).
+    pub sqlite_synchronous: Synchronous,
 }
 
 impl DbOptions {
@@ -149,7 +201,7 @@ impl Db {
                     .options([("search_path", schema.as_str())]);
                 let mut po = PgPoolOptions::new()
                     .max_connections(opts.max_connections.max(1))
-                    .acquire_timeout(Duration::from_secs(10));
+                    .acquire_timeout(opts.acquire_timeout);
                 if let Some(role) = opts.runtime_role().filter(|_| runtime) {
                     let stmt = format!("SET ROLE {}", quote_ident(&role));
                     po = po.after_connect(move |conn, _| {
@@ -159,16 +211,22 @@ impl Db {
                         })
                     });
                 }
-                Ok(Db::Pg(po.connect_with(co).await?))
+                let fresh = Fresh::Pg(co.clone());
+                Ok(Db::new(Pool::Pg(po.connect_with(co).await?), fresh, opts))
             }
             None => {
                 std::fs::create_dir_all(&opts.data_dir).map_err(Error::internal)?;
                 let path = opts.data_dir.join(format!("{}.db", opts.service));
-                let write = sqlite_pool(&path, 1).await?;
-                let read = sqlite_pool(&path, opts.max_connections).await?;
-                Ok(Db::Sqlite(SqliteDb { read, write }))
+                let write = sqlite_pool(&path, 1, opts).await?;
+                let read = sqlite_pool(&path, opts.max_connections, opts).await?;
+                let fresh = Fresh::Sqlite(SqliteConnectOptions::new().filename(&path).read_only(true));
+                Ok(Db::new(Pool::Sqlite(SqliteDb { read, write }), fresh, opts))
             }
         }
+    }
+
+    fn new(pool: Pool, fresh: Fresh, opts: &DbOptions) -> Db {
+        Db { pool, health: Health::new(opts.acquire_timeout, fresh) }
     }
 
     /// Connects as the owner, applies kit's and the service's migrations, grants the app role,
@@ -180,19 +238,20 @@ impl Db {
     ) -> Result<Db> {
         let owner = Db::connect(opts, false).await?;
         owner.migrate(opts, pg, sqlite).await?;
-        if let Db::Pg(p) = owner {
-            p.close().await;
+        if owner.dialect() == Dialect::Postgres {
+            owner.close().await;
             Db::connect(opts, true).await
         } else {
             Ok(owner)
         }
     }
 
-    /// Applies kit's shared tables and the service's own migrations.
+    /// Applies kit's shared tables and the service's own migrations, then refreshes the
+    /// planner's statistics ([`Db::analyze`]).
     pub async fn migrate(&self, opts: &DbOptions, mut pg: Migrator, mut sqlite: Migrator) -> Result<()> {
         let mig = |e: sqlx::migrate::MigrateError| Error::internal(format!("migration failed: {e}"));
-        match self {
-            Db::Pg(pool) => {
+        match &self.pool {
+            Pool::Pg(pool) => {
                 let schema = opts.service.clone();
                 let mut kit = sqlx::migrate!("migrations/postgres");
                 kit.create_schema(schema.clone());
@@ -204,7 +263,7 @@ impl Db {
                     grant_app_role(pool, &schema, &role).await?;
                 }
             }
-            Db::Sqlite(SqliteDb { write: pool, .. }) => {
+            Pool::Sqlite(SqliteDb { write: pool, .. }) => {
                 let mut kit = sqlx::migrate!("migrations/sqlite");
                 kit.dangerous_set_table_name("_kit_migrations");
                 kit.run(pool).await.map_err(mig)?;
@@ -212,21 +271,67 @@ impl Db {
                 sqlite.run(pool).await.map_err(mig)?;
             }
         }
+        self.analyze().await
+    }
+
+    /// Refreshes the query planner's statistics of this service's tables. Migrations call it;
+    /// call it after a bulk import too. Temporal queries are written so their plans do not
+    /// depend on statistics, but other filters' plans do. On PostgreSQL it must run as the
+    /// tables' owner (the migrating role): for the runtime role PostgreSQL skips them with a
+    /// warning, and autovacuum's own ANALYZE remains.
+    pub async fn analyze(&self) -> Result<()> {
+        match &self.pool {
+            Pool::Pg(pool) => {
+                let tables: Vec<String> = sqlx::query_scalar(
+                    "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables \
+                     WHERE schemaname = current_schema()",
+                )
+                .fetch_all(pool)
+                .await?;
+                for t in tables {
+                    sqlx::query(AssertSqlSafe(format!("ANALYZE {t}"))).execute(pool).await?;
+                }
+            }
+            Pool::Sqlite(p) => {
+                // A bounded sample per index keeps this fast on a large file.
+                sqlx::query("PRAGMA analysis_limit = 1000").execute(&p.write).await?;
+                sqlx::query("ANALYZE").execute(&p.write).await?;
+            }
+        }
         Ok(())
     }
 
     /// The dialect of this database.
     pub fn dialect(&self) -> Dialect {
-        match self {
-            Db::Pg(_) => Dialect::Postgres,
-            Db::Sqlite(_) => Dialect::Sqlite,
+        match &self.pool {
+            Pool::Pg(_) => Dialect::Postgres,
+            Pool::Sqlite(_) => Dialect::Sqlite,
         }
     }
 
     /// Begins a transaction scoped to `scope`. `write` takes SQLite's write lock up front.
+    ///
+    /// While the database is known to be down this fails at once with `unavailable`; a failure
+    /// to begin (no connection within the acquire timeout, a broken connection) is answered
+    /// `unavailable` and starts a background probe that decides whether it is down.
     pub async fn begin(&self, scope: Scope, write: bool) -> Result<Tx> {
-        match self {
-            Db::Pg(pool) => {
+        if self.health.down.load(Ordering::Acquire) {
+            return Err(unavailable());
+        }
+        match self.begin_now(scope, write).await {
+            Ok(t) => Ok(t),
+            Err(sqlx::Error::PoolClosed) => Err(unavailable()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot begin a database transaction");
+                self.suspect();
+                Err(unavailable())
+            }
+        }
+    }
+
+    async fn begin_now(&self, scope: Scope, write: bool) -> sqlx::Result<Tx> {
+        match &self.pool {
+            Pool::Pg(pool) => {
                 let mut t = pool.begin().await?;
                 let (tenant, system) = match scope {
                     Scope::Tenant(id) => (id.to_string(), ""),
@@ -241,7 +346,7 @@ impl Db {
                 .await?;
                 Ok(Tx::Pg(t))
             }
-            Db::Sqlite(p) => {
+            Pool::Sqlite(p) => {
                 let t = if write { p.write.begin_with("BEGIN IMMEDIATE").await? } else { p.read.begin().await? };
                 Ok(Tx::Sqlite(t))
             }
@@ -262,19 +367,106 @@ impl Db {
         Ok(recorded)
     }
 
-    /// True when the database answers.
+    /// True when the database answers, within a second: false at once while the breaker is
+    /// open, and a failed ping opens it (through the background probe).
     pub async fn ping(&self) -> bool {
-        match self {
-            Db::Pg(p) => sqlx::query("SELECT 1").execute(p).await.is_ok(),
-            Db::Sqlite(p) => sqlx::query("SELECT 1").execute(&p.read).await.is_ok(),
+        if self.health.down.load(Ordering::Acquire) {
+            return false;
         }
+        if self.probe().await {
+            true
+        } else {
+            self.suspect();
+            false
+        }
+    }
+
+    /// False while the database is known to be down (a probe failed and none succeeded since).
+    pub fn available(&self) -> bool {
+        !self.health.down.load(Ordering::Acquire)
+    }
+
+    /// True when the database answers `SELECT 1` within the probe timeout, through the pool
+    /// or through a connection of the probe's own, whichever answers first: a saturated pool
+    /// (its own connection answers) and a server out of connection slots (the pool's answer)
+    /// are not outages; only both failing is.
+    async fn probe(&self) -> bool {
+        let pooled = async {
+            match &self.pool {
+                Pool::Pg(p) => sqlx::query("SELECT 1").execute(p).await.is_ok(),
+                Pool::Sqlite(p) => sqlx::query("SELECT 1").execute(&p.read).await.is_ok(),
+            }
+        };
+        let fresh = async {
+            match &self.health.fresh {
+                Fresh::Pg(co) => match sqlx::PgConnection::connect_with(co).await {
+                    Ok(mut c) => {
+                        let ok = sqlx::query("SELECT 1").execute(&mut c).await.is_ok();
+                        let _ = sqlx::Connection::close(c).await;
+                        ok
+                    }
+                    Err(_) => false,
+                },
+                Fresh::Sqlite(co) => match sqlx::SqliteConnection::connect_with(co).await {
+                    Ok(mut c) => {
+                        let ok = sqlx::query("SELECT 1").execute(&mut c).await.is_ok();
+                        let _ = sqlx::Connection::close(c).await;
+                        ok
+                    }
+                    Err(_) => false,
+                },
+            }
+        };
+        let either = async {
+            tokio::pin!(pooled, fresh);
+            tokio::select! {
+                ok = &mut pooled => ok || fresh.await,
+                ok = &mut fresh => ok || pooled.await,
+            }
+        };
+        tokio::time::timeout(self.health.probe_timeout, either).await.unwrap_or(false)
+    }
+
+    fn is_closed(&self) -> bool {
+        match &self.pool {
+            Pool::Pg(p) => p.is_closed(),
+            Pool::Sqlite(p) => p.read.is_closed() || p.write.is_closed(),
+        }
+    }
+
+    /// Starts the background probe unless one runs: it marks the database down while probes
+    /// fail (so transactions are refused at once), and up again at the first that succeeds.
+    /// A false alarm (a pool merely busy) costs one probe and never opens the breaker.
+    fn suspect(&self) {
+        if self.health.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let db = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if db.probe().await {
+                    if db.health.down.swap(false, Ordering::AcqRel) {
+                        tracing::info!("database reachable again; accepting work");
+                    }
+                    break;
+                }
+                if db.is_closed() {
+                    break;
+                }
+                if !db.health.down.swap(true, Ordering::AcqRel) {
+                    tracing::warn!("database unreachable; answering unavailable at once until it returns");
+                }
+                tokio::time::sleep(PROBE_INTERVAL).await;
+            }
+            db.health.probing.store(false, Ordering::Release);
+        });
     }
 
     /// Closes the pool.
     pub async fn close(&self) {
-        match self {
-            Db::Pg(p) => p.close().await,
-            Db::Sqlite(p) => {
+        match &self.pool {
+            Pool::Pg(p) => p.close().await,
+            Pool::Sqlite(p) => {
                 p.write.close().await;
                 p.read.close().await;
             }
@@ -282,15 +474,29 @@ impl Db {
     }
 }
 
-async fn sqlite_pool(path: &Path, max: u32) -> Result<SqlitePool> {
+fn unavailable() -> Error {
+    Error::new(ErrorCode::Unavailable, "database unavailable; retry later")
+}
+
+async fn sqlite_pool(path: &Path, max: u32, opts: &DbOptions) -> Result<SqlitePool> {
+    let synchronous = match opts.sqlite_synchronous {
+        Synchronous::Off => SqliteSynchronous::Off,
+        Synchronous::Normal => SqliteSynchronous::Normal,
+        Synchronous::Full => SqliteSynchronous::Full,
+        Synchronous::Extra => SqliteSynchronous::Extra,
+    };
     let co = SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
+        .synchronous(synchronous)
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true);
-    Ok(SqlitePoolOptions::new().max_connections(max.max(1)).connect_with(co).await?)
+    Ok(SqlitePoolOptions::new()
+        .max_connections(max.max(1))
+        .acquire_timeout(opts.acquire_timeout)
+        .connect_with(co)
+        .await?)
 }
 
 /// Creates the service's application role if needed and grants it DML on the service's schema

@@ -57,9 +57,11 @@ pub fn grpc_check(name: &str, channel: tonic::transport::Channel, service: &'sta
 
 /// A non-critical check on the event bus: writes do not need it (the outbox holds events while
 /// it is away), so a bus outage is reported but does not take the process out of service.
+/// Failing while disconnected, and while the relay's last publish failed although connected
+/// (a broker without the stream or without JetStream).
 pub fn bus_check(bus: crate::bus::Bus) -> Check {
     let probe: Probe = Arc::new(move || {
-        let ok = bus.connected();
+        let ok = bus.can_publish();
         Box::pin(async move { ok })
     });
     Check { name: "bus".to_owned(), critical: false, probe }
@@ -85,11 +87,19 @@ pub fn router(checks: Vec<Check>) -> Router {
         }))
 }
 
+/// The longest a check may take: `/ready` answers within about a second even when a
+/// dependency hangs (a check that does not answer in time is failing).
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(900);
+
 async fn ready(checks: &[Check]) -> Response {
     let mut failing = Vec::new();
     let mut status = serde_json::Map::new();
-    for c in checks {
-        let ok = (c.probe)().await;
+    // All at once, so the answer takes as long as the slowest check, not their sum.
+    let results = futures::future::join_all(
+        checks.iter().map(|c| async { tokio::time::timeout(CHECK_TIMEOUT, (c.probe)()).await.unwrap_or(false) }),
+    )
+    .await;
+    for (c, ok) in checks.iter().zip(results) {
         status.insert(c.name.clone(), serde_json::Value::from(if ok { "ok" } else { "failing" }));
         if !ok && c.critical {
             failing.push(c.name.clone());
@@ -277,6 +287,26 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_hanging_check_is_reported_failing_instead_of_hanging_ready() {
+        let hangs: Probe = Arc::new(|| Box::pin(std::future::pending::<bool>()));
+        let fine: Probe = Arc::new(|| Box::pin(async { true }));
+        let checks = vec![
+            Check { name: "database".into(), critical: true, probe: hangs.clone() },
+            Check { name: "other.database".into(), critical: true, probe: hangs },
+            Check { name: "bus".into(), critical: false, probe: fine },
+        ];
+        // Generous: the point is that /ready answers at all (it used to wait as long as the
+        // slowest dependency, summed over checks).
+        let r = tokio::time::timeout(std::time::Duration::from_secs(30), ready(&checks)).await.expect("/ready answered");
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["checks"]["database"], "failing");
+        assert_eq!(v["checks"]["other.database"], "failing");
+        assert_eq!(v["checks"]["bus"], "ok");
+    }
 
     #[tokio::test]
     async fn accepted_connections_have_nodelay() {

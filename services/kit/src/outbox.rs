@@ -14,7 +14,7 @@ use uuid::Uuid;
 use worktruck_proto::common::v1::Event;
 
 use crate::bus::{Bus, Message};
-use crate::db::{Db, Scope, Tx};
+use crate::db::{Db, Dialect, Scope, Tx};
 use crate::error::Result;
 use crate::{exec, on_tx};
 
@@ -128,8 +128,8 @@ impl Relay {
     }
 
     async fn batch(&self, limit: i64) -> Result<usize> {
-        match &self.db {
-            Db::Pg(_) => {
+        match self.db.dialect() {
+            Dialect::Postgres => {
                 let mut tx = self.db.begin(Scope::System, true).await?;
                 let rows: Vec<Row> =
                     on_tx!(&mut tx, c => sqlx::query_as(CLAIM_PG).bind(limit).fetch_all(c).await)?;
@@ -146,7 +146,7 @@ impl Relay {
                 tx.commit().await?;
                 failure.map_or(Ok(sent), Err)
             }
-            Db::Sqlite(_) => {
+            Dialect::Sqlite => {
                 let rows: Vec<Row> = {
                     let mut tx = self.db.begin(Scope::System, false).await?;
                     on_tx!(&mut tx, c => sqlx::query_as(PENDING_SQLITE).bind(limit).fetch_all(c).await)?

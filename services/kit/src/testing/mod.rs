@@ -137,6 +137,8 @@ impl TestData {
             service: service.to_owned(),
             max_connections: 5,
             app_role: "worktruck_app".into(),
+            acquire_timeout: std::time::Duration::from_millis(crate::config::DatabaseConfig::default().acquire_timeout_ms),
+            sqlite_synchronous: crate::config::DatabaseConfig::default().sqlite_synchronous,
         }
     }
 }

@@ -32,10 +32,17 @@ impl OwnNats {
     /// Starts a server on `port` with its store in `dir` (e.g. to restart one that was
     /// stopped), and waits until it accepts connections.
     pub async fn start_on(port: u16, dir: &Path) -> OwnNats {
+        Self::spawn(port, dir, true).await
+    }
+
+    async fn spawn(port: u16, dir: &Path, jetstream: bool) -> OwnNats {
         let bin = nats_server_binary().expect("nats-server binary (Debian package nats-server) is needed");
-        let child = Command::new(bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(dir)
+        let mut cmd = Command::new(bin);
+        cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+        if jetstream {
+            cmd.arg("-js").arg("-sd").arg(dir);
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -67,6 +74,15 @@ impl OwnNats {
     pub async fn restart(&mut self) {
         self.stop();
         let again = Self::start_on(self.port, &self.dir.clone()).await;
+        self.child = again.into_child();
+    }
+
+    /// Starts it again on the same port with its store in `dir` (a fresh folder: NATS back
+    /// without its storage, every stream gone), or without JetStream at all.
+    pub async fn restart_with(&mut self, dir: &Path, jetstream: bool) {
+        self.stop();
+        let again = Self::spawn(self.port, dir, jetstream).await;
+        self.dir = dir.to_path_buf();
         self.child = again.into_child();
     }
 
