@@ -51,8 +51,7 @@ pub(crate) fn request_message(
         RequestBody::Field(name) => {
             let mut object = Map::new();
             if !body_empty {
-                let value: Value = serde_json::from_slice(input.body)
-                    .map_err(|e| body_error(JsonError::Syntax(e.to_string())))?;
+                let value = json::parse(input.body).map_err(body_error)?;
                 object.insert(name.clone(), value);
             }
             object
