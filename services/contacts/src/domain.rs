@@ -88,9 +88,8 @@ fn check_optional(field: &str, max: usize, value: &str) -> Result<Option<String>
     if v.chars().count() > max {
         return Err(Error::validation(format!("{field} must be at most {max} characters")));
     }
-    if v.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        return Err(Error::validation(format!("{field} must not contain control characters")));
-    }
+    // Control characters and NUL never get here: the gRPC codec refuses them in every
+    // single-line field (and NUL everywhere) for every service (`worktruck_proto::text`).
     match field {
         "avatar_url" if !(v.starts_with("https://") || v.starts_with("http://")) || v.contains(char::is_whitespace) => {
             return Err(Error::validation("avatar_url must be an http or https URL"));
