@@ -464,7 +464,7 @@ mod grpc {
         cfg.admin.addr = "127.0.0.1:0".parse().unwrap();
         let signer = Signer::from_seed([9; 32]);
         cfg.context.public_key = Some(base64::engine::general_purpose::STANDARD.encode(signer.verifier().public_key()));
-        let running = worktruck::start_role(cfg, worktruck::Role::Contacts).await.expect("contacts role");
+        let running = worktruck::start_role(cfg, "contacts".parse().unwrap()).await.expect("contacts role");
         let url = format!("http://{}", running.grpc_addr.unwrap());
         let client = ContactsServiceClient::connect(url).await.unwrap();
         Service { running, client, signer, tenant: uuid::Uuid::new_v4(), _data: data }
