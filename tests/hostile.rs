@@ -479,8 +479,53 @@ mod grpc {
             request
         }
 
+        /// Sends raw bytes as the request of `method`.
+        async fn raw(&self, method: &str, bytes: &[u8]) -> Result<Vec<u8>, tonic::Status> {
+            let url = format!("http://{}", self.running.grpc_addr.unwrap());
+            let channel = tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.unwrap();
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready().await.unwrap();
+            let path = format!("/worktruck.contacts.v1.ContactsService/{method}").parse().unwrap();
+            grpc.unary(self.request(bytes.to_vec()), path, Bytes).await.map(tonic::Response::into_inner)
+        }
+
         async fn create(&self, r: pb::CreateContactRequest) -> Result<pb::Contact, tonic::Status> {
             self.client.clone().create_contact(self.request(r)).await.map(tonic::Response::into_inner)
+        }
+    }
+
+    /// A pass-through codec, to send bytes no generated client would.
+    #[derive(Clone, Copy, Default)]
+    struct Bytes;
+
+    impl tonic::codec::Codec for Bytes {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = Bytes;
+        type Decoder = Bytes;
+        fn encoder(&mut self) -> Bytes {
+            Bytes
+        }
+        fn decoder(&mut self) -> Bytes {
+            Bytes
+        }
+    }
+
+    impl tonic::codec::Encoder for Bytes {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+            bytes::BufMut::put_slice(dst, &item);
+            Ok(())
+        }
+    }
+
+    impl tonic::codec::Decoder for Bytes {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+            let n = bytes::Buf::remaining(src);
+            Ok(Some(bytes::Buf::copy_to_bytes(src, n).to_vec()))
         }
     }
 
@@ -522,6 +567,12 @@ mod grpc {
                 .get_contact_history(svc.request(worktruck_proto::common::v1::HistoryRequest { id: huge, ..Default::default() }))
                 .await;
             invalid("a huge id on history", history);
+
+            // Bytes prost cannot decode (a string that is not UTF-8, a message cut short) are
+            // the caller's error, not tonic's `INTERNAL`.
+            let not_utf8 = [0x08, 0x01, 0x12, 0x02, 0xff, 0xfe];
+            invalid("invalid UTF-8", svc.raw("CreateContact", &not_utf8).await);
+            invalid("a truncated message", svc.raw("CreateContact", &[0x12, 0x09, b'A']).await);
 
             // What is allowed still is.
             let mut r = person("Ada");
