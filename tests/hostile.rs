@@ -288,8 +288,10 @@ async fn duplicate_keys_bad_bytes_and_two_credentials_are_400s() {
         .header("x-padding", "x".repeat(1024 * 1024))
         .send()
         .await;
+    // hyper answers this one itself, before any handler, with an empty 431 (or closes the
+    // connection while the header is still being sent).
     if let Ok(resp) = resp {
-        assert!(resp.status().is_client_error(), "a 1 MiB header: {}", resp.status());
+        assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "a 1 MiB header");
     }
     // The server is still there.
     assert_eq!(count_contacts(&s).await, 1);
@@ -430,6 +432,18 @@ async fn mcp_refuses_the_same_probes() {
         let st = resp.status();
         let e: Value = resp.json().await.unwrap();
         refused("MCP two Authorization headers", st, &e, 400);
+        let resp = s
+            .http
+            .post(format!("{}/mcp/v1", s.mcp))
+            .bearer_auth(format!("bsk_live_{}", "x".repeat(60_000)))
+            .header("content-type", "application/json")
+            .body(tools_list)
+            .send()
+            .await
+            .unwrap();
+        let st = resp.status();
+        let e: Value = resp.json().await.unwrap();
+        refused("MCP a 60 kB API key", st, &e, 401);
         // Only the deep contact was written.
         assert_eq!(count_contacts(&s).await, 1, "{backend:?}");
         s.stop().await;

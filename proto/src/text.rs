@@ -353,6 +353,14 @@ mod tests {
         }
         let history = message("worktruck.common.v1.HistoryResponse", json!({"data": [{"data": doc}]})).encode_to_vec();
         common::HistoryResponse::decode(history.as_slice()).unwrap();
+        // Events carry the entity as `Any` bytes, which a consumer decodes on its own.
+        let contact = message("worktruck.contacts.v1.Contact", doc.clone()).encode_to_vec();
+        let event = common::Event {
+            data: Some(prost_types::Any { type_url: "type.googleapis.com/worktruck.contacts.v1.Contact".into(), value: contact }),
+            ..Default::default()
+        };
+        let event = common::Event::decode(event.encode_to_vec().as_slice()).unwrap();
+        crate::contacts::v1::Contact::decode(event.data.unwrap().value.as_slice()).unwrap();
         // And the limit is the decoder's, not an arbitrary one: a document two levels deeper
         // than the limit cannot be read back in history.
         let deeper = json!({"data": [{"data": {"metadata": nested(MAX_DEPTH + 1)}}]});
