@@ -1,11 +1,13 @@
 //! Compiles every `.proto` under this folder with protox (no external `protoc`), writes the
 //! encoded descriptor set (with custom options: `google.api.http`, `worktruck.mcp.v1.tool`) to
-//! `OUT_DIR/descriptor.bin`, and generates tonic/prost code.
+//! `OUT_DIR/descriptor.bin`, and generates tonic/prost code that decodes through
+//! `codec::Checked` (src/codec.rs).
 
 use std::path::PathBuf;
 
 const FILES: &[&str] = &[
     "worktruck/common/v1/common.proto",
+    "worktruck/common/v1/options.proto",
     "worktruck/mcp/v1/options.proto",
     "worktruck/tenants/v1/tenants.proto",
     "worktruck/contacts/v1/contacts.proto",
@@ -21,9 +23,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `file_descriptor_set()` drops extension options; the runtime registry needs them, so the
     // bytes the gateways read come from `encode_file_descriptor_set()`.
     std::fs::write(out.join("descriptor.bin"), compiler.encode_file_descriptor_set())?;
+    // Type names let the checking codec find each message's descriptor (`prost::Name`).
+    let mut config = prost_build::Config::new();
+    config.enable_type_names();
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_fds(compiler.file_descriptor_set())?;
+        // Every generated server and client decodes through the checking codec, so every
+        // service refuses what no service may store (NUL, documents too deep to read back).
+        .codec_path("crate::codec::Checked")
+        .compile_fds_with_config(compiler.file_descriptor_set(), config)?;
     Ok(())
 }

@@ -64,6 +64,9 @@ impl AuthChain {
 
     /// The first authenticator's verdict, or 401 when none recognises a credential.
     pub async fn authenticate(&self, parts: &Parts) -> Result<Principal, ApiError> {
+        // Two credentials are refused rather than one picked: a proxy, a log or a WAF in front
+        // may have read the other one.
+        single_authorization(parts)?;
         for authenticator in self.authenticators.iter() {
             if let Some(principal) = authenticator.authenticate(parts).await? {
                 return Ok(principal);
@@ -217,6 +220,7 @@ impl Authenticator for ApiKeyAuthenticator {
 /// The token of an `Authorization: Bearer <token>` header; `None` without one or for another
 /// scheme, an error when the header is malformed.
 pub fn bearer_token(parts: &Parts) -> Result<Option<&str>, Error> {
+    single_authorization(parts)?;
     let Some(value) = parts.headers.get(AUTHORIZATION) else {
         return Ok(None);
     };
@@ -231,4 +235,12 @@ pub fn bearer_token(parts: &Parts) -> Result<Option<&str>, Error> {
         return Err(malformed());
     }
     Ok(Some(token))
+}
+
+/// 400 when a request carries more than one `Authorization` header.
+fn single_authorization(parts: &Parts) -> Result<(), Error> {
+    if parts.headers.get_all(AUTHORIZATION).iter().nth(1).is_some() {
+        return Err(Error::invalid("send one Authorization header, not several"));
+    }
+    Ok(())
 }

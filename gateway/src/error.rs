@@ -50,14 +50,16 @@ struct More {
 }
 
 impl ApiError {
-    /// An error with a code from the table.
+    /// An error with a code from the table. The message is cut to
+    /// [`worktruck_kit::error::MAX_STATUS_MESSAGE_BYTES`], so that however a message came to
+    /// echo a caller's input, the answer stays small.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         let status =
             StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         Self {
             status,
             code,
-            message: message.into(),
+            message: bounded(message.into()),
             challenge: code == ErrorCode::Unauthenticated,
             more: None,
         }
@@ -65,7 +67,7 @@ impl ApiError {
 
     /// Replaces the message (e.g. with a framework's own words for a refusal).
     pub fn with_message(mut self, message: impl Into<String>) -> Self {
-        self.message = message.into();
+        self.message = bounded(message.into());
         self
     }
 
@@ -137,6 +139,13 @@ impl ApiError {
         }
         body
     }
+}
+
+fn bounded(message: String) -> String {
+    if message.len() <= worktruck_kit::error::MAX_STATUS_MESSAGE_BYTES {
+        return message;
+    }
+    worktruck_proto::text::bounded(&message, worktruck_kit::error::MAX_STATUS_MESSAGE_BYTES)
 }
 
 impl From<Error> for ApiError {

@@ -51,8 +51,7 @@ pub(crate) fn request_message(
         RequestBody::Field(name) => {
             let mut object = Map::new();
             if !body_empty {
-                let value: Value = serde_json::from_slice(input.body)
-                    .map_err(|e| body_error(JsonError::Syntax(e.to_string())))?;
+                let value = json::parse(input.body).map_err(body_error)?;
                 object.insert(name.clone(), value);
             }
             object
@@ -349,7 +348,8 @@ mod tests {
             !ok.has_field_by_name("display_name"),
             "an empty body is {{}}"
         );
-        for bad in [&b"[1]"[..], b"\"x\"", b"{", b"null"] {
+        let dup = br#"{"display_name": "a", "display_name": "b"}"#;
+        for bad in [&b"[1]"[..], b"\"x\"", b"{", b"null", dup, b"{\"display_name\": \"\xff\"}"] {
             let e = request_message(create, input(vec![], &[], bad)).unwrap_err();
             assert_eq!(e.status(), http::StatusCode::BAD_REQUEST);
         }

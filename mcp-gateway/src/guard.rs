@@ -160,7 +160,10 @@ pub(crate) async fn guard(
         && !SUPPORTED.iter().any(|s| s.as_str() == v)
     {
         return finish(
-            ApiError::invalid(format!("unsupported MCP-Protocol-Version {v:?}: use 2025-06-18"))
+            ApiError::invalid(format!(
+                "unsupported MCP-Protocol-Version {}: use 2025-06-18",
+                worktruck_kit::error::quote(v)
+            ))
                 .into_response(),
         );
     }
@@ -245,8 +248,9 @@ fn is_json(headers: &http::HeaderMap) -> bool {
 }
 
 /// The request body, at most `limit` bytes and well-formed JSON, buffered for rmcp (which reads
-/// it whole anyway). A body over the limit is 413 however it is sent; malformed JSON is a 400 in
-/// the envelope (rmcp would answer it with a plain-text 415).
+/// it whole anyway). A body over the limit is 413 however it is sent; malformed JSON (invalid
+/// UTF-8, nesting past the parser's limit, a key given twice) and JSON-RPC batches are 400s in
+/// the envelope (rmcp would answer them with a plain-text 415).
 async fn read_json(body: Body, limit: usize) -> Result<Body, ApiError> {
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => bytes,
@@ -264,10 +268,17 @@ async fn read_json(body: Body, limit: usize) -> Result<Body, ApiError> {
             return Err(ApiError::invalid("the request body could not be read"));
         }
     };
-    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
-        return Err(ApiError::invalid(format!("malformed JSON: {e}")));
+    // The transcoder's own parser: UTF-8 only, no key twice, nesting bounded (tool arguments
+    // meet the document depth limit when they are transcoded).
+    match worktruck_proto::json::parse(&bytes) {
+        Ok(Value::Object(_)) => Ok(Body::from(bytes)),
+        // MCP 2025-06-18 removed JSON-RPC batching; rmcp would answer a batch with a 415.
+        Ok(Value::Array(_)) => Err(ApiError::invalid(
+            "JSON-RPC batches are not supported: send one message per request",
+        )),
+        Ok(_) => Err(ApiError::invalid("the request body must be a JSON-RPC message object")),
+        Err(e) => Err(ApiError::invalid(e.to_string())),
     }
-    Ok(Body::from(bytes))
 }
 
 /// rmcp answers transport-level refusals (406 without the right `Accept`, 415 for a non-JSON

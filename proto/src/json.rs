@@ -11,6 +11,8 @@ use prost_reflect::{
 };
 use serde_json::{Map, Value};
 
+use crate::text;
+
 const DESERIALIZE: DeserializeOptions = DeserializeOptions::new().deny_unknown_fields(true);
 
 const SERIALIZE: SerializeOptions = SerializeOptions::new()
@@ -57,12 +59,90 @@ impl JsonError {
     }
 }
 
-/// Parses bytes as a JSON object (the shape of every request message).
+/// Parses bytes as a JSON object (the shape of every request message); see [`parse`].
 pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, JsonError> {
-    match serde_json::from_slice(bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(JsonError::NotAnObject),
-        Err(e) => Err(JsonError::Syntax(e.to_string())),
+    match parse(bytes)? {
+        Value::Object(map) => Ok(map),
+        _ => Err(JsonError::NotAnObject),
+    }
+}
+
+/// Parses bytes as one JSON value the way every surface reads a body: UTF-8 only, and an
+/// object that names a key twice is refused (it would otherwise mean its last value, which a
+/// proxy or signature check that read the first may not have seen). Nesting is bounded by
+/// serde_json's recursion limit (128) here, and by [`text::MAX_DEPTH`] in [`from_value`].
+pub fn parse(bytes: &[u8]) -> Result<Value, JsonError> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = UniqueKeys
+        .deserialize(&mut de)
+        .and_then(|v| de.end().map(|()| v))
+        .map_err(|e| JsonError::Syntax(e.to_string()))?;
+    Ok(value)
+}
+
+/// A [`Value`] deserialiser that refuses duplicate object keys.
+#[derive(Clone, Copy)]
+struct UniqueKeys;
+
+impl<'de> serde::de::DeserializeSeed<'de> for UniqueKeys {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        serde::de::DeserializeSeed::deserialize(self, d)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(self)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("duplicate key {}", text::quote(&key))));
+            }
+            let value = map.next_value_seed(self)?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
     }
 }
 
@@ -72,9 +152,26 @@ pub fn from_value(desc: &MessageDescriptor, mut value: Value) -> Result<DynamicM
     if !value.is_object() {
         return Err(JsonError::NotAnObject);
     }
+    let depth = text::json_depth(&value);
+    if depth > text::MAX_DEPTH {
+        return Err(JsonError::Invalid(format!(
+            "the document nests {depth} levels deep; at most {} are accepted",
+            text::MAX_DEPTH
+        )));
+    }
     normalize_message(desc, &mut value, "")?;
-    DynamicMessage::deserialize_with_options(desc.clone(), &value, &DESERIALIZE)
-        .map_err(|e| locate(desc, &value, "").unwrap_or_else(|| JsonError::Invalid(e.to_string())))
+    let msg = DynamicMessage::deserialize_with_options(desc.clone(), &value, &DESERIALIZE)
+        .map_err(|e| locate(desc, &value, "").unwrap_or_else(|| JsonError::Invalid(bounded(e))))?;
+    text::check_message(&msg).map_err(|v| match v.field.is_empty() {
+        true => JsonError::Invalid(v.reason),
+        false => JsonError::InvalidValue { field: v.field, reason: v.reason },
+    })?;
+    Ok(msg)
+}
+
+/// A decoder's own words, cut so that an echo of the input stays short.
+fn bounded(e: impl std::fmt::Display) -> String {
+    text::bounded(&e.to_string(), 512)
 }
 
 /// Renders a message as JSON: proto names, declaration order, every non-optional scalar present,
@@ -171,9 +268,15 @@ fn is_null_value(desc: &EnumDescriptor) -> bool {
     desc.full_name() == "google.protobuf.NullValue"
 }
 
+/// `path.name`; a name longer than an error may quote is shown as [`text::quote`] gives it.
 fn join(path: &str, name: &str) -> String {
+    let name = if name.chars().count() > text::QUOTE_CHARS {
+        std::borrow::Cow::Owned(text::quote(name))
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    };
     if path.is_empty() {
-        name.to_owned()
+        name.into_owned()
     } else {
         format!("{path}.{name}")
     }
@@ -235,7 +338,8 @@ fn normalize_single(kind: &Kind, value: &mut Value, path: &str) -> Result<(), Js
                     JsonError::InvalidValue {
                         field: path.to_owned(),
                         reason: format!(
-                            "unknown value '{s}', expected one of: {}",
+                            "unknown value {}, expected one of: {}",
+                            text::quote(s),
                             expected.join(", ")
                         ),
                     }
@@ -277,7 +381,7 @@ fn locate(desc: &MessageDescriptor, value: &Value, path: &str) -> Option<JsonErr
         }
         return Some(JsonError::InvalidValue {
             field: here,
-            reason: e.to_string(),
+            reason: bounded(e),
         });
     }
     None
@@ -514,6 +618,50 @@ mod tests {
         assert_eq!(err.field(), Some("data[0]._temporal.sys_from"), "{err}");
         let err = from_value(&desc, json!({"id": 5})).unwrap_err();
         assert_eq!(err.field(), Some("id"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_keys_and_bad_bytes_are_refused() {
+        for bad in [
+            &br#"{"display_name": "a", "display_name": "b"}"#[..],
+            br#"{"metadata": {"k": 1, "k": 2}}"#,
+            br#"[{"a": 1, "a": 1}]"#,
+            b"{\"display_name\": \"\xff\"}",
+            b"{} {}",
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(matches!(err, JsonError::Syntax(_)), "{err}");
+        }
+        assert!(parse(br#"{"a": 1}"#).is_ok());
+        let err = parse(br#"{"a": {"b": 1, "b": 2}}"#).unwrap_err();
+        assert!(err.to_string().contains("duplicate key \"b\""), "{err}");
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(parse(deep.as_bytes()).is_err());
+        let same = parse(br#"{"n": 1.5, "i": -2, "u": 18446744073709551615, "s": "x", "z": null, "l": [true]}"#).unwrap();
+        assert_eq!(same, json!({"n": 1.5, "i": -2, "u": 18446744073709551615u64, "s": "x", "z": null, "l": [true]}));
+    }
+
+    #[test]
+    fn strings_and_depth_are_checked_on_the_way_in() {
+        let desc = message("worktruck.contacts.v1.CreateContactRequest");
+        let err = from_value(&desc, json!({"display_name": "a\u{0}b"})).unwrap_err();
+        assert_eq!(err.field(), Some("display_name"), "{err}");
+        assert!(err.to_string().contains("NUL"), "{err}");
+        let err = from_value(&desc, json!({"display_name": "Ada", "metadata": {"a\u{0}": 1}})).unwrap_err();
+        assert!(err.to_string().contains("NUL"), "{err}");
+        let mut deep = json!(1);
+        for _ in 0..text::MAX_DEPTH {
+            deep = json!({ "k": deep });
+        }
+        let err = from_value(&desc, json!({"display_name": "Ada", "metadata": deep})).unwrap_err();
+        assert!(err.to_string().contains("at most 32"), "{err}");
+        let ok = from_value(&desc, json!({"display_name": "Ada", "metadata": deep["k"]}));
+        assert!(ok.is_ok());
+        let long = "x".repeat(6812);
+        let err = from_value(&desc, json!({ long.clone(): 1 })).unwrap_err();
+        assert!(err.to_string().len() < 200, "{err}");
+        let err = from_value(&desc, json!({"kind": long})).unwrap_err();
+        assert!(err.to_string().len() < 300, "{err}");
     }
 
     #[test]

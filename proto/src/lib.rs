@@ -5,9 +5,11 @@
 
 #![allow(clippy::all)]
 
+pub mod codec;
 pub mod json;
 pub mod registry;
 pub mod schema;
+pub mod text;
 
 /// The encoded `FileDescriptorSet` of every proto, imports and source info included.
 pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));

@@ -8,6 +8,15 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// The `google.rpc.ErrorInfo.domain` every Worktruck error carries.
 pub const ERROR_DOMAIN: &str = "worktruck.app";
 
+/// The longest message a gRPC status carries. It travels in the `grpc-message` header, which
+/// HTTP/2 peers refuse past their header-list limit (then the caller sees a 500 instead of the
+/// error), so a message that echoes a caller's input is cut here whatever made it.
+pub const MAX_STATUS_MESSAGE_BYTES: usize = 1024;
+
+/// The one way an error message quotes what a caller sent: a bounded, escaped prefix
+/// (`"xxxx…" (6812 characters)`).
+pub use worktruck_proto::text::quote;
+
 /// Every error code any surface reports. Rendered in lower snake case as `error.code`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
@@ -230,7 +239,7 @@ impl Error {
     pub fn to_status(&self) -> Status {
         Status::with_error_details(
             self.code.grpc_code(),
-            self.message.clone(),
+            worktruck_proto::text::bounded(&self.message, MAX_STATUS_MESSAGE_BYTES),
             ErrorDetails::with_error_info(self.code.as_str(), ERROR_DOMAIN, std::collections::HashMap::<String, String>::new()),
         )
     }
@@ -326,6 +335,16 @@ mod tests {
             let next_status = rest.find('(').expect("a status follows");
             assert!(rest[next_status..].starts_with(&status), "README gives {name} another status than {status}");
         }
+    }
+
+    #[test]
+    fn status_messages_are_bounded() {
+        let e = Error::invalid(format!("id must be a UUID, got {}", "x".repeat(6812)));
+        let st = e.to_status();
+        assert!(st.message().len() <= MAX_STATUS_MESSAGE_BYTES, "{}", st.message().len());
+        assert_eq!(Error::from_status(&st).code, ErrorCode::InvalidArgument);
+        let q = quote(&"x".repeat(6812));
+        assert!(q.len() < 100 && q.contains("6812"), "{q}");
     }
 
     #[test]

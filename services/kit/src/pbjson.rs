@@ -39,7 +39,7 @@ pub fn opt_datetime(t: Option<&prost_types::Timestamp>, field: &str) -> Result<O
 
 /// Parses a UUID path or body field, naming the field in the error.
 pub fn uuid(s: &str, field: &str) -> Result<Uuid> {
-    Uuid::parse_str(s.trim()).map_err(|_| Error::invalid(format!("{field} must be a UUID, got {s:?}")))
+    Uuid::parse_str(s.trim()).map_err(|_| Error::invalid(format!("{field} must be a UUID, got {}", crate::error::quote(s))))
 }
 
 /// JSON → protobuf `Value`.
