@@ -81,8 +81,14 @@ pub struct Running {
     pub first_key: Option<String>,
     /// The first tenant's id, when this start created it.
     pub first_tenant: Option<String>,
+    /// Stops the gateways' listeners first: they stop accepting and drain in-flight requests.
+    front: watch::Sender<bool>,
+    /// Then everything else: services, relays, background work.
     shutdown: watch::Sender<bool>,
-    /// Servers (gRPC, HTTP): one ending means the process can no longer serve.
+    /// The gateways' HTTP servers.
+    front_servers: Vec<JoinHandle<()>>,
+    /// Servers (gRPC, admin HTTP): one ending, like a gateway's, means the process can no
+    /// longer serve.
     servers: Vec<JoinHandle<()>>,
     /// Background work (relays, stream declaration).
     tasks: Vec<JoinHandle<()>>,
@@ -90,8 +96,29 @@ pub struct Running {
 }
 
 impl Running {
-    /// Signals every task to stop and waits for them.
+    fn new(tasks: Tasks, shutdown: watch::Sender<bool>, dbs: Vec<Db>) -> Self {
+        Running {
+            rest_addr: None,
+            mcp_addr: None,
+            grpc_addr: None,
+            first_key: None,
+            first_tenant: None,
+            front: tasks.front_tx,
+            shutdown,
+            front_servers: tasks.front,
+            servers: tasks.servers,
+            tasks: tasks.background,
+            dbs,
+        }
+    }
+
+    /// Stops in order: the gateways stop accepting and finish the requests they hold (their
+    /// calls to services still work meanwhile), then services, relays and background work stop.
     pub async fn stop(self) {
+        let _ = self.front.send(true);
+        for t in self.front_servers {
+            let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
+        }
         let _ = self.shutdown.send(true);
         for t in self.servers.into_iter().chain(self.tasks) {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
@@ -104,21 +131,35 @@ impl Running {
     /// Waits until a server task ends, which happens only on shutdown or failure. Background
     /// tasks that finish their job (such as declaring the JetStream stream) do not count.
     pub async fn wait(&mut self) {
-        if self.servers.is_empty() {
+        if self.servers.is_empty() && self.front_servers.is_empty() {
             return std::future::pending().await;
         }
-        let (_, index, _) = futures::future::select_all(self.servers.iter_mut()).await;
+        let (_, index, _) = futures::future::select_all(self.servers.iter_mut().chain(self.front_servers.iter_mut())).await;
         // A finished handle must not be awaited again by `stop`.
-        drop(self.servers.remove(index));
+        if index < self.servers.len() {
+            drop(self.servers.remove(index));
+        } else {
+            drop(self.front_servers.remove(index - self.servers.len()));
+        }
     }
 }
 
-/// What a start spawns: servers, whose end means the process can no longer serve, and
-/// background work that may finish on its own.
-#[derive(Default)]
+/// What a start spawns: the gateways' HTTP servers (stopped first, on their own signal),
+/// other servers, whose end means the process can no longer serve, and background work that
+/// may finish on its own.
 struct Tasks {
+    front: Vec<JoinHandle<()>>,
+    front_tx: watch::Sender<bool>,
+    front_stop: Shutdown,
     servers: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
+}
+
+impl Default for Tasks {
+    fn default() -> Self {
+        let (front_tx, front_stop) = Shutdown::new();
+        Tasks { front: Vec::new(), front_tx, front_stop, servers: Vec::new(), background: Vec::new() }
+    }
 }
 
 /// The derived keys every role needs.
@@ -334,7 +375,6 @@ fn start_gateway(
     upstreams: worktruck_gateway::Upstreams,
     checks: Vec<ops::Check>,
     listener: TcpListener,
-    shutdown: &Shutdown,
     tasks: &mut Tasks,
 ) -> anyhow::Result<()> {
     let gw = worktruck_gateway::router_with_gate(
@@ -349,9 +389,9 @@ fn start_gateway(
         },
     )?;
     let app = ops::router(checks).merge(gw);
-    let stop = shutdown.wait();
+    let stop = tasks.front_stop.wait();
     let limits = cfg.rest.limits();
-    tasks.servers.push(tokio::spawn(async move {
+    tasks.front.push(tokio::spawn(async move {
         if let Err(e) = worktruck_kit::serve::serve_http(listener, app, limits, stop).await {
             tracing::error!(error = %e, "rest gateway failed");
         }
@@ -369,7 +409,6 @@ fn start_mcp_gateway(
     gate: worktruck_gateway::Gate,
     upstreams: worktruck_gateway::Upstreams,
     listener: TcpListener,
-    shutdown: &Shutdown,
     tasks: &mut Tasks,
 ) -> anyhow::Result<SocketAddr> {
     let addr = listener.local_addr()?;
@@ -382,9 +421,9 @@ fn start_mcp_gateway(
     mcp_cfg.oidc_issuer = Some(cfg.auth.oidc.issuer.clone()).filter(|i| !i.is_empty());
     mcp_cfg.body_limit_bytes = cfg.mcp.body_limit_bytes;
     let app = worktruck_mcp_gateway::router(registry, upstreams, signer, gate, mcp_cfg)?;
-    let stop = shutdown.wait();
+    let stop = tasks.front_stop.wait();
     let limits = cfg.mcp.limits();
-    tasks.servers.push(tokio::spawn(async move {
+    tasks.front.push(tokio::spawn(async move {
         if let Err(e) = worktruck_kit::serve::serve_http(listener, app, limits, stop).await {
             tracing::error!(error = %e, "mcp gateway failed");
         }
@@ -455,9 +494,9 @@ pub async fn start_dev(cfg: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot listen on {} (is another Worktruck running?)", cfg.mcp.addr))?;
     let (signer, gate) = gateway_auth(&keys, &cfg, &upstreams, &bus, &shutdown, &mut tasks)?;
-    let mcp_addr = start_mcp_gateway(&cfg, registry.clone(), signer.clone(), gate.clone(), upstreams.clone(), mcp_listener, &shutdown, &mut tasks)?;
-    start_gateway(&cfg, registry, signer, gate, upstreams, checks, listener, &shutdown, &mut tasks)?;
-    Ok(Running { rest_addr: Some(rest_addr), mcp_addr: Some(mcp_addr), grpc_addr: None, first_key, first_tenant, shutdown: tx, servers: tasks.servers, tasks: tasks.background, dbs })
+    let mcp_addr = start_mcp_gateway(&cfg, registry.clone(), signer.clone(), gate.clone(), upstreams.clone(), mcp_listener, &mut tasks)?;
+    start_gateway(&cfg, registry, signer, gate, upstreams, checks, listener, &mut tasks)?;
+    Ok(Running { rest_addr: Some(rest_addr), mcp_addr: Some(mcp_addr), first_key, first_tenant, ..Running::new(tasks, tx, dbs) })
 }
 
 /// Creates the first tenant (enterprise plan) when the tenants database has none.
@@ -488,17 +527,7 @@ pub async fn start_role(cfg: Config, role: Role) -> anyhow::Result<Running> {
     services::check_config(&cfg)?;
     let (tx, shutdown) = Shutdown::new();
     let mut tasks = Tasks::default();
-    let running = |tasks: Tasks, dbs: Vec<Db>| Running {
-        rest_addr: None,
-        mcp_addr: None,
-        grpc_addr: None,
-        first_key: None,
-        first_tenant: None,
-        shutdown: tx,
-        servers: tasks.servers,
-        tasks: tasks.background,
-        dbs,
-    };
+    let running = |tasks: Tasks, dbs: Vec<Db>| Running::new(tasks, tx, dbs);
     match role {
         Role::Service(def) => {
             let keys = keys(&cfg, false)?;
@@ -537,11 +566,11 @@ pub async fn start_role(cfg: Config, role: Role) -> anyhow::Result<Running> {
             if matches!(role, Role::Gateway) {
                 let listener = TcpListener::bind(cfg.rest.addr).await.with_context(|| format!("listen on {}", cfg.rest.addr))?;
                 let rest_addr = listener.local_addr()?;
-                start_gateway(&cfg, registry, signer, gate, upstreams, checks, listener, &shutdown, &mut tasks)?;
+                start_gateway(&cfg, registry, signer, gate, upstreams, checks, listener, &mut tasks)?;
                 Ok(Running { rest_addr: Some(rest_addr), ..running(tasks, vec![]) })
             } else {
                 let listener = TcpListener::bind(cfg.mcp.addr).await.with_context(|| format!("listen on {}", cfg.mcp.addr))?;
-                let mcp_addr = start_mcp_gateway(&cfg, registry, signer, gate, upstreams, listener, &shutdown, &mut tasks)?;
+                let mcp_addr = start_mcp_gateway(&cfg, registry, signer, gate, upstreams, listener, &mut tasks)?;
                 start_admin(&cfg, checks, &shutdown, &mut tasks).await?;
                 Ok(Running { mcp_addr: Some(mcp_addr), ..running(tasks, vec![]) })
             }
