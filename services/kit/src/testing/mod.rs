@@ -4,6 +4,7 @@
 
 pub mod issuer;
 pub mod nats;
+pub mod postgres;
 pub mod tls;
 
 use std::path::PathBuf;
