@@ -304,8 +304,13 @@ async fn start_service(
     }
     let stop = shutdown.wait();
     let verifier = keys.verifier.clone();
+    // Mutual TLS between pods; in-process pipes need none.
+    let tls = match &listener {
+        ops::GrpcListener::Tcp(_) => cfg.grpc.tls.server()?,
+        ops::GrpcListener::InProcess(_) => None,
+    };
     tasks.servers.push(tokio::spawn(async move {
-        if let Err(e) = ops::serve_grpc(listener, built.routes, def.grpc_services, verifier, stop).await {
+        if let Err(e) = ops::serve_grpc(listener, built.routes, def.grpc_services, verifier, tls, stop).await {
             tracing::error!(service = def.name, error = %e, "grpc server failed");
         }
     }));
@@ -442,11 +447,20 @@ async fn start_admin(cfg: &Config, checks: Vec<ops::Check>, shutdown: &Shutdown,
     Ok(())
 }
 
-fn channel(url: &str) -> anyhow::Result<Channel> {
-    Ok(Channel::from_shared(url.to_owned())
+/// A lazy channel to a service at `url`: over mutual TLS (`https://`) when `grpc.tls` is set,
+/// plain HTTP/2 otherwise; a URL whose scheme disagrees with the setting is an error.
+fn channel(cfg: &Config, url: &str) -> anyhow::Result<Channel> {
+    let mut endpoint = Channel::from_shared(url.to_owned())
         .with_context(|| format!("bad upstream url {url}"))?
-        .connect_timeout(Duration::from_secs(3))
-        .connect_lazy())
+        .connect_timeout(Duration::from_secs(3));
+    match cfg.grpc.tls.client()? {
+        Some(tls) => {
+            anyhow::ensure!(url.starts_with("https://"), "{url}: with grpc.tls set, service addresses must be https:// URLs");
+            endpoint = endpoint.tls_config(tls).with_context(|| format!("TLS for {url}"))?;
+        }
+        None => anyhow::ensure!(!url.starts_with("https://"), "{url} is https:// but grpc.tls is not set"),
+    }
+    Ok(endpoint.connect_lazy())
 }
 
 /// Starts everything in one process: every enabled service of the table on a loopback port,
@@ -536,7 +550,7 @@ pub async fn start_role(cfg: Config, role: Role) -> anyhow::Result<Running> {
             let mut checks = Vec::new();
             for callee in def.calls {
                 let callee = services::lookup(callee)?;
-                let ch = channel(&services::address(&cfg, callee)?)?;
+                let ch = channel(&cfg, &services::address(&cfg, callee)?)?;
                 checks.extend(callee.grpc_services.iter().map(|g| ops::grpc_check(callee.name, ch.clone(), g)));
                 clients.insert(callee.name, ch);
             }
@@ -552,7 +566,7 @@ pub async fn start_role(cfg: Config, role: Role) -> anyhow::Result<Running> {
         Role::Gateway | Role::McpGateway => {
             let keys = keys(&cfg, true)?;
             let defs = services::enabled(&cfg)?;
-            let upstreams = upstreams(&defs, |def| channel(&services::address(&cfg, def)?))?;
+            let upstreams = upstreams(&defs, |def| channel(&cfg, &services::address(&cfg, def)?))?;
             let checks = upstream_checks(&defs, &upstreams);
             let registry = registry(&defs)?;
             if cfg.nats.url.is_empty() && cfg.auth.principal_cache_seconds > 0 {

@@ -22,6 +22,8 @@ fn every_service_of_the_table_is_deployed_and_nothing_else_is() {
     let config_env = read("k8s/base/config.env");
     let compose = read("deploy/docker-compose.yaml");
     let pdb = read("k8s/base/pdb.yaml");
+    let mtls = read("k8s/components/grpc-mtls/kustomization.yaml");
+    let mtls_cert = read("k8s/components/grpc-mtls/certificate.yaml");
     for def in worktruck::services::TABLE {
         let manifest = format!("k8s/base/{}.yaml", def.name);
         let text = read(&manifest);
@@ -40,6 +42,11 @@ fn every_service_of_the_table_is_deployed_and_nothing_else_is() {
         assert!(config_env.lines().any(|l| l.starts_with(&format!("{var}="))), "k8s/base/config.env sets {var}");
         assert!(served_roles(&compose).contains(&def.name.to_owned()), "docker-compose runs `serve {}`", def.name);
         assert!(compose.contains(&format!("{var}:")), "docker-compose gives the gateways {var}");
+        assert!(
+            mtls.contains(&format!("{var}=https://worktruck-{}:50051", def.name)),
+            "the grpc-mtls component points {var} at https://"
+        );
+        assert!(mtls_cert.contains(&format!("- worktruck-{}\n", def.name)), "the pods' certificate names worktruck-{}", def.name);
     }
     let roles = worktruck::role_names();
     let mut k8s_roles = Vec::new();

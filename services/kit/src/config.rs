@@ -270,6 +270,56 @@ pub struct NatsConfig {
 pub struct GrpcConfig {
     /// Listen address.
     pub addr: SocketAddr,
+    /// Mutual TLS between pods; off while its files are empty.
+    pub tls: GrpcTlsConfig,
+}
+
+/// `[grpc.tls]`: internal gRPC over mutual TLS. When set, a service role serves gRPC only to
+/// callers presenting a certificate issued by `ca_file`, and every process that calls a
+/// service (gateways, services that call others) presents `cert_file` and checks the server
+/// against `ca_file`; `[services]` URLs are then `https://`. One certificate per pod with both
+/// the server and client usages serves both sides (e.g. from cert-manager). `worktruck dev`
+/// needs none: its parts talk through in-process pipes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcTlsConfig {
+    /// This process's certificate chain (PEM).
+    pub cert_file: String,
+    /// Its private key (PEM).
+    pub key_file: String,
+    /// The CA that issues every pod's certificate (PEM).
+    pub ca_file: String,
+}
+
+impl GrpcTlsConfig {
+    /// Whether mutual TLS is on.
+    pub fn enabled(&self) -> bool {
+        !(self.cert_file.is_empty() && self.key_file.is_empty() && self.ca_file.is_empty())
+    }
+
+    fn read(path: &str, what: &str) -> Result<String, ConfigError> {
+        std::fs::read_to_string(path).map_err(|e| ConfigError(format!("grpc.tls.{what} {path}: {e}")))
+    }
+
+    /// The server side: identity and the CA client certificates must chain to.
+    pub fn server(&self) -> Result<Option<tonic::transport::ServerTlsConfig>, ConfigError> {
+        if !self.enabled() {
+            return Ok(None);
+        }
+        let identity = tonic::transport::Identity::from_pem(Self::read(&self.cert_file, "cert_file")?, Self::read(&self.key_file, "key_file")?);
+        let ca = tonic::transport::Certificate::from_pem(Self::read(&self.ca_file, "ca_file")?);
+        Ok(Some(tonic::transport::ServerTlsConfig::new().identity(identity).client_ca_root(ca)))
+    }
+
+    /// The client side: identity to present and the CA servers must chain to.
+    pub fn client(&self) -> Result<Option<tonic::transport::ClientTlsConfig>, ConfigError> {
+        if !self.enabled() {
+            return Ok(None);
+        }
+        let identity = tonic::transport::Identity::from_pem(Self::read(&self.cert_file, "cert_file")?, Self::read(&self.key_file, "key_file")?);
+        let ca = tonic::transport::Certificate::from_pem(Self::read(&self.ca_file, "ca_file")?);
+        Ok(Some(tonic::transport::ClientTlsConfig::new().identity(identity).ca_certificate(ca)))
+    }
 }
 
 /// Admin HTTP listener of a service role.
@@ -402,7 +452,7 @@ impl Default for DatabaseConfig {
 }
 impl Default for GrpcConfig {
     fn default() -> Self {
-        Self { addr: "0.0.0.0:50051".parse().expect("addr") }
+        Self { addr: "0.0.0.0:50051".parse().expect("addr"), tls: GrpcTlsConfig::default() }
     }
 }
 impl Default for AdminConfig {
@@ -506,6 +556,13 @@ impl Config {
             if self.auth.oidc.audience.is_empty() {
                 return Err(ConfigError("auth.oidc.audience must not be empty".into()));
             }
+        }
+        let tls = &self.grpc.tls;
+        if tls.enabled() {
+            if tls.cert_file.is_empty() || tls.key_file.is_empty() || tls.ca_file.is_empty() {
+                return Err(ConfigError("grpc.tls needs cert_file, key_file and ca_file together".into()));
+            }
+            tls.server()?;
         }
         if !self.outbound.ca_file.is_empty() {
             crate::http::load_roots(Path::new(&self.outbound.ca_file))

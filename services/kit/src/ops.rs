@@ -162,12 +162,14 @@ pub fn in_process_grpc() -> (tonic::transport::Channel, GrpcListener) {
 /// Serves `routes` (one or more tonic services) on `listener`, with `grpc.health.v1.Health`
 /// reporting every name in `service_names` as serving, and server reflection over the whole
 /// descriptor set, until `shutdown` resolves. Every call passes [`ScopeGuard`] first: a
-/// context `verifier` accepts must hold the RPC's scope.
+/// context `verifier` accepts must hold the RPC's scope. With `tls`, only callers presenting a
+/// certificate of its CA get in (mutual TLS).
 pub async fn serve_grpc(
     listener: impl Into<GrpcListener>,
     routes: tonic::service::Routes,
     service_names: &[&str],
     verifier: Verifier,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -179,7 +181,11 @@ pub async fn serve_grpc(
         .register_encoded_file_descriptor_set(worktruck_proto::DESCRIPTOR_SET)
         .build_v1()?;
     let routes = routes.add_service(health).add_service(reflection);
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let server = builder
         // A peer that stops answering is found by pings, not by the next request timing out;
         // no call may run for ever.
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))

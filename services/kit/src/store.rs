@@ -247,7 +247,7 @@ const INSERT_VERSION: &str = "INSERT INTO entity_versions \
 macro_rules! recorded_at {
     () => {
         "(SELECT a.sys_from FROM entity_versions a WHERE a.tenant_id = v.tenant_id \
-          AND a.entity = v.entity AND a.id = v.id AND a.version = v.fact_version \
+          AND a.entity = v.entity AND a.id = v.id AND a.fact_version = v.fact_version \
           AND a.op = 'assert') AS recorded_at"
     };
 }
@@ -258,12 +258,18 @@ const AT: &str = concat!("SELECT v.id, h.created_at, v.fact_version, v.reason, v
      WHERE v.tenant_id = $1 AND v.entity = $2 AND v.id = $3 \
        AND v.sys_from <= $4 AND (v.sys_to IS NULL OR v.sys_to > $4) \
        AND v.valid_from <= $5 AND (v.valid_to IS NULL OR v.valid_to > $5) \
-     ORDER BY v.row_id DESC LIMIT 1");
+     ORDER BY v.sys_from DESC, v.row_id DESC LIMIT 1");
 const HISTORY: &str = "SELECT fact_version, reason, deleted, sys_from, sys_to, valid_from, \
      valid_to, doc, captured_by FROM entity_versions \
      WHERE tenant_id = $1 AND entity = $2 AND id = $3 AND op = 'assert' \
        AND sys_from >= $4 AND sys_from < $5 AND fact_version < $6 \
      ORDER BY fact_version DESC LIMIT $7";
+/// [`HISTORY`] without a window: nothing but the fact version to seek on, so the plan is a
+/// backward walk of `entity_versions_asserts` whatever the statistics say.
+const HISTORY_ALL: &str = "SELECT fact_version, reason, deleted, sys_from, sys_to, valid_from, \
+     valid_to, doc, captured_by FROM entity_versions \
+     WHERE tenant_id = $1 AND entity = $2 AND id = $3 AND op = 'assert' AND fact_version < $4 \
+     ORDER BY fact_version DESC LIMIT $5";
 const ASSERTS_UP_TO: &str = "SELECT fact_version, reason, deleted, sys_from, sys_to, valid_from, \
      valid_to, doc, captured_by FROM entity_versions \
      WHERE tenant_id = $1 AND entity = $2 AND id = $3 AND op = 'assert' AND sys_from < $4 \
@@ -639,11 +645,17 @@ impl Store {
             Some(Cursor::Number(n)) => n,
             Some(_) => return Err(Error::invalid("invalid cursor for this listing")),
         };
-        let from = from.unwrap_or(DateTime::UNIX_EPOCH);
-        let to = to.unwrap_or_else(end_of_time);
-        let rows: Vec<VersionRow> = on_tx!(tx, c => sqlx::query_as(HISTORY)
-            .bind(tenant).bind(self.entity).bind(id).bind(from).bind(to).bind(before).bind(limit + 1)
-            .fetch_all(c).await)?;
+        let rows: Vec<VersionRow> = if from.is_none() && to.is_none() {
+            on_tx!(tx, c => sqlx::query_as(HISTORY_ALL)
+                .bind(tenant).bind(self.entity).bind(id).bind(before).bind(limit + 1)
+                .fetch_all(c).await)?
+        } else {
+            let from = from.unwrap_or(DateTime::UNIX_EPOCH);
+            let to = to.unwrap_or_else(end_of_time);
+            on_tx!(tx, c => sqlx::query_as(HISTORY)
+                .bind(tenant).bind(self.entity).bind(id).bind(from).bind(to).bind(before).bind(limit + 1)
+                .fetch_all(c).await)?
+        };
         let mut rows: Vec<(i64, bool, Value, Temporal)> = rows
             .into_iter()
             .map(|r| (r.fact_version, r.deleted, r.doc.clone(), temporal(&r, None, None)))

@@ -180,7 +180,7 @@ pub async fn serve_grpc_on_loopback(
 ) -> tonic::transport::Channel {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
     let addr = listener.local_addr().expect("local addr");
-    tokio::spawn(crate::ops::serve_grpc(listener, routes, service_names, verifier, stop));
+    tokio::spawn(crate::ops::serve_grpc(listener, routes, service_names, verifier, None, stop));
     tonic::transport::Channel::from_shared(format!("http://{addr}"))
         .expect("a loopback URL")
         .connect_lazy()

@@ -82,3 +82,33 @@ impl axum::serve::Listener for TlsListener {
         self.tcp.local_addr()
     }
 }
+
+/// Certificates for mutual TLS between pods (`[grpc.tls]`): a test CA and a leaf it issued
+/// with both server and client usages (names `localhost`, `127.0.0.1`, `::1`), and a "rogue"
+/// pair from another CA. Made once with openssl; both CA keys were thrown away.
+pub mod mtls {
+    /// The pods' CA.
+    pub const CA_PEM: &str = include_str!("tls/mtls/pod-ca.pem");
+    /// A pod's certificate.
+    pub const CERT_PEM: &str = include_str!("tls/mtls/pod-leaf.pem");
+    /// Its key.
+    pub const KEY_PEM: &str = include_str!("tls/mtls/pod-leaf.key.pem");
+    /// Another CA's certificate and key, which the pods must refuse.
+    pub const ROGUE_CERT_PEM: &str = include_str!("tls/mtls/rogue-leaf.pem");
+    /// Its key.
+    pub const ROGUE_KEY_PEM: &str = include_str!("tls/mtls/rogue-leaf.key.pem");
+
+    /// `[grpc.tls]` settings for a pod, written to files in `dir`.
+    pub fn config(dir: &std::path::Path) -> crate::config::GrpcTlsConfig {
+        let write = |name: &str, pem: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).expect("write a test certificate");
+            path.display().to_string()
+        };
+        crate::config::GrpcTlsConfig {
+            cert_file: write("pod.pem", CERT_PEM),
+            key_file: write("pod.key.pem", KEY_PEM),
+            ca_file: write("ca.pem", CA_PEM),
+        }
+    }
+}
