@@ -302,22 +302,24 @@ async fn seed(target: &Target, n: u64, concurrency: usize) -> anyhow::Result<()>
     Ok(())
 }
 
-/// The cursor of the last page of `GET /api/v1/contacts?limit=50`, walking there once.
+/// The cursor of the last full page of `GET /api/v1/contacts?limit=50`, walking there once
+/// (the very last page may hold a few rows only, which would flatter the deep read).
 async fn deepest_page(target: &Target) -> anyhow::Result<Option<String>> {
     let mut cursor: Option<String> = None;
-    let mut last = None;
+    let mut deepest_full = None;
     loop {
         let path = match &cursor {
             Some(c) => format!("api/v1/contacts?limit=50&cursor={c}"),
             None => "api/v1/contacts?limit=50".to_owned(),
         };
         let page = target.get_json(&path).await?;
+        let full = page["data"].as_array().is_some_and(|d| d.len() == 50);
+        if full && cursor.is_some() {
+            deepest_full = cursor.clone();
+        }
         match page["next_cursor"].as_str().filter(|c| !c.is_empty()) {
-            Some(next) => {
-                last = Some(next.to_owned());
-                cursor = last.clone();
-            }
-            None => return Ok(last),
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return Ok(deepest_full),
         }
     }
 }

@@ -435,6 +435,21 @@ async fn rows_read(tx: &mut worktruck_kit::db::Tx) -> i64 {
     on_tx!(tx, c => sqlx::query_scalar::<_, i64>(q).fetch_one(c).await).unwrap()
 }
 
+/// [`rows_read`] from a fresh transaction of `owner`.
+async fn rows_read_now(owner: &Db) -> i64 {
+    let mut tx = owner.begin(Scope::System, false).await.unwrap();
+    let n = rows_read(&mut tx).await;
+    tx.commit().await.unwrap();
+    n
+}
+
+/// Commits `tx` with its backend's statistics flushed right after, so what it read is counted
+/// by the next [`rows_read_now`].
+async fn commit_counted(mut tx: worktruck_kit::db::Tx) {
+    on_tx!(&mut tx, c => sqlx::query("SELECT pg_stat_force_next_flush()").execute(c).await.map(drop)).unwrap();
+    tx.commit().await.unwrap();
+}
+
 #[tokio::test]
 async fn postgres_past_list_pages_read_a_bounded_number_of_rows_with_stale_statistics() {
     // Issue 8 item 9: with statistics taken while the tables were empty (as migrations leave
@@ -461,18 +476,14 @@ async fn postgres_past_list_pages_read_a_bounded_number_of_rows_with_stale_stati
 
     // Counted as the owner (a superuser here), who may flush its own statistics on demand.
     let owner = Db::connect(&data.db_options("kit_test"), false).await.unwrap();
-    let mut tx = owner.begin(Scope::System, false).await.unwrap();
-    let before = rows_read(&mut tx).await;
-    tx.commit().await.unwrap();
+    let before = rows_read_now(&owner).await;
     let mut tx = owner.begin(Scope::System, false).await.unwrap();
     let q = ListQuery { limit: 50, at: Some((at, at)), cursor: Some(Cursor::Id(ids[1500])), ..Default::default() };
     let page = THINGS.list(&mut tx, tenant, ALL, &q).await.unwrap();
     assert_eq!(page.rows.len(), 50);
     assert_eq!(page.rows[0].id, ids[1501]);
-    on_tx!(&mut tx, c => sqlx::query("SELECT pg_stat_force_next_flush()").execute(c).await.map(drop)).unwrap();
-    tx.commit().await.unwrap();
-    let mut tx = owner.begin(Scope::System, false).await.unwrap();
-    let read = rows_read(&mut tx).await - before;
+    commit_counted(tx).await;
+    let read = rows_read_now(&owner).await - before;
     eprintln!("a page 1,500 rows deep read {read} rows");
     assert!(read < 50 * 20, "a page of 50 read {read} rows: the plan walks more than the page");
 }
@@ -501,18 +512,12 @@ async fn postgres_reads_of_a_long_history_seek_instead_of_scanning() {
     tx.commit().await.unwrap();
     // Each read runs with its statistics flushed in its own transaction, then is counted.
     let owner = Db::connect(&data.db_options("kit_test"), false).await.unwrap();
-    let flush = "SELECT pg_stat_force_next_flush()";
-    let mut tx = owner.begin(Scope::System, false).await.unwrap();
-    let before = rows_read(&mut tx).await;
-    tx.commit().await.unwrap();
+    let before = rows_read_now(&owner).await;
     let mut tx = owner.begin(Scope::Tenant(tenant), false).await.unwrap();
     let r = THINGS.at(&mut tx, tenant, ALL, id, middle, middle).await.unwrap();
     assert_eq!(r.doc["name"], "v1500");
-    on_tx!(&mut tx, c => sqlx::query(flush).execute(c).await.map(drop)).unwrap();
-    tx.commit().await.unwrap();
-    let mut tx = owner.begin(Scope::System, false).await.unwrap();
-    let after_at = rows_read(&mut tx).await;
-    tx.commit().await.unwrap();
+    commit_counted(tx).await;
+    let after_at = rows_read_now(&owner).await;
     eprintln!("an as_of read in the middle of 3,000 versions read {} rows", after_at - before);
     assert!(after_at - before < 100, "an as_of read read {} rows", after_at - before);
     let mut tx = owner.begin(Scope::Tenant(tenant), false).await.unwrap();
@@ -520,10 +525,8 @@ async fn postgres_reads_of_a_long_history_seek_instead_of_scanning() {
     assert_eq!(page.rows[0].0, 3000);
     let deep = THINGS.history(&mut tx, tenant, ALL, id, None, None, 10, Some(Cursor::Number(1000))).await.unwrap();
     assert_eq!(deep.rows[0].0, 999);
-    on_tx!(&mut tx, c => sqlx::query(flush).execute(c).await.map(drop)).unwrap();
-    tx.commit().await.unwrap();
-    let mut tx = owner.begin(Scope::System, false).await.unwrap();
-    let after_history = rows_read(&mut tx).await;
+    commit_counted(tx).await;
+    let after_history = rows_read_now(&owner).await;
     eprintln!("two history pages of 10 read {} rows", after_history - after_at);
     assert!(after_history - after_at < 200, "two history pages of 10 read {} rows", after_history - after_at);
 }
