@@ -31,12 +31,12 @@ pub struct LinkRow {
     alias: Option<String>,
     context: String,
     status: i32,
-    same_title: i64,
+    target_key: String,
 }
 
 impl LinkRow {
-    /// The wire link.
-    pub fn into_pb(self) -> pb::NoteLink {
+    /// The wire link; `same_title` is how many live notes carry its title.
+    fn into_pb(self, same_title: i64) -> pb::NoteLink {
         pb::NoteLink {
             source_id: self.source_id.to_string(),
             source_title: self.source_title,
@@ -46,22 +46,48 @@ impl LinkRow {
             block: self.block,
             alias: self.alias,
             status: self.status,
-            ambiguous: self.same_title > 1,
+            ambiguous: same_title > 1,
             context: self.context,
             position: self.position,
         }
     }
 }
 
-const SELECT: &str = "SELECT l.source_id, s.doc->>'title' AS source_title, l.position, l.target_title, \
-       l.target_id, l.heading, l.block, l.alias, l.context, \
-       CASE WHEN l.target_id IS NULL THEN 2 WHEN t.deleted_at IS NULL THEN 1 ELSE 3 END AS status, \
-       (SELECT COUNT(*) FROM entity_heads o WHERE o.tenant_id = l.tenant_id AND o.entity = 'note' \
-          AND o.deleted_at IS NULL AND o.doc->>'title_key' = l.target_key) AS same_title \
-     FROM note_links l \
-     JOIN entity_heads s ON s.tenant_id = l.tenant_id AND s.entity = 'note' AND s.id = l.source_id \
-     LEFT JOIN entity_heads t ON t.tenant_id = l.tenant_id AND t.entity = 'note' AND t.id = l.target_id \
-     WHERE l.tenant_id = $1";
+/// A link row and what its reads add. The source and target heads are read by scalar
+/// subqueries, each a primary-key probe whatever the statistics say: as joins, right after a
+/// bulk load (no statistics yet), PostgreSQL scanned every note once per link, and a page of a
+/// note with 1,000 backlinks took a second (`bench/`, `backlinks` phase).
+const SELECT: &str = "SELECT l.source_id, l.position, l.target_title, l.target_id, l.heading, l.block, \
+       l.alias, l.context, l.target_key, \
+       (SELECT s.doc->>'title' FROM entity_heads s \
+          WHERE s.tenant_id = l.tenant_id AND s.entity = 'note' AND s.id = l.source_id) AS source_title, \
+       (SELECT s.updated_at FROM entity_heads s \
+          WHERE s.tenant_id = l.tenant_id AND s.entity = 'note' AND s.id = l.source_id) AS source_updated_at, \
+       (SELECT CASE WHEN s.deleted_at IS NULL THEN 1 ELSE 0 END FROM entity_heads s \
+          WHERE s.tenant_id = l.tenant_id AND s.entity = 'note' AND s.id = l.source_id) AS source_live, \
+       COALESCE((SELECT CASE WHEN t.deleted_at IS NULL THEN 1 ELSE 3 END FROM entity_heads t \
+          WHERE t.tenant_id = l.tenant_id AND t.entity = 'note' AND t.id = l.target_id), 2) AS status \
+     FROM note_links l WHERE l.tenant_id = $1";
+
+/// The wire links of `rows`, each told whether its title is ambiguous. Counted per distinct
+/// title of the page, after paging: counting per row inside the listing query made a page of
+/// backlinks of a note with 1,000 of them take seconds (`bench/`, `backlinks` phase).
+async fn finish(tx: &mut Tx, tenant: Uuid, rows: Vec<LinkRow>) -> Result<Vec<pb::NoteLink>> {
+    let mut counts: HashMap<String, i64> = HashMap::new();
+    for r in &rows {
+        if !counts.contains_key(&r.target_key) {
+            let n: i64 = on_tx!(tx, c => sqlx::query_scalar(
+                "SELECT COUNT(*) FROM entity_heads WHERE tenant_id = $1 AND entity = 'note' \
+                 AND deleted_at IS NULL AND doc->>'title_key' = $2")
+                .bind(tenant).bind(&r.target_key).fetch_one(c).await)?;
+            counts.insert(r.target_key.clone(), n);
+        }
+    }
+    Ok(rows.into_iter().map(|r| {
+        let n = counts.get(&r.target_key).copied().unwrap_or(0);
+        r.into_pb(n)
+    }).collect())
+}
 
 /// The oldest live note whose title has `key`.
 pub async fn resolve(tx: &mut Tx, tenant: Uuid, key: &str) -> Result<Option<Uuid>> {
@@ -123,18 +149,19 @@ pub async fn outgoing(tx: &mut Tx, tenant: Uuid, source: Uuid) -> Result<Vec<pb:
     let sql = format!("{SELECT} AND l.source_id = $2 ORDER BY l.position");
     let rows: Vec<LinkRow> = on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
         .bind(tenant).bind(source).fetch_all(c).await)?;
-    Ok(rows.into_iter().map(LinkRow::into_pb).collect())
+    finish(tx, tenant, rows).await
 }
 
 /// The links from live notes to `target`, most recently updated sources first, from `offset`.
+///
 pub async fn backlinks(tx: &mut Tx, tenant: Uuid, target: Uuid, offset: i64, limit: i64) -> Result<Vec<pb::NoteLink>> {
     let sql = format!(
-        "{SELECT} AND l.target_id = $2 AND s.deleted_at IS NULL \
-         ORDER BY s.updated_at DESC, l.source_id, l.position LIMIT $3 OFFSET $4"
+        "SELECT * FROM ({SELECT} AND l.target_id = $2) b WHERE b.source_live = 1 \
+         ORDER BY b.source_updated_at DESC, b.source_id, b.position LIMIT $3 OFFSET $4"
     );
     let rows: Vec<LinkRow> = on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
         .bind(tenant).bind(target).bind(limit).bind(offset).fetch_all(c).await)?;
-    Ok(rows.into_iter().map(LinkRow::into_pb).collect())
+    finish(tx, tenant, rows).await
 }
 
 /// (live notes linking to `id`, links in `id`'s body).

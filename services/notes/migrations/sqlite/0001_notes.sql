@@ -2,12 +2,13 @@
 -- 'note', 'notebook', 'tag'). This migration adds the indexes their lookups need and the table of
 -- wikilinks, a projection of the current bodies rebuilt on every write of a note.
 
-CREATE INDEX notes_by_title_key ON entity_heads (tenant_id, entity, doc->>'title_key', created_at, id)
-    WHERE deleted_at IS NULL;
-CREATE INDEX notes_by_notebook ON entity_heads (tenant_id, entity, doc->>'notebook_id')
-    WHERE deleted_at IS NULL;
-CREATE INDEX tags_by_key ON entity_heads (tenant_id, entity, doc->>'key')
-    WHERE deleted_at IS NULL;
+-- Each index is partial on its entity, so no lookup of another entity's rows can take it.
+CREATE INDEX notes_by_title_key ON entity_heads (tenant_id, doc->>'title_key', created_at, id)
+    WHERE entity = 'note' AND deleted_at IS NULL;
+CREATE INDEX notes_by_notebook ON entity_heads (tenant_id, doc->>'notebook_id')
+    WHERE entity = 'note' AND deleted_at IS NULL;
+CREATE INDEX tags_by_key ON entity_heads (tenant_id, doc->>'key')
+    WHERE entity = 'tag' AND deleted_at IS NULL;
 
 -- One row per [[wikilink]] in the current body of a note (deleted notes keep theirs, so a
 -- restore brings them back); `target_id` is kept by id once resolved.
