@@ -11,6 +11,7 @@ const FILES: &[&str] = &[
     "worktruck/mcp/v1/options.proto",
     "worktruck/tenants/v1/tenants.proto",
     "worktruck/contacts/v1/contacts.proto",
+    "worktruck/notes/v1/notes.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

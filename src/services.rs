@@ -10,6 +10,7 @@ use worktruck_kit::service::ServiceDef;
 pub static TABLE: &[&ServiceDef] = &[
     &worktruck_tenants::DEFINITION,
     &worktruck_contacts::DEFINITION,
+    &worktruck_notes::DEFINITION,
 ];
 
 /// The service named `name`.

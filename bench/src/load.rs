@@ -195,6 +195,28 @@ impl Target {
         Ok(v["id"].as_str().unwrap_or_default().to_owned())
     }
 
+    /// `POST /api/v1/notes` with `title`; the new note's id on success.
+    async fn create_note(&self, title: &str, body: &str) -> Result<String, Failure> {
+        let payload = serde_json::json!({ "title": title, "body": body });
+        let (_, _, bytes) =
+            send(self.client.post(self.url("api/v1/notes")).bearer_auth(&self.key).json(&payload)).await?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| Failure::BadBody)?;
+        v.get("id").and_then(|id| id.as_str()).map(str::to_owned).ok_or(Failure::BadBody)
+    }
+
+    /// `GET /api/v1/notes/{id}/backlinks` (the first page, 50 links).
+    async fn note_backlinks(&self, id: &str) -> Result<(), Failure> {
+        let (_, _, bytes) = send(
+            self.client.get(self.url(&format!("api/v1/notes/{id}/backlinks"))).bearer_auth(&self.key),
+        )
+        .await?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| Failure::BadBody)?;
+        match v.get("data").and_then(|d| d.as_array()) {
+            Some(d) if !d.is_empty() => Ok(()),
+            _ => Err(Failure::BadBody),
+        }
+    }
+
     /// `GET /api/v1/contacts/{id}`.
     async fn get_contact(&self, id: &str) -> Result<(), Failure> {
         let (_, _, bytes) =
@@ -336,6 +358,50 @@ pub async fn mcp_get_phase(target: &Target, plan: Plan, ids: Vec<String>) -> any
     })
     .await;
     Ok(Some(samples.summarize("mcp_get", elapsed)))
+}
+
+/// How many notes of the `note_create` phase link to the hub note the `backlinks` phase reads.
+pub const HUB_BACKLINKS: u64 = 1000;
+
+/// The hub note's title.
+const HUB: &str = "Load Hub";
+
+/// Creates the hub note and four more link targets (untimed), then notes whose bodies hold five
+/// wikilinks each: the first [`HUB_BACKLINKS`] link to the hub, the rest to a sixth title.
+/// Returns the summary and the hub's id.
+pub async fn note_create_phase(target: &Target, plan: Plan) -> anyhow::Result<(Summary, String)> {
+    let fail = |f: Failure| anyhow::anyhow!("cannot create the link targets: {}", f.key());
+    let hub = target.create_note(HUB, "The note everything links to.").await.map_err(fail)?;
+    for i in 1..=4 {
+        target.create_note(&format!("Load Target {i}"), "A link target.").await.map_err(fail)?;
+    }
+    let t = target.clone();
+    let (samples, _, elapsed) = run(plan, move |n| {
+        let t = t.clone();
+        async move {
+            let first = if n < HUB_BACKLINKS { HUB } else { "Load Target 5" };
+            let body = format!(
+                "Note {n} links [[{first}]], [[Load Target 1|one]] and [[Load Target 2#Heading]].\n\n\
+                 Then [[Load Target 3#^block]] and [[Load Target 4]] close it."
+            );
+            t.create_note(&format!("Load Note {n}"), &body).await.map(|_| None)
+        }
+    })
+    .await;
+    Ok((samples.summarize("note_create", elapsed), hub))
+}
+
+/// Reads the hub note's backlinks (first page) over and over.
+pub async fn backlinks_phase(target: &Target, plan: Plan, hub: String) -> Summary {
+    let t = target.clone();
+    let hub = Arc::new(hub);
+    let (samples, _, elapsed) = run(plan, move |_| {
+        let t = t.clone();
+        let hub = Arc::clone(&hub);
+        async move { t.note_backlinks(&hub).await.map(|()| None) }
+    })
+    .await;
+    samples.summarize("backlinks", elapsed)
 }
 
 /// Runs `op(n)` for n in 0..plan.requests across `plan.concurrency` workers until the budget

@@ -37,3 +37,11 @@ pub mod contacts {
         tonic::include_proto!("worktruck.contacts.v1");
     }
 }
+
+/// Generated code for `worktruck.notes.v1`.
+pub mod notes {
+    #[allow(missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("worktruck.notes.v1");
+    }
+}

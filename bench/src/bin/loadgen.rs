@@ -202,7 +202,8 @@ fn target(args: &Args, url: Url, key: String) -> anyhow::Result<Target> {
 
 /// Runs every phase: `/health` (the read ceiling), create and the raw INSERT ceiling, get
 /// over REST and MCP, as_of and history reads on a long-history contact and its 10-version
-/// twin, the first and the deepest list page, and search. A server this harness started is
+/// twin, the first and the deepest list page, notes with five wikilinks and the backlinks of a
+/// note with 1,000 of them, and search. A server this harness started is
 /// checked after each phase: if it died, the run fails instead of reporting.
 async fn phases(
     args: &Args,
@@ -261,6 +262,14 @@ async fn phases(
         let deep = vec![format!("api/v1/contacts?limit=50&cursor={cursor}")];
         phase!(load::get_paths_phase(target, plan, "list_deep", deep, true).await);
     }
+    phase!(Some({
+        eprintln!("loadgen: note_create (notes with five wikilinks)");
+        let (notes, hub) = load::note_create_phase(target, plan).await?;
+        let linked = notes.ok.min(load::HUB_BACKLINKS);
+        out.push(notes);
+        eprintln!("loadgen: backlinks (a note with {linked} backlinks)");
+        load::backlinks_phase(target, plan, hub).await
+    }));
     let searches: Vec<String> = (0..100).map(|i| format!("api/v1/contacts?limit=20&q=person%20{}", i * 37 % have.max(1))).collect();
     phase!(load::get_paths_phase(target, plan, "search", searches, true).await);
     Ok(out)

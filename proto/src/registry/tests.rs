@@ -111,7 +111,9 @@ fn contacts_and_tenants_routes_are_read_from_the_http_rules() {
         "/worktruck.contacts.v1.ContactsService/GetContact"
     );
     assert_eq!(get.path.variables().collect::<Vec<_>>(), ["id"]);
-    assert_eq!(r.routes().len(), expect.len());
+    // Every contacts and tenants route is listed above (other services have their own).
+    let ours = |s: &str| s.starts_with("worktruck.contacts.") || s.starts_with("worktruck.tenants.");
+    assert_eq!(r.routes().iter().filter(|x| ours(&x.service)).count(), expect.len());
 }
 
 #[test]
@@ -126,7 +128,7 @@ fn internal_rpcs_get_no_route_and_no_tool() {
 #[test]
 fn contacts_tools_carry_their_annotations() {
     let r = registry();
-    let names: Vec<&str> = r.tools().iter().map(|t| t.name.as_str()).collect();
+    let names: Vec<&str> = r.tools().iter().map(|t| t.name.as_str()).filter(|n| n.starts_with("contacts_")).collect();
     assert_eq!(
         names,
         [

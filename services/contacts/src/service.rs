@@ -1,14 +1,14 @@
 //! The `worktruck.contacts.v1.ContactsService` gRPC implementation over kit's bitemporal store.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
-use worktruck_kit::context::{Ctx, Verifier};
+use worktruck_kit::context::Verifier;
 use worktruck_kit::cursor::{self};
 use worktruck_kit::db::{Db, Scope, Tx, now};
 use worktruck_kit::outbox::{self, Relay};
 use worktruck_kit::pbjson::{self, opt_datetime, uuid};
+use worktruck_kit::rpc::{Caller, history_doc};
 use worktruck_kit::store::{ListQuery, Record, Store, Write};
 use worktruck_kit::{Error, Result};
 use worktruck_proto::common::v1 as common;
@@ -28,12 +28,6 @@ pub struct Contacts {
     relay: Relay,
 }
 
-/// A verified caller with a tenant.
-struct Caller {
-    ctx: Ctx,
-    tenant: Uuid,
-}
-
 impl Contacts {
     /// A service over a migrated database.
     pub fn new(db: Db, verifier: Verifier, relay: Relay) -> Self {
@@ -41,9 +35,7 @@ impl Contacts {
     }
 
     fn caller<T>(&self, req: &Request<T>) -> Result<Caller> {
-        let ctx = self.verifier.verify(req.metadata())?;
-        let tenant = ctx.require_tenant()?;
-        Ok(Caller { ctx, tenant })
+        Caller::verify(&self.verifier, req)
     }
 
     async fn emit(&self, tx: &mut Tx, c: &Caller, action: &str, contact: &pb::Contact, id: Uuid, t: DateTime<Utc>) -> Result<()> {
@@ -63,18 +55,6 @@ impl Contacts {
 
     fn pb(&self, c: &Caller, r: &Record) -> Result<pb::Contact> {
         contact_pb(&c.tenant.to_string(), r)
-    }
-}
-
-/// The contact JSON kept in history entries.
-fn render(id: Uuid) -> impl Fn(&Value) -> Value {
-    move |doc| {
-        let mut m = serde_json::Map::new();
-        m.insert("id".into(), Value::String(id.to_string()));
-        if let Some(o) = doc.as_object() {
-            m.extend(o.clone());
-        }
-        Value::Object(m)
     }
 }
 
@@ -208,7 +188,7 @@ impl ContactsService for Contacts {
         let cur = cursor::decode_opt(r.cursor.as_deref(), &scope)?;
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
         let page = CONTACTS.history(&mut tx, c.tenant, c.ctx.retention(now()), id, from, to, limit, cur).await?;
-        Ok(Response::new(pbjson::history_response(page, &scope, render(id))))
+        Ok(Response::new(pbjson::history_response(page, &scope, history_doc(id, &[]))))
     }
 
     async fn diff_contact(&self, req: Request<common::DiffRequest>) -> Result<Response<common::DiffResponse>, Status> {

@@ -15,6 +15,7 @@ pub mod http;
 pub mod ops;
 pub mod outbox;
 pub mod pbjson;
+pub mod rpc;
 pub mod scopes;
 pub mod serve;
 pub mod service;

@@ -34,6 +34,8 @@ pub enum Reason {
     Correction,
     /// The entity was deleted.
     Delete,
+    /// A deleted entity came back.
+    Restore,
 }
 
 impl Reason {
@@ -44,6 +46,7 @@ impl Reason {
             Reason::Update => "update",
             Reason::Correction => "correction",
             Reason::Delete => "delete",
+            Reason::Restore => "restore",
         }
     }
 }
@@ -235,6 +238,9 @@ const INSERT_HEAD: &str = "INSERT INTO entity_heads \
 const CAS_HEAD: &str = "UPDATE entity_heads SET version = $5, updated_at = $6, doc = $7, \
      search_text = $8, deleted_at = $9 \
      WHERE tenant_id = $1 AND entity = $2 AND id = $3 AND version = $4 AND deleted_at IS NULL";
+const RESTORE_HEAD: &str = "UPDATE entity_heads SET version = $5, updated_at = $6, search_text = $7, \
+     deleted_at = NULL \
+     WHERE tenant_id = $1 AND entity = $2 AND id = $3 AND version = $4 AND deleted_at IS NOT NULL";
 const CLOSE_OVERLAP: &str = "UPDATE entity_versions SET sys_to = $4 \
      WHERE tenant_id = $1 AND entity = $2 AND id = $3 AND sys_to IS NULL \
        AND (valid_to IS NULL OR valid_to > $5) \
@@ -375,6 +381,27 @@ impl Store {
         Ok(Record { id, version, created_at: head.created_at, updated_at: now, deleted_at: Some(now), doc: head.doc, temporal: None })
     }
 
+    /// Brings a deleted entity back, from now on, with the document it had when deleted;
+    /// `not_found` unless it exists and is deleted. `search_text` is what its search indexes
+    /// again (a delete empties it).
+    pub async fn restore(&self, tx: &mut Tx, tenant: Uuid, id: Uuid, search_text: &str, actor: &str, now: DateTime<Utc>) -> Result<Record> {
+        let row: Option<HeadRow> =
+            on_tx!(tx, c => sqlx::query_as(HEAD).bind(tenant).bind(self.entity).bind(id).fetch_optional(c).await)?;
+        let head = match row {
+            Some(h) if h.deleted_at.is_some() => h,
+            _ => return Err(Error::not_found(format!("deleted {}", self.entity))),
+        };
+        let now = now.max(head.updated_at + chrono::Duration::microseconds(1));
+        let version = head.version + 1;
+        let n = exec!(tx, sqlx::query(RESTORE_HEAD)
+            .bind(tenant).bind(self.entity).bind(id).bind(head.version).bind(version).bind(now).bind(search_text))?;
+        if n == 0 {
+            return Err(Error::conflict(format!("{} changed meanwhile; retry", self.entity)));
+        }
+        self.sequenced(tx, tenant, id, version, Reason::Restore, false, now, now, &head.doc, actor).await?;
+        Ok(Record { id, version, created_at: head.created_at, updated_at: now, deleted_at: None, doc: head.doc, temporal: None })
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn cas(
         &self,
@@ -419,6 +446,7 @@ impl Store {
                 "create" => Reason::Create,
                 "correction" => Reason::Correction,
                 "delete" => Reason::Delete,
+                "restore" => Reason::Restore,
                 _ => Reason::Update,
             };
             self.insert_version(

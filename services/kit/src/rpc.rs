@@ -1,0 +1,82 @@
+//! What every service's RPC handlers share, so no service copies it from another: the verified
+//! caller (context and tenant), the `(as_of, valid_at)` pair of a temporal read, and the JSON
+//! of a history entry.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::context::{Ctx, Verifier};
+use crate::error::Result;
+
+/// A caller whose signed context verified and names a tenant.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The verified context.
+    pub ctx: Ctx,
+    /// The tenant the call acts on.
+    pub tenant: Uuid,
+}
+
+impl Caller {
+    /// Verifies `req`'s context; `unauthenticated` without one or without a tenant.
+    pub fn verify<T>(verifier: &Verifier, req: &tonic::Request<T>) -> Result<Caller> {
+        let ctx = verifier.verify(req.metadata())?;
+        let tenant = ctx.require_tenant()?;
+        Ok(Caller { ctx, tenant })
+    }
+
+    /// The principal, for `captured_by` and events.
+    pub fn actor(&self) -> &str {
+        &self.ctx.actor
+    }
+
+    /// The moment a read of the past asks for: `None` for a current read, else `(as_of,
+    /// valid_at)` with `as_of` defaulting to now and `valid_at` to `as_of`. (The store checks
+    /// it against the retention window.)
+    pub fn moment(
+        &self,
+        as_of: Option<DateTime<Utc>>,
+        valid_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        match (as_of, valid_at) {
+            (None, None) => None,
+            (a, v) => {
+                let a = a.unwrap_or(now);
+                Some((a, v.unwrap_or(a)))
+            }
+        }
+    }
+
+    /// The tenant's retention window at `now`, for the store's reads of the past.
+    pub fn retention(&self, now: DateTime<Utc>) -> crate::store::Retention {
+        self.ctx.retention(now)
+    }
+}
+
+/// The JSON of a history entry: `id` first, then the stored document's fields except
+/// `hidden` (fields kept for the service's own queries, not part of the wire type).
+pub fn history_doc(id: Uuid, hidden: &'static [&'static str]) -> impl Fn(&Value) -> Value {
+    move |doc| {
+        let mut m = serde_json::Map::new();
+        m.insert("id".into(), Value::String(id.to_string()));
+        if let Some(o) = doc.as_object() {
+            m.extend(o.iter().filter(|(k, _)| !hidden.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())));
+        }
+        Value::Object(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_docs_lead_with_the_id_and_hide_internal_fields() {
+        let id = Uuid::now_v7();
+        let v = history_doc(id, &["key"])(&serde_json::json!({"name": "a", "key": "a"}));
+        assert_eq!(v, serde_json::json!({"id": id.to_string(), "name": "a"}));
+        assert_eq!(v.as_object().unwrap().keys().next().unwrap(), "id");
+    }
+}

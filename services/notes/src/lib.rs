@@ -1,0 +1,45 @@
+//! The notes service: notebooks (nested, no cycles), markdown notes with YAML frontmatter,
+//! `[[wikilinks]]` resolved by title with backlinks and unlinked mentions, and tag definitions.
+//! Every change to a note is kept as a bitemporal version (kit's store) and announced as
+//! `worktruck.notes.{note,notebook,tag}.*.v1`.
+//!
+//! It owns the `notes` schema (or `notes.db`); other services reach notes only over gRPC or
+//! events. Markdown is parsed here (`markdown`), never in kit.
+
+mod domain;
+mod links;
+pub mod markdown;
+mod queries;
+mod service;
+
+use sqlx::migrate::Migrator;
+use worktruck_kit::service::{Built, ServiceContext, ServiceDef};
+use worktruck_proto::notes::v1::notes_service_server::NotesServiceServer;
+
+pub use domain::NoteDoc;
+pub use service::{NOTEBOOKS, NOTES, Notes, TAGS};
+
+/// The service's name: its schema and database file.
+pub const SERVICE: &str = "notes";
+
+/// The gRPC service name, for health checking.
+pub const GRPC_NAME: &str = "worktruck.notes.v1.NotesService";
+
+/// The service's migrations: (PostgreSQL, SQLite).
+pub fn migrators() -> (Migrator, Migrator) {
+    (sqlx::migrate!("migrations/postgres"), sqlx::migrate!("migrations/sqlite"))
+}
+
+/// The notes service, for the binary's table of services.
+pub static DEFINITION: ServiceDef = ServiceDef {
+    name: SERVICE,
+    grpc_services: &[GRPC_NAME],
+    calls: &[],
+    migrators,
+    build,
+};
+
+fn build(ctx: ServiceContext) -> anyhow::Result<Built> {
+    let svc = Notes::new(ctx.db, ctx.verifier, ctx.relay);
+    Ok(Built::new(tonic::service::Routes::new(NotesServiceServer::new(svc))))
+}
