@@ -111,8 +111,7 @@ mod tests {
         let mut cfg = Config::default();
         cfg.settings.insert("nosuch".into(), serde_json::json!({}));
         assert!(check_config(&cfg).is_err());
-        let mut cfg = Config::default();
-        cfg.enabled_services = vec!["contacts".into()];
+        let mut cfg = Config { enabled_services: vec!["contacts".into()], ..Config::default() };
         let e = enabled(&cfg).unwrap_err().to_string();
         assert!(e.contains("tenants"), "{e}");
         cfg.enabled_services = vec!["tenants".into(), "nosuch".into()];

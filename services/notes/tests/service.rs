@@ -207,7 +207,7 @@ async fn notebooks_nest_without_cycles_and_count_their_notes() {
         assert_eq!(s.client.get_notebook(r).await.unwrap().into_inner().note_count, 2);
         s.update(pb::UpdateNoteRequest { id: b.id.clone(), notebook_id: Some(String::new()), ..Default::default() }).await;
         let listed = s.list(pb::ListNotesRequest { notebook_id: Some(projects.id.clone()), ..Default::default() }).await.unwrap();
-        assert_eq!(listed.data.iter().map(|n| n.id.clone()).collect::<Vec<_>>(), [a.id.clone()]);
+        assert_eq!(listed.data.iter().map(|n| n.id.clone()).collect::<Vec<_>>(), std::slice::from_ref(&a.id));
 
         // A notebook with notes or notebooks inside is not deleted.
         let r = s.req(pb::DeleteNotebookRequest { id: projects.id.clone() });
@@ -342,7 +342,7 @@ async fn search_is_ranked_filtered_and_refused_in_the_past() {
         let only = s.list(pb::ListNotesRequest { q: Some("kayak".into()), archived: Some(false), ..Default::default() }).await.unwrap();
         assert_eq!(only.data.len(), 2);
         let tagged = s.list(pb::ListNotesRequest { tag: Some("sea".into()), ..Default::default() }).await.unwrap();
-        assert_eq!(tagged.data.iter().map(|n| n.id.clone()).collect::<Vec<_>>(), [archived.id.clone()]);
+        assert_eq!(tagged.data.iter().map(|n| n.id.clone()).collect::<Vec<_>>(), std::slice::from_ref(&archived.id));
         let none = s.list(pb::ListNotesRequest { tag: Some("nosuchtag".into()), ..Default::default() }).await.unwrap();
         assert!(none.data.is_empty());
 
