@@ -7,8 +7,8 @@ use worktruck_kit::context::Verifier;
 use worktruck_kit::cursor::{self};
 use worktruck_kit::db::{Db, Scope, Tx, now};
 use worktruck_kit::outbox::{self, Relay};
-use worktruck_kit::pbjson::{self, opt_datetime, uuid};
-use worktruck_kit::rpc::{Caller, history_doc};
+use worktruck_kit::pbjson::{opt_datetime, uuid};
+use worktruck_kit::rpc::{self, Caller};
 use worktruck_kit::store::{ListQuery, Record, Store, Write};
 use worktruck_kit::{Error, Result};
 use worktruck_proto::common::v1 as common;
@@ -179,41 +179,16 @@ impl ContactsService for Contacts {
 
     async fn get_contact_history(&self, req: Request<common::HistoryRequest>) -> Result<Response<common::HistoryResponse>, Status> {
         let c = self.caller(&req)?;
-        let r = req.into_inner();
-        let id = uuid(&r.id, "id")?;
-        let from = opt_datetime(r.from.as_ref(), "from")?;
-        let to = opt_datetime(r.to.as_ref(), "to")?;
-        let scope = format!("contacts:history:{id}:{from:?}:{to:?}");
-        let limit = cursor::limit(r.limit)?;
-        let cur = cursor::decode_opt(r.cursor.as_deref(), &scope)?;
-        let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
-        let page = CONTACTS.history(&mut tx, c.tenant, c.ctx.retention(now()), id, from, to, limit, cur).await?;
-        Ok(Response::new(pbjson::history_response(page, &scope, history_doc(id, &[]))))
+        Ok(Response::new(rpc::history(&CONTACTS, &self.db, &c, req.into_inner(), &[]).await?))
     }
 
     async fn diff_contact(&self, req: Request<common::DiffRequest>) -> Result<Response<common::DiffResponse>, Status> {
         let c = self.caller(&req)?;
-        let r = req.into_inner();
-        let id = uuid(&r.id, "id")?;
-        let t = now();
-        let from = opt_datetime(r.from.as_ref(), "from")?.ok_or_else(|| Error::invalid("from is required"))?;
-        let to = opt_datetime(r.to.as_ref(), "to")?.unwrap_or(t);
-        let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
-        let d = CONTACTS.diff(&mut tx, c.tenant, c.ctx.retention(t), id, from, to).await?;
-        Ok(Response::new(pbjson::diff_response(id, from, to, d)))
+        Ok(Response::new(rpc::diff(&CONTACTS, &self.db, &c, req.into_inner(), &[]).await?))
     }
 
     async fn get_contact_timeline(&self, req: Request<common::TimelineRequest>) -> Result<Response<common::TimelineResponse>, Status> {
         let c = self.caller(&req)?;
-        let r = req.into_inner();
-        let id = uuid(&r.id, "id")?;
-        let from = opt_datetime(r.from.as_ref(), "from")?;
-        let to = opt_datetime(r.to.as_ref(), "to")?;
-        if r.fields.len() > 50 {
-            return Err(Error::invalid("at most 50 fields").into());
-        }
-        let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
-        let events = CONTACTS.timeline(&mut tx, c.tenant, c.ctx.retention(now()), id, from, to, &r.fields).await?;
-        Ok(Response::new(pbjson::timeline_response(events)))
+        Ok(Response::new(rpc::timeline(&CONTACTS, &self.db, &c, req.into_inner(), &[]).await?))
     }
 }

@@ -1,13 +1,19 @@
 //! What every service's RPC handlers share, so no service copies it from another: the verified
-//! caller (context and tenant), the `(as_of, valid_at)` pair of a temporal read, and the JSON
-//! of a history entry.
+//! caller (context and tenant), the `(as_of, valid_at)` pair of a temporal read, the JSON of a
+//! history entry, and the `/history`, `/diff` and `/timeline` RPCs of any entity on kit's store.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
+use worktruck_proto::common::v1 as pb;
+
 use crate::context::{Ctx, Verifier};
-use crate::error::Result;
+use crate::cursor;
+use crate::db::{Db, Scope, now};
+use crate::error::{Error, Result};
+use crate::pbjson::{self, opt_datetime, uuid};
+use crate::store::Store;
 
 /// A caller whose signed context verified and names a tenant.
 #[derive(Debug, Clone)]
@@ -66,6 +72,66 @@ pub fn history_doc(id: Uuid, hidden: &'static [&'static str]) -> impl Fn(&Value)
         }
         Value::Object(m)
     }
+}
+
+/// `Get…History` for an entity of `store`: arguments parsed, the cursor bound to the entity and
+/// window, the retention rule applied; `hidden` fields are left out of each entry.
+pub async fn history(
+    store: &Store,
+    db: &Db,
+    c: &Caller,
+    r: pb::HistoryRequest,
+    hidden: &'static [&'static str],
+) -> Result<pb::HistoryResponse> {
+    let id = uuid(&r.id, "id")?;
+    let from = opt_datetime(r.from.as_ref(), "from")?;
+    let to = opt_datetime(r.to.as_ref(), "to")?;
+    let scope = format!("{}:history:{id}:{from:?}:{to:?}", store.entity());
+    let limit = cursor::limit(r.limit)?;
+    let cur = cursor::decode_opt(r.cursor.as_deref(), &scope)?;
+    let mut tx = db.begin(Scope::Tenant(c.tenant), false).await?;
+    let page = store.history(&mut tx, c.tenant, c.retention(now()), id, from, to, limit, cur).await?;
+    Ok(pbjson::history_response(page, &scope, history_doc(id, hidden)))
+}
+
+/// `Diff…` for an entity of `store` (`from` required, `to` defaulting to now); changes to
+/// `hidden` fields are left out.
+pub async fn diff(
+    store: &Store,
+    db: &Db,
+    c: &Caller,
+    r: pb::DiffRequest,
+    hidden: &'static [&'static str],
+) -> Result<pb::DiffResponse> {
+    let id = uuid(&r.id, "id")?;
+    let t = now();
+    let from = opt_datetime(r.from.as_ref(), "from")?.ok_or_else(|| Error::invalid("from is required"))?;
+    let to = opt_datetime(r.to.as_ref(), "to")?.unwrap_or(t);
+    let mut tx = db.begin(Scope::Tenant(c.tenant), false).await?;
+    let mut d = store.diff(&mut tx, c.tenant, c.retention(t), id, from, to).await?;
+    d.changes.retain(|ch| !hidden.contains(&ch.field.as_str()));
+    Ok(pbjson::diff_response(id, from, to, d))
+}
+
+/// `Get…Timeline` for an entity of `store` (at most 50 `fields`); events of `hidden` fields
+/// are left out.
+pub async fn timeline(
+    store: &Store,
+    db: &Db,
+    c: &Caller,
+    r: pb::TimelineRequest,
+    hidden: &'static [&'static str],
+) -> Result<pb::TimelineResponse> {
+    let id = uuid(&r.id, "id")?;
+    let from = opt_datetime(r.from.as_ref(), "from")?;
+    let to = opt_datetime(r.to.as_ref(), "to")?;
+    if r.fields.len() > 50 {
+        return Err(Error::invalid("at most 50 fields"));
+    }
+    let mut tx = db.begin(Scope::Tenant(c.tenant), false).await?;
+    let mut events = store.timeline(&mut tx, c.tenant, c.retention(now()), id, from, to, &r.fields).await?;
+    events.retain(|e| !hidden.contains(&e.field.as_str()));
+    Ok(pbjson::timeline_response(events))
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@ use worktruck_kit::context::Verifier;
 use worktruck_kit::cursor::{self, Cursor};
 use worktruck_kit::db::{Db, Scope, Tx, now};
 use worktruck_kit::outbox::{self, Relay};
-use worktruck_kit::pbjson::{self, from_struct, opt_datetime, uuid};
-use worktruck_kit::rpc::{Caller, history_doc};
+use worktruck_kit::pbjson::{from_struct, opt_datetime, uuid};
+use worktruck_kit::rpc::{self, Caller};
 use worktruck_kit::store::{ListQuery, Record, Retention, Store, Write, search_query};
 use worktruck_kit::{Error, ErrorCode, Result};
 use worktruck_proto::common::v1 as common;
@@ -143,11 +143,6 @@ async fn ensure_tags(svc: &Notes, tx: &mut Tx, c: &Caller, names: &[String], t: 
         ids.push(id.to_string());
     }
     Ok(ids)
-}
-
-/// Notes' history entries, diff and timeline leave out the fields kept only for queries.
-fn visible(field: &str) -> bool {
-    !NOTE_HIDDEN.contains(&field)
 }
 
 fn limit_offset(limit: Option<i32>, cursor: Option<&str>, scope: &str) -> Result<(i64, i64)> {
@@ -437,44 +432,17 @@ impl NotesService for Notes {
 
     async fn get_note_history(&self, req: Request<common::HistoryRequest>) -> Result<Response<common::HistoryResponse>, Status> {
         let c = self.caller(&req)?;
-        let r = req.into_inner();
-        let id = uuid(&r.id, "id")?;
-        let from = opt_datetime(r.from.as_ref(), "from")?;
-        let to = opt_datetime(r.to.as_ref(), "to")?;
-        let scope = format!("notes:history:{id}:{from:?}:{to:?}");
-        let limit = cursor::limit(r.limit)?;
-        let cur = cursor::decode_opt(r.cursor.as_deref(), &scope)?;
-        let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
-        let page = NOTES.history(&mut tx, c.tenant, c.retention(now()), id, from, to, limit, cur).await?;
-        Ok(Response::new(pbjson::history_response(page, &scope, history_doc(id, NOTE_HIDDEN))))
+        Ok(Response::new(rpc::history(&NOTES, &self.db, &c, req.into_inner(), NOTE_HIDDEN).await?))
     }
 
     async fn diff_note(&self, req: Request<common::DiffRequest>) -> Result<Response<common::DiffResponse>, Status> {
         let c = self.caller(&req)?;
-        let r = req.into_inner();
-        let id = uuid(&r.id, "id")?;
-        let t = now();
-        let from = opt_datetime(r.from.as_ref(), "from")?.ok_or_else(|| Error::invalid("from is required"))?;
-        let to = opt_datetime(r.to.as_ref(), "to")?.unwrap_or(t);
-        let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
-        let mut d = NOTES.diff(&mut tx, c.tenant, c.retention(t), id, from, to).await?;
-        d.changes.retain(|ch| visible(&ch.field));
-        Ok(Response::new(pbjson::diff_response(id, from, to, d)))
+        Ok(Response::new(rpc::diff(&NOTES, &self.db, &c, req.into_inner(), NOTE_HIDDEN).await?))
     }
 
     async fn get_note_timeline(&self, req: Request<common::TimelineRequest>) -> Result<Response<common::TimelineResponse>, Status> {
         let c = self.caller(&req)?;
-        let r = req.into_inner();
-        let id = uuid(&r.id, "id")?;
-        let from = opt_datetime(r.from.as_ref(), "from")?;
-        let to = opt_datetime(r.to.as_ref(), "to")?;
-        if r.fields.len() > 50 {
-            return Err(Error::invalid("at most 50 fields").into());
-        }
-        let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
-        let mut events = NOTES.timeline(&mut tx, c.tenant, c.retention(now()), id, from, to, &r.fields).await?;
-        events.retain(|e| visible(&e.field));
-        Ok(Response::new(pbjson::timeline_response(events)))
+        Ok(Response::new(rpc::timeline(&NOTES, &self.db, &c, req.into_inner(), NOTE_HIDDEN).await?))
     }
 
     async fn list_note_links(&self, req: Request<pb::ListNoteLinksRequest>) -> Result<Response<pb::ListNoteLinksResponse>, Status> {
