@@ -8,6 +8,7 @@ use std::path::PathBuf;
 const FILES: &[&str] = &[
     "worktruck/common/v1/common.proto",
     "worktruck/common/v1/options.proto",
+    "worktruck/common/v1/links.proto",
     "worktruck/mcp/v1/options.proto",
     "worktruck/tenants/v1/tenants.proto",
     "worktruck/contacts/v1/contacts.proto",

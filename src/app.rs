@@ -275,6 +275,7 @@ async fn start_service(
     keys: &Keys,
     bus: &Bus,
     clients: BTreeMap<&'static str, Channel>,
+    peers: BTreeMap<&'static str, worktruck_kit::links::Peer>,
     listener: ops::GrpcListener,
     shutdown: &Shutdown,
     tasks: &mut Tasks,
@@ -291,9 +292,10 @@ async fn start_service(
         bus.clone(),
         keys.secrets.clone(),
         clients,
+        peers,
         shutdown.clone(),
     );
-    let built = (def.build)(ctx).with_context(|| format!("starting the {} service", def.name))?;
+    let built = worktruck_kit::service::build(def, ctx).with_context(|| format!("starting the {} service", def.name))?;
     tasks.background.push(tokio::spawn(relay.run(shutdown.wait())));
     for (name, task) in built.tasks {
         let service = def.name;
@@ -488,7 +490,8 @@ pub async fn start_dev(cfg: Config) -> anyhow::Result<Running> {
     let mut tenants_db = None;
     for (def, listener) in defs.iter().copied().zip(listeners) {
         let clients = def.calls.iter().map(|c| (*c, channels[c].clone())).collect();
-        let db = start_service(&cfg, def, &keys, &bus, clients, listener, &shutdown, &mut tasks).await?;
+        let peers = worktruck_kit::service::peers(def, &defs, &channels);
+        let db = start_service(&cfg, def, &keys, &bus, clients, peers, listener, &shutdown, &mut tasks).await?;
         checks.push(ops::db_check(&format!("{}.database", def.name), db.clone()));
         if def.name == services::tenants().name {
             tenants_db = Some(db.clone());
@@ -554,10 +557,27 @@ pub async fn start_role(cfg: Config, role: Role) -> anyhow::Result<Running> {
                 checks.extend(callee.grpc_services.iter().map(|g| ops::grpc_check(callee.name, ch.clone(), g)));
                 clients.insert(callee.name, ch);
             }
+            // Links reach every other enabled service with an address, lazily: none of them is
+            // needed to start or to be ready.
+            let mut reachable = BTreeMap::new();
+            for other in services::enabled(&cfg)? {
+                if other.name != def.name
+                    && let Ok(address) = services::address(&cfg, other)
+                {
+                    reachable.insert(other.name, channel(&cfg, &address)?);
+                }
+            }
+            let peers = worktruck_kit::service::peers(def, &services::enabled(&cfg)?, &reachable);
+            if cfg.nats.url.is_empty() && !def.link_targets.is_empty() {
+                tracing::warn!(
+                    service = def.name,
+                    "no nats.url: links made by other processes never reach this one, nor does a deletion reach theirs"
+                );
+            }
             let listener = TcpListener::bind(cfg.grpc.addr).await.with_context(|| format!("listen on {}", cfg.grpc.addr))?;
             let grpc_addr = listener.local_addr()?;
             let cfg = Arc::new(cfg);
-            let db = start_service(&cfg, def, &keys, &bus, clients, listener.into(), &shutdown, &mut tasks).await?;
+            let db = start_service(&cfg, def, &keys, &bus, clients, peers, listener.into(), &shutdown, &mut tasks).await?;
             checks.insert(0, ops::db_check("database", db.clone()));
             checks.push(ops::bus_check(bus.clone()));
             start_admin(&cfg, checks, &shutdown, &mut tasks).await?;

@@ -104,6 +104,7 @@ async fn tools_from_the_registry_over_streamable_http() {
                 "contacts_get",
                 "contacts_search",
                 "contacts_update",
+                "links_list",
                 "notes_create",
                 "notes_delete",
                 "notes_get",

@@ -48,6 +48,12 @@ impl Split {
     /// table), the REST gateway and, with `mcp`, the MCP gateway; waits until every gateway is
     /// ready.
     pub async fn start(backend: Backend, services: &[&str], mcp: bool) -> Split {
+        Split::start_with_nats(backend, services, mcp, None).await
+    }
+
+    /// [`Split::start`] with every role on the NATS server at `nats` (without it, each role
+    /// has its own in-process bus, so no event crosses between them).
+    pub async fn start_with_nats(backend: Backend, services: &[&str], mcp: bool, nats: Option<String>) -> Split {
         let data = TestData::new(backend).await;
         let defs: Vec<_> = worktruck::services::TABLE
             .iter()
@@ -62,6 +68,9 @@ impl Split {
         ];
         if backend == Backend::Postgres {
             env.push(("WORKTRUCK_DATABASE__URL".into(), data.database_url.clone().unwrap()));
+        }
+        if let Some(url) = nats {
+            env.push(("WORKTRUCK_NATS__URL".into(), url));
         }
         if !services.is_empty() {
             let names: Vec<&str> = defs.iter().map(|d| d.name).collect();

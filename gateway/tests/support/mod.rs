@@ -194,6 +194,20 @@ fn unimplemented<T>() -> Result<GrpcResponse<T>, Status> {
 
 #[tonic::async_trait]
 impl ContactsService for FakeContacts {
+    async fn restore_contact(
+        &self,
+        _: GrpcRequest<worktruck_proto::contacts::v1::RestoreContactRequest>,
+    ) -> Result<GrpcResponse<Contact>, Status> {
+        unimplemented()
+    }
+
+    async fn list_contact_links(
+        &self,
+        _: GrpcRequest<common::ListLinksRequest>,
+    ) -> Result<GrpcResponse<common::ListLinksResponse>, Status> {
+        unimplemented()
+    }
+
     async fn create_contact(
         &self,
         request: GrpcRequest<CreateContactRequest>,

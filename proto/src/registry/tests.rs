@@ -37,6 +37,18 @@ fn contacts_and_tenants_routes_are_read_from_the_http_rules() {
             RequestBody::None,
         ),
         (
+            "RestoreContact",
+            HttpMethod::Post,
+            "/api/v1/contacts/{id}/restore",
+            RequestBody::Whole,
+        ),
+        (
+            "ListContactLinks",
+            HttpMethod::Get,
+            "/api/v1/contacts/{id}/links",
+            RequestBody::None,
+        ),
+        (
             "ListContacts",
             HttpMethod::Get,
             "/api/v1/contacts",

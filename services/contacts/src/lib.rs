@@ -8,6 +8,7 @@ mod domain;
 mod service;
 
 use sqlx::migrate::Migrator;
+use worktruck_kit::links::LinkTarget;
 use worktruck_kit::service::{Built, ServiceContext, ServiceDef};
 use worktruck_proto::contacts::v1::contacts_service_server::ContactsServiceServer;
 
@@ -30,11 +31,13 @@ pub static DEFINITION: ServiceDef = ServiceDef {
     name: SERVICE,
     grpc_services: &[GRPC_NAME],
     calls: &[],
+    link_targets: &[LinkTarget { entity: "contact", title: &["display_name"], key: None }],
     migrators,
     build,
 };
 
 fn build(ctx: ServiceContext) -> anyhow::Result<Built> {
-    let svc = Contacts::new(ctx.db, ctx.verifier, ctx.relay);
+    let links = ctx.links();
+    let svc = Contacts::new(ctx.db, ctx.verifier, ctx.relay, links);
     Ok(Built::new(tonic::service::Routes::new(ContactsServiceServer::new(svc))))
 }

@@ -6,10 +6,11 @@ use uuid::Uuid;
 use worktruck_kit::context::Verifier;
 use worktruck_kit::cursor::{self};
 use worktruck_kit::db::{Db, Scope, Tx, now};
+use worktruck_kit::links::Links;
 use worktruck_kit::outbox::{self, Relay};
 use worktruck_kit::pbjson::{opt_datetime, uuid};
 use worktruck_kit::rpc::{self, Caller};
-use worktruck_kit::store::{ListQuery, Record, Store, Write};
+use worktruck_kit::store::{ListQuery, Record, Retention, Store, Write};
 use worktruck_kit::{Error, Result};
 use worktruck_proto::common::v1 as common;
 use worktruck_proto::contacts::v1 as pb;
@@ -26,12 +27,13 @@ pub struct Contacts {
     db: Db,
     verifier: Verifier,
     relay: Relay,
+    links: Links,
 }
 
 impl Contacts {
     /// A service over a migrated database.
-    pub fn new(db: Db, verifier: Verifier, relay: Relay) -> Self {
-        Self { db, verifier, relay }
+    pub fn new(db: Db, verifier: Verifier, relay: Relay, links: Links) -> Self {
+        Self { db, verifier, relay, links }
     }
 
     fn caller<T>(&self, req: &Request<T>) -> Result<Caller> {
@@ -128,9 +130,42 @@ impl ContactsService for Contacts {
         let rec = CONTACTS.delete(&mut tx, c.tenant, id, &c.ctx.actor, t).await?;
         let out = self.pb(&c, &rec)?;
         self.emit(&mut tx, &c, "deleted", &out, id, t).await?;
+        self.links.target_changed(&mut tx, &c, CONTACTS.entity(), id, true, rec.version, t).await?;
         tx.commit().await?;
         self.relay.notify();
         Ok(Response::new(pb::DeleteContactResponse { id: id.to_string(), deleted: true }))
+    }
+
+    async fn restore_contact(&self, req: Request<pb::RestoreContactRequest>) -> Result<Response<pb::Contact>, Status> {
+        let c = self.caller(&req)?;
+        let id = uuid(&req.get_ref().id, "id")?;
+        let t = now();
+        let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
+        if CONTACTS.head(&mut tx, c.tenant, id).await.is_ok() {
+            return Err(Error::conflict("the contact is not deleted").into());
+        }
+        // The search text of the version being restored; not_found when it never existed.
+        let page = CONTACTS.history(&mut tx, c.tenant, Retention::UNBOUNDED, id, None, None, 1, None).await?;
+        let doc = page.rows.first().map(|(_, _, d, _)| ContactDoc::from_value(d)).transpose()?;
+        let search = doc.map(|d| d.search_text()).unwrap_or_default();
+        let rec = CONTACTS.restore(&mut tx, c.tenant, id, &search, &c.ctx.actor, t).await?;
+        let out = self.pb(&c, &rec)?;
+        self.emit(&mut tx, &c, "restored", &out, id, t).await?;
+        self.links.target_changed(&mut tx, &c, CONTACTS.entity(), id, false, rec.version, t).await?;
+        tx.commit().await?;
+        self.relay.notify();
+        Ok(Response::new(out))
+    }
+
+    async fn list_contact_links(&self, req: Request<common::ListLinksRequest>) -> Result<Response<common::ListLinksResponse>, Status> {
+        let c = self.caller(&req)?;
+        let r = req.into_inner();
+        let id = uuid(&r.id, "id")?;
+        {
+            let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
+            CONTACTS.head(&mut tx, c.tenant, id).await?;
+        }
+        Ok(Response::new(self.links.list(&c, CONTACTS.entity(), id, &r).await?))
     }
 
     async fn list_contacts(&self, req: Request<pb::ListContactsRequest>) -> Result<Response<pb::ListContactsResponse>, Status> {

@@ -196,6 +196,38 @@ impl Bus {
         }
     }
 
+    /// Every event on `subject` (a NATS pattern) from `start` on, for work that must happen
+    /// for each event even across restarts and outages: on NATS a durable JetStream pull
+    /// consumer named `durable` (replicas of one service share it and split the work), each
+    /// delivery acknowledged by [`Delivery::ack`] and redelivered when not; in process, the
+    /// broadcast from now on ([`Watched::Gap`] when a receiver fell behind). Delivery is at
+    /// least once and may reorder redeliveries: consumers deduplicate on the event id and
+    /// never let an older event undo a newer one. The stream ends at shutdown only.
+    pub fn consume(
+        &self,
+        durable: &str,
+        subject: &str,
+        start: chrono::DateTime<chrono::Utc>,
+    ) -> std::pin::Pin<Box<dyn futures::Stream<Item = Delivered> + Send>> {
+        match self {
+            Bus::Memory(_) => Box::pin(self.watch(subject).map(|w| match w {
+                Watched::Event(m) => Delivered::Event(Box::new(Delivery { message: m, ack: None })),
+                Watched::Gap => Delivered::Gap,
+            })),
+            Bus::Nats(n) => {
+                let state = Durable {
+                    bus: self.clone(),
+                    js: n.js.clone(),
+                    name: durable.to_owned(),
+                    subject: subject.to_owned(),
+                    start,
+                    messages: None,
+                };
+                Box::pin(futures::stream::unfold(state, Durable::next))
+            }
+        }
+    }
+
     /// Subscribes to the in-process bus (the NATS side is read with a NATS client).
     pub fn subscribe_memory(&self) -> Option<impl futures::Stream<Item = Message> + use<>> {
         match self {
@@ -245,6 +277,123 @@ impl Nats {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == PublishErrorKind::StreamNotFound => Err(Publish::NoStream),
             Err(e) => Err(Publish::Other(format!("nats ack: {e}"))),
+        }
+    }
+}
+
+/// What [`Bus::consume`] yields.
+pub enum Delivered {
+    /// An event, to acknowledge once handled.
+    Event(Box<Delivery>),
+    /// In process only: events were missed.
+    Gap,
+}
+
+/// One event from [`Bus::consume`].
+pub struct Delivery {
+    /// The event.
+    pub message: Message,
+    ack: Option<async_nats::jetstream::Message>,
+}
+
+impl Delivery {
+    /// Done with it: JetStream will not deliver it again.
+    pub async fn ack(self) {
+        if let Some(m) = self.ack
+            && let Err(e) = m.ack().await
+        {
+            tracing::debug!(error = %e, "cannot acknowledge an event; it will come again");
+        }
+    }
+
+    /// Not done: JetStream delivers it again after `delay`.
+    pub async fn retry(self, delay: Duration) {
+        if let Some(m) = self.ack
+            && let Err(e) = m.ack_with(async_nats::jetstream::AckKind::Nak(Some(delay))).await
+        {
+            tracing::debug!(error = %e, "cannot ask for redelivery; it comes after the ack wait");
+        }
+    }
+}
+
+/// The state of a [`Bus::consume`] on NATS: the durable consumer's message stream, made
+/// again (with the stream) whenever it fails, e.g. after NATS came back without storage.
+struct Durable {
+    bus: Bus,
+    js: async_nats::jetstream::Context,
+    name: String,
+    subject: String,
+    start: chrono::DateTime<chrono::Utc>,
+    messages: Option<async_nats::jetstream::consumer::pull::Stream>,
+}
+
+impl Durable {
+    async fn open(&self) -> std::result::Result<async_nats::jetstream::consumer::pull::Stream, String> {
+        use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+        self.bus.ensure_stream().await.map_err(|e| e.message)?;
+        let stream = self.js.get_stream(STREAM).await.map_err(|e| e.to_string())?;
+        let consumer: async_nats::jetstream::consumer::Consumer<pull::Config> = stream
+            .get_or_create_consumer(
+                &self.name,
+                pull::Config {
+                    durable_name: Some(self.name.clone()),
+                    filter_subject: self.subject.clone(),
+                    deliver_policy: DeliverPolicy::ByStartTime { start_time: self.start },
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(30),
+                    max_ack_pending: 256,
+                    // A consumer nobody reads for a day goes; made again, it starts over
+                    // from `start`, which its consumer's deduplication makes harmless.
+                    inactive_threshold: Duration::from_secs(24 * 3600),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        consumer.messages().await.map_err(|e| e.to_string())
+    }
+
+    async fn next(mut self) -> Option<(Delivered, Durable)> {
+        loop {
+            let Some(messages) = self.messages.as_mut() else {
+                match self.open().await {
+                    Ok(m) => self.messages = Some(m),
+                    Err(e) => {
+                        tracing::warn!(error = %e, consumer = %self.name, "cannot open a durable consumer; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+                continue;
+            };
+            match messages.next().await {
+                Some(Ok(m)) => {
+                    let header = |k: &str| m.headers.as_ref().and_then(|h| h.get(k)).and_then(|v| v.as_str().parse::<Uuid>().ok());
+                    let (Some(tenant_id), Some(event_id)) = (header("Worktruck-Tenant"), header("Nats-Msg-Id")) else {
+                        // Not one of ours: nothing to do, ever.
+                        let _ = m.ack().await;
+                        continue;
+                    };
+                    let trace = TRACE_HEADERS
+                        .iter()
+                        .filter_map(|k| {
+                            let v = m.headers.as_ref()?.get(*k)?;
+                            Some(((*k).to_owned(), v.as_str().to_owned()))
+                        })
+                        .collect();
+                    let message =
+                        Message { event_id, tenant_id, subject: m.subject.to_string(), payload: m.payload.clone(), trace };
+                    return Some((Delivered::Event(Box::new(Delivery { message, ack: Some(m) })), self));
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, consumer = %self.name, "durable consumer failed; opening it again");
+                    self.messages = None;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                None => {
+                    self.messages = None;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
         }
     }
 }

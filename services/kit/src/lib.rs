@@ -1,6 +1,6 @@
 //! The shared runtime of every Worktruck service: typed config, the database layer (Postgres and
 //! SQLite), the generic bitemporal store, opaque cursors, the error-code table, the outbox and
-//! event bus, the signed internal context, outbound HTTPS clients, telemetry, and
+//! event bus, cross-domain links, the signed internal context, outbound HTTPS clients, telemetry, and
 //! health/readiness/metrics, and the definition every service exports (`service`).
 //!
 //! Domain rules live in the services; this crate must stay free of any one domain.
@@ -12,6 +12,7 @@ pub mod cursor;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod links;
 pub mod ops;
 pub mod outbox;
 pub mod pbjson;

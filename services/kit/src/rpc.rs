@@ -22,6 +22,18 @@ pub struct Caller {
     pub ctx: Ctx,
     /// The tenant the call acts on.
     pub tenant: Uuid,
+    /// The signed context as it came, to pass on to another service on the caller's behalf.
+    token: Option<Token>,
+}
+
+/// A signed context token, kept out of logs.
+#[derive(Clone)]
+struct Token(std::sync::Arc<str>);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
 }
 
 impl Caller {
@@ -29,7 +41,17 @@ impl Caller {
     pub fn verify<T>(verifier: &Verifier, req: &tonic::Request<T>) -> Result<Caller> {
         let ctx = verifier.verify(req.metadata())?;
         let tenant = ctx.require_tenant()?;
-        Ok(Caller { ctx, tenant })
+        let token = req
+            .metadata()
+            .get(crate::context::METADATA_KEY)
+            .and_then(|v| v.to_str().ok())
+            .map(|t| Token(std::sync::Arc::from(t)));
+        Ok(Caller { ctx, tenant, token })
+    }
+
+    /// The caller's signed context, to call another service on its behalf.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_ref().map(|t| t.0.as_ref())
     }
 
     /// The principal, for `captured_by` and events.

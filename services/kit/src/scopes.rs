@@ -53,6 +53,11 @@ impl ScopeTable {
     pub fn new(registry: &Registry) -> Self {
         let mut by_path = HashMap::new();
         for service in registry.pool().services() {
+            // Served by every service for the others (kit::links), never routed by a gateway:
+            // its server checks the serving domain's read scope itself.
+            if service.full_name() == crate::links::GRPC_NAME {
+                continue;
+            }
             for rpc in service.methods() {
                 let path = format!("/{}/{}", service.full_name(), rpc.name());
                 by_path.insert(path, Arc::from(scope(&rpc, is_read(registry, &rpc))));

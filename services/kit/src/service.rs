@@ -36,6 +36,9 @@ pub struct ServiceDef {
     /// The other services (by [`ServiceDef::name`]) it calls over gRPC: it is handed a channel
     /// to each, and its role is ready only when they serve.
     pub calls: &'static [&'static str],
+    /// The entity kinds others may link to (kit::links): kit serves their resolution and
+    /// keeps their inbound links. Empty for a service nothing links to.
+    pub link_targets: &'static [crate::links::LinkTarget],
     /// Its migrations: (PostgreSQL, SQLite).
     pub migrators: fn() -> (Migrator, Migrator),
     /// Builds its gRPC routes and background work (bus consumers, sweepers) from what every
@@ -70,7 +73,11 @@ pub struct ServiceContext {
     pub clients: BTreeMap<&'static str, Channel>,
     /// Resolves when the process shuts down; background work ends then.
     pub shutdown: Shutdown,
+    /// The other services this process can reach (every enabled one with an address), for
+    /// links; unlike `clients`, none of them is needed for readiness.
+    pub peers: BTreeMap<&'static str, crate::links::Peer>,
     pub(crate) name: &'static str,
+    pub(crate) link_targets: &'static [crate::links::LinkTarget],
 }
 
 impl ServiceContext {
@@ -85,9 +92,35 @@ impl ServiceContext {
         bus: Bus,
         secrets: Option<Secrets>,
         clients: BTreeMap<&'static str, Channel>,
+        peers: BTreeMap<&'static str, crate::links::Peer>,
         shutdown: Shutdown,
     ) -> Self {
-        Self { config, db, verifier, relay, bus, secrets, clients, shutdown, name: def.name }
+        Self {
+            config,
+            db,
+            verifier,
+            relay,
+            bus,
+            secrets,
+            clients,
+            shutdown,
+            peers,
+            name: def.name,
+            link_targets: def.link_targets,
+        }
+    }
+
+    /// The service's links (kit::links): the same handle kit serves its link targets and runs
+    /// its links consumer with.
+    pub fn links(&self) -> crate::links::Links {
+        crate::links::Links::new(
+            self.name,
+            self.link_targets,
+            self.db.clone(),
+            self.relay.clone(),
+            self.verifier.clone(),
+            self.peers.clone(),
+        )
     }
 
     /// The channel to `service`, which the definition must list in `calls`.
@@ -119,6 +152,33 @@ impl ServiceContext {
                 .map_err(|e| anyhow::anyhow!("configuration: settings.{}: {e}", self.name)),
         }
     }
+}
+
+/// Builds `def` from `ctx`, and adds what kit runs for every service with link targets: the
+/// `LinkTargets` gRPC server and the links consumer. The binary and the test fixtures start
+/// services through this, never by calling `build` directly.
+pub fn build(def: &'static ServiceDef, ctx: ServiceContext) -> anyhow::Result<Built> {
+    let links = (!def.link_targets.is_empty()).then(|| (ctx.links(), ctx.bus.clone(), ctx.shutdown.clone()));
+    let mut built = (def.build)(ctx)?;
+    if let Some((links, bus, shutdown)) = links {
+        built.routes = built.routes.add_service(links.server());
+        built = built.task("links", links.consume(bus, shutdown));
+    }
+    Ok(built)
+}
+
+/// The peers of `def` among `channels` (every service with a channel but itself), for
+/// [`ServiceContext::peers`].
+pub fn peers(
+    def: &'static ServiceDef,
+    table: &[&'static ServiceDef],
+    channels: &BTreeMap<&'static str, Channel>,
+) -> BTreeMap<&'static str, crate::links::Peer> {
+    table
+        .iter()
+        .filter(|d| d.name != def.name)
+        .filter_map(|d| channels.get(d.name).map(|ch| (d.name, crate::links::Peer { channel: ch.clone(), targets: d.link_targets })))
+        .collect()
 }
 
 /// A background task: a name (for logs) and its future, which ends at shutdown.

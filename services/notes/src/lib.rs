@@ -13,6 +13,7 @@ mod queries;
 mod service;
 
 use sqlx::migrate::Migrator;
+use worktruck_kit::links::LinkTarget;
 use worktruck_kit::service::{Built, ServiceContext, ServiceDef};
 use worktruck_proto::notes::v1::notes_service_server::NotesServiceServer;
 
@@ -35,11 +36,16 @@ pub static DEFINITION: ServiceDef = ServiceDef {
     name: SERVICE,
     grpc_services: &[GRPC_NAME],
     calls: &[],
+    link_targets: &[
+        LinkTarget { entity: "note", title: &["title"], key: None },
+        LinkTarget { entity: "notebook", title: &["name"], key: None },
+    ],
     migrators,
     build,
 };
 
 fn build(ctx: ServiceContext) -> anyhow::Result<Built> {
-    let svc = Notes::new(ctx.db, ctx.verifier, ctx.relay);
+    let links = ctx.links();
+    let svc = Notes::new(ctx.db, ctx.verifier, ctx.relay, links);
     Ok(Built::new(tonic::service::Routes::new(NotesServiceServer::new(svc))))
 }

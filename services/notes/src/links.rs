@@ -49,6 +49,9 @@ impl LinkRow {
             ambiguous: same_title > 1,
             context: self.context,
             position: self.position,
+            target: self.target_id.map(|t| format!("notes:note:{t}")),
+            link_id: None,
+            link_type: None,
         }
     }
 }
@@ -101,7 +104,16 @@ pub async fn resolve(tx: &mut Tx, tenant: Uuid, key: &str) -> Result<Option<Uuid
 /// Rebuilds the links of `source` from `body`. A link keeps the target its title had before
 /// (by id); `prefer` pins a title key to a note (a rewrite after a rename), else a new title
 /// resolves by key.
-pub async fn sync(tx: &mut Tx, tenant: Uuid, source: Uuid, body: &str, prefer: Option<(&str, Uuid)>) -> Result<usize> {
+/// Wikilinks whose text `cross` calls a reference into another domain (`[[contact:<id>]]`)
+/// are kit's links, not rows here.
+pub async fn sync(
+    tx: &mut Tx,
+    tenant: Uuid,
+    source: Uuid,
+    body: &str,
+    prefer: Option<(&str, Uuid)>,
+    cross: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<usize> {
     let before: Vec<(String, Option<Uuid>)> = on_tx!(tx, c => sqlx::query_as(
         "SELECT target_key, target_id FROM note_links WHERE tenant_id = $1 AND source_id = $2")
         .bind(tenant).bind(source).fetch_all(c).await)?;
@@ -111,7 +123,8 @@ pub async fn sync(tx: &mut Tx, tenant: Uuid, source: Uuid, body: &str, prefer: O
         known.insert(k.to_owned(), id);
     }
     exec!(tx, sqlx::query("DELETE FROM note_links WHERE tenant_id = $1 AND source_id = $2").bind(tenant).bind(source))?;
-    let links = markdown::wikilinks(body);
+    let mut links = markdown::wikilinks(body);
+    links.retain(|l| !cross(&l.title));
     let mut resolved: HashMap<String, Option<Uuid>> = HashMap::new();
     for (position, link) in links.iter().enumerate() {
         let key = title_key(&link.title);

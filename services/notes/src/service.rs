@@ -9,6 +9,7 @@ use uuid::Uuid;
 use worktruck_kit::context::Verifier;
 use worktruck_kit::cursor::{self, Cursor};
 use worktruck_kit::db::{Db, Scope, Tx, now};
+use worktruck_kit::links::{self as links_kit, Links, NewLink, Source};
 use worktruck_kit::outbox::{self, Relay};
 use worktruck_kit::pbjson::{from_struct, opt_datetime, uuid};
 use worktruck_kit::rpc::{self, Caller};
@@ -43,12 +44,41 @@ pub struct Notes {
     db: Db,
     verifier: Verifier,
     relay: Relay,
+    links: Links,
 }
+
+/// The origin of the cross-domain links a note's body makes (`[[contact:<id>]]`).
+const BODY: &str = "body";
+/// The origin of those made with `POST /api/v1/notes/{id}/links`.
+const API: &str = "api";
+/// The type of a body's cross-domain links.
+const MENTIONS: &str = "mentions";
 
 impl Notes {
     /// A service over a migrated database.
-    pub fn new(db: Db, verifier: Verifier, relay: Relay) -> Self {
-        Self { db, verifier, relay }
+    pub fn new(db: Db, verifier: Verifier, relay: Relay, links: Links) -> Self {
+        Self { db, verifier, relay, links }
+    }
+
+    /// Whether a wikilink's text is a reference into another domain (`contact:<id>`), which
+    /// kit's links carry, rather than a note title.
+    fn is_cross(&self, title: &str) -> bool {
+        title.contains(':') && self.links.parse_ref(title).is_ok_and(|r| r.domain != self.links.domain())
+    }
+
+    /// The cross-domain links of `body`, their targets checked (a missing one is a 400).
+    async fn body_links(&self, c: &Caller, body: &str) -> Result<Vec<NewLink>> {
+        let mut wanted = Vec::new();
+        for w in markdown::wikilinks(body) {
+            if self.is_cross(&w.title) {
+                let r = self.links.parse_ref(&w.title)?;
+                wanted.push((r, MENTIONS.to_owned(), links_kit::context(Some(&w.context))?));
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.links.prepare(c, wanted).await
     }
 
     fn caller<T>(&self, req: &Request<T>) -> Result<Caller> {
@@ -165,6 +195,7 @@ impl NotesService for Notes {
         doc.is_archived = r.is_archived.unwrap_or(false);
         doc.source_url = r.source_url.as_deref().map(|u| check_url("source_url", u)).transpose()?.flatten();
         let valid_from = opt_datetime(r.valid_from.as_ref(), "valid_from")?;
+        let cross = self.body_links(&c, &doc.body).await?;
         let t = now();
         let id = Uuid::now_v7();
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
@@ -175,7 +206,9 @@ impl NotesService for Notes {
         doc.tags = ensure_tags(self, &mut tx, &c, &r.tags, t).await?;
         let w = Write { search_text: doc.search_text(), doc: doc.to_value(), valid_from, actor: c.actor().to_owned() };
         let rec = NOTES.create(&mut tx, c.tenant, id, w, t).await?;
-        links::sync(&mut tx, c.tenant, id, &doc.body, None).await?;
+        links::sync(&mut tx, c.tenant, id, &doc.body, None, &|t| self.is_cross(t)).await?;
+        let source = Source { entity: NOTES.entity(), id, title: &doc.title };
+        self.links.replace(&mut tx, &c, &source, BODY, &cross, t).await?;
         links::attach(&mut tx, c.tenant, &doc.title_key, id).await?;
         let out = render_full(&mut tx, &c, &rec).await?;
         self.emit_note(&mut tx, &c, "created", &out, t).await?;
@@ -208,6 +241,10 @@ impl NotesService for Notes {
         let r = req.into_inner();
         let id = uuid(&r.id, "id")?;
         let valid_from = opt_datetime(r.valid_from.as_ref(), "valid_from")?;
+        let cross = match &r.body {
+            Some(b) => Some(self.body_links(&c, b).await?),
+            None => None,
+        };
         let t = now();
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
         let head = NOTES.head_for_update(&mut tx, c.tenant, id, r.expected_version).await?;
@@ -270,7 +307,13 @@ impl NotesService for Notes {
         let rec = NOTES.update_head(&mut tx, c.tenant, &head, w, t).await?;
         if doc.body != old.body {
             let prefer = rewrite.then_some((doc.title_key.as_str(), id));
-            links::sync(&mut tx, c.tenant, id, &doc.body, prefer).await?;
+            links::sync(&mut tx, c.tenant, id, &doc.body, prefer, &|t| self.is_cross(t)).await?;
+        }
+        let source = Source { entity: NOTES.entity(), id, title: &doc.title };
+        match &cross {
+            Some(cross) => self.links.replace(&mut tx, &c, &source, BODY, cross, t).await?,
+            None if doc.title != old.title => self.links.retitle(&mut tx, &c, &source, t).await?,
+            None => {}
         }
         if renamed {
             links::attach(&mut tx, c.tenant, &doc.title_key, id).await?;
@@ -288,7 +331,7 @@ impl NotesService for Notes {
                 sdoc.set_body(body)?;
                 let w = Write { search_text: sdoc.search_text(), doc: sdoc.to_value(), valid_from: None, actor: c.actor().to_owned() };
                 let srec = NOTES.update_head(&mut tx, c.tenant, &shead, w, t).await?;
-                links::sync(&mut tx, c.tenant, source, &sdoc.body, Some((&doc.title_key, id))).await?;
+                links::sync(&mut tx, c.tenant, source, &sdoc.body, Some((&doc.title_key, id)), &|t| self.is_cross(t)).await?;
                 let sout = render(&c, &srec, &tags)?;
                 self.emit_note(&mut tx, &c, "updated", &sout, t).await?;
             }
@@ -307,6 +350,8 @@ impl NotesService for Notes {
         let rec = NOTES.delete(&mut tx, c.tenant, id, c.actor(), t).await?;
         let out = render(&c, &rec, &tag_map(&mut tx, &c).await?)?;
         self.emit_note(&mut tx, &c, "deleted", &out, t).await?;
+        self.links.source_deleted(&mut tx, &c, NOTES.entity(), id, t).await?;
+        self.links.target_changed(&mut tx, &c, NOTES.entity(), id, true, rec.version, t).await?;
         self.commit(tx).await?;
         Ok(Response::new(pb::DeleteNoteResponse { id: id.to_string(), deleted: true }))
     }
@@ -334,6 +379,8 @@ impl NotesService for Notes {
         links::attach(&mut tx, c.tenant, &doc.title_key, id).await?;
         let out = render_full(&mut tx, &c, &rec).await?;
         self.emit_note(&mut tx, &c, "restored", &out, t).await?;
+        self.links.source_restored(&mut tx, &c, NOTES.entity(), id, t).await?;
+        self.links.target_changed(&mut tx, &c, NOTES.entity(), id, false, rec.version, t).await?;
         self.commit(tx).await?;
         Ok(Response::new(out))
     }
@@ -449,9 +496,61 @@ impl NotesService for Notes {
         let c = self.caller(&req)?;
         let id = uuid(&req.get_ref().id, "id")?;
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
-        NOTES.head(&mut tx, c.tenant, id).await?;
-        let data = links::outgoing(&mut tx, c.tenant, id).await?;
+        let head = NOTES.head(&mut tx, c.tenant, id).await?;
+        let mut data = links::outgoing(&mut tx, c.tenant, id).await?;
+        let title = head.doc.get("title").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+        for (i, l) in self.links.outbound(&mut tx, c.tenant, NOTES.entity(), id).await?.into_iter().enumerate() {
+            let target_id = links_kit::EntityRef::parse(&l.target).ok().map(|r| r.id);
+            data.push(pb::NoteLink {
+                source_id: id.to_string(),
+                source_title: title.clone(),
+                target_title: l.target_title,
+                target_id,
+                status: if l.dangling { pb::LinkStatus::Dangling } else { pb::LinkStatus::Resolved } as i32,
+                context: l.context,
+                position: i32::try_from(data.len() + i).unwrap_or(i32::MAX),
+                target: Some(l.target),
+                link_id: Some(l.id),
+                link_type: Some(l.r#type),
+                ..Default::default()
+            });
+        }
         Ok(Response::new(pb::ListNoteLinksResponse { data }))
+    }
+
+    async fn create_note_link(&self, req: Request<common::CreateLinkRequest>) -> Result<Response<common::Link>, Status> {
+        let c = self.caller(&req)?;
+        let r = req.into_inner();
+        let id = uuid(&r.id, "id")?;
+        let new = self.links.prepare_one(&c, &r.target, r.r#type.as_deref(), r.context.as_deref()).await?;
+        let t = now();
+        let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
+        let head = NOTES.head_for_update(&mut tx, c.tenant, id, None).await?;
+        let title = head.doc.get("title").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+        let source = Source { entity: NOTES.entity(), id, title: &title };
+        let link = self.links.insert(&mut tx, &c, &source, API, &new, t).await?;
+        self.commit(tx).await?;
+        Ok(Response::new(link))
+    }
+
+    async fn delete_note_link(&self, req: Request<common::DeleteLinkRequest>) -> Result<Response<common::DeleteLinkResponse>, Status> {
+        let c = self.caller(&req)?;
+        let r = req.into_inner();
+        let id = uuid(&r.id, "id")?;
+        let link_id = uuid(&r.link_id, "link_id")?;
+        let t = now();
+        let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
+        let head = NOTES.head_for_update(&mut tx, c.tenant, id, None).await?;
+        let title = head.doc.get("title").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+        let source = Source { entity: NOTES.entity(), id, title: &title };
+        self.links.remove(&mut tx, &c, &source, link_id, t).await?;
+        self.commit(tx).await?;
+        Ok(Response::new(common::DeleteLinkResponse { id: link_id.to_string() }))
+    }
+
+    async fn list_links(&self, req: Request<common::ListEntityLinksRequest>) -> Result<Response<common::ListLinksResponse>, Status> {
+        let c = self.caller(&req)?;
+        Ok(Response::new(self.links.list_any(&c, req.into_inner()).await?))
     }
 
     async fn list_note_backlinks(

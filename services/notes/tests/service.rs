@@ -413,8 +413,12 @@ async fn a_note_reads_back_through_time_and_every_change_is_an_event() {
         assert_eq!(s.client.get_note_timeline(r).await.unwrap().into_inner().data.len(), 2);
 
         let mut subjects = Vec::new();
-        for _ in 0..4 {
+        while subjects.len() < 4 {
             let m = tokio::time::timeout(Duration::from_secs(5), events.next()).await.expect("event in time").unwrap();
+            // A delete and a restore also tell other services about the note's inbound links.
+            if m.subject.contains(".link.") {
+                continue;
+            }
             let e = Event::decode(m.payload).unwrap();
             assert_eq!(e.tenant_id, s.tenant.to_string());
             assert_eq!(e.entity_id, n.id);

@@ -33,6 +33,7 @@ pub static DEFINITION: ServiceDef = ServiceDef {
     name: SERVICE,
     grpc_services: &[GRPC_NAME],
     calls: &[],
+    link_targets: &[],
     migrators,
     build,
 };

@@ -224,6 +224,12 @@ impl TestService {
         let signer = crate::context::Signer::from_seed([9; 32]);
         let relay = crate::outbox::Relay::new(db.clone(), bus.clone());
         let (shutdown, signal) = crate::service::Shutdown::new();
+        // Every service it is handed a channel to is a peer too (its link targets unknown
+        // here, so links to it take the full `<domain>:<entity>:<id>` form).
+        let peers = clients
+            .iter()
+            .map(|(name, ch)| (*name, crate::links::Peer { channel: ch.clone(), targets: &[] }))
+            .collect();
         let ctx = crate::service::ServiceContext::new(
             def,
             std::sync::Arc::new(config),
@@ -233,9 +239,10 @@ impl TestService {
             bus,
             Some(test_secrets()),
             clients,
+            peers,
             signal.clone(),
         );
-        let built = (def.build)(ctx).expect("build the service");
+        let built = crate::service::build(def, ctx).expect("build the service");
         for (_, task) in built.tasks {
             tokio::spawn(task);
         }
