@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 const FILES: &[&str] = &[
+    "google/api/httpbody.proto",
     "worktruck/common/v1/common.proto",
     "worktruck/common/v1/options.proto",
     "worktruck/common/v1/links.proto",
@@ -28,6 +29,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Type names let the checking codec find each message's descriptor (`prost::Name`).
     let mut config = prost_build::Config::new();
     config.enable_type_names();
+    // `google.api.HttpBody` is written by hand in lib.rs (see there).
+    config.extern_path(".google.api", "crate::google::api");
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

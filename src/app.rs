@@ -391,6 +391,7 @@ fn start_gateway(
         gate,
         worktruck_gateway::GatewayConfig {
             body_limit_bytes: cfg.rest.body_limit_bytes,
+            upload_limit_bytes: cfg.rest.upload_limit_bytes,
             auth: cfg.auth.clone(),
             outbound: cfg.outbound.clone(),
         },

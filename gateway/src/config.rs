@@ -7,6 +7,8 @@ use worktruck_kit::config::{AuthConfig, OutboundConfig};
 pub struct GatewayConfig {
     /// Largest request body accepted; larger ones get 413 `payload_too_large`.
     pub body_limit_bytes: usize,
+    /// Largest raw body (a `google.api.HttpBody` field: uploads, imports).
+    pub upload_limit_bytes: usize,
     /// Ways in beyond API keys (OIDC, x402) and the enterprise plan's limits.
     pub auth: AuthConfig,
     /// Trust for outbound HTTPS (the OIDC issuer, the x402 facilitator).
@@ -17,6 +19,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             body_limit_bytes: 1024 * 1024,
+            upload_limit_bytes: 64 * 1024 * 1024,
             auth: AuthConfig::default(),
             outbound: OutboundConfig::default(),
         }

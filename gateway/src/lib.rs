@@ -115,6 +115,7 @@ pub fn router_with_gate(
         signer,
         x402: x402::X402::from_config(&cfg.auth.x402, &cfg.outbound)?.map(Arc::new),
         tenants: worktruck_proto::tenants::v1::tenants_service_client::TenantsServiceClient::new(tenants),
+        upload_limit: cfg.upload_limit_bytes,
     });
     let document = json_body(&openapi::document(&registry));
     let openapi = move || {

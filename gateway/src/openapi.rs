@@ -152,6 +152,9 @@ fn operation(registry: &Registry, schemas: &mut SchemaGenerator<'_>, route: &Rou
             op["requestBody"] =
                 json!({"required": true, "content": {"application/json": {"schema": schema}}});
         }
+        RequestBody::Field(_) if route.raw_body_field().is_some() => {
+            op["requestBody"] = json!({"required": true, "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}});
+        }
         RequestBody::Field(name) => {
             let schema = input
                 .get_field_by_name(name)
@@ -172,10 +175,15 @@ fn operation(registry: &Registry, schemas: &mut SchemaGenerator<'_>, route: &Rou
     };
     let status = success_status(route);
     let error = |what: &str| json!({"description": what, "content": {"application/json": {"schema": {"$ref": format!("{SCHEMAS}{ERROR_SCHEMA}")}}}});
+    let content = if route.raw_response() {
+        json!({"*/*": {"schema": {"type": "string", "format": "binary"}}})
+    } else {
+        json!({"application/json": {"schema": response_schema}})
+    };
     op["responses"] = json!({
         status.as_str(): {
             "description": status.canonical_reason().unwrap_or("Success"),
-            "content": {"application/json": {"schema": response_schema}},
+            "content": content,
         },
         "4XX": error("The request was refused; `error.code` says why."),
         "5XX": error("A server-side failure; retry `unavailable`."),

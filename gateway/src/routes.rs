@@ -35,6 +35,8 @@ pub(crate) struct Shared {
     pub x402: Option<Arc<X402>>,
     /// For mapping paying wallets to tenants.
     pub tenants: TenantsServiceClient<Channel>,
+    /// The body limit of routes that take a raw body (`google.api.HttpBody`).
+    pub upload_limit: usize,
 }
 
 /// One route, resolved against its upstream at start-up.
@@ -132,6 +134,7 @@ pub(crate) fn add_routes(
             .push(Arc::new(binding));
     }
     for (path, methods) in groups {
+        let raw = methods.values().flatten().any(|b| b.route.raw_body_field().is_some());
         let mut method_router = MethodRouter::new();
         for (method, bindings) in methods {
             let group: Group = bindings.into();
@@ -149,7 +152,12 @@ pub(crate) fn add_routes(
         let not_allowed = |request: Request| async move {
             ApiError::method_not_allowed(format!("method {} is not allowed here", request.method()))
         };
-        router = router.route(&path, method_router.fallback(not_allowed));
+        let mut method_router = method_router.fallback(not_allowed);
+        if raw {
+            // Uploads and imports: their own limit instead of the JSON body limit.
+            method_router = method_router.layer(axum::extract::DefaultBodyLimit::max(shared.upload_limit));
+        }
+        router = router.route(&path, method_router);
     }
     Ok(router)
 }
@@ -374,6 +382,9 @@ async fn call_admitted(
     )
     .await
     .map_err(|status| upstream_error(&binding.route, &status))?;
+    if binding.route.raw_response() {
+        return transcode::raw_response(binding.status, &reply);
+    }
     let json = transcode::response_json(&binding.route, &reply)?;
     let mut response = (binding.status, crate::json_body(&json)).into_response();
     response

@@ -28,6 +28,29 @@ pub(crate) fn request_message(
     input: HttpInput<'_>,
 ) -> Result<DynamicMessage, ApiError> {
     let desc = route.rpc.input();
+    if let Some(name) = route.raw_body_field() {
+        use base64::Engine as _;
+        let mut object = Map::new();
+        let content_type = input.content_type.unwrap_or("application/octet-stream");
+        object.insert(
+            name.to_owned(),
+            serde_json::json!({
+                "content_type": content_type,
+                "data": base64::engine::general_purpose::STANDARD.encode(input.body),
+            }),
+        );
+        apply_query(&desc, &mut object, &input.query, Some(name))?;
+        for (path, value) in &input.path_vars {
+            let fields = resolve(&desc, path)
+                .ok_or_else(|| ApiError::internal(format!("path field {path} vanished")))?;
+            let last = fields.last().expect("a path has at least one field");
+            let value = scalar(last, value).map_err(|reason| {
+                ApiError::invalid(format!("invalid value for path parameter '{path}': {reason}"))
+            })?;
+            set(&mut object, path, value, false);
+        }
+        return json::from_value(&desc, Value::Object(object)).map_err(|e| ApiError::invalid(e.to_string()));
+    }
     let body_empty = input.body.iter().all(u8::is_ascii_whitespace);
     if !body_empty && !input.content_type.is_none_or(is_json) {
         return Err(ApiError::new(
@@ -95,6 +118,32 @@ pub(crate) fn response_json(route: &Route, bytes: &[u8]) -> Result<Value, ApiErr
         Some(field) => value.get(field).cloned().unwrap_or(Value::Null),
         None => value,
     })
+}
+
+/// A `google.api.HttpBody` answer as itself: its bytes, its content type, the headers of its
+/// `BodyHeaders` extension, and `X-Content-Type-Options: nosniff` always (a browser must not
+/// run an upload as something else).
+pub(crate) fn raw_response(status: http::StatusCode, bytes: &[u8]) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse as _;
+    use prost::Message as _;
+    let body = worktruck_proto::google::api::HttpBody::decode(bytes)
+        .map_err(|e| ApiError::internal(format!("undecodable raw body: {e}")))?;
+    let content_type = http::HeaderValue::from_str(&body.content_type)
+        .unwrap_or_else(|_| http::HeaderValue::from_static("application/octet-stream"));
+    let mut response = (status, body.data).into_response();
+    let headers = response.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, content_type);
+    headers.insert(http::header::X_CONTENT_TYPE_OPTIONS, http::HeaderValue::from_static("nosniff"));
+    for ext in &body.extensions {
+        if ext.type_url.ends_with("/worktruck.common.v1.BodyHeaders")
+            && let Ok(h) = worktruck_proto::common::v1::BodyHeaders::decode(ext.value.as_slice())
+            && let Ok(v) = http::HeaderValue::from_str(&h.content_disposition)
+            && !h.content_disposition.is_empty()
+        {
+            headers.insert(http::header::CONTENT_DISPOSITION, v);
+        }
+    }
+    Ok(response)
 }
 
 fn body_error(e: JsonError) -> ApiError {

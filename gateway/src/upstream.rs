@@ -47,6 +47,9 @@ impl FromIterator<(String, Channel)> for Upstreams {
     }
 }
 
+/// The largest message to or from a service (`rest.upload_limit_bytes` is at most 1 GiB).
+const MAX_MESSAGE: usize = (1 << 30) + (1 << 20);
+
 /// Calls one unary RPC with an encoded request and returns the encoded response.
 pub async fn unary(
     channel: Channel,
@@ -54,7 +57,11 @@ pub async fn unary(
     body: Bytes,
     metadata: MetadataMap,
 ) -> Result<Bytes, Status> {
-    let mut grpc = tonic::client::Grpc::new(channel);
+    // Raw bodies (uploads, downloads) may exceed tonic's 4 MiB default; the REST body limits
+    // and each service's own bound them.
+    let mut grpc = tonic::client::Grpc::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
     grpc.ready()
         .await
         .map_err(|e| Status::unavailable(format!("upstream not ready: {e}")))?;

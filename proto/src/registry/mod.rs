@@ -98,6 +98,24 @@ pub struct Route {
     pub binding: usize,
 }
 
+impl Route {
+    /// The request field that takes the raw HTTP body, when the rule's `body` names a
+    /// `google.api.HttpBody` field (an upload, an import).
+    pub fn raw_body_field(&self) -> Option<&str> {
+        let RequestBody::Field(name) = &self.body else { return None };
+        let field = self.rpc.input().get_field_by_name(name)?;
+        match field.kind() {
+            prost_reflect::Kind::Message(m) if m.full_name() == crate::HTTP_BODY => Some(name.as_str()),
+            _ => None,
+        }
+    }
+
+    /// True when the response is a `google.api.HttpBody`, answered as its raw bytes.
+    pub fn raw_response(&self) -> bool {
+        self.rpc.output().full_name() == crate::HTTP_BODY
+    }
+}
+
 /// An RPC exposed as an MCP tool by `worktruck.mcp.v1.tool`.
 #[derive(Debug, Clone)]
 pub struct Tool {

@@ -59,6 +59,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Outbound HTTPS (the OIDC issuer, the x402 facilitator).
     pub outbound: OutboundConfig,
+    /// Where uploaded files are kept (`kit::blobs`).
+    pub blobs: crate::blobs::BlobsConfig,
 }
 
 /// Outbound HTTPS (`[outbound]`). Servers are verified against the system's trust store
@@ -192,6 +194,9 @@ pub struct RestConfig {
     pub addr: SocketAddr,
     /// Largest request body accepted.
     pub body_limit_bytes: usize,
+    /// Largest raw (non-JSON) body accepted by the routes that take one (uploads, imports);
+    /// the service behind may allow less (notes: `settings.notes.attachment_max_bytes`).
+    pub upload_limit_bytes: usize,
     /// Open connections at most; one more is closed when accepted.
     pub max_connections: usize,
     /// Milliseconds a request head may take to arrive; also how long an idle keep-alive
@@ -388,6 +393,7 @@ impl Default for Config {
             tenants: TenantsConfig::default(),
             auth: AuthConfig::default(),
             outbound: OutboundConfig::default(),
+            blobs: crate::blobs::BlobsConfig::default(),
         }
     }
 }
@@ -421,6 +427,7 @@ impl Default for RestConfig {
         Self {
             addr: "127.0.0.1:8080".parse().expect("addr"),
             body_limit_bytes: 1024 * 1024,
+            upload_limit_bytes: 64 * 1024 * 1024,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
@@ -474,7 +481,7 @@ impl Default for TenantsConfig {
 /// The top-level configuration keys (sections and plain values).
 const TOP_LEVEL_KEYS: &[&str] = &[
     "data_dir", "secret_key", "rest", "mcp", "database", "nats", "grpc", "admin", "services",
-    "context", "log", "telemetry", "tenants", "auth", "outbound", "enabled_services", "settings",
+    "context", "log", "telemetry", "tenants", "auth", "outbound", "enabled_services", "settings", "blobs",
 ];
 
 /// A configuration problem, reported before start.
@@ -521,6 +528,9 @@ impl Config {
         }
         if self.rest.body_limit_bytes < 1024 {
             return Err(ConfigError("rest.body_limit_bytes must be at least 1024".into()));
+        }
+        if self.rest.upload_limit_bytes < self.rest.body_limit_bytes || self.rest.upload_limit_bytes > 1 << 30 {
+            return Err(ConfigError("rest.upload_limit_bytes must be between rest.body_limit_bytes and 1 GiB".into()));
         }
         for (name, max, header, body) in [
             ("rest", self.rest.max_connections, self.rest.header_timeout_ms, self.rest.body_timeout_ms),

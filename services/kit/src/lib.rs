@@ -5,6 +5,7 @@
 //!
 //! Domain rules live in the services; this crate must stay free of any one domain.
 
+pub mod blobs;
 pub mod bus;
 pub mod config;
 pub mod context;

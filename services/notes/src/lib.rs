@@ -6,6 +6,7 @@
 //! It owns the `notes` schema (or `notes.db`); other services reach notes only over gRPC or
 //! events. Markdown is parsed here (`markdown`), never in kit.
 
+mod attachments;
 mod domain;
 mod links;
 pub mod markdown;
@@ -46,6 +47,12 @@ pub static DEFINITION: ServiceDef = ServiceDef {
 
 fn build(ctx: ServiceContext) -> anyhow::Result<Built> {
     let links = ctx.links();
-    let svc = Notes::new(ctx.db, ctx.verifier, ctx.relay, links);
-    Ok(Built::new(tonic::service::Routes::new(NotesServiceServer::new(svc))))
+    let settings: attachments::Settings = ctx.settings()?;
+    let blobs = worktruck_kit::blobs::Blobs::from_config(&ctx.config, SERVICE)?;
+    // An upload arrives whole in one message: as large as the gateway lets through, so the
+    // service itself answers a file over its own limit (413), not the transport.
+    let max_message = ctx.config.rest.upload_limit_bytes.max(settings.attachment_max_bytes) + (1 << 20);
+    let svc = Notes::new(ctx.db, ctx.verifier, ctx.relay, links, blobs, settings);
+    let server = NotesServiceServer::new(svc).max_decoding_message_size(max_message).max_encoding_message_size(max_message);
+    Ok(Built::new(tonic::service::Routes::new(server)))
 }

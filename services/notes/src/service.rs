@@ -24,7 +24,9 @@ use crate::domain::{
     check_name, check_tag_names, check_url, merge, note_pb, notebook_pb, struct_or_empty, tag_pb,
 };
 use crate::markdown::{self, title_key};
-use crate::{links, queries};
+use crate::attachments::{ATTACHMENTS, AttachmentDoc, MAX_PER_NOTE, Settings, attachment_pb, blob_key};
+use crate::{attachments, links, queries};
+use worktruck_kit::blobs::Blobs;
 
 /// Notes in kit's store.
 pub const NOTES: Store = Store::new("note");
@@ -45,6 +47,8 @@ pub struct Notes {
     verifier: Verifier,
     relay: Relay,
     links: Links,
+    blobs: Blobs,
+    settings: Settings,
 }
 
 /// The origin of the cross-domain links a note's body makes (`[[contact:<id>]]`).
@@ -56,8 +60,59 @@ const MENTIONS: &str = "mentions";
 
 impl Notes {
     /// A service over a migrated database.
-    pub fn new(db: Db, verifier: Verifier, relay: Relay, links: Links) -> Self {
-        Self { db, verifier, relay, links }
+    pub fn new(db: Db, verifier: Verifier, relay: Relay, links: Links, blobs: Blobs, settings: Settings) -> Self {
+        Self { db, verifier, relay, links, blobs, settings }
+    }
+
+    /// Writes an attachment's description (the bytes, if any, are already stored) and its
+    /// event; the note must be live and carry fewer than [`MAX_PER_NOTE`].
+    async fn attach(&self, c: &Caller, note: Uuid, id: Uuid, doc: &AttachmentDoc) -> Result<pb::NoteAttachment> {
+        let t = now();
+        let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
+        NOTES.head_for_update(&mut tx, c.tenant, note, None).await?;
+        if self.attachments_of(&mut tx, c, note).await?.len() >= MAX_PER_NOTE {
+            return Err(Error::conflict(format!("a note carries at most {MAX_PER_NOTE} attachments")));
+        }
+        let w = Write { search_text: String::new(), doc: doc.to_value(), valid_from: None, actor: c.actor().to_owned() };
+        let rec = ATTACHMENTS.create(&mut tx, c.tenant, id, w, t).await?;
+        let out = attachment_pb(&rec)?;
+        self.emit(&mut tx, c, "worktruck.notes.attachment.created.v1", "worktruck.notes.v1.NoteAttachment", id, rec.version, &out, t).await?;
+        self.commit(tx).await?;
+        Ok(out)
+    }
+
+    async fn attachments_of(&self, tx: &mut Tx, c: &Caller, note: Uuid) -> Result<Vec<Record>> {
+        let mut out = Vec::new();
+        let mut cursor = None;
+        loop {
+            let q = ListQuery {
+                equals: vec![("note_id", note.to_string())],
+                search: None,
+                updated_since: None,
+                limit: cursor::MAX_LIMIT,
+                cursor,
+                at: None,
+            };
+            let page = ATTACHMENTS.list(tx, c.tenant, Retention::UNBOUNDED, &q).await?;
+            out.extend(page.rows);
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        out.sort_by_key(|r| (r.created_at, r.id));
+        Ok(out)
+    }
+
+    async fn attachment(&self, tx: &mut Tx, c: &Caller, note: &str, id: &str) -> Result<(Uuid, Record)> {
+        let note = uuid(note, "id")?;
+        let id = uuid(id, "attachment_id")?;
+        NOTES.head(tx, c.tenant, note).await?;
+        let rec = ATTACHMENTS.head(tx, c.tenant, id).await?;
+        if AttachmentDoc::from_value(&rec.doc)?.note_id != note.to_string() {
+            return Err(Error::not_found("attachment"));
+        }
+        Ok((note, rec))
     }
 
     /// Whether a wikilink's text is a reference into another domain (`contact:<id>`), which
@@ -516,6 +571,97 @@ impl NotesService for Notes {
             });
         }
         Ok(Response::new(pb::ListNoteLinksResponse { data }))
+    }
+
+    async fn create_note_attachment(&self, req: Request<pb::CreateNoteAttachmentRequest>) -> Result<Response<pb::NoteAttachment>, Status> {
+        let c = self.caller(&req)?;
+        let r = req.into_inner();
+        let note = uuid(&r.id, "id")?;
+        let doc = attachments::url_doc(note, &r.url, r.title.as_deref(), r.filename.as_deref())?;
+        Ok(Response::new(self.attach(&c, note, Uuid::now_v7(), &doc).await?))
+    }
+
+    async fn create_note_attachment_file(&self, req: Request<pb::CreateNoteAttachmentFileRequest>) -> Result<Response<pb::NoteAttachment>, Status> {
+        let c = self.caller(&req)?;
+        let r = req.into_inner();
+        let note = uuid(&r.id, "id")?;
+        let file = r.file.unwrap_or_default();
+        let (bytes, part_name, declared) = attachments::file_of(&file.content_type, file.data).await?;
+        let filename = attachments::clean_filename(r.filename.as_deref().or(part_name.as_deref()));
+        let doc = attachments::file_doc(note, &bytes, filename, declared, self.settings.attachment_max_bytes)?;
+        {
+            // Refuse early, before storing bytes, when the note is not there.
+            let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
+            NOTES.head(&mut tx, c.tenant, note).await?;
+        }
+        let id = Uuid::now_v7();
+        let key = blob_key(c.tenant, id);
+        self.blobs.put(&key, bytes).await?;
+        match self.attach(&c, note, id, &doc).await {
+            Ok(out) => Ok(Response::new(out)),
+            Err(e) => {
+                // No row names these bytes: take them back.
+                let _ = self.blobs.delete(&key).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn list_note_attachments(&self, req: Request<pb::ListNoteAttachmentsRequest>) -> Result<Response<pb::ListNoteAttachmentsResponse>, Status> {
+        let c = self.caller(&req)?;
+        let note = uuid(&req.get_ref().id, "id")?;
+        let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
+        NOTES.head(&mut tx, c.tenant, note).await?;
+        let data = self.attachments_of(&mut tx, &c, note).await?.iter().map(attachment_pb).collect::<Result<Vec<_>>>()?;
+        Ok(Response::new(pb::ListNoteAttachmentsResponse { data }))
+    }
+
+    async fn get_note_attachment(&self, req: Request<pb::GetNoteAttachmentRequest>) -> Result<Response<pb::NoteAttachment>, Status> {
+        let c = self.caller(&req)?;
+        let r = req.into_inner();
+        let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
+        let (_, rec) = self.attachment(&mut tx, &c, &r.id, &r.attachment_id).await?;
+        Ok(Response::new(attachment_pb(&rec)?))
+    }
+
+    async fn download_note_attachment(&self, req: Request<pb::GetNoteAttachmentRequest>) -> Result<Response<worktruck_proto::google::api::HttpBody>, Status> {
+        let c = self.caller(&req)?;
+        let r = req.into_inner();
+        let rec = {
+            let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
+            self.attachment(&mut tx, &c, &r.id, &r.attachment_id).await?.1
+        };
+        let doc = AttachmentDoc::from_value(&rec.doc)?;
+        if doc.kind != "file" {
+            return Err(Error::not_found("file: this attachment is a URL reference").into());
+        }
+        let data = self.blobs.get(&blob_key(c.tenant, rec.id)).await?;
+        let headers = common::BodyHeaders { content_disposition: attachments::disposition(&doc.filename) };
+        Ok(Response::new(worktruck_proto::google::api::HttpBody {
+            content_type: doc.content_type,
+            data: data.to_vec(),
+            extensions: vec![outbox::any("worktruck.common.v1.BodyHeaders", &headers)],
+        }))
+    }
+
+    async fn delete_note_attachment(&self, req: Request<pb::DeleteNoteAttachmentRequest>) -> Result<Response<pb::DeleteNoteAttachmentResponse>, Status> {
+        let c = self.caller(&req)?;
+        let r = req.into_inner();
+        let t = now();
+        let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
+        let (_, rec) = self.attachment(&mut tx, &c, &r.id, &r.attachment_id).await?;
+        let kind = AttachmentDoc::from_value(&rec.doc)?.kind;
+        let gone = ATTACHMENTS.delete(&mut tx, c.tenant, rec.id, c.actor(), t).await?;
+        let out = attachment_pb(&gone)?;
+        self.emit(&mut tx, &c, "worktruck.notes.attachment.deleted.v1", "worktruck.notes.v1.NoteAttachment", rec.id, gone.version, &out, t).await?;
+        self.commit(tx).await?;
+        if kind == "file" {
+            // After the commit: a failed delete leaves an orphan blob, never a row without bytes.
+            if let Err(e) = self.blobs.delete(&blob_key(c.tenant, rec.id)).await {
+                tracing::warn!(error = %e.message, "an attachment's bytes stay behind");
+            }
+        }
+        Ok(Response::new(pb::DeleteNoteAttachmentResponse { id: rec.id.to_string(), deleted: true }))
     }
 
     async fn create_note_link(&self, req: Request<common::CreateLinkRequest>) -> Result<Response<common::Link>, Status> {

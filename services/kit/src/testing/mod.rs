@@ -252,7 +252,8 @@ impl TestService {
 
     /// Builds `def` on `data` with events to `bus`, default config and no clients.
     pub async fn start(def: &'static crate::service::ServiceDef, data: &TestData, bus: crate::bus::Bus) -> TestService {
-        Self::start_with(def, data, bus, crate::config::Config::default(), Default::default()).await
+        let config = crate::config::Config { data_dir: data.path(), ..Default::default() };
+        Self::start_with(def, data, bus, config, Default::default()).await
     }
 
     /// `msg` with a signed context of a caller in `tenant` (full access, 365 days' retention).
