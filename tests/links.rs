@@ -177,6 +177,11 @@ async fn a_note_links_to_a_contact_and_the_contact_sees_it() {
         })
         .await;
 
+        // A body's link is the body's to remove.
+        let (_, v) = s.call(Method::GET, &note_links, None).await;
+        let body_link = cross(&v).into_iter().find(|l| l["link_type"] == "mentions").unwrap();
+        let (st, e) = s.call(Method::DELETE, &format!("/api/v1/notes/{nid}/links/{}", body_link["link_id"].as_str().unwrap()), None).await;
+        assert_eq!(st, StatusCode::CONFLICT, "{e}");
         // An explicit link removed; a body that drops its reference removes that one.
         let (st, _) = s.call(Method::DELETE, &format!("/api/v1/notes/{nid}/links/{}", id(&made)), None).await;
         assert_eq!(st, StatusCode::OK);

@@ -385,14 +385,18 @@ impl Links {
         Ok(row)
     }
 
-    /// Removes an explicit link of `source`; `not_found` unless it has it.
-    pub async fn remove(&self, tx: &mut Tx, c: &Caller, source: &Source<'_>, link_id: Uuid, now: DateTime<Utc>) -> Result<()> {
+    /// Removes a link of `source` made with `origin`; `not_found` unless it has it, 409 when
+    /// it has it from another origin (a note body's link goes when the body drops it).
+    pub async fn remove(&self, tx: &mut Tx, c: &Caller, source: &Source<'_>, origin: &str, link_id: Uuid, now: DateTime<Utc>) -> Result<()> {
         let row: Option<OutRow> = on_tx!(tx, x => sqlx::query_as(AssertSqlSafe(format!(
             "SELECT {OUT_COLUMNS} FROM links WHERE tenant_id = $1 AND id = $2 AND source_entity = $3 AND source_id = $4")))
             .bind(c.tenant).bind(link_id).bind(source.entity).bind(source.id).fetch_optional(x).await)?;
         let Some(mut row) = row else {
             return Err(Error::not_found("link"));
         };
+        if row.origin != origin {
+            return Err(Error::conflict(format!("this link comes from the {}'s {}; change that to remove it", source.entity, row.origin)));
+        }
         exec!(tx, sqlx::query("DELETE FROM links WHERE tenant_id = $1 AND id = $2").bind(c.tenant).bind(link_id))?;
         row.seq += 1;
         self.announce(tx, c, &row, "removed", true, now).await

@@ -689,7 +689,7 @@ impl NotesService for Notes {
         let head = NOTES.head_for_update(&mut tx, c.tenant, id, None).await?;
         let title = head.doc.get("title").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
         let source = Source { entity: NOTES.entity(), id, title: &title };
-        self.links.remove(&mut tx, &c, &source, link_id, t).await?;
+        self.links.remove(&mut tx, &c, &source, API, link_id, t).await?;
         self.commit(tx).await?;
         Ok(Response::new(common::DeleteLinkResponse { id: link_id.to_string() }))
     }
