@@ -58,10 +58,7 @@ struct Totals(BTreeMap<String, (i32, Decimal, Decimal)>);
 
 impl Totals {
     fn add(&mut self, currency: Option<&str>, amount: Option<Decimal>, probability: i32) {
-        let e = self
-            .0
-            .entry(currency.unwrap_or_default().to_owned())
-            .or_default();
+        let e = self.0.entry(currency.unwrap_or_default().to_owned()).or_default();
         e.0 += 1;
         if let Some(a) = amount {
             e.1 += a;
@@ -83,9 +80,7 @@ impl Totals {
 }
 
 fn days(d: chrono::Duration) -> f64 {
-    d.num_microseconds()
-        .map(|m| m as f64 / 86_400_000_000.0)
-        .unwrap_or(f64::MAX)
+    d.num_microseconds().map(|m| m as f64 / 86_400_000_000.0).unwrap_or(f64::MAX)
 }
 
 fn median(v: &mut [f64]) -> Option<f64> {
@@ -94,11 +89,7 @@ fn median(v: &mut [f64]) -> Option<f64> {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
 }
 
 fn mean(v: &[f64]) -> Option<f64> {
@@ -132,8 +123,7 @@ pub fn compute(
 ) -> pb::PipelineAnalytics {
     let by_id: HashMap<Uuid, &StageInfo> = stages.iter().map(|s| (s.id, s)).collect();
     let live: HashMap<Uuid, &DealInfo> = deals.iter().map(|d| (d.id, d)).collect();
-    let mut acc: HashMap<Uuid, StageAcc> =
-        stages.iter().map(|s| (s.id, StageAcc::default())).collect();
+    let mut acc: HashMap<Uuid, StageAcc> = stages.iter().map(|s| (s.id, StageAcc::default())).collect();
     let in_window = |t: DateTime<Utc>| t >= from && t < to;
     let (mut won, mut lost) = (0, 0);
     let mut won_totals = Totals::default();
@@ -166,12 +156,9 @@ pub fn compute(
             if in_window(ch.changed_at) {
                 if let (Some(s), Some(a)) = (stage, acc.get_mut(&ch.to_stage_id)) {
                     a.entered += 1;
-                    let went_on = seq[k + 1..].iter().any(|later| {
-                        later.to_kind != "lost"
-                            && by_id
-                                .get(&later.to_stage_id)
-                                .is_some_and(|l| l.position > s.position)
-                    });
+                    let went_on = seq[k + 1..]
+                        .iter()
+                        .any(|later| later.to_kind != "lost" && by_id.get(&later.to_stage_id).is_some_and(|l| l.position > s.position));
                     if went_on {
                         a.converted += 1;
                     }
@@ -214,19 +201,14 @@ pub fn compute(
         }
         open_totals.add(d.currency.as_deref(), d.amount, probability);
         if let Some(date) = &d.expected_close_date {
-            let e = forecast
-                .entry((date[..7].to_owned(), d.currency.clone().unwrap_or_default()))
-                .or_default();
+            let e = forecast.entry((date[..7].to_owned(), d.currency.clone().unwrap_or_default())).or_default();
             e.0 += 1;
             if let Some(a) = d.amount {
                 e.1 += a;
                 e.2 += a * Decimal::from(probability) / Decimal::from(100);
             }
         }
-        let entered = entered_current
-            .get(&d.id)
-            .copied()
-            .unwrap_or(d.stage_entered_at);
+        let entered = entered_current.get(&d.id).copied().unwrap_or(d.stage_entered_at);
         let in_stage = days(to - entered);
         if stage.rotting_days > 0 && in_stage > f64::from(stage.rotting_days) {
             rotting.push(pb::RottingDeal {
@@ -239,11 +221,7 @@ pub fn compute(
             });
         }
     }
-    rotting.sort_by(|a, b| {
-        b.days_in_stage
-            .total_cmp(&a.days_in_stage)
-            .then(a.deal_id.cmp(&b.deal_id))
-    });
+    rotting.sort_by(|a, b| b.days_in_stage.total_cmp(&a.days_in_stage).then(a.deal_id.cmp(&b.deal_id)));
 
     let mut ordered: Vec<&StageInfo> = stages.iter().collect();
     ordered.sort_by_key(|s| (s.position, s.id));
@@ -261,8 +239,7 @@ pub fn compute(
                 totals: std::mem::take(&mut a.totals).out(),
                 entered: a.entered,
                 converted: a.converted,
-                conversion_rate: (a.entered > 0)
-                    .then(|| f64::from(a.converted) / f64::from(a.entered)),
+                conversion_rate: (a.entered > 0).then(|| f64::from(a.converted) / f64::from(a.entered)),
                 avg_days_in_stage: mean(&a.stays),
                 median_days_in_stage: median(&mut a.stays),
                 stays: a.stays.len() as i32,
@@ -283,15 +260,13 @@ pub fn compute(
         avg_days_to_close: mean(&to_close),
         forecast: forecast
             .into_iter()
-            .map(
-                |((month, currency), (count, amount, weighted))| pb::ForecastMonth {
-                    month,
-                    currency,
-                    count,
-                    amount: decimal_string(amount),
-                    weighted_amount: decimal_string(weighted),
-                },
-            )
+            .map(|((month, currency), (count, amount, weighted))| pb::ForecastMonth {
+                month,
+                currency,
+                count,
+                amount: decimal_string(amount),
+                weighted_amount: decimal_string(weighted),
+            })
             .collect(),
         rotting,
     }

@@ -203,24 +203,17 @@ doc_json!(DealDoc);
 impl DealDoc {
     /// The text full-text search covers.
     pub fn search_text(&self) -> String {
-        [
-            Some(&self.name),
-            self.description.as_ref(),
-            self.next_step.as_ref(),
-            self.source.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect::<Vec<_>>()
-        .join("\n")
+        [Some(&self.name), self.description.as_ref(), self.next_step.as_ref(), self.source.as_ref()]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// The amount as a decimal.
     pub fn amount_decimal(&self) -> Option<Decimal> {
-        self.amount
-            .as_deref()
-            .and_then(|a| Decimal::from_str(a).ok())
+        self.amount.as_deref().and_then(|a| Decimal::from_str(a).ok())
     }
 }
 
@@ -231,14 +224,10 @@ pub fn check_name(field: &str, s: &str, max: usize) -> Result<String> {
         return Err(Error::validation(format!("{field} must not be empty")));
     }
     if s.chars().count() > max {
-        return Err(Error::validation(format!(
-            "{field} must be at most {max} characters"
-        )));
+        return Err(Error::validation(format!("{field} must be at most {max} characters")));
     }
     if s.chars().any(char::is_control) {
-        return Err(Error::validation(format!(
-            "{field} must not contain control characters"
-        )));
+        return Err(Error::validation(format!("{field} must not contain control characters")));
     }
     Ok(s.to_owned())
 }
@@ -250,9 +239,7 @@ pub fn check_text(field: &str, s: &str, max: usize) -> Result<Option<String>> {
         return Ok(None);
     }
     if s.chars().count() > max {
-        return Err(Error::validation(format!(
-            "{field} must be at most {max} characters"
-        )));
+        return Err(Error::validation(format!("{field} must be at most {max} characters")));
     }
     Ok(Some(s.to_owned()))
 }
@@ -275,10 +262,7 @@ pub fn check_currency(field: &str, s: &str) -> Result<Option<String>> {
     let code = s.to_ascii_uppercase();
     match iso_currency::Currency::from_code(&code) {
         Some(c) if code != "XXX" && code != "XTS" => Ok(Some(c.code().to_owned())),
-        _ => Err(Error::validation(format!(
-            "{field}: {} is not an ISO 4217 currency code",
-            worktruck_proto::text::quote(s)
-        ))),
+        _ => Err(Error::validation(format!("{field}: {} is not an ISO 4217 currency code", worktruck_proto::text::quote(s)))),
     }
 }
 
@@ -304,9 +288,7 @@ pub fn check_amount(s: &str) -> Result<Option<Decimal>> {
     if !digits(int) || frac.is_some_and(|f| !digits(f)) {
         return Err(bad());
     }
-    if int.trim_start_matches('0').len() > MAX_INTEGER_DIGITS
-        || frac.is_some_and(|f| f.len() > MAX_FRACTION_DIGITS)
-    {
+    if int.trim_start_matches('0').len() > MAX_INTEGER_DIGITS || frac.is_some_and(|f| f.len() > MAX_FRACTION_DIGITS) {
         return Err(bad());
     }
     Decimal::from_str(s).map(Some).map_err(|_| bad())
@@ -314,24 +296,12 @@ pub fn check_amount(s: &str) -> Result<Option<Decimal>> {
 
 /// A percentage 0 to 100.
 pub fn check_percent(field: &str, v: i32) -> Result<i32> {
-    if (0..=100).contains(&v) {
-        Ok(v)
-    } else {
-        Err(Error::validation(format!(
-            "{field} must be between 0 and 100, got {v}"
-        )))
-    }
+    if (0..=100).contains(&v) { Ok(v) } else { Err(Error::validation(format!("{field} must be between 0 and 100, got {v}"))) }
 }
 
 /// Rotting days: 0 to 3650.
 pub fn check_rotting(v: i32) -> Result<i32> {
-    if (0..=3650).contains(&v) {
-        Ok(v)
-    } else {
-        Err(Error::validation(format!(
-            "rotting_days must be between 0 and 3650, got {v}"
-        )))
-    }
+    if (0..=3650).contains(&v) { Ok(v) } else { Err(Error::validation(format!("rotting_days must be between 0 and 3650, got {v}"))) }
 }
 
 /// A calendar date `YYYY-MM-DD`; `None` for an empty string.
@@ -344,12 +314,7 @@ pub fn check_date(field: &str, s: &str) -> Result<Option<String>> {
         .ok()
         .filter(|_| s.len() == 10)
         .map(|d| Some(d.format("%Y-%m-%d").to_string()))
-        .ok_or_else(|| {
-            Error::validation(format!(
-                "{field} must be a date YYYY-MM-DD, got {}",
-                worktruck_proto::text::quote(s)
-            ))
-        })
+        .ok_or_else(|| Error::validation(format!("{field} must be a date YYYY-MM-DD, got {}", worktruck_proto::text::quote(s))))
 }
 
 /// An optional id field; `None` for an empty string.
@@ -358,9 +323,7 @@ pub fn check_id(field: &str, v: &str) -> Result<Option<Uuid>> {
     if v.is_empty() {
         return Ok(None);
     }
-    Uuid::parse_str(v)
-        .map(Some)
-        .map_err(|_| Error::validation(format!("{field} must be a UUID")))
+    Uuid::parse_str(v).map(Some).map_err(|_| Error::validation(format!("{field} must be a UUID")))
 }
 
 /// Validates a metadata object.
@@ -396,9 +359,7 @@ pub fn value_period(v: i32) -> Result<Option<String>> {
         Ok(pb::ValuePeriod::Quarterly) => Some("quarterly".into()),
         Ok(pb::ValuePeriod::Annual) => Some("annual".into()),
         Err(_) => {
-            return Err(Error::validation(
-                "value_period must be one_time, monthly, quarterly or annual",
-            ));
+            return Err(Error::validation("value_period must be one_time, monthly, quarterly or annual"));
         }
     })
 }
@@ -495,24 +456,10 @@ mod tests {
 
     #[test]
     fn amounts_are_exact_non_negative_decimals() {
-        assert_eq!(
-            check_amount("1250.50").unwrap().unwrap().to_string(),
-            "1250.50"
-        );
+        assert_eq!(check_amount("1250.50").unwrap().unwrap().to_string(), "1250.50");
         assert_eq!(check_amount("007").unwrap().unwrap().to_string(), "7");
         assert_eq!(check_amount(" ").unwrap(), None);
-        for bad in [
-            "-1",
-            "1e5",
-            "1,5",
-            "abc",
-            ".5",
-            "5.",
-            "1.1234567",
-            "1234567890123456",
-            "NaN",
-            "+3",
-        ] {
+        for bad in ["-1", "1e5", "1,5", "abc", ".5", "5.", "1.1234567", "1234567890123456", "NaN", "+3"] {
             assert!(check_amount(bad).is_err(), "{bad}");
         }
         // 0.1 + 0.2 is exactly 0.3: no float anywhere.
@@ -531,10 +478,7 @@ mod tests {
 
     #[test]
     fn dates_and_percentages_are_checked() {
-        assert_eq!(
-            check_date("d", "2026-02-28").unwrap().as_deref(),
-            Some("2026-02-28")
-        );
+        assert_eq!(check_date("d", "2026-02-28").unwrap().as_deref(), Some("2026-02-28"));
         for bad in ["2026-02-30", "2026-2-3", "tomorrow"] {
             assert!(check_date("d", bad).is_err(), "{bad}");
         }

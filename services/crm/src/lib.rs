@@ -30,27 +30,16 @@ pub const GRPC_NAME: &str = "worktruck.crm.v1.CrmService";
 
 /// The service's migrations: (PostgreSQL, SQLite).
 pub fn migrators() -> (Migrator, Migrator) {
-    (
-        sqlx::migrate!("migrations/postgres"),
-        sqlx::migrate!("migrations/sqlite"),
-    )
+    (sqlx::migrate!("migrations/postgres"), sqlx::migrate!("migrations/sqlite"))
 }
 
 /// The CRM service, for the binary's table of services. It calls the contacts service to check
 /// the contacts deals name.
-pub static DEFINITION: ServiceDef = ServiceDef {
-    name: SERVICE,
-    grpc_services: &[GRPC_NAME],
-    calls: &["contacts"],
-    migrators,
-    build,
-};
+pub static DEFINITION: ServiceDef = ServiceDef { name: SERVICE, grpc_services: &[GRPC_NAME], calls: &["contacts"], migrators, build };
 
 fn build(ctx: ServiceContext) -> anyhow::Result<Built> {
     let settings: Settings = ctx.settings()?;
     let contacts = ContactsServiceClient::new(ctx.client("contacts")?);
     let svc = Crm::new(ctx.db, ctx.verifier, ctx.relay, contacts, settings);
-    Ok(Built::new(tonic::service::Routes::new(
-        CrmServiceServer::new(svc),
-    )))
+    Ok(Built::new(tonic::service::Routes::new(CrmServiceServer::new(svc))))
 }

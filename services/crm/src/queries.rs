@@ -38,12 +38,8 @@ impl From<Row> for Record {
 pub async fn lock_tenant(tx: &mut Tx, tenant: Uuid) -> Result<()> {
     if tx.dialect() == Dialect::Postgres {
         let b = tenant.as_bytes();
-        let key = i64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
-            ^ 0x0063_726d_0000_0000;
-        exec!(
-            tx,
-            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key)
-        )?;
+        let key = i64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) ^ 0x0063_726d_0000_0000;
+        exec!(tx, sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key))?;
     }
     Ok(())
 }
@@ -53,20 +49,18 @@ pub async fn lock_tenant(tx: &mut Tx, tenant: Uuid) -> Result<()> {
 /// each other.
 pub async fn share_stage(tx: &mut Tx, tenant: Uuid, stage: Uuid) -> Result<()> {
     if tx.dialect() == Dialect::Postgres {
-        exec!(tx, sqlx::query("SELECT 1 FROM entity_heads WHERE tenant_id = $1 AND entity = 'stage' AND id = $2 FOR SHARE")
-            .bind(tenant).bind(stage))?;
+        exec!(
+            tx,
+            sqlx::query("SELECT 1 FROM entity_heads WHERE tenant_id = $1 AND entity = 'stage' AND id = $2 FOR SHARE")
+                .bind(tenant)
+                .bind(stage)
+        )?;
     }
     Ok(())
 }
 
 /// Every live record of `entity` whose `doc->>field` is `value`.
-pub async fn live_by(
-    tx: &mut Tx,
-    tenant: Uuid,
-    entity: &str,
-    field: &'static str,
-    value: &str,
-) -> Result<Vec<Record>> {
+pub async fn live_by(tx: &mut Tx, tenant: Uuid, entity: &str, field: &'static str, value: &str) -> Result<Vec<Record>> {
     let sql = format!(
         "SELECT id, version, created_at, updated_at, doc FROM entity_heads \
          WHERE tenant_id = $1 AND entity = $2 AND deleted_at IS NULL AND doc->>'{field}' = $3 ORDER BY id"
@@ -120,13 +114,7 @@ enum Bind {
 
 /// Current deals, most recently updated first, after `(updated_at, id)`; `limit + 1` rows at
 /// most, so the caller can tell whether a page follows.
-pub async fn deals(
-    tx: &mut Tx,
-    tenant: Uuid,
-    f: &DealFilter,
-    after: Option<(DateTime<Utc>, Uuid)>,
-    limit: i64,
-) -> Result<Vec<Record>> {
+pub async fn deals(tx: &mut Tx, tenant: Uuid, f: &DealFilter, after: Option<(DateTime<Utc>, Uuid)>, limit: i64) -> Result<Vec<Record>> {
     let dialect = tx.dialect();
     let mut sql = String::from(
         "SELECT h.id, h.version, h.created_at, h.updated_at, h.doc FROM entity_heads h \
@@ -139,10 +127,7 @@ pub async fn deals(
     };
     for (field, value) in &f.equals {
         let n = next(&mut binds, Bind::Text(value.clone()));
-        let field: String = field
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
+        let field: String = field.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
         sql.push_str(&format!(" AND h.doc->>'{field}' = ${n}"));
     }
     if let Some(d) = &f.close_before {
@@ -174,9 +159,7 @@ pub async fn deals(
         sql.push_str(&format!(" AND (h.updated_at, h.id) < (${a}, ${b})"));
     }
     let n = next(&mut binds, Bind::Int(limit + 1));
-    sql.push_str(&format!(
-        " ORDER BY h.updated_at DESC, h.id DESC LIMIT ${n}"
-    ));
+    sql.push_str(&format!(" ORDER BY h.updated_at DESC, h.id DESC LIMIT ${n}"));
     let rows: Vec<Row> = on_tx!(tx, c => {
         let mut q = sqlx::query_as::<_, Row>(AssertSqlSafe(sql.clone())).bind(tenant);
         for b in &binds {
@@ -221,35 +204,44 @@ pub struct Change {
     pub recorded_at: DateTime<Utc>,
 }
 
-const CHANGE_COLUMNS: &str = "id, deal_id, pipeline_id, from_stage_id, to_stage_id, to_kind, amount, currency, reason, actor, changed_at, recorded_at";
+const CHANGE_COLUMNS: &str =
+    "id, deal_id, pipeline_id, from_stage_id, to_stage_id, to_kind, amount, currency, reason, actor, changed_at, recorded_at";
 
 /// Appends a stage change.
 pub async fn insert_change(tx: &mut Tx, tenant: Uuid, ch: &Change) -> Result<()> {
-    exec!(tx, sqlx::query(
-        "INSERT INTO stage_changes (tenant_id, id, deal_id, pipeline_id, from_stage_id, to_stage_id, to_kind, \
+    exec!(
+        tx,
+        sqlx::query(
+            "INSERT INTO stage_changes (tenant_id, id, deal_id, pipeline_id, from_stage_id, to_stage_id, to_kind, \
          amount, currency, reason, actor, changed_at, recorded_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
-        .bind(tenant).bind(ch.id).bind(ch.deal_id).bind(ch.pipeline_id).bind(ch.from_stage_id).bind(ch.to_stage_id)
-        .bind(&ch.to_kind).bind(&ch.amount).bind(&ch.currency).bind(&ch.reason).bind(&ch.actor)
-        .bind(ch.changed_at).bind(ch.recorded_at))?;
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        )
+        .bind(tenant)
+        .bind(ch.id)
+        .bind(ch.deal_id)
+        .bind(ch.pipeline_id)
+        .bind(ch.from_stage_id)
+        .bind(ch.to_stage_id)
+        .bind(&ch.to_kind)
+        .bind(&ch.amount)
+        .bind(&ch.currency)
+        .bind(&ch.reason)
+        .bind(&ch.actor)
+        .bind(ch.changed_at)
+        .bind(ch.recorded_at)
+    )?;
     Ok(())
 }
 
 /// A deal's stage changes, oldest first.
 pub async fn changes_of(tx: &mut Tx, tenant: Uuid, deal: Uuid) -> Result<Vec<Change>> {
-    let sql = format!(
-        "SELECT {CHANGE_COLUMNS} FROM stage_changes WHERE tenant_id = $1 AND deal_id = $2 ORDER BY changed_at, seq"
-    );
+    let sql = format!("SELECT {CHANGE_COLUMNS} FROM stage_changes WHERE tenant_id = $1 AND deal_id = $2 ORDER BY changed_at, seq");
     let rows = on_tx!(tx, c => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(tenant).bind(deal).fetch_all(c).await)?;
     Ok(rows)
 }
 
 /// When the deal's latest stage change happened (valid time).
-pub async fn last_change_at(
-    tx: &mut Tx,
-    tenant: Uuid,
-    deal: Uuid,
-) -> Result<Option<DateTime<Utc>>> {
+pub async fn last_change_at(tx: &mut Tx, tenant: Uuid, deal: Uuid) -> Result<Option<DateTime<Utc>>> {
     let t: Option<DateTime<Utc>> = on_tx!(tx, c => sqlx::query_scalar(
         "SELECT changed_at FROM stage_changes WHERE tenant_id = $1 AND deal_id = $2 ORDER BY changed_at DESC, seq DESC LIMIT 1")
         .bind(tenant).bind(deal).fetch_optional(c).await)?;
@@ -297,8 +289,7 @@ pub struct DealContactRow {
     pub updated_at: DateTime<Utc>,
 }
 
-const DC_COLUMNS: &str =
-    "id, deal_id, contact_id, is_primary, introduced_by, role, metadata, created_at, updated_at";
+const DC_COLUMNS: &str = "id, deal_id, contact_id, is_primary, introduced_by, role, metadata, created_at, updated_at";
 
 /// A deal's contacts, the primary first, then by when they were added.
 pub async fn deal_contacts(tx: &mut Tx, tenant: Uuid, deal: Uuid) -> Result<Vec<DealContactRow>> {
@@ -312,11 +303,7 @@ pub async fn deal_contacts(tx: &mut Tx, tenant: Uuid, deal: Uuid) -> Result<Vec<
 
 /// Inserts or replaces a deal contact; with `is_primary`, the deal's other contacts stop
 /// being primary first.
-pub async fn upsert_deal_contact(
-    tx: &mut Tx,
-    tenant: Uuid,
-    row: &DealContactRow,
-) -> Result<DealContactRow> {
+pub async fn upsert_deal_contact(tx: &mut Tx, tenant: Uuid, row: &DealContactRow) -> Result<DealContactRow> {
     if row.is_primary {
         exec!(
             tx,
@@ -345,15 +332,8 @@ pub async fn upsert_deal_contact(
 }
 
 /// Removes a deal contact; the removed row, if there was one.
-pub async fn remove_deal_contact(
-    tx: &mut Tx,
-    tenant: Uuid,
-    deal: Uuid,
-    contact: Uuid,
-) -> Result<Option<DealContactRow>> {
-    let sql = format!(
-        "DELETE FROM deal_contacts WHERE tenant_id = $1 AND deal_id = $2 AND contact_id = $3 RETURNING {DC_COLUMNS}"
-    );
+pub async fn remove_deal_contact(tx: &mut Tx, tenant: Uuid, deal: Uuid, contact: Uuid) -> Result<Option<DealContactRow>> {
+    let sql = format!("DELETE FROM deal_contacts WHERE tenant_id = $1 AND deal_id = $2 AND contact_id = $3 RETURNING {DC_COLUMNS}");
     let row = on_tx!(tx, c => sqlx::query_as(AssertSqlSafe(sql.clone()))
         .bind(tenant).bind(deal).bind(contact).fetch_optional(c).await)?;
     Ok(row)
