@@ -1239,7 +1239,7 @@ impl CrmService for Crm {
         Ok(Response::new(rpc::timeline(&DEALS, &self.db, &c, req.into_inner(), &[]).await?))
     }
 
-    async fn add_deal_contact(&self, req: Request<pb::AddDealContactRequest>) -> Result<Response<pb::DealContact>, Status> {
+    async fn create_deal_contact(&self, req: Request<pb::CreateDealContactRequest>) -> Result<Response<pb::DealContact>, Status> {
         let c = self.caller(&req)?;
         let md = req.metadata().clone();
         let r = req.into_inner();

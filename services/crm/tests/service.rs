@@ -300,13 +300,13 @@ async fn deals_take_exact_amounts_checked_contacts_and_refuse_bad_input_whole() 
         assert_eq!(s.list(pb::ListDealsRequest::default()).await.len(), 1, "no refused deal was written");
 
         // Deal contacts: checked with the contacts service, as the caller's tenant.
-        let r = s.req(pb::AddDealContactRequest { deal_id: d.id.clone(), contact_id: stranger.clone(), ..Default::default() });
-        let e = s.crm.add_deal_contact(r).await.unwrap_err();
+        let r = s.req(pb::CreateDealContactRequest { deal_id: d.id.clone(), contact_id: stranger.clone(), ..Default::default() });
+        let e = s.crm.create_deal_contact(r).await.unwrap_err();
         invalid(&e);
         assert!(e.message().contains(&stranger), "{e:?}");
         let bob = s.contact(tenant, "Bob", cpb::ContactKind::Person).await;
         for (who, primary) in [(&ana, true), (&bob, false), (&bob, true)] {
-            let r = s.req(pb::AddDealContactRequest {
+            let r = s.req(pb::CreateDealContactRequest {
                 deal_id: d.id.clone(),
                 contact_id: who.clone(),
                 role: Some("champion".into()),
@@ -314,7 +314,7 @@ async fn deals_take_exact_amounts_checked_contacts_and_refuse_bad_input_whole() 
                 introduced_by: Some(ana.clone()).filter(|_| who == &bob),
                 ..Default::default()
             });
-            s.crm.add_deal_contact(r).await.unwrap();
+            s.crm.create_deal_contact(r).await.unwrap();
         }
         let r = s.req(pb::GetDealRequest { id: d.id.clone(), ..Default::default() });
         let got = s.crm.get_deal(r).await.unwrap().into_inner();
@@ -329,8 +329,8 @@ async fn deals_take_exact_amounts_checked_contacts_and_refuse_bad_input_whole() 
         // The contact's side: main contact, organization or deal contact.
         let second =
             s.deal(pb::CreateDealRequest { name: "Side deal".into(), pipeline_id: Some(p.id.clone()), ..Default::default() }).await;
-        let r = s.req(pb::AddDealContactRequest { deal_id: second.id.clone(), contact_id: bob.clone(), ..Default::default() });
-        s.crm.add_deal_contact(r).await.unwrap();
+        let r = s.req(pb::CreateDealContactRequest { deal_id: second.id.clone(), contact_id: bob.clone(), ..Default::default() });
+        s.crm.create_deal_contact(r).await.unwrap();
         for (who, want) in [(&ana, vec![d.id.clone()]), (&acme, vec![d.id.clone()]), (&bob, vec![second.id.clone(), d.id.clone()])] {
             let r = s.req(pb::ListContactDealsRequest { id: who.clone(), ..Default::default() });
             let ids: Vec<_> = s.crm.list_contact_deals(r).await.unwrap().into_inner().data.into_iter().map(|d| d.id).collect();
