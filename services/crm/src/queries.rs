@@ -44,19 +44,18 @@ pub async fn lock_tenant(tx: &mut Tx, tenant: Uuid) -> Result<()> {
     Ok(())
 }
 
-/// Holds a stage's head in share mode until the transaction ends, so a stage being deleted
-/// (which updates its head) cannot gain a deal meanwhile. Moves into one stage do not wait for
-/// each other.
-pub async fn share_stage(tx: &mut Tx, tenant: Uuid, stage: Uuid) -> Result<()> {
+/// Holds a live stage's head in share mode until the transaction ends, so a stage being
+/// deleted (which locks and updates its head) cannot gain a deal meanwhile; moves into one stage
+/// do not wait for each other. False when the stage is no longer live (deleted since it was
+/// read). SQLite's write transaction already holds the only write lock.
+pub async fn share_stage(tx: &mut Tx, tenant: Uuid, stage: Uuid) -> Result<bool> {
     if tx.dialect() == Dialect::Postgres {
-        exec!(
-            tx,
-            sqlx::query("SELECT 1 FROM entity_heads WHERE tenant_id = $1 AND entity = 'stage' AND id = $2 FOR SHARE")
-                .bind(tenant)
-                .bind(stage)
-        )?;
+        let live: Option<i32> = on_tx!(tx, c => sqlx::query_scalar(
+            "SELECT 1 FROM entity_heads WHERE tenant_id = $1 AND entity = 'stage' AND id = $2 AND deleted_at IS NULL FOR SHARE")
+            .bind(tenant).bind(stage).fetch_optional(c).await)?;
+        return Ok(live.is_some());
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Every live record of `entity` whose `doc->>field` is `value`.

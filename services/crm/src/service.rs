@@ -964,7 +964,9 @@ impl CrmService for Crm {
                 .find(|(_, d)| d.kind == Kind::Open)
                 .ok_or_else(|| Error::validation(format!("pipeline {pipeline} has no open stage to put the deal in")))?,
         };
-        queries::share_stage(&mut tx, c.tenant, stage.0.id).await?;
+        if !queries::share_stage(&mut tx, c.tenant, stage.0.id).await? {
+            return Err(Error::validation(format!("stage_id: no stage {}", stage.0.id)).into());
+        }
         doc.pipeline_id = pipeline.to_string();
         if doc.currency.is_none() && doc.amount.is_some() {
             doc.currency = pdoc.currency.clone();
@@ -1204,7 +1206,9 @@ impl CrmService for Crm {
             // Already there: nothing moves, nothing is recorded.
             return Ok(Response::new(self.render_deal(&mut tx, &c, &head, None).await?));
         }
-        queries::share_stage(&mut tx, c.tenant, to.0.id).await?;
+        if !queries::share_stage(&mut tx, c.tenant, to.0.id).await? {
+            return Err(Error::validation(format!("stage_id: no stage {}", to.0.id)).into());
+        }
         self.move_head(&mut tx, &c, &head, &to, reason, won, lost, valid_from, t).await?;
         let rec = DEALS.head(&mut tx, c.tenant, id).await?;
         let out = self.render_deal(&mut tx, &c, &rec, None).await?;
