@@ -174,6 +174,42 @@ pub async fn deals(tx: &mut Tx, tenant: Uuid, f: &DealFilter, after: Option<(Dat
     Ok(rows.into_iter().map(Record::from).collect())
 }
 
+/// The fields of a live deal the analytics read, projected in SQL (no document parsed).
+#[derive(Debug, FromRow)]
+pub struct DealFigures {
+    /// Deal id.
+    pub id: Uuid,
+    /// Name.
+    pub name: Option<String>,
+    /// Stage.
+    pub stage_id: Option<String>,
+    /// `open`, `won` or `lost`.
+    pub status: Option<String>,
+    /// Exact decimal.
+    pub amount: Option<String>,
+    /// ISO 4217 code.
+    pub currency: Option<String>,
+    /// 0 to 100, as text.
+    pub confidence: Option<String>,
+    /// `YYYY-MM-DD`.
+    pub expected_close_date: Option<String>,
+    /// RFC 3339.
+    pub stage_entered_at: Option<String>,
+}
+
+/// The live deals of a pipeline, as [`DealFigures`], in one query.
+pub async fn pipeline_deal_figures(tx: &mut Tx, tenant: Uuid, pipeline: Uuid) -> Result<Vec<DealFigures>> {
+    let rows = on_tx!(tx, c => sqlx::query_as(
+        "SELECT id, CAST(doc->>'name' AS TEXT) AS name, CAST(doc->>'stage_id' AS TEXT) AS stage_id, \
+         CAST(doc->>'status' AS TEXT) AS status, CAST(doc->>'amount' AS TEXT) AS amount, \
+         CAST(doc->>'currency' AS TEXT) AS currency, CAST(doc->>'confidence' AS TEXT) AS confidence, \
+         CAST(doc->>'expected_close_date' AS TEXT) AS expected_close_date, \
+         CAST(doc->>'stage_entered_at' AS TEXT) AS stage_entered_at \
+         FROM entity_heads WHERE tenant_id = $1 AND entity = 'deal' AND deleted_at IS NULL AND doc->>'pipeline_id' = $2")
+        .bind(tenant).bind(pipeline.to_string()).fetch_all(c).await)?;
+    Ok(rows)
+}
+
 /// One row of the stage-change log.
 #[derive(Debug, Clone, FromRow)]
 pub struct Change {

@@ -862,10 +862,32 @@ impl CrmService for Crm {
                 rotting_days: d.rotting_days,
             });
         }
-        let deal_recs: Vec<Record> = if current {
-            queries::live_by(&mut tx, c.tenant, "deal", "pipeline_id", &id.to_string()).await?
+        let mut deals = Vec::new();
+        if current {
+            for d in queries::pipeline_deal_figures(&mut tx, c.tenant, id).await? {
+                let (Some(stage), Some(status)) =
+                    (d.stage_id.as_deref().and_then(|s| Uuid::parse_str(s).ok()), d.status.as_deref().and_then(Kind::parse))
+                else {
+                    return Err(Error::internal(format!("deal {} has no stage or status", d.id)).into());
+                };
+                deals.push(DealInfo {
+                    id: d.id,
+                    name: d.name.unwrap_or_default(),
+                    stage_id: stage,
+                    status,
+                    amount: d.amount.as_deref().and_then(|a| a.parse().ok()),
+                    currency: d.currency,
+                    confidence: d.confidence.as_deref().and_then(|v| v.parse().ok()),
+                    expected_close_date: d.expected_close_date,
+                    stage_entered_at: d
+                        .stage_entered_at
+                        .as_deref()
+                        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                        .map(|t| t.with_timezone(&Utc))
+                        .unwrap_or(t),
+                });
+            }
         } else {
-            let mut all = Vec::new();
             let mut cursor = None;
             loop {
                 let q = ListQuery {
@@ -876,28 +898,25 @@ impl CrmService for Crm {
                     ..Default::default()
                 };
                 let page = DEALS.list(&mut tx, c.tenant, retention, &q).await?;
-                all.extend(page.rows);
+                for d in &page.rows {
+                    let doc = DealDoc::from_value(&d.doc)?;
+                    deals.push(DealInfo {
+                        id: d.id,
+                        name: doc.name.clone(),
+                        stage_id: uuid(&doc.stage_id, "stage_id")?,
+                        status: doc.status,
+                        amount: doc.amount_decimal(),
+                        currency: doc.currency.clone(),
+                        confidence: doc.confidence,
+                        expected_close_date: doc.expected_close_date.clone(),
+                        stage_entered_at: doc.stage_entered_at,
+                    });
+                }
                 match page.next {
                     Some(n) => cursor = Some(n),
                     None => break,
                 }
             }
-            all
-        };
-        let mut deals = Vec::with_capacity(deal_recs.len());
-        for d in &deal_recs {
-            let doc = DealDoc::from_value(&d.doc)?;
-            deals.push(DealInfo {
-                id: d.id,
-                name: doc.name.clone(),
-                stage_id: uuid(&doc.stage_id, "stage_id")?,
-                status: doc.status,
-                amount: doc.amount_decimal(),
-                currency: doc.currency.clone(),
-                confidence: doc.confidence,
-                expected_close_date: doc.expected_close_date.clone(),
-                stage_entered_at: doc.stage_entered_at,
-            });
         }
         let changes = queries::pipeline_changes(&mut tx, c.tenant, id, sys, to).await?;
         Ok(Response::new(analytics::compute(id, &stages, &deals, &changes, from, to, sys)))
