@@ -11,7 +11,7 @@ use worktruck_kit::pbjson::timestamp;
 use worktruck_proto::crm::v1 as pb;
 
 use crate::domain::{Kind, decimal_string};
-use crate::queries::Change;
+use crate::queries::Step;
 
 /// A stage as the analytics see it.
 #[derive(Debug, Clone)]
@@ -116,7 +116,7 @@ pub fn compute(
     pipeline: Uuid,
     stages: &[StageInfo],
     deals: &[DealInfo],
-    changes: &[Change],
+    changes: &[Step],
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     as_of: DateTime<Utc>,

@@ -283,20 +283,29 @@ pub async fn last_change_at(tx: &mut Tx, tenant: Uuid, deal: Uuid) -> Result<Opt
     Ok(t)
 }
 
+/// What analytics read of one stage change.
+#[derive(Debug, Clone, FromRow)]
+pub struct Step {
+    /// The deal.
+    pub deal_id: Uuid,
+    /// The stage entered.
+    pub to_stage_id: Uuid,
+    /// Its kind.
+    pub to_kind: String,
+    /// Amount then.
+    pub amount: Option<String>,
+    /// Currency then.
+    pub currency: Option<String>,
+    /// When, in the world.
+    pub changed_at: DateTime<Utc>,
+}
+
 /// The stage changes of a pipeline recorded by `as_of` that happened before `before`, by deal
-/// then in the order they happened: everything analytics read, in one query.
-pub async fn pipeline_changes(
-    tx: &mut Tx,
-    tenant: Uuid,
-    pipeline: Uuid,
-    as_of: DateTime<Utc>,
-    before: DateTime<Utc>,
-) -> Result<Vec<Change>> {
-    let sql = format!(
-        "SELECT {CHANGE_COLUMNS} FROM stage_changes WHERE tenant_id = $1 AND pipeline_id = $2 \
-         AND recorded_at <= $3 AND changed_at < $4 ORDER BY deal_id, changed_at, seq"
-    );
-    let rows = on_tx!(tx, c => sqlx::query_as(AssertSqlSafe(sql.clone()))
+/// then in the order they happened: everything analytics read of the log, in one query.
+pub async fn pipeline_changes(tx: &mut Tx, tenant: Uuid, pipeline: Uuid, as_of: DateTime<Utc>, before: DateTime<Utc>) -> Result<Vec<Step>> {
+    let rows = on_tx!(tx, c => sqlx::query_as(
+        "SELECT deal_id, to_stage_id, to_kind, amount, currency, changed_at FROM stage_changes \
+         WHERE tenant_id = $1 AND pipeline_id = $2 AND recorded_at <= $3 AND changed_at < $4 ORDER BY deal_id, changed_at, seq")
         .bind(tenant).bind(pipeline).bind(as_of).bind(before).fetch_all(c).await)?;
     Ok(rows)
 }
