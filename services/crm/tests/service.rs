@@ -237,6 +237,41 @@ async fn pipelines_have_one_default_and_ordered_stages() {
 }
 
 #[tokio::test]
+async fn concurrent_first_uses_make_one_default_pipeline() {
+    for backend in backends() {
+        let data = TestData::new(backend).await;
+        let s = start(&data, Bus::memory()).await;
+        // Eight callers of a fresh tenant at once: half list the pipelines, half create a deal
+        // in "the default pipeline"; one default is made and every deal lands in it.
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let mut crm = s.crm.clone();
+            let (list, deal) =
+                (s.req(pb::ListPipelinesRequest {}), s.req(pb::CreateDealRequest { name: format!("d{i}"), ..Default::default() }));
+            calls.spawn(async move {
+                if i % 2 == 0 {
+                    crm.list_pipelines(list).await.map(|_| None)
+                } else {
+                    crm.create_deal(deal).await.map(|d| Some(d.into_inner().pipeline_id))
+                }
+            });
+        }
+        let mut pipelines = std::collections::HashSet::new();
+        while let Some(r) = calls.join_next().await {
+            if let Some(p) = r.unwrap().unwrap() {
+                pipelines.insert(p);
+            }
+        }
+        let r = s.req(pb::ListPipelinesRequest {});
+        let all = s.crm.clone().list_pipelines(r).await.unwrap().into_inner().data;
+        assert_eq!(all.len(), 1, "{backend:?}: {all:?}");
+        assert!(all[0].is_default);
+        assert_eq!(pipelines.into_iter().collect::<Vec<_>>(), [all[0].id.clone()]);
+        s.service.stop();
+    }
+}
+
+#[tokio::test]
 async fn deals_take_exact_amounts_checked_contacts_and_refuse_bad_input_whole() {
     for backend in backends() {
         let data = TestData::new(backend).await;
