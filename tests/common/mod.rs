@@ -51,15 +51,31 @@ impl Stack {
         let running = worktruck::start_dev(cfg.clone()).await.expect("start");
         let base = format!("http://{}", running.rest_addr.unwrap());
         let mcp = format!("http://{}", running.mcp_addr.unwrap());
-        let key = running.first_key.clone().expect("first start creates a key");
-        Stack { data, cfg, running: Some(running), base, mcp, key, http: worktruck_kit::http::client() }
+        let key = running
+            .first_key
+            .clone()
+            .expect("first start creates a key");
+        Stack {
+            data,
+            cfg,
+            running: Some(running),
+            base,
+            mcp,
+            key,
+            http: worktruck_kit::http::client(),
+        }
     }
 
     /// Stops and starts again on the same data.
     pub async fn restart(&mut self) {
         self.running.take().unwrap().stop().await;
-        let running = worktruck::start_dev(self.cfg.clone()).await.expect("restart");
-        assert!(running.first_key.is_none(), "a restart must not create another tenant");
+        let running = worktruck::start_dev(self.cfg.clone())
+            .await
+            .expect("restart");
+        assert!(
+            running.first_key.is_none(),
+            "a restart must not create another tenant"
+        );
         self.base = format!("http://{}", running.rest_addr.unwrap());
         self.mcp = format!("http://{}", running.mcp_addr.unwrap());
         self.running = Some(running);
@@ -67,12 +83,20 @@ impl Stack {
 
     /// Creates another tenant the way an operator does; returns its key.
     pub async fn new_tenant(&self, name: &str) -> String {
-        let out = worktruck::admin::create_tenant(&self.cfg, name, "free").await.unwrap();
+        let out = worktruck::admin::create_tenant(&self.cfg, name, "free")
+            .await
+            .unwrap();
         out["api_key"].as_str().unwrap().to_owned()
     }
 
     /// Sends a request with `key` (none when empty) and returns (status, JSON body).
-    pub async fn call_as(&self, key: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call_as(
+        &self,
+        key: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if !key.is_empty() {
             req = req.bearer_auth(key);
@@ -83,18 +107,33 @@ impl Stack {
         let resp = req.send().await.expect("send");
         let status = resp.status();
         let text = resp.text().await.unwrap();
-        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, value)
     }
 
     /// Sends a request with the stack's key.
-    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         self.call_as(&self.key.clone(), method, path, body).await
     }
 
     /// Creates a person and returns it.
     pub async fn person(&self, name: &str) -> Value {
-        let (s, v) = self.call(Method::POST, "/api/v1/contacts", Some(json!({"kind": "person", "display_name": name}))).await;
+        let (s, v) = self
+            .call(
+                Method::POST,
+                "/api/v1/contacts",
+                Some(json!({"kind": "person", "display_name": name})),
+            )
+            .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
         v
     }
@@ -109,14 +148,17 @@ impl Stack {
 
 /// Asserts the error envelope and returns its code.
 pub fn error_code(v: &Value) -> String {
-    let e = v.get("error").unwrap_or_else(|| panic!("no error envelope in {v}"));
+    let e = v
+        .get("error")
+        .unwrap_or_else(|| panic!("no error envelope in {v}"));
     assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
     e["code"].as_str().unwrap().to_owned()
 }
 
 /// RFC 3339 for a query string.
 pub fn ts(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).replace('+', "%2B")
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        .replace('+', "%2B")
 }
 
 /// A moment between two writes.

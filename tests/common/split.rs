@@ -20,7 +20,8 @@ impl Drop for Proc {
 /// `n` distinct free ports: all are held at once while chosen, so none comes back twice (a port
 /// chosen and released one at a time can be handed out again before its role binds it).
 fn ports(n: usize) -> Vec<u16> {
-    let held: Vec<std::net::TcpListener> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let held: Vec<std::net::TcpListener> =
+        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
     held.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
@@ -48,12 +49,17 @@ impl Split {
     /// ready.
     pub async fn start(backend: Backend, services: &[&str], mcp: bool) -> Split {
         let data = TestData::new(backend).await;
-        let defs: Vec<_> =
-            worktruck::services::TABLE.iter().copied().filter(|d| services.is_empty() || services.contains(&d.name)).collect();
+        let defs: Vec<_> = worktruck::services::TABLE
+            .iter()
+            .copied()
+            .filter(|d| services.is_empty() || services.contains(&d.name))
+            .collect();
         // Per service: gRPC and admin; per gateway: its listener and (MCP) admin.
         let ports = ports(defs.len() * 2 + 3);
-        let mut env: Vec<(String, String)> =
-            vec![("WORKTRUCK_SECRET_KEY".into(), SECRET.into()), ("WORKTRUCK_DATA_DIR".into(), data.path().display().to_string())];
+        let mut env: Vec<(String, String)> = vec![
+            ("WORKTRUCK_SECRET_KEY".into(), SECRET.into()),
+            ("WORKTRUCK_DATA_DIR".into(), data.path().display().to_string()),
+        ];
         if backend == Backend::Postgres {
             env.push(("WORKTRUCK_DATABASE__URL".into(), data.database_url.clone().unwrap()));
         }
@@ -77,21 +83,18 @@ impl Split {
             data,
         };
         for (i, def) in defs.iter().enumerate() {
-            split.spawn(
-                def.name,
-                &[
-                    ("WORKTRUCK_GRPC__ADDR", format!("127.0.0.1:{}", ports[2 * i])),
-                    ("WORKTRUCK_ADMIN__ADDR", format!("127.0.0.1:{}", ports[2 * i + 1])),
-                ],
-            );
+            split.spawn(def.name, &[
+                ("WORKTRUCK_GRPC__ADDR", format!("127.0.0.1:{}", ports[2 * i])),
+                ("WORKTRUCK_ADMIN__ADDR", format!("127.0.0.1:{}", ports[2 * i + 1])),
+            ]);
         }
         split.spawn("gateway", &[("WORKTRUCK_REST__ADDR", format!("127.0.0.1:{rest}"))]);
         let mut ready = vec![format!("{}/ready", split.base)];
         if mcp {
-            split.spawn(
-                "mcp-gateway",
-                &[("WORKTRUCK_MCP__ADDR", format!("127.0.0.1:{mcp_port}")), ("WORKTRUCK_ADMIN__ADDR", format!("127.0.0.1:{mcp_admin}"))],
-            );
+            split.spawn("mcp-gateway", &[
+                ("WORKTRUCK_MCP__ADDR", format!("127.0.0.1:{mcp_port}")),
+                ("WORKTRUCK_ADMIN__ADDR", format!("127.0.0.1:{mcp_admin}")),
+            ]);
             ready.push(format!("http://127.0.0.1:{mcp_admin}/ready"));
         }
         for url in ready {
