@@ -14,6 +14,7 @@ const FILES: &[&str] = &[
     "worktruck/tenants/v1/tenants.proto",
     "worktruck/contacts/v1/contacts.proto",
     "worktruck/notes/v1/notes.proto",
+    "worktruck/crm/v1/crm.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -248,3 +248,32 @@ async fn links_cross_processes_over_nats_and_catch_up_after_an_outage() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_note_links_to_a_deal_and_the_deal_sees_it() {
+    for backend in backends() {
+        let s = Stack::start(backend).await;
+        let (st, deal) = s.call(Method::POST, "/api/v1/deals", Some(json!({"name": "Big one", "amount": "1000.00", "currency": "EUR"}))).await;
+        assert_eq!(st, StatusCode::CREATED, "{deal}");
+        let did = id(&deal);
+        let (st, note) = s.call(Method::POST, "/api/v1/notes", Some(json!({"title": "Call notes", "body": format!("Pricing for [[deal:{did}]].")}))).await;
+        assert_eq!(st, StatusCode::CREATED, "{backend:?}: {note}");
+        let path = format!("/api/v1/deals/{did}/links");
+        let v = eventually("the deal sees the note", || async {
+            let (_, v) = s.call(Method::GET, &path, None).await;
+            if v["data"].as_array().is_some_and(|d| d.len() == 1) { Ok(v) } else { Err(v.to_string()) }
+        })
+        .await;
+        assert_eq!(v["data"][0]["source"], format!("notes:note:{}", id(&note)));
+        assert_eq!(v["data"][0]["target_title"], "Big one");
+        let (st, _) = s.call(Method::DELETE, &format!("/api/v1/deals/{did}"), None).await;
+        assert_eq!(st, StatusCode::OK);
+        let note_links = format!("/api/v1/notes/{}/links", id(&note));
+        eventually("the note's link to the deal turns dangling", || async {
+            let (_, v) = s.call(Method::GET, &note_links, None).await;
+            if cross(&v).first().is_some_and(|l| l["status"] == "dangling") { Ok(v) } else { Err(v.to_string()) }
+        })
+        .await;
+        s.stop().await;
+    }
+}

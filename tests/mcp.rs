@@ -104,13 +104,21 @@ async fn tools_from_the_registry_over_streamable_http() {
                 "contacts_get",
                 "contacts_search",
                 "contacts_update",
+                "deals_add_contact",
+                "deals_create",
+                "deals_get",
+                "deals_list",
+                "deals_move",
+                "deals_update",
                 "links_list",
                 "notes_create",
                 "notes_delete",
                 "notes_get",
                 "notes_list_backlinks",
                 "notes_search",
-                "notes_update"
+                "notes_update",
+                "pipeline_analytics",
+                "pipelines_list"
             ]
         );
         let get = by_name("contacts_get");

@@ -30,7 +30,8 @@ async fn services_serve_only_callers_with_a_pod_certificate() {
     let mut roles = Vec::new();
     let mut gateway_cfg = cfg.clone();
     for def in worktruck::services::TABLE {
-        let r = worktruck::start_role(cfg.clone(), Role::Service(def)).await.unwrap();
+        // Each service is given the addresses of those started before it (the CRM calls contacts).
+        let r = worktruck::start_role(gateway_cfg.clone(), Role::Service(def)).await.unwrap();
         gateway_cfg.services.insert(def.name.into(), format!("https://localhost:{}", r.grpc_addr.unwrap().port()));
         roles.push(r);
     }

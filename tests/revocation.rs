@@ -78,7 +78,8 @@ async fn revoked_and_rotated_keys_are_refused_on_every_gateway_replica() {
     let mut roles: Vec<Running> = Vec::new();
     let mut with_services = cfg.clone();
     for def in worktruck::services::TABLE {
-        let running = worktruck::start_role(cfg.clone(), Role::Service(def)).await.unwrap();
+        // Each service is given the addresses of those started before it (the CRM calls contacts).
+        let running = worktruck::start_role(with_services.clone(), Role::Service(def)).await.unwrap();
         with_services.services.insert(def.name.to_owned(), format!("http://{}", running.grpc_addr.unwrap()));
         roles.push(running);
     }

@@ -29,6 +29,13 @@ async fn every_role_in_its_own_process_serves_the_api() {
         let c: serde_json::Value = r.json().await.unwrap();
         let r = http.get(format!("{base}/api/v1/contacts/{}", c["id"].as_str().unwrap())).bearer_auth(&key).send().await.unwrap();
         assert_eq!(r.status(), 200);
+        // The CRM role checks a deal's contact with the contacts role, over the network, as the caller.
+        let deal = |contact: &str| serde_json::json!({"name": "Split deal", "contact_id": contact});
+        let r = http.post(format!("{base}/api/v1/deals")).bearer_auth(&key).json(&deal(c["id"].as_str().unwrap())).send().await.unwrap();
+        assert_eq!(r.status(), 201, "{}", split.logs());
+        let missing = uuid::Uuid::now_v7().to_string();
+        let r = http.post(format!("{base}/api/v1/deals")).bearer_auth(&key).json(&deal(&missing)).send().await.unwrap();
+        assert_eq!(r.status(), 400);
     }
 }
 

@@ -228,6 +228,84 @@ impl Target {
     }
 }
 
+impl Target {
+    /// `POST <path>` with `body`; the answer as JSON.
+    async fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, Failure> {
+        let (_, _, bytes) = send(self.client.post(self.url(path)).bearer_auth(&self.key).json(body)).await?;
+        serde_json::from_slice(&bytes).map_err(|_| Failure::BadBody)
+    }
+
+    /// `POST <path>` with `body` (set-up steps, untimed); the answer as JSON.
+    pub async fn post_setup(&self, path: &str, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        self.post_json(path, body).await.map_err(|f| anyhow::anyhow!("POST {path}: {}", f.key()))
+    }
+
+    /// `POST /api/v1/deals`: deal `n` in `pipeline`, in EUR or USD, closing in one of three
+    /// months; its id on success.
+    pub async fn create_deal(&self, pipeline: &str, n: u64) -> Result<String, Failure> {
+        let body = serde_json::json!({
+            "name": format!("Load Deal {n}"),
+            "pipeline_id": pipeline,
+            "amount": format!("{}.{:02}", 1000 + n % 9000, n % 100),
+            "currency": if n.is_multiple_of(3) { "USD" } else { "EUR" },
+            "expected_close_date": format!("2027-{:02}-15", 1 + n % 3),
+        });
+        let v = self.post_json("api/v1/deals", &body).await?;
+        v.get("id").and_then(|id| id.as_str()).map(str::to_owned).ok_or(Failure::BadBody)
+    }
+}
+
+/// A CRM pipeline for the deal phases: four open stages, won and lost (set-up, untimed); its id
+/// and its open stages' ids.
+pub async fn crm_pipeline(target: &Target) -> anyhow::Result<(String, Vec<String>)> {
+    let body = serde_json::json!({"name": "Load pipeline", "currency": "EUR", "stages": [
+        {"name": "Lead", "probability": 10}, {"name": "Qualified", "probability": 30, "rotting_days": 30},
+        {"name": "Proposal", "probability": 60}, {"name": "Negotiation", "probability": 80},
+        {"name": "Won", "kind": "won"}, {"name": "Lost", "kind": "lost"},
+    ]});
+    let p = target.post_setup("api/v1/pipelines", &body).await?;
+    let id = p["id"].as_str().unwrap_or_default().to_owned();
+    let stages = p["stages"].as_array().map(|a| a.iter().take(4).filter_map(|s| s["id"].as_str().map(str::to_owned)).collect()).unwrap_or_default();
+    Ok((id, stages))
+}
+
+/// Creates deals in `pipeline`; the summary and the ids created.
+pub async fn deal_create_phase(target: &Target, plan: Plan, pipeline: String) -> (Summary, Vec<String>) {
+    let t = target.clone();
+    let pipeline = Arc::new(pipeline);
+    let (samples, ids, elapsed) = run(plan, move |n| {
+        let (t, pipeline) = (t.clone(), Arc::clone(&pipeline));
+        async move { t.create_deal(&pipeline, n).await.map(Some) }
+    })
+    .await;
+    (samples.summarize("deal_create", elapsed), ids)
+}
+
+/// Moves the deals in `ids` round-robin, each time to the next of the open `stages` (so every
+/// request is a real move, with its stage change); `None` when there is nothing to move.
+pub async fn deal_move_phase(target: &Target, plan: Plan, ids: Vec<String>, stages: Vec<String>) -> Option<Summary> {
+    if ids.is_empty() || stages.len() < 2 {
+        return None;
+    }
+    let (ids, stages) = (Arc::new(ids), Arc::new(stages));
+    let t = target.clone();
+    let (samples, _, elapsed) = run(plan, move |n| {
+        let (t, ids, stages) = (t.clone(), Arc::clone(&ids), Arc::clone(&stages));
+        async move {
+            let len = ids.len() as u64;
+            let id = &ids[(n % len) as usize];
+            let stage = &stages[((n / len + 1) % stages.len() as u64) as usize];
+            let v = t.post_json(&format!("api/v1/deals/{id}/move"), &serde_json::json!({"stage_id": stage})).await?;
+            if v.get("stage_id").and_then(|s| s.as_str()) != Some(stage.as_str()) {
+                return Err(Failure::BadBody);
+            }
+            Ok(None)
+        }
+    })
+    .await;
+    Some(samples.summarize("deal_move", elapsed))
+}
+
 /// Sends a request and reads its whole body; a status outside 2xx is a failure.
 async fn send(
     req: reqwest::RequestBuilder,

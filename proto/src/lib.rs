@@ -82,3 +82,11 @@ pub mod notes {
         tonic::include_proto!("worktruck.notes.v1");
     }
 }
+
+/// Generated code for `worktruck.crm.v1`.
+pub mod crm {
+    #[allow(missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("worktruck.crm.v1");
+    }
+}

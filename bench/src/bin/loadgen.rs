@@ -83,6 +83,10 @@ struct Args {
     /// phase made); the deepest page is compared with the first.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     list_rows: u64,
+    /// Deals in the pipeline the analytics phase reads (made before it runs, beyond those the
+    /// deal_create phase made); 0 skips the CRM phases.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    deals: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -203,7 +207,8 @@ fn target(args: &Args, url: Url, key: String) -> anyhow::Result<Target> {
 /// Runs every phase: `/health` (the read ceiling), create and the raw INSERT ceiling, get
 /// over REST and MCP, as_of and history reads on a long-history contact and its 10-version
 /// twin, the first and the deepest list page, notes with five wikilinks and the backlinks of a
-/// note with 1,000 of them, and search. A server this harness started is
+/// note with 1,000 of them, search, and the CRM's deal create, move and analytics on a
+/// pipeline of `--deals` deals. A server this harness started is
 /// checked after each phase: if it died, the run fails instead of reporting.
 async fn phases(
     args: &Args,
@@ -272,6 +277,20 @@ async fn phases(
     }));
     let searches: Vec<String> = (0..100).map(|i| format!("api/v1/contacts?limit=20&q=person%20{}", i * 37 % have.max(1))).collect();
     phase!(load::get_paths_phase(target, plan, "search", searches, true).await);
+    if args.deals > 0 {
+        let (pipeline, stages) = load::crm_pipeline(target).await?;
+        let (created, mut deal_ids) = load::deal_create_phase(target, plan, pipeline.clone()).await;
+        phase!(Some(created));
+        phase!(load::deal_move_phase(target, plan, deal_ids.clone(), stages).await);
+        let have = deal_ids.len() as u64;
+        if args.deals > have {
+            eprintln!("loadgen: making {} more deals for the analytics phase", args.deals - have);
+            deal_ids.extend(seed_deals(target, &pipeline, have, args.deals - have, usize::from(args.concurrency)).await?);
+        }
+        eprintln!("loadgen: analytics (a pipeline of {} deals)", deal_ids.len());
+        let analytics = vec![format!("api/v1/pipelines/{pipeline}/analytics")];
+        phase!(load::get_paths_phase(target, plan, "analytics", analytics, true).await);
+    }
     Ok(out)
 }
 
@@ -309,6 +328,33 @@ async fn seed(target: &Target, n: u64, concurrency: usize) -> anyhow::Result<()>
         r??;
     }
     Ok(())
+}
+
+/// Creates `n` more deals in `pipeline`, numbered from `from`, with `concurrency` workers
+/// (untimed); their ids.
+async fn seed_deals(target: &Target, pipeline: &str, from: u64, n: u64, concurrency: usize) -> anyhow::Result<Vec<String>> {
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let pipeline: Arc<str> = Arc::from(pipeline);
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let (t, next, pipeline) = (target.clone(), Arc::clone(&next), Arc::clone(&pipeline));
+        workers.spawn(async move {
+            let mut ids = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<_, anyhow::Error>(ids);
+                }
+                let id = t.create_deal(&pipeline, from + i).await.map_err(|f| anyhow::anyhow!("create deal: {}", f.key()))?;
+                ids.push(id);
+            }
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(r) = workers.join_next().await {
+        all.extend(r??);
+    }
+    Ok(all)
 }
 
 /// The cursor of the last full page of `GET /api/v1/contacts?limit=50`, walking there once
