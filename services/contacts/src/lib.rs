@@ -4,7 +4,9 @@
 //! It owns the `contacts` schema (or `contacts.db`); other services reach contacts only over
 //! gRPC or events.
 
+mod children;
 mod domain;
+mod lookup;
 mod service;
 
 use sqlx::migrate::Migrator;
