@@ -240,12 +240,15 @@ impl ContactDoc {
                 parts.push(v);
             }
         }
-        for c in &self.channels {
-            parts.push(&c.value);
-            if c.canonical_value != c.value {
-                parts.push(&c.canonical_value);
-            }
-        }
+        // PostgreSQL's parser keeps an email or URL as one token, so channel values are also
+        // given as their words (`ada lovelace example org`), which both engines match by prefix.
+        let words: Vec<String> = self
+            .channels
+            .iter()
+            .flat_map(|c| [c.value.as_str(), c.canonical_value.as_str()])
+            .map(|v| v.chars().map(|ch| if ch.is_alphanumeric() { ch } else { ' ' }).collect())
+            .collect();
+        parts.extend(words.iter().map(String::as_str));
         parts.extend(extra.iter().map(String::as_str));
         parts.join(" ")
     }
