@@ -6,7 +6,9 @@
 
 mod children;
 mod domain;
+mod import;
 mod lookup;
+pub mod vcard;
 mod service;
 
 use sqlx::migrate::Migrator;

@@ -128,12 +128,16 @@ pub async fn all(tx: &mut Tx, tenant: Uuid, entity: &str) -> Result<Vec<Record>>
 
 /// The live record of `entity` whose `doc->>field` is `value`.
 pub async fn by_field(tx: &mut Tx, tenant: Uuid, entity: &str, field: &'static str, value: &str) -> Result<Option<Record>> {
+    // The entity is written into the statement (names come from code, never from callers) so
+    // that PostgreSQL can prove a partial index `WHERE entity = '…'` applies, generic plan or not.
+    let entity: String = entity.chars().filter(|c| c.is_ascii_lowercase() || *c == '_').collect();
     let sql = format!(
         "SELECT id, version, created_at, updated_at, doc FROM entity_heads \
-         WHERE tenant_id = $1 AND entity = $2 AND deleted_at IS NULL AND doc->>'{field}' = $3 LIMIT 1"
+         WHERE tenant_id = $1 AND entity = '{entity}' AND deleted_at IS NULL AND doc->>'{field}' = $2 \
+         ORDER BY created_at, id LIMIT 1"
     );
     let row: Option<Row> = on_tx!(tx, c => sqlx::query_as(AssertSqlSafe(sql.clone()))
-        .bind(tenant).bind(entity).bind(value).fetch_optional(c).await)?;
+        .bind(tenant).bind(value).fetch_optional(c).await)?;
     Ok(row.map(Record::from))
 }
 

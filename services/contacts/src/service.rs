@@ -174,6 +174,19 @@ fn check_not_future(t: DateTime<Utc>, now: DateTime<Utc>, field: &str) -> Result
     Ok(())
 }
 
+async fn settings_of(tx: &mut Tx, c: &Caller) -> Result<Option<Record>> {
+    match SETTINGS.head(tx, c.tenant, c.tenant).await {
+        Ok(r) => Ok(Some(r)),
+        Err(e) if e.code == ErrorCode::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The tenant's default region for national phone numbers.
+pub(crate) async fn tenant_region_of(tx: &mut Tx, c: &Caller) -> Result<Option<String>> {
+    Ok(settings_of(tx, c).await?.and_then(|r| opt_str(&r.doc, "default_region")))
+}
+
 impl Contacts {
     /// A service over a migrated database.
     pub fn new(db: Db, verifier: Verifier, relay: Relay) -> Self {
@@ -347,15 +360,15 @@ impl Contacts {
     }
 
     async fn settings_doc(&self, tx: &mut Tx, c: &Caller) -> Result<Option<Record>> {
-        match SETTINGS.head(tx, c.tenant, c.tenant).await {
-            Ok(r) => Ok(Some(r)),
-            Err(e) if e.code == ErrorCode::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        settings_of(tx, c).await
     }
 
     async fn tenant_region(&self, tx: &mut Tx, c: &Caller) -> Result<Option<String>> {
-        Ok(self.settings_doc(tx, c).await?.and_then(|r| opt_str(&r.doc, "default_region")))
+        tenant_region_of(tx, c).await
+    }
+
+    pub(crate) async fn create_tag_for_import(&self, tx: &mut Tx, c: &Caller, name: &str, t: DateTime<Utc>) -> Result<Record> {
+        self.create_tag_in(tx, c, name, None, t).await
     }
 
     /// The region national phone numbers of `doc` are read in: the contact's `default_region`,
@@ -1572,4 +1585,8 @@ rpcs! {
     delete_group(pb::GetGroupRequest) -> pb::DeleteChildResponse => delete_group_;
     add_group_members(pb::GroupMembersRequest) -> pb::GroupMembersResponse => group_members, true;
     remove_group_members(pb::GroupMembersRequest) -> pb::GroupMembersResponse => group_members, false;
+    import_contacts(pb::ImportContactsRequest) -> pb::ImportJob => import_contacts_;
+    get_import_job(pb::GetImportJobRequest) -> pb::ImportJob => get_import_job_;
+    export_contact_vcard(pb::ExportContactVcardRequest) -> pb::VcardData => export_contact_vcard_;
+    export_contacts(pb::ExportContactsRequest) -> pb::VcardData => export_contacts_;
 }

@@ -22,3 +22,8 @@ CREATE INDEX contact_tags_by_key ON entity_heads (tenant_id, doc->>'key')
     WHERE entity = 'contact_tag' AND deleted_at IS NULL;
 CREATE INDEX relationship_types_by_key ON entity_heads (tenant_id, doc->>'name')
     WHERE entity = 'relationship_type' AND deleted_at IS NULL;
+-- vCard import matches by UID and finds organizations by name.
+CREATE INDEX contacts_by_vcard_uid ON entity_heads (tenant_id, doc->>'vcard_uid')
+    WHERE entity = 'contact' AND deleted_at IS NULL;
+CREATE INDEX contacts_by_display_name ON entity_heads (tenant_id, doc->>'display_name')
+    WHERE entity = 'contact' AND deleted_at IS NULL;
