@@ -8,6 +8,7 @@ mod children;
 mod domain;
 mod import;
 mod lookup;
+mod merge;
 pub mod vcard;
 mod service;
 

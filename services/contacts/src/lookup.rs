@@ -216,3 +216,11 @@ pub async fn list(tx: &mut Tx, tenant: Uuid, f: &Filter, after: Option<(DateTime
     })?;
     Ok(rows.into_iter().map(Record::from).collect())
 }
+
+/// The head of `entity` `id`, live or deleted: (version, deleted, doc).
+pub async fn head_any(tx: &mut Tx, tenant: Uuid, entity: &str, id: Uuid) -> Result<Option<(i64, bool, Value)>> {
+    let row: Option<(i64, Option<DateTime<Utc>>, Value)> = on_tx!(tx, c => sqlx::query_as(
+        "SELECT version, deleted_at, doc FROM entity_heads WHERE tenant_id = $1 AND entity = $2 AND id = $3")
+        .bind(tenant).bind(entity).bind(id).fetch_optional(c).await)?;
+    Ok(row.map(|(v, d, doc)| (v, d.is_some(), doc)))
+}

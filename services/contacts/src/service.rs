@@ -887,7 +887,7 @@ impl Contacts {
         Ok(r)
     }
 
-    fn relationship_keys(doc: &Value) -> BTreeSet<lookup::Key> {
+    pub(crate) fn relationship_keys(doc: &Value) -> BTreeSet<lookup::Key> {
         [("rel".to_owned(), str_of(doc, "from_id")), ("rel".to_owned(), str_of(doc, "to_id"))].into_iter().collect()
     }
 
@@ -1069,7 +1069,7 @@ impl Contacts {
         Ok(())
     }
 
-    fn interaction_keys(participants: &[String]) -> BTreeSet<lookup::Key> {
+    pub(crate) fn interaction_keys(participants: &[String]) -> BTreeSet<lookup::Key> {
         participants.iter().map(|p| ("participant".to_owned(), p.clone())).collect()
     }
 
@@ -1586,6 +1586,10 @@ rpcs! {
     add_group_members(pb::GroupMembersRequest) -> pb::GroupMembersResponse => group_members, true;
     remove_group_members(pb::GroupMembersRequest) -> pb::GroupMembersResponse => group_members, false;
     import_contacts(pb::ImportContactsRequest) -> pb::ImportJob => import_contacts_;
+    list_duplicates(pb::ListDuplicatesRequest) -> pb::ListDuplicatesResponse => list_duplicates_;
+    preview_merge(pb::MergeContactsRequest) -> pb::MergePreview => preview_merge_;
+    merge_contacts(pb::MergeContactsRequest) -> pb::MergeResult => merge_contacts_;
+    undo_merge(pb::UndoMergeRequest) -> pb::UndoMergeResponse => undo_merge_;
     get_import_job(pb::GetImportJobRequest) -> pb::ImportJob => get_import_job_;
     export_contact_vcard(pb::ExportContactVcardRequest) -> pb::VcardData => export_contact_vcard_;
     export_contacts(pb::ExportContactsRequest) -> pb::VcardData => export_contacts_;
