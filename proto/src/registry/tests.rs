@@ -136,7 +136,15 @@ fn contacts_tools_carry_their_annotations() {
             "contacts_get",
             "contacts_update",
             "contacts_delete",
-            "contacts_search"
+            "contacts_search",
+            "contacts_find_by_channel",
+            "contacts_due_for_contact",
+            "contacts_add_channel",
+            "contacts_list_relationships",
+            "contacts_log_interaction",
+            "contacts_find_duplicates",
+            "contacts_merge_preview",
+            "contacts_merge"
         ]
     );
     // (name, read_only, destructive, idempotent)
@@ -146,6 +154,14 @@ fn contacts_tools_carry_their_annotations() {
         ("contacts_update", false, false, true),
         ("contacts_delete", false, true, true),
         ("contacts_search", true, false, true),
+        ("contacts_find_by_channel", true, false, true),
+        ("contacts_due_for_contact", true, false, true),
+        ("contacts_add_channel", false, false, false),
+        ("contacts_list_relationships", true, false, true),
+        ("contacts_log_interaction", false, false, false),
+        ("contacts_find_duplicates", true, false, true),
+        ("contacts_merge_preview", true, false, true),
+        ("contacts_merge", false, true, false),
     ];
     for (name, ro, destructive, idempotent) in expect {
         let t = r.tool(name).unwrap();
