@@ -185,6 +185,14 @@ impl Target {
         Ok(())
     }
 
+    /// `POST <path>` with a JSON body (set-up steps, untimed); the answer.
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        let (_, _, bytes) = send(self.client.post(self.url(path)).bearer_auth(&self.key).json(body))
+            .await
+            .map_err(|f| anyhow::anyhow!("POST {path}: {}", f.key()))?;
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+
     /// Creates one contact named `name` (set-up steps, untimed); its id.
     pub async fn create_named(&self, name: &str) -> anyhow::Result<String> {
         let body = serde_json::json!({ "kind": "person", "display_name": name });
