@@ -43,7 +43,12 @@ async fn channels_are_canonical_found_by_any_format_and_read_as_they_were() {
         let id = ada["id"].as_str().unwrap().to_owned();
         let base = format!("/api/v1/contacts/{id}");
 
-        let e = post(&s, &format!("{base}/channels"), json!({"type": "email", "value": "  Ada.Lovelace@Example.ORG ", "is_primary": true, "label": "work"})).await;
+        let e = post(
+            &s,
+            &format!("{base}/channels"),
+            json!({"type": "email", "value": "  Ada.Lovelace@Example.ORG ", "is_primary": true, "label": "work"}),
+        )
+        .await;
         assert_eq!(e["canonical_value"], "ada.lovelace@example.org", "{backend:?} {e}");
         assert_eq!(e["value"], "Ada.Lovelace@Example.ORG");
         assert_eq!(e["type"], "email");
@@ -68,19 +73,31 @@ async fn channels_are_canonical_found_by_any_format_and_read_as_they_were() {
         let ola_id = ola["id"].as_str().unwrap();
         let no = post(&s, &format!("/api/v1/contacts/{ola_id}/channels"), json!({"type": "phone", "value": "22 12 34 56"})).await;
         assert_eq!(no["canonical_value"], "+4722123456");
-        let (st, unparseable) = s.call(Method::POST, &format!("{base}/channels"), Some(json!({"type": "phone", "value": "call me maybe"}))).await;
+        let (st, unparseable) =
+            s.call(Method::POST, &format!("{base}/channels"), Some(json!({"type": "phone", "value": "call me maybe"}))).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{unparseable}");
         assert_eq!(error_code(&unparseable), "validation_failed");
 
         // A second primary email is refused, and nothing was written.
         let before = get(&s, &base).await;
-        let (st, second) = s.call(Method::POST, &format!("{base}/channels"), Some(json!({"type": "email", "value": "ada@home.example", "is_primary": true}))).await;
+        let (st, second) = s
+            .call(
+                Method::POST,
+                &format!("{base}/channels"),
+                Some(json!({"type": "email", "value": "ada@home.example", "is_primary": true})),
+            )
+            .await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{second}");
         assert!(second["error"]["message"].as_str().unwrap().contains("primary"), "{second}");
         assert_eq!(get(&s, &base).await["version"], before["version"]);
 
         // find-by-channel matches on the canonical value, whatever the format asked with.
-        for (ty, q) in [("phone", "%2B1%20415-555-0100"), ("phone", "%2B14155550100"), ("email", "ADA.lovelace%40example.org%20"), ("phone", "%2B44%2020%207946%200958")] {
+        for (ty, q) in [
+            ("phone", "%2B1%20415-555-0100"),
+            ("phone", "%2B14155550100"),
+            ("email", "ADA.lovelace%40example.org%20"),
+            ("phone", "%2B44%2020%207946%200958"),
+        ] {
             let (st, found) = s.call(Method::GET, &format!("/api/v1/contacts/find-by-channel?type={ty}&value={q}"), None).await;
             assert_eq!(st, StatusCode::OK, "{q}: {found}");
             assert_eq!(found["id"], id.as_str(), "{q}");
@@ -90,7 +107,8 @@ async fn channels_are_canonical_found_by_any_format_and_read_as_they_were() {
 
         // Update and delete of a channel; the list's q finds channel values.
         let pid = p["id"].as_str().unwrap();
-        let (st, upd) = s.call(Method::PATCH, &format!("{base}/channels/{pid}"), Some(json!({"label": "mobile", "value": "+1 415 555 0101"}))).await;
+        let (st, upd) =
+            s.call(Method::PATCH, &format!("{base}/channels/{pid}"), Some(json!({"label": "mobile", "value": "+1 415 555 0101"}))).await;
         assert_eq!(st, StatusCode::OK, "{upd}");
         assert_eq!(upd["canonical_value"], "+14155550101");
         let one = get(&s, &format!("{base}/channels/{pid}")).await;
@@ -149,14 +167,17 @@ async fn relationships_read_from_both_sides_and_bad_input_writes_nothing() {
         assert_eq!(rels[0]["outgoing"], false);
         let rid = r["id"].as_str().unwrap();
         // Changing the type from B's side stores its inverse for A.
-        let (st, upd) = s.call(Method::PATCH, &format!("/api/v1/contacts/{b}/relationships/{rid}"), Some(json!({"type": "reports_to"}))).await;
+        let (st, upd) =
+            s.call(Method::PATCH, &format!("/api/v1/contacts/{b}/relationships/{rid}"), Some(json!({"type": "reports_to"}))).await;
         assert_eq!(st, StatusCode::OK, "{upd}");
         assert_eq!(upd["type"], "reports_to");
         assert_eq!(get(&s, &format!("/api/v1/contacts/{a}/relationships/{rid}")).await["type"], "manages");
         // Symmetric and custom types.
         post(&s, &format!("/api/v1/contacts/{a}/relationships"), json!({"related_contact_id": m, "type": "friend"})).await;
         assert_eq!(arr(&get(&s, &format!("/api/v1/contacts/{m}/relationships")).await["data"])[0]["type"], "friend");
-        let (st, unknown) = s.call(Method::POST, &format!("/api/v1/contacts/{b}/relationships"), Some(json!({"related_contact_id": m, "type": "mentor"}))).await;
+        let (st, unknown) = s
+            .call(Method::POST, &format!("/api/v1/contacts/{b}/relationships"), Some(json!({"related_contact_id": m, "type": "mentor"})))
+            .await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{unknown}");
         post(&s, "/api/v1/relationship-types", json!({"name": "mentor", "inverse_name": "mentee"})).await;
         post(&s, &format!("/api/v1/contacts/{b}/relationships"), json!({"related_contact_id": m, "type": "mentor"})).await;
@@ -165,18 +186,25 @@ async fn relationships_read_from_both_sides_and_bad_input_writes_nothing() {
         assert_eq!(types, ["friend", "mentee"], "{m_rels}");
         let types = get(&s, "/api/v1/relationship-types").await;
         assert!(arr(&types["data"]).iter().any(|t| t["name"] == "mentor" && t["built_in"] == false), "{types}");
-        let (st, dup) = s.call(Method::POST, &format!("/api/v1/contacts/{m}/relationships"), Some(json!({"related_contact_id": b, "type": "mentee"}))).await;
+        let (st, dup) = s
+            .call(Method::POST, &format!("/api/v1/contacts/{m}/relationships"), Some(json!({"related_contact_id": b, "type": "mentee"})))
+            .await;
         assert_eq!(st, StatusCode::CONFLICT, "the same relationship from the other side: {dup}");
 
         // Bad input: the contact itself, another tenant's contact.
-        let (st, own) = s.call(Method::POST, &format!("/api/v1/contacts/{a}/relationships"), Some(json!({"related_contact_id": a, "type": "friend"}))).await;
+        let (st, own) = s
+            .call(Method::POST, &format!("/api/v1/contacts/{a}/relationships"), Some(json!({"related_contact_id": a, "type": "friend"})))
+            .await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{own}");
         assert_eq!(error_code(&own), "validation_failed");
         let other_key = s.new_tenant("other").await;
-        let (st, theirs) = s.call_as(&other_key, Method::POST, "/api/v1/contacts", Some(json!({"kind": "person", "display_name": "Eve"}))).await;
+        let (st, theirs) =
+            s.call_as(&other_key, Method::POST, "/api/v1/contacts", Some(json!({"kind": "person", "display_name": "Eve"}))).await;
         assert_eq!(st, StatusCode::CREATED);
         let eve = theirs["id"].as_str().unwrap();
-        let (st, cross) = s.call(Method::POST, &format!("/api/v1/contacts/{a}/relationships"), Some(json!({"related_contact_id": eve, "type": "friend"}))).await;
+        let (st, cross) = s
+            .call(Method::POST, &format!("/api/v1/contacts/{a}/relationships"), Some(json!({"related_contact_id": eve, "type": "friend"})))
+            .await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{cross}");
         assert_eq!(error_code(&cross), "validation_failed");
         let (st, _) = s.call_as(&other_key, Method::GET, &format!("/api/v1/contacts/{a}/relationships"), None).await;
@@ -190,16 +218,31 @@ async fn relationships_read_from_both_sides_and_bad_input_writes_nothing() {
 
         // Dates: partial, validated; 31 April is refused and nothing is written.
         let v0 = get(&s, &format!("/api/v1/contacts/{a}")).await["version"].clone();
-        let (st, april) = s.call(Method::POST, &format!("/api/v1/contacts/{a}/dates"), Some(json!({"date_type": "birthday", "date_day": 31, "date_month": 4}))).await;
+        let (st, april) = s
+            .call(
+                Method::POST,
+                &format!("/api/v1/contacts/{a}/dates"),
+                Some(json!({"date_type": "birthday", "date_day": 31, "date_month": 4})),
+            )
+            .await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{april}");
         assert!(april["error"]["message"].as_str().unwrap().contains("April has 30 days"), "{april}");
         assert_eq!(get(&s, &format!("/api/v1/contacts/{a}")).await["version"], v0);
-        let leap = post(&s, &format!("/api/v1/contacts/{a}/dates"), json!({"date_type": "birthday", "date_day": 29, "date_month": 2})).await;
+        let leap =
+            post(&s, &format!("/api/v1/contacts/{a}/dates"), json!({"date_type": "birthday", "date_day": 29, "date_month": 2})).await;
         assert!(leap["date_year"].is_null(), "{leap}");
-        let (st, _) = s.call(Method::POST, &format!("/api/v1/contacts/{a}/dates"), Some(json!({"date_type": "anniversary", "date_day": 29, "date_month": 2, "date_year": 2023}))).await;
+        let (st, _) = s
+            .call(
+                Method::POST,
+                &format!("/api/v1/contacts/{a}/dates"),
+                Some(json!({"date_type": "anniversary", "date_day": 29, "date_month": 2, "date_year": 2023})),
+            )
+            .await;
         assert_eq!(st, StatusCode::BAD_REQUEST);
         let lid = leap["id"].as_str().unwrap();
-        let (st, put) = s.call(Method::PUT, &format!("/api/v1/contacts/{a}/dates/{lid}"), Some(json!({"date_label": "leap day", "date_year": 1996}))).await;
+        let (st, put) = s
+            .call(Method::PUT, &format!("/api/v1/contacts/{a}/dates/{lid}"), Some(json!({"date_label": "leap day", "date_year": 1996})))
+            .await;
         assert_eq!(st, StatusCode::OK, "{put}");
         assert_eq!(put["date_year"], 1996);
 
@@ -208,9 +251,24 @@ async fn relationships_read_from_both_sides_and_bad_input_writes_nothing() {
         let soon = today + chrono::Duration::days(3);
         let later = today + chrono::Duration::days(40);
         use chrono::Datelike;
-        post(&s, &format!("/api/v1/contacts/{b}/dates"), json!({"date_type": "birthday", "date_day": soon.day(), "date_month": soon.month(), "date_year": 1980})).await;
-        post(&s, &format!("/api/v1/contacts/{m}/dates"), json!({"date_type": "anniversary", "date_day": later.day(), "date_month": later.month()})).await;
-        post(&s, &format!("/api/v1/contacts/{m}/dates"), json!({"date_type": "custom", "date_day": soon.day(), "date_month": soon.month()})).await;
+        post(
+            &s,
+            &format!("/api/v1/contacts/{b}/dates"),
+            json!({"date_type": "birthday", "date_day": soon.day(), "date_month": soon.month(), "date_year": 1980}),
+        )
+        .await;
+        post(
+            &s,
+            &format!("/api/v1/contacts/{m}/dates"),
+            json!({"date_type": "anniversary", "date_day": later.day(), "date_month": later.month()}),
+        )
+        .await;
+        post(
+            &s,
+            &format!("/api/v1/contacts/{m}/dates"),
+            json!({"date_type": "custom", "date_day": soon.day(), "date_month": soon.month()}),
+        )
+        .await;
         let up = get(&s, "/api/v1/contacts/upcoming-dates?days=10").await;
         let names: Vec<&str> = arr(&up["data"]).iter().map(|u| u["display_name"].as_str().unwrap()).collect();
         assert!(names.contains(&"Byron") && !names.contains(&"Mary"), "{up}");
@@ -224,16 +282,21 @@ async fn relationships_read_from_both_sides_and_bad_input_writes_nothing() {
         assert_eq!(st, StatusCode::BAD_REQUEST);
 
         // Addresses: ranges checked, one primary.
-        let (st, lat) = s.call(Method::POST, &format!("/api/v1/contacts/{a}/addresses"), Some(json!({"city": "London", "latitude": 91.0}))).await;
+        let (st, lat) =
+            s.call(Method::POST, &format!("/api/v1/contacts/{a}/addresses"), Some(json!({"city": "London", "latitude": 91.0}))).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{lat}");
-        let (st, cc) = s.call(Method::POST, &format!("/api/v1/contacts/{a}/addresses"), Some(json!({"city": "London", "country_code": "XX"}))).await;
+        let (st, cc) =
+            s.call(Method::POST, &format!("/api/v1/contacts/{a}/addresses"), Some(json!({"city": "London", "country_code": "XX"}))).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{cc}");
         let home = post(&s, &format!("/api/v1/contacts/{a}/addresses"), json!({"street": "12 St James's Square", "city": "London", "postal_code": "SW1Y 4JH", "country": "United Kingdom", "country_code": "gb", "latitude": 51.5074, "longitude": -0.1340, "is_primary": true, "label": "home"})).await;
         assert_eq!(home["country_code"], "GB");
-        let (st, _) = s.call(Method::POST, &format!("/api/v1/contacts/{a}/addresses"), Some(json!({"city": "Paris", "is_primary": true}))).await;
+        let (st, _) =
+            s.call(Method::POST, &format!("/api/v1/contacts/{a}/addresses"), Some(json!({"city": "Paris", "is_primary": true}))).await;
         assert_eq!(st, StatusCode::BAD_REQUEST);
         let hid = home["id"].as_str().unwrap();
-        let (st, moved) = s.call(Method::PATCH, &format!("/api/v1/contacts/{a}/addresses/{hid}"), Some(json!({"street": "", "city": "Marylebone"}))).await;
+        let (st, moved) = s
+            .call(Method::PATCH, &format!("/api/v1/contacts/{a}/addresses/{hid}"), Some(json!({"street": "", "city": "Marylebone"})))
+            .await;
         assert_eq!(st, StatusCode::OK, "{moved}");
         assert!(moved.get("street").is_none_or(Value::is_null), "{moved}");
         assert_eq!(arr(&get(&s, &format!("/api/v1/contacts/{a}/addresses")).await["data"]).len(), 1);
@@ -247,7 +310,8 @@ async fn tags_groups_affiliations_and_interactions_filter_and_search() {
         let s = Stack::start(backend).await;
         let a = s.person("Ada").await["id"].as_str().unwrap().to_owned();
         let b = s.person("Byron").await["id"].as_str().unwrap().to_owned();
-        let (st, org) = s.call(Method::POST, "/api/v1/contacts", Some(json!({"kind": "organization", "display_name": "Analytical Engines Ltd"}))).await;
+        let (st, org) =
+            s.call(Method::POST, "/api/v1/contacts", Some(json!({"kind": "organization", "display_name": "Analytical Engines Ltd"}))).await;
         assert_eq!(st, StatusCode::CREATED);
         let org = org["id"].as_str().unwrap().to_owned();
 
@@ -265,23 +329,44 @@ async fn tags_groups_affiliations_and_interactions_filter_and_search() {
         assert_eq!(names, ["Mathematics", "poets"]);
 
         // Affiliations: a person's employment; the organization's members.
-        let (st, not_org) = s.call(Method::POST, &format!("/api/v1/contacts/{a}/affiliations"), Some(json!({"organization_id": b, "title": "x"}))).await;
+        let (st, not_org) =
+            s.call(Method::POST, &format!("/api/v1/contacts/{a}/affiliations"), Some(json!({"organization_id": b, "title": "x"}))).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{not_org}");
-        let job = post(&s, &format!("/api/v1/contacts/{a}/affiliations"), json!({"organization_id": org, "title": "Analyst", "start_date": "1842-01-01"})).await;
+        let job = post(
+            &s,
+            &format!("/api/v1/contacts/{a}/affiliations"),
+            json!({"organization_id": org, "title": "Analyst", "start_date": "1842-01-01"}),
+        )
+        .await;
         assert_eq!(job["is_current"], true);
         assert_eq!(job["organization_name"], "Analytical Engines Ltd");
-        post(&s, &format!("/api/v1/contacts/{b}/affiliations"), json!({"organization_id": org, "title": "Patron", "start_date": "1830-01-01", "end_date": "1835-12-31"})).await;
-        let (st, back) = s.call(Method::POST, &format!("/api/v1/contacts/{b}/affiliations"), Some(json!({"organization_id": org, "start_date": "1840-01-01", "end_date": "1835-12-31"}))).await;
+        post(
+            &s,
+            &format!("/api/v1/contacts/{b}/affiliations"),
+            json!({"organization_id": org, "title": "Patron", "start_date": "1830-01-01", "end_date": "1835-12-31"}),
+        )
+        .await;
+        let (st, back) = s
+            .call(
+                Method::POST,
+                &format!("/api/v1/contacts/{b}/affiliations"),
+                Some(json!({"organization_id": org, "start_date": "1840-01-01", "end_date": "1835-12-31"})),
+            )
+            .await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{back}");
         let members = get(&s, &format!("/api/v1/contacts/{org}/members")).await;
-        let who: Vec<(&str, bool)> = arr(&members["data"]).iter().map(|m| (m["contact"]["display_name"].as_str().unwrap(), m["affiliation"]["is_current"].as_bool().unwrap())).collect();
+        let who: Vec<(&str, bool)> = arr(&members["data"])
+            .iter()
+            .map(|m| (m["contact"]["display_name"].as_str().unwrap(), m["affiliation"]["is_current"].as_bool().unwrap()))
+            .collect();
         assert_eq!(who, [("Ada", true), ("Byron", false)], "{members}");
 
         // Groups: bulk add all or nothing.
         let g = post(&s, "/api/v1/contact-groups", json!({"name": "Salon", "description": "Thursday evenings"})).await;
         let gid = g["id"].as_str().unwrap().to_owned();
         let missing = uuid::Uuid::now_v7().to_string();
-        let (st, bad) = s.call(Method::POST, &format!("/api/v1/contact-groups/{gid}/members"), Some(json!({"contact_ids": [a, b, missing]}))).await;
+        let (st, bad) =
+            s.call(Method::POST, &format!("/api/v1/contact-groups/{gid}/members"), Some(json!({"contact_ids": [a, b, missing]}))).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}");
         assert!(bad["error"]["message"].as_str().unwrap().contains(&missing), "{bad}");
         assert_eq!(get(&s, &format!("/api/v1/contact-groups/{gid}")).await["member_count"], 0);
@@ -291,7 +376,9 @@ async fn tags_groups_affiliations_and_interactions_filter_and_search() {
         assert_eq!(added["group"]["member_count"], 2);
         let again = post(&s, &format!("/api/v1/contact-groups/{gid}/members"), json!({"contact_ids": [a]})).await;
         assert_eq!(arr(&again["unchanged"]).len(), 1);
-        let (st, too_many) = s.call(Method::POST, &format!("/api/v1/contact-groups/{gid}/members"), Some(json!({"contact_ids": vec![a.clone(); 501]}))).await;
+        let (st, too_many) = s
+            .call(Method::POST, &format!("/api/v1/contact-groups/{gid}/members"), Some(json!({"contact_ids": vec![a.clone(); 501]})))
+            .await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{too_many}");
         let removed = post(&s, &format!("/api/v1/contact-groups/{gid}/members:remove"), json!({"contact_ids": [b]})).await;
         assert_eq!(removed["group"]["member_count"], 1, "{removed}");
@@ -332,7 +419,12 @@ async fn tags_groups_affiliations_and_interactions_filter_and_search() {
         assert_eq!(st, StatusCode::OK);
         let long_ago = (chrono::Utc::now() - chrono::Duration::days(60)).to_rfc3339();
         let recent = (chrono::Utc::now() - chrono::Duration::days(10)).to_rfc3339();
-        let call = post(&s, &format!("/api/v1/contacts/{a}/interactions"), json!({"type": "call", "occurred_at": long_ago, "summary": "The engine", "participant_ids": [b]})).await;
+        let call = post(
+            &s,
+            &format!("/api/v1/contacts/{a}/interactions"),
+            json!({"type": "call", "occurred_at": long_ago, "summary": "The engine", "participant_ids": [b]}),
+        )
+        .await;
         assert_eq!(arr(&call["participant_ids"]).len(), 2, "{call}");
         post(&s, &format!("/api/v1/contacts/{b}/interactions"), json!({"type": "meeting", "occurred_at": recent})).await;
         let a_now = get(&s, &format!("/api/v1/contacts/{a}")).await;
@@ -354,10 +446,18 @@ async fn tags_groups_affiliations_and_interactions_filter_and_search() {
         let (st, _) = s.call(Method::DELETE, &format!("/api/v1/contacts/{a}/interactions/{fid}"), None).await;
         assert_eq!(st, StatusCode::OK);
         assert_eq!(arr(&get(&s, "/api/v1/contacts/due-for-contact").await["data"]).len(), 2);
-        let (st, future) = s.call(Method::POST, &format!("/api/v1/contacts/{a}/interactions"), Some(json!({"type": "call", "occurred_at": "2999-01-01T00:00:00Z"}))).await;
+        let (st, future) = s
+            .call(
+                Method::POST,
+                &format!("/api/v1/contacts/{a}/interactions"),
+                Some(json!({"type": "call", "occurred_at": "2999-01-01T00:00:00Z"})),
+            )
+            .await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{future}");
         let ghost = uuid::Uuid::now_v7().to_string();
-        let (st, _) = s.call(Method::POST, &format!("/api/v1/contacts/{a}/interactions"), Some(json!({"type": "call", "participant_ids": [ghost]}))).await;
+        let (st, _) = s
+            .call(Method::POST, &format!("/api/v1/contacts/{a}/interactions"), Some(json!({"type": "call", "participant_ids": [ghost]})))
+            .await;
         assert_eq!(st, StatusCode::BAD_REQUEST);
         s.stop().await;
     }

@@ -20,14 +20,11 @@ async fn connect(url: &str, key: &str) -> Client {
         worktruck_kit::http::client(),
         StreamableHttpClientTransportConfig::with_uri(url.to_owned()).auth_header(key.to_owned()),
     );
-    ClientConfig::new(
-        ClientCapabilities::default(),
-        Implementation::new("worktruck-test", "1.0"),
-    )
-    .with_protocol_version(ProtocolVersion::V_2025_06_18)
-    .serve(transport)
-    .await
-    .expect("initialize")
+    ClientConfig::new(ClientCapabilities::default(), Implementation::new("worktruck-test", "1.0"))
+        .with_protocol_version(ProtocolVersion::V_2025_06_18)
+        .serve(transport)
+        .await
+        .expect("initialize")
 }
 
 async fn call(client: &Client, name: &str, args: Value) -> CallToolResult {
@@ -41,15 +38,8 @@ async fn call(client: &Client, name: &str, args: Value) -> CallToolResult {
 /// The structured result of a successful call (checked against its text copy).
 fn ok(result: &CallToolResult) -> Value {
     assert_ne!(result.is_error, Some(true), "{result:?}");
-    let structured = result
-        .structured_content
-        .clone()
-        .expect("structuredContent");
-    let text = result.content[0]
-        .as_text()
-        .expect("a text block")
-        .text
-        .clone();
+    let structured = result.structured_content.clone().expect("structuredContent");
+    let text = result.content[0].as_text().expect("a text block").text.clone();
     assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), structured);
     structured
 }
@@ -86,7 +76,13 @@ async fn an_agent_keeps_contacts_through_the_tools() {
         let found = ok(&call(&client, "contacts_find_by_channel", json!({"type": "phone", "value": "+14155550100"})).await);
         assert_eq!(found["id"], a);
 
-        let (st, _) = s.call(reqwest::Method::POST, &format!("/api/v1/contacts/{b}/relationships"), Some(json!({"related_contact_id": a, "type": "parent"}))).await;
+        let (st, _) = s
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/contacts/{b}/relationships"),
+                Some(json!({"related_contact_id": a, "type": "parent"})),
+            )
+            .await;
         assert!(st.is_success());
         let rels = ok(&call(&client, "contacts_list_relationships", json!({"contact_id": a})).await);
         assert_eq!(rels["data"][0]["type"], "child");

@@ -59,17 +59,30 @@ async fn duplicates_merge_and_an_undo_that_restores_exactly() {
         post(&s, &format!("/api/v1/contacts/{a}/tags"), json!({"name": "math"})).await;
         let (st, _) = s.call(Method::PATCH, &format!("/api/v1/contacts/{a}"), Some(json!({"bio": "Countess"}))).await;
         assert_eq!(st, StatusCode::OK);
-        post(&s, &format!("/api/v1/contacts/{b}/channels"), json!({"type": "email", "value": " ADA@example.org", "is_primary": true})).await;
+        post(&s, &format!("/api/v1/contacts/{b}/channels"), json!({"type": "email", "value": " ADA@example.org", "is_primary": true}))
+            .await;
         post(&s, &format!("/api/v1/contacts/{b}/channels"), json!({"type": "phone", "value": "+44 20 7946 0958"})).await;
-        post(&s, &format!("/api/v1/contacts/{b}/dates"), json!({"date_type": "birthday", "date_day": 10, "date_month": 12, "date_year": 1815})).await;
+        post(
+            &s,
+            &format!("/api/v1/contacts/{b}/dates"),
+            json!({"date_type": "birthday", "date_day": 10, "date_month": 12, "date_year": 1815}),
+        )
+        .await;
         post(&s, &format!("/api/v1/contacts/{b}/tags"), json!({"name": "poets"})).await;
-        let (st, _) = s.call(Method::PATCH, &format!("/api/v1/contacts/{b}"), Some(json!({"bio": "Poetical scientist", "nickname": "Enchantress"}))).await;
+        let (st, _) = s
+            .call(Method::PATCH, &format!("/api/v1/contacts/{b}"), Some(json!({"bio": "Poetical scientist", "nickname": "Enchantress"})))
+            .await;
         assert_eq!(st, StatusCode::OK);
         let g = post(&s, "/api/v1/contact-groups", json!({"name": "Salon"})).await;
         post(&s, &format!("/api/v1/contact-groups/{}/members", g["id"].as_str().unwrap()), json!({"contact_ids": [b]})).await;
         post(&s, &format!("/api/v1/contacts/{c}/relationships"), json!({"related_contact_id": b, "type": "friend"})).await;
         post(&s, &format!("/api/v1/contacts/{a}/relationships"), json!({"related_contact_id": b, "type": "sibling"})).await;
-        post(&s, &format!("/api/v1/contacts/{c}/interactions"), json!({"type": "meeting", "participant_ids": [b], "summary": "The engine"})).await;
+        post(
+            &s,
+            &format!("/api/v1/contacts/{c}/interactions"),
+            json!({"type": "meeting", "participant_ids": [b], "summary": "The engine"}),
+        )
+        .await;
 
         // Duplicates: the same email (whatever its case) and similar names, with evidence.
         let d = get(&s, "/api/v1/contacts/duplicates").await;
@@ -110,7 +123,14 @@ async fn duplicates_merge_and_an_undo_that_restores_exactly() {
         assert_eq!(st, StatusCode::OK, "and kept in history: {hist}");
         let c_rels = get(&s, &format!("/api/v1/contacts/{c}/relationships")).await;
         assert_eq!(c_rels["data"][0]["related_contact_id"], a.as_str(), "re-pointed: {c_rels}");
-        assert!(get(&s, &format!("/api/v1/contacts/{a}/relationships")).await["data"].as_array().unwrap().iter().all(|r| r["related_contact_id"] != a.as_str()), "a sibling of itself is gone");
+        assert!(
+            get(&s, &format!("/api/v1/contacts/{a}/relationships")).await["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["related_contact_id"] != a.as_str()),
+            "a sibling of itself is gone"
+        );
         let c_int = get(&s, &format!("/api/v1/contacts/{c}/interactions")).await;
         assert!(c_int["data"][0]["participant_ids"].as_array().unwrap().contains(&json!(a)), "{c_int}");
         let found = get(&s, "/api/v1/contacts/find-by-channel?type=phone&value=%2B442079460958").await;
@@ -133,7 +153,8 @@ async fn duplicates_merge_and_an_undo_that_restores_exactly() {
         let (st, _) = s.call(Method::PATCH, &format!("/api/v1/contacts/{a}"), Some(json!({"nickname": "Ada"}))).await;
         assert_eq!(st, StatusCode::OK);
         let changed = everything(&s, &a).await;
-        let (st, refused) = s.call(Method::POST, &format!("/api/v1/contacts/merges/{}/undo", m2["merge_id"].as_str().unwrap()), Some(json!({}))).await;
+        let (st, refused) =
+            s.call(Method::POST, &format!("/api/v1/contacts/merges/{}/undo", m2["merge_id"].as_str().unwrap()), Some(json!({}))).await;
         assert_eq!(st, StatusCode::CONFLICT, "{refused}");
         assert_eq!(error_code(&refused), "conflict");
         assert_eq!(everything(&s, &a).await, changed);
@@ -145,7 +166,13 @@ async fn duplicates_merge_and_an_undo_that_restores_exactly() {
         assert_eq!(st, StatusCode::BAD_REQUEST, "{own}");
         let (st, gone) = s.call(Method::POST, "/api/v1/contacts/merge", Some(json!({"survivor_id": a, "merged_ids": [b]}))).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "a deleted contact: {gone}");
-        let (st, field) = s.call(Method::POST, "/api/v1/contacts/merge/preview", Some(json!({"survivor_id": a, "merged_ids": [c], "fields": {"bio": other}}))).await;
+        let (st, field) = s
+            .call(
+                Method::POST,
+                "/api/v1/contacts/merge/preview",
+                Some(json!({"survivor_id": a, "merged_ids": [c], "fields": {"bio": other}})),
+            )
+            .await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{field}");
         s.stop().await;
     }

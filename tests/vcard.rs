@@ -51,7 +51,12 @@ fn strs(v: &Value, f: &str) -> Vec<String> {
 }
 
 fn canon(v: &Value) -> Vec<String> {
-    let mut c: Vec<String> = v["channels"].as_array().unwrap().iter().map(|c| format!("{}:{}", c["type"].as_str().unwrap(), c["canonical_value"].as_str().unwrap())).collect();
+    let mut c: Vec<String> = v["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| format!("{}:{}", c["type"].as_str().unwrap(), c["canonical_value"].as_str().unwrap()))
+        .collect();
     c.sort();
     c
 }
@@ -73,20 +78,50 @@ async fn files_from_apple_google_and_thunderbird_import_with_the_right_fields() 
         assert_eq!(job["updated"].as_array().unwrap().len(), 1, "the company card is that organization: {job}");
         let ada = find(&s, "ada.lovelace@example.org").await;
         assert_eq!(ada["display_name"], "Ada Lovelace");
-        assert_eq!((ada["given_name"].as_str(), ada["family_name"].as_str(), ada["middle_name"].as_str(), ada["prefix"].as_str()), (Some("Ada"), Some("Lovelace"), Some("Augusta"), Some("Lady")));
+        assert_eq!(
+            (ada["given_name"].as_str(), ada["family_name"].as_str(), ada["middle_name"].as_str(), ada["prefix"].as_str()),
+            (Some("Ada"), Some("Lovelace"), Some("Augusta"), Some("Lady"))
+        );
         assert_eq!(ada["nickname"], "Enchantress of Numbers");
         assert_eq!(ada["bio"], "Wrote the first program.\nTranslated Menabrea.");
         assert_eq!(ada["vcard_uid"], "7C3E1F2A-0B4D-4E5F-9A8B-1C2D3E4F5A6B");
-        assert_eq!(canon(&ada), ["email:ada.lovelace@example.org", "email:ada@home.example", "phone:+14155550100", "phone:+442079460958", "url:ada.example"]);
-        let primary: Vec<&str> = ada["channels"].as_array().unwrap().iter().filter(|c| c["is_primary"] == true).map(|c| c["canonical_value"].as_str().unwrap()).collect();
+        assert_eq!(
+            canon(&ada),
+            ["email:ada.lovelace@example.org", "email:ada@home.example", "phone:+14155550100", "phone:+442079460958", "url:ada.example"]
+        );
+        let primary: Vec<&str> = ada["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["is_primary"] == true)
+            .map(|c| c["canonical_value"].as_str().unwrap())
+            .collect();
         assert_eq!(primary, ["ada.lovelace@example.org", "+442079460958", "ada.example"]);
         let adr = &ada["addresses"][0];
-        assert_eq!((adr["street"].as_str(), adr["city"].as_str(), adr["postal_code"].as_str(), adr["country_code"].as_str()), (Some("12 St James's Square"), Some("London"), Some("SW1Y 4JH"), Some("GB")));
-        let dates: Vec<(String, i64, i64, Option<i64>)> = ada["dates"].as_array().unwrap().iter().map(|d| (d["date_type"].as_str().unwrap().to_owned(), d["date_day"].as_i64().unwrap(), d["date_month"].as_i64().unwrap(), d["date_year"].as_i64())).collect();
+        assert_eq!(
+            (adr["street"].as_str(), adr["city"].as_str(), adr["postal_code"].as_str(), adr["country_code"].as_str()),
+            (Some("12 St James's Square"), Some("London"), Some("SW1Y 4JH"), Some("GB"))
+        );
+        let dates: Vec<(String, i64, i64, Option<i64>)> = ada["dates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["date_type"].as_str().unwrap().to_owned(),
+                    d["date_day"].as_i64().unwrap(),
+                    d["date_month"].as_i64().unwrap(),
+                    d["date_year"].as_i64(),
+                )
+            })
+            .collect();
         assert_eq!(dates, [("birthday".into(), 10, 12, None), ("anniversary".into(), 8, 7, Some(1835))]);
         assert_eq!(strs(&ada, "tags"), ["Mathematics", "Poets"]);
         let aff = &ada["affiliations"][0];
-        assert_eq!((aff["organization_name"].as_str(), aff["title"].as_str(), aff["department"].as_str()), (Some("Analytical Engines Ltd"), Some("Analyst"), Some("Research")));
+        assert_eq!(
+            (aff["organization_name"].as_str(), aff["title"].as_str(), aff["department"].as_str()),
+            (Some("Analytical Engines Ltd"), Some("Analyst"), Some("Research"))
+        );
 
         // Google Contacts, 3.0; Thunderbird, 4.0; the RFC 6350 example.
         let (_, g) = import(&s, &key, &fixture("google-3.0.vcf")).await;
@@ -102,9 +137,17 @@ async fn files_from_apple_google_and_thunderbird_import_with_the_right_fields() 
         let grace = find(&s, "GRACE@home.example").await;
         assert_eq!(grace["display_name"], "Grace Hopper");
         assert_eq!(grace["prefix"], "Rear Admiral");
-        assert_eq!(canon(&grace), ["email:grace@home.example", "email:grace@navy.example", "phone:+12025550143", "phone:+12025550186", "url:hopper.example"]);
+        assert_eq!(
+            canon(&grace),
+            ["email:grace@home.example", "email:grace@navy.example", "phone:+12025550143", "phone:+12025550186", "url:hopper.example"]
+        );
         assert_eq!(grace["channels"][0]["is_primary"], true);
-        let gd: Vec<(i64, i64, Option<i64>)> = grace["dates"].as_array().unwrap().iter().map(|d| (d["date_day"].as_i64().unwrap(), d["date_month"].as_i64().unwrap(), d["date_year"].as_i64())).collect();
+        let gd: Vec<(i64, i64, Option<i64>)> = grace["dates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| (d["date_day"].as_i64().unwrap(), d["date_month"].as_i64().unwrap(), d["date_year"].as_i64()))
+            .collect();
         assert_eq!(gd, [(9, 12, Some(1906)), (15, 6, None)]);
         assert_eq!(grace["addresses"][0]["extended"], "Building 1");
         let (_, r) = import(&s, &key, &fixture("rfc6350-4.0.vcf")).await;
@@ -130,9 +173,18 @@ async fn files_from_apple_google_and_thunderbird_import_with_the_right_fields() 
         let (st, bad) = import(&s, &key, "name,email\nAda,ada@example.org\n").await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}");
         assert_eq!(error_code(&bad), "validation_failed");
-        let (st, bad) = s.call(Method::POST, "/api/v1/contacts/import", Some(json!({"vcard": "BEGIN:VCALENDAR\nVERSION:2.0\nEND:VCALENDAR\n"}))).await;
+        let (st, bad) =
+            s.call(Method::POST, "/api/v1/contacts/import", Some(json!({"vcard": "BEGIN:VCALENDAR\nVERSION:2.0\nEND:VCALENDAR\n"}))).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}");
-        let resp = s.http.post(format!("{}/api/v1/contacts/import", s.base)).bearer_auth(&key).header("content-type", "image/png").body(vec![0x89, b'P', b'N', b'G']).send().await.unwrap();
+        let resp = s
+            .http
+            .post(format!("{}/api/v1/contacts/import", s.base))
+            .bearer_auth(&key)
+            .header("content-type", "image/png")
+            .body(vec![0x89, b'P', b'N', b'G'])
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
         assert_eq!(get(&s, "/api/v1/contacts?limit=200").await["data"].as_array().unwrap().len(), count);
         s.stop().await;
@@ -161,14 +213,24 @@ async fn an_export_parses_back_without_loss_and_a_large_import_reports_progress(
         assert_eq!(card.uid.as_deref(), Some("7C3E1F2A-0B4D-4E5F-9A8B-1C2D3E4F5A6B"));
         assert_eq!(card.display_name, "Ada Lovelace");
         let f = |n: &str| card.fields.iter().find(|x| x.0 == n).map(|x| x.1.as_str());
-        assert_eq!((f("given_name"), f("family_name"), f("nickname"), f("bio")), (Some("Ada"), Some("Lovelace"), Some("Enchantress of Numbers"), Some("Wrote the first program.\nTranslated Menabrea.")));
+        assert_eq!(
+            (f("given_name"), f("family_name"), f("nickname"), f("bio")),
+            (Some("Ada"), Some("Lovelace"), Some("Enchantress of Numbers"), Some("Wrote the first program.\nTranslated Menabrea."))
+        );
         assert_eq!(card.channels.len(), 5, "{text}");
         assert_eq!(card.dates, [("birthday".into(), 10, 12, None, None), ("anniversary".into(), 8, 7, Some(1835), None)]);
         assert_eq!(card.org.as_ref().map(|o| (o.0.as_str(), o.2.as_deref())), Some(("Analytical Engines Ltd", Some("Analyst"))));
         assert_eq!(card.categories, ["Mathematics", "Poets"]);
         assert_eq!(card.addresses[0].street.as_deref(), Some("12 St James's Square"));
         let (_, _, as_json) = {
-            let resp = s.http.get(format!("{}/api/v1/contacts/{id}/vcard", s.base)).bearer_auth(&key).header("accept", "application/json").send().await.unwrap();
+            let resp = s
+                .http
+                .get(format!("{}/api/v1/contacts/{id}/vcard", s.base))
+                .bearer_auth(&key)
+                .header("accept", "application/json")
+                .send()
+                .await
+                .unwrap();
             (resp.status(), String::new(), resp.json::<Value>().await.unwrap())
         };
         assert!(as_json["vcard"].as_str().unwrap().starts_with("BEGIN:VCARD"), "{as_json}");
@@ -180,13 +242,16 @@ async fn an_export_parses_back_without_loss_and_a_large_import_reports_progress(
         assert_eq!(all.matches("BEGIN:VCARD").count(), 2, "{all}");
         let (st, copied) = import(&s, &other, &all).await;
         assert_eq!(st, StatusCode::OK, "{copied}");
-        let (_, theirs) = s.call_as(&other, Method::GET, "/api/v1/contacts/find-by-channel?type=email&value=ada.lovelace%40example.org", None).await;
+        let (_, theirs) =
+            s.call_as(&other, Method::GET, "/api/v1/contacts/find-by-channel?type=email&value=ada.lovelace%40example.org", None).await;
         for f in ["display_name", "given_name", "middle_name", "family_name", "prefix", "nickname", "bio", "vcard_uid", "kind"] {
             assert_eq!(theirs[f], ada[f], "{f}");
         }
         assert_eq!(canon(&theirs), canon(&ada));
         assert_eq!(strs(&theirs, "tags"), strs(&ada, "tags"));
-        let pick = |v: &Value, k: &str, fs: &[&str]| -> Vec<Value> { v[k].as_array().unwrap().iter().map(|x| fs.iter().map(|f| x[*f].clone()).collect()).collect() };
+        let pick = |v: &Value, k: &str, fs: &[&str]| -> Vec<Value> {
+            v[k].as_array().unwrap().iter().map(|x| fs.iter().map(|f| x[*f].clone()).collect()).collect()
+        };
         let date_f = ["date_type", "date_day", "date_month", "date_year"];
         assert_eq!(pick(&theirs, "dates", &date_f), pick(&ada, "dates", &date_f));
         let adr_f = ["street", "city", "postal_code", "country", "country_code", "is_primary", "label"];

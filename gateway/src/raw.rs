@@ -38,9 +38,30 @@ const VCARD_ALSO: &[&str] = &["text/vcard", "text/x-vcard", "text/directory", "t
 
 /// Every RPC with a raw body.
 const RAW: &[RawBody] = &[
-    RawBody { rpc: "worktruck.contacts.v1.ContactsService.ImportContacts", request_field: Some("vcard"), response_field: None, media_type: VCARD, also: VCARD_ALSO, paged: false },
-    RawBody { rpc: "worktruck.contacts.v1.ContactsService.ExportContactVcard", request_field: None, response_field: Some("vcard"), media_type: VCARD, also: VCARD_ALSO, paged: false },
-    RawBody { rpc: "worktruck.contacts.v1.ContactsService.ExportContacts", request_field: None, response_field: Some("vcard"), media_type: VCARD, also: VCARD_ALSO, paged: true },
+    RawBody {
+        rpc: "worktruck.contacts.v1.ContactsService.ImportContacts",
+        request_field: Some("vcard"),
+        response_field: None,
+        media_type: VCARD,
+        also: VCARD_ALSO,
+        paged: false,
+    },
+    RawBody {
+        rpc: "worktruck.contacts.v1.ContactsService.ExportContactVcard",
+        request_field: None,
+        response_field: Some("vcard"),
+        media_type: VCARD,
+        also: VCARD_ALSO,
+        paged: false,
+    },
+    RawBody {
+        rpc: "worktruck.contacts.v1.ContactsService.ExportContacts",
+        request_field: None,
+        response_field: Some("vcard"),
+        media_type: VCARD,
+        also: VCARD_ALSO,
+        paged: true,
+    },
 ];
 
 /// The raw-body rule of a route, if it has one.
@@ -130,9 +151,10 @@ impl Next {
             .try_set_field_by_name("cursor", PValue::String(cursor.to_owned()))
             .map_err(|e| ApiError::internal(format!("cursor field: {e}")))?;
         let _ = message.try_set_field_by_name("limit", PValue::I32(200));
-        let reply = crate::upstream::unary(self.channel.clone(), self.grpc_path.clone(), message.encode_to_vec().into(), self.metadata.clone())
-            .await
-            .map_err(|s| ApiError::from(worktruck_kit::Error::from_status(&s)))?;
+        let reply =
+            crate::upstream::unary(self.channel.clone(), self.grpc_path.clone(), message.encode_to_vec().into(), self.metadata.clone())
+                .await
+                .map_err(|s| ApiError::from(worktruck_kit::Error::from_status(&s)))?;
         crate::transcode::response_json(route, &reply)
     }
 }

@@ -147,10 +147,7 @@ pub fn canonical(kind: &str, value: &str, region: Option<&str>) -> Result<String
                 .trim_end_matches('/')
                 .to_lowercase();
             if h.is_empty() || h.len() > 15 || !h.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(Error::validation(format!(
-                    "{} is not a Twitter handle (1 to 15 letters, digits or _)",
-                    quote(value)
-                )));
+                return Err(Error::validation(format!("{} is not a Twitter handle (1 to 15 letters, digits or _)", quote(value))));
             }
             Ok(h)
         }
@@ -191,8 +188,7 @@ fn canonical_phone(v: &str, region: Option<&str>) -> Result<String> {
         (None, Some(rest)) => format!("+{rest}"),
         _ => v.to_owned(),
     };
-    let n = phonenumber::parse(id, &v)
-        .map_err(|e| Error::validation(format!("phone number {} cannot be read: {e}", quote(&v))))?;
+    let n = phonenumber::parse(id, &v).map_err(|e| Error::validation(format!("phone number {} cannot be read: {e}", quote(&v))))?;
     if !phonenumber::is_valid(&n) {
         let place = region.map(|r| format!(" for region {r}")).unwrap_or_default();
         return Err(Error::validation(format!("phone number {} is not a valid number{place}", quote(&v))));

@@ -33,7 +33,9 @@ enum Outcome {
 
 fn job_pb(r: &Record) -> pb::ImportJob {
     let d = &r.doc;
-    let strs = |f: &str| d.get(f).and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect()).unwrap_or_default();
+    let strs = |f: &str| {
+        d.get(f).and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect()).unwrap_or_default()
+    };
     pb::ImportJob {
         id: r.id.to_string(),
         status: d["status"].as_str().unwrap_or_default().to_owned(),
@@ -78,7 +80,8 @@ impl Contacts {
         for (kind, value, ..) in card.channels.iter().filter(|x| x.0 == "email" || x.0 == "phone") {
             let Ok(key) = canonical(kind, value, region) else { continue };
             let owners = lookup::owners(tx, c.tenant, kind, &key).await?;
-            if let Some(r) = lookup::heads(tx, c.tenant, CONTACTS.entity(), &owners).await?.into_iter().min_by_key(|r| (r.created_at, r.id)) {
+            if let Some(r) = lookup::heads(tx, c.tenant, CONTACTS.entity(), &owners).await?.into_iter().min_by_key(|r| (r.created_at, r.id))
+            {
                 return Ok(Some(r.id));
             }
         }
@@ -87,7 +90,15 @@ impl Contacts {
 
     /// Applies one card; organizations it names that did not exist are created and pushed
     /// to `also_created`.
-    async fn apply_card(&self, tx: &mut Tx, c: &Caller, card: &Card, region: Option<&str>, t: DateTime<Utc>, also_created: &mut Vec<String>) -> Result<Outcome> {
+    async fn apply_card(
+        &self,
+        tx: &mut Tx,
+        c: &Caller,
+        card: &Card,
+        region: Option<&str>,
+        t: DateTime<Utc>,
+        also_created: &mut Vec<String>,
+    ) -> Result<Outcome> {
         let existing = self.match_card(tx, c, card, region).await?;
         let field = |f: &str| card.fields.iter().find(|x| x.0 == f).map(|x| x.1.clone());
         let (head, mut doc) = match existing {
@@ -137,7 +148,9 @@ impl Contacts {
             let (kind, value, label) = match canonical(kind, value, region) {
                 Ok(_) => (*kind, value.clone(), label.clone()),
                 // A value that cannot be canonicalised is kept, as a custom channel named by its type.
-                Err(_) if !value.trim().is_empty() => ("custom", value.clone(), Some(label.clone().map_or((*kind).to_owned(), |l| format!("{kind},{l}")))),
+                Err(_) if !value.trim().is_empty() => {
+                    ("custom", value.clone(), Some(label.clone().map_or((*kind).to_owned(), |l| format!("{kind},{l}"))))
+                }
                 Err(_) => continue,
             };
             let Ok(key) = canonical(kind, &value, region) else { continue };
@@ -166,7 +179,9 @@ impl Contacts {
         }
         for a in &card.addresses {
             let Ok(mut new) = AddressDoc::default().apply(a, t) else { continue };
-            let same = |x: &AddressDoc| (&x.street, &x.city, &x.postal_code, &x.country) == (&new.street, &new.city, &new.postal_code, &new.country);
+            let same = |x: &AddressDoc| {
+                (&x.street, &x.city, &x.postal_code, &x.country) == (&new.street, &new.city, &new.postal_code, &new.country)
+            };
             if doc.addresses.iter().any(same) {
                 continue;
             }
@@ -174,18 +189,34 @@ impl Contacts {
             doc.addresses.push(new);
         }
         for (ty, day, month, year, label) in &card.dates {
-            let input = pb::DateInput { date_type: Some(ty.clone()), date_day: Some(*day), date_month: Some(*month), date_year: *year, date_label: label.clone(), ..Default::default() };
+            let input = pb::DateInput {
+                date_type: Some(ty.clone()),
+                date_day: Some(*day),
+                date_month: Some(*month),
+                date_year: *year,
+                date_label: label.clone(),
+                ..Default::default()
+            };
             let Ok(d) = DateDoc::new(&input, t) else { continue };
-            if !doc.dates.iter().any(|x| (&x.date_type, x.date_day, x.date_month, x.date_year) == (&d.date_type, d.date_day, d.date_month, d.date_year)) {
+            if !doc
+                .dates
+                .iter()
+                .any(|x| (&x.date_type, x.date_day, x.date_month, x.date_year) == (&d.date_type, d.date_day, d.date_month, d.date_year))
+            {
                 doc.dates.push(d);
             }
         }
         if let Some((org, unit, title, role)) = card.org.as_ref().filter(|o| !o.0.is_empty()) {
-            let found = lookup::by_field(tx, c.tenant, CONTACTS.entity(), "display_name", org).await?.filter(|r| r.doc["kind"] == "organization");
+            let found =
+                lookup::by_field(tx, c.tenant, CONTACTS.entity(), "display_name", org).await?.filter(|r| r.doc["kind"] == "organization");
             let org_id = match found {
                 Some(r) => r.id.to_string(),
                 None => {
-                    let od = ContactDoc::from_create(&pb::CreateContactRequest { kind: pb::ContactKind::Organization as i32, display_name: org.clone(), ..Default::default() });
+                    let od = ContactDoc::from_create(&pb::CreateContactRequest {
+                        kind: pb::ContactKind::Organization as i32,
+                        display_name: org.clone(),
+                        ..Default::default()
+                    });
                     match od {
                         Ok(od) => {
                             let id = self.insert_contact(tx, c, &od, None, t).await?.id;
@@ -197,14 +228,28 @@ impl Contacts {
                 }
             };
             if !doc.affiliations.iter().any(|a| a.organization_id == org_id) {
-                let input = pb::AffiliationInput { organization_id: Some(org_id), title: title.clone(), role: role.clone(), department: unit.clone(), ..Default::default() };
+                let input = pb::AffiliationInput {
+                    organization_id: Some(org_id),
+                    title: title.clone(),
+                    role: role.clone(),
+                    department: unit.clone(),
+                    ..Default::default()
+                };
                 if let Ok(a) = AffiliationDoc::default().apply(&input, t) {
                     doc.affiliations.push(a);
                 }
             }
         }
         for name in &card.categories {
-            let tag = match lookup::by_field(tx, c.tenant, TAGS.entity(), "key", &name.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()).await? {
+            let tag = match lookup::by_field(
+                tx,
+                c.tenant,
+                TAGS.entity(),
+                "key",
+                &name.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase(),
+            )
+            .await?
+            {
                 Some(t) => t.id.to_string(),
                 None => match self.create_tag_for_import(tx, c, name, t).await {
                     Ok(r) => r.id.to_string(),
@@ -219,12 +264,22 @@ impl Contacts {
             None => Outcome::Created(self.insert_contact(tx, c, &doc, None, t).await?.id),
             Some(head) => {
                 let (rec, _) = self.write_contact(tx, c, &head, &doc, None, t).await?;
-                if rec.version == head.version { Outcome::Skipped("unchanged: the contact already holds the card".into()) } else { Outcome::Updated(rec.id.to_string()) }
+                if rec.version == head.version {
+                    Outcome::Skipped("unchanged: the contact already holds the card".into())
+                } else {
+                    Outcome::Updated(rec.id.to_string())
+                }
             }
         })
     }
 
-    async fn run_import(&self, c: Caller, job: Uuid, cards: Vec<std::result::Result<calcard::vcard::VCard, String>>, region: Option<String>) -> Result<Record> {
+    async fn run_import(
+        &self,
+        c: Caller,
+        job: Uuid,
+        cards: Vec<std::result::Result<calcard::vcard::VCard, String>>,
+        region: Option<String>,
+    ) -> Result<Record> {
         let total = cards.len();
         let mut done = 0;
         let mut last = None;
@@ -246,7 +301,9 @@ impl Contacts {
                 match outcome {
                     Outcome::Created(id) => doc["created"].as_array_mut().expect("array").push(Value::String(id)),
                     Outcome::Updated(id) => doc["updated"].as_array_mut().expect("array").push(Value::String(id)),
-                    Outcome::Skipped(reason) => doc["skipped"].as_array_mut().expect("array").push(json!({"index": index, "uid": uid, "reason": reason})),
+                    Outcome::Skipped(reason) => {
+                        doc["skipped"].as_array_mut().expect("array").push(json!({"index": index, "uid": uid, "reason": reason}))
+                    }
                 }
             }
             done += chunk.len();
@@ -340,6 +397,10 @@ impl Contacts {
             None
         };
         let contacts = self.contacts_out(&mut tx, c, &rows).await?;
-        Ok(pb::VcardData { vcard: contacts.iter().map(to_vcard).collect(), next_cursor: next.unwrap_or_default(), count: contacts.len() as i32 })
+        Ok(pb::VcardData {
+            vcard: contacts.iter().map(to_vcard).collect(),
+            next_cursor: next.unwrap_or_default(),
+            count: contacts.len() as i32,
+        })
     }
 }

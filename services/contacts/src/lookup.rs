@@ -47,8 +47,14 @@ pub fn contact_keys(doc: &ContactDoc) -> BTreeSet<Key> {
 pub async fn sync(tx: &mut Tx, tenant: Uuid, owner: Uuid, keys: &BTreeSet<Key>) -> Result<()> {
     exec!(tx, sqlx::query("DELETE FROM contacts_lookup WHERE tenant_id = $1 AND owner_id = $2").bind(tenant).bind(owner))?;
     for (kind, key) in keys {
-        exec!(tx, sqlx::query("INSERT INTO contacts_lookup (tenant_id, kind, key, owner_id) VALUES ($1, $2, $3, $4)")
-            .bind(tenant).bind(kind).bind(key).bind(owner))?;
+        exec!(
+            tx,
+            sqlx::query("INSERT INTO contacts_lookup (tenant_id, kind, key, owner_id) VALUES ($1, $2, $3, $4)")
+                .bind(tenant)
+                .bind(kind)
+                .bind(key)
+                .bind(owner)
+        )?;
     }
     Ok(())
 }
@@ -100,7 +106,15 @@ struct Row {
 
 impl From<Row> for Record {
     fn from(r: Row) -> Record {
-        Record { id: r.id, version: r.version, created_at: r.created_at, updated_at: r.updated_at, deleted_at: None, doc: r.doc, temporal: None }
+        Record {
+            id: r.id,
+            version: r.version,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            deleted_at: None,
+            doc: r.doc,
+            temporal: None,
+        }
     }
 }
 

@@ -43,7 +43,10 @@ fn merged_doc(survivor: (Uuid, &ContactDoc), others: &[(Uuid, ContactDoc)], fiel
     let all: Vec<(Uuid, &ContactDoc)> = std::iter::once((sid, s)).chain(others.iter().map(|(i, d)| (*i, d))).collect();
     let by_id = |id: &str| -> Result<&ContactDoc> {
         let id = uuid(id, "fields")?;
-        all.iter().find(|(i, _)| *i == id).map(|(_, d)| *d).ok_or_else(|| Error::validation(format!("fields names {id}, which is not in the merge")))
+        all.iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, d)| *d)
+            .ok_or_else(|| Error::validation(format!("fields names {id}, which is not in the merge")))
     };
     for f in fields.keys() {
         if f != "display_name" && f != "stay_in_touch_days" && !OPTIONAL_FIELDS.iter().any(|(n, _)| n == f) {
@@ -78,14 +81,22 @@ fn merged_doc(survivor: (Uuid, &ContactDoc), others: &[(Uuid, ContactDoc)], fiel
             }
         }
         for a in &d.addresses {
-            if !m.addresses.iter().any(|x| (&x.street, &x.city, &x.postal_code, &x.country) == (&a.street, &a.city, &a.postal_code, &a.country)) {
+            if !m
+                .addresses
+                .iter()
+                .any(|x| (&x.street, &x.city, &x.postal_code, &x.country) == (&a.street, &a.city, &a.postal_code, &a.country))
+            {
                 let mut a = a.clone();
                 a.is_primary = a.is_primary && !m.addresses.iter().any(|x| x.is_primary);
                 m.addresses.push(a);
             }
         }
         for x in &d.dates {
-            if !m.dates.iter().any(|y| (&y.date_type, y.date_day, y.date_month, y.date_year) == (&x.date_type, x.date_day, x.date_month, x.date_year)) {
+            if !m
+                .dates
+                .iter()
+                .any(|y| (&y.date_type, y.date_day, y.date_month, y.date_year) == (&x.date_type, x.date_day, x.date_month, x.date_year))
+            {
                 m.dates.push(x.clone());
             }
         }
@@ -148,7 +159,9 @@ impl Contacts {
         let survivor = Self::read_head(tx, c, sid, lock).await?;
         let mut others = Vec::new();
         for id in &ids {
-            let rec = Self::read_head(tx, c, *id, lock).await.map_err(|_| Error::validation(format!("merged_ids: no contact of this tenant has the id {id}")))?;
+            let rec = Self::read_head(tx, c, *id, lock)
+                .await
+                .map_err(|_| Error::validation(format!("merged_ids: no contact of this tenant has the id {id}")))?;
             let doc = parse_doc(&rec.doc)?;
             others.push((rec, doc));
         }
@@ -226,7 +239,11 @@ impl Contacts {
                     doc[f] = json!(sid.to_string());
                 }
             }
-            let key = (doc["from_id"].as_str().unwrap_or_default().to_owned(), doc["to_id"].as_str().unwrap_or_default().to_owned(), doc["type"].as_str().unwrap_or_default().to_owned());
+            let key = (
+                doc["from_id"].as_str().unwrap_or_default().to_owned(),
+                doc["to_id"].as_str().unwrap_or_default().to_owned(),
+                doc["type"].as_str().unwrap_or_default().to_owned(),
+            );
             let rec = if key.0 == key.1 || kept.contains(&key) {
                 let d = RELATIONSHIPS.delete(&mut tx, c.tenant, rel.id, &c.ctx.actor, t).await?;
                 lookup::sync(&mut tx, c.tenant, rel.id, &BTreeSet::new()).await?;
@@ -252,7 +269,12 @@ impl Contacts {
                 }
             }
             doc["participant_ids"] = json!(people);
-            let w = Write { doc, search_text: head.doc["summary"].as_str().unwrap_or_default().to_owned(), valid_from: None, actor: c.ctx.actor.clone() };
+            let w = Write {
+                doc,
+                search_text: head.doc["summary"].as_str().unwrap_or_default().to_owned(),
+                valid_from: None,
+                actor: c.ctx.actor.clone(),
+            };
             let rec = INTERACTIONS.update_head(&mut tx, c.tenant, &head, w, t).await?;
             lookup::sync(&mut tx, c.tenant, int.id, &Self::interaction_keys(&people)).await?;
             after.insert(int.id.to_string(), rec.version);
@@ -295,7 +317,10 @@ impl Contacts {
         };
         // Refused, with nothing written, when anything the merge touched moved on since.
         for (key, version) in &after {
-            let store = ["contacts", "relationships", "interactions"].iter().find_map(|k| entity_of(k, key)).ok_or_else(|| Error::internal("merge record"))?;
+            let store = ["contacts", "relationships", "interactions"]
+                .iter()
+                .find_map(|k| entity_of(k, key))
+                .ok_or_else(|| Error::internal("merge record"))?;
             let eid = uuid(key, "id")?;
             let now_at = lookup::head_any(&mut tx, c.tenant, store.entity(), eid).await?.map(|h| h.0);
             if now_at != Some(*version) {
@@ -307,10 +332,17 @@ impl Contacts {
         for (key, doc) in before["contacts"].as_object().cloned().unwrap_or_default() {
             let cid = uuid(&key, "id")?;
             let old = parse_doc(&doc)?;
-            let (_, deleted, _) = lookup::head_any(&mut tx, c.tenant, CONTACTS.entity(), cid).await?.ok_or_else(|| Error::internal("merge record"))?;
+            let (_, deleted, _) =
+                lookup::head_any(&mut tx, c.tenant, CONTACTS.entity(), cid).await?.ok_or_else(|| Error::internal("merge record"))?;
             let rec = if deleted {
                 let names = self.names(&mut tx, c.tenant, &[&old]).await?;
-                let terms: Vec<String> = old.tag_ids.iter().filter_map(|t| names.tags.get(t)).map(|t| t.name.clone()).chain(old.affiliations.iter().filter_map(|a| names.orgs.get(&a.organization_id)).cloned()).collect();
+                let terms: Vec<String> = old
+                    .tag_ids
+                    .iter()
+                    .filter_map(|t| names.tags.get(t))
+                    .map(|t| t.name.clone())
+                    .chain(old.affiliations.iter().filter_map(|a| names.orgs.get(&a.organization_id)).cloned())
+                    .collect();
                 let rec = CONTACTS.restore(&mut tx, c.tenant, cid, &old.search_text_with(&terms), &c.ctx.actor, t).await?;
                 lookup::sync(&mut tx, c.tenant, cid, &contact_keys(&old)).await?;
                 let out = self.contact_out(&mut tx, c, &rec).await?;
@@ -327,7 +359,8 @@ impl Contacts {
         for (k, store) in [("relationships", RELATIONSHIPS), ("interactions", INTERACTIONS)] {
             for (key, doc) in before[k].as_object().cloned().unwrap_or_default() {
                 let eid = uuid(&key, "id")?;
-                let (_, deleted, _) = lookup::head_any(&mut tx, c.tenant, store.entity(), eid).await?.ok_or_else(|| Error::internal("merge record"))?;
+                let (_, deleted, _) =
+                    lookup::head_any(&mut tx, c.tenant, store.entity(), eid).await?.ok_or_else(|| Error::internal("merge record"))?;
                 let search = doc["summary"].as_str().unwrap_or_default().to_owned();
                 if deleted {
                     store.restore(&mut tx, c.tenant, eid, &search, &c.ctx.actor, t).await?;
@@ -339,7 +372,14 @@ impl Contacts {
                 let keys = if k == "relationships" {
                     Self::relationship_keys(&doc)
                 } else {
-                    let people: Vec<String> = doc["participant_ids"].as_array().cloned().unwrap_or_default().iter().filter_map(Value::as_str).map(str::to_owned).collect();
+                    let people: Vec<String> = doc["participant_ids"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect();
                     Self::interaction_keys(&people)
                 };
                 lookup::sync(&mut tx, c.tenant, eid, &keys).await?;
@@ -445,7 +485,11 @@ impl Contacts {
         for (ids, score, evidence) in sets {
             let mut recs = lookup::heads(&mut tx, c.tenant, CONTACTS.entity(), &ids.into_iter().collect::<Vec<_>>()).await?;
             recs.sort_by_key(|r| (r.created_at, r.id));
-            data.push(pb::DuplicateSet { contacts: self.contacts_out(&mut tx, c, &recs).await?, score: (score * 100.0).round() / 100.0, evidence: evidence.into_iter().collect() });
+            data.push(pb::DuplicateSet {
+                contacts: self.contacts_out(&mut tx, c, &recs).await?,
+                score: (score * 100.0).round() / 100.0,
+                evidence: evidence.into_iter().collect(),
+            });
         }
         Ok(pb::ListDuplicatesResponse { data })
     }

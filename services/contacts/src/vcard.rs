@@ -36,12 +36,17 @@ pub struct Card {
 }
 
 fn texts(e: &VCardEntry) -> Vec<String> {
-    e.values.iter().map(|v| v.as_text().map(str::to_owned).unwrap_or_else(|| match v {
-        VCardValue::PartialDateTime(p) => format!("{p:?}"),
-        VCardValue::Integer(i) => i.to_string(),
-        VCardValue::Float(f) => f.to_string(),
-        _ => String::new(),
-    })).collect()
+    e.values
+        .iter()
+        .map(|v| {
+            v.as_text().map(str::to_owned).unwrap_or_else(|| match v {
+                VCardValue::PartialDateTime(p) => format!("{p:?}"),
+                VCardValue::Integer(i) => i.to_string(),
+                VCardValue::Float(f) => f.to_string(),
+                _ => String::new(),
+            })
+        })
+        .collect()
 }
 
 fn first(e: &VCardEntry) -> String {
@@ -56,7 +61,9 @@ fn types(e: &VCardEntry) -> (Vec<String>, bool) {
         match (&p.name, &p.value) {
             (VCardParameterName::Type, VCardParameterValue::Type(t)) => out.push(format!("{t:?}").to_lowercase()),
             (VCardParameterName::Type, VCardParameterValue::Text(t)) => out.extend(t.split(',').map(|s| s.trim().to_lowercase())),
-            (VCardParameterName::Pref, v) => pref |= matches!(v, VCardParameterValue::Integer(1)) || matches!(v, VCardParameterValue::Text(t) if t == "1"),
+            (VCardParameterName::Pref, v) => {
+                pref |= matches!(v, VCardParameterValue::Integer(1)) || matches!(v, VCardParameterValue::Text(t) if t == "1")
+            }
             _ => {}
         }
     }
@@ -108,10 +115,13 @@ impl Card {
         let mut n_name = String::new();
         let group_label = |g: &Option<String>| -> Option<String> {
             let g = g.as_ref()?;
-            v.entries.iter().find(|e| e.group.as_ref() == Some(g) && matches!(&e.name, VCardProperty::Other(n) if n.eq_ignore_ascii_case("X-ABLABEL"))).map(|e| {
-                let l = first(e);
-                l.trim_start_matches("_$!<").trim_end_matches(">!$_").to_owned()
-            })
+            v.entries
+                .iter()
+                .find(|e| e.group.as_ref() == Some(g) && matches!(&e.name, VCardProperty::Other(n) if n.eq_ignore_ascii_case("X-ABLABEL")))
+                .map(|e| {
+                    let l = first(e);
+                    l.trim_start_matches("_$!<").trim_end_matches(">!$_").to_owned()
+                })
         };
         for e in &v.entries {
             match &e.name {
@@ -151,7 +161,9 @@ impl Card {
                         c.kind = "organization";
                     }
                 }
-                VCardProperty::Other(n) if n.eq_ignore_ascii_case("X-ABSHOWAS") && first(e).eq_ignore_ascii_case("COMPANY") => c.kind = "organization",
+                VCardProperty::Other(n) if n.eq_ignore_ascii_case("X-ABSHOWAS") && first(e).eq_ignore_ascii_case("COMPANY") => {
+                    c.kind = "organization"
+                }
                 VCardProperty::Email => {
                     let (t, pref) = types(e);
                     c.channels.push(("email", first(e), group_label(&e.group).or_else(|| label_of(&t)), pref));
@@ -172,13 +184,25 @@ impl Card {
                 }
                 VCardProperty::Socialprofile => {
                     let v = first(e);
-                    let kind = if v.contains("twitter.com") || v.contains("x.com") { "twitter" } else if v.contains("linkedin.com") { "linkedin" } else { "url" };
+                    let kind = if v.contains("twitter.com") || v.contains("x.com") {
+                        "twitter"
+                    } else if v.contains("linkedin.com") {
+                        "linkedin"
+                    } else {
+                        "url"
+                    };
                     c.channels.push((kind, v, None, false));
                 }
                 VCardProperty::Other(n) if n.eq_ignore_ascii_case("X-SOCIALPROFILE") => {
                     let v = first(e);
                     let (t, _) = types(e);
-                    let kind = if t.iter().any(|t| t == "twitter") || v.contains("twitter.com") { "twitter" } else if t.iter().any(|t| t == "linkedin") || v.contains("linkedin.com") { "linkedin" } else { "url" };
+                    let kind = if t.iter().any(|t| t == "twitter") || v.contains("twitter.com") {
+                        "twitter"
+                    } else if t.iter().any(|t| t == "linkedin") || v.contains("linkedin.com") {
+                        "linkedin"
+                    } else {
+                        "url"
+                    };
                     c.channels.push((kind, v, None, false));
                 }
                 VCardProperty::Adr => {
@@ -189,7 +213,13 @@ impl Card {
                         .group
                         .as_ref()
                         .and_then(|g| {
-                            v.entries.iter().find(|x| x.group.as_ref() == Some(g) && matches!(&x.name, VCardProperty::Other(n) if n.eq_ignore_ascii_case("X-ABADR"))).map(first)
+                            v.entries
+                                .iter()
+                                .find(|x| {
+                                    x.group.as_ref() == Some(g)
+                                        && matches!(&x.name, VCardProperty::Other(n) if n.eq_ignore_ascii_case("X-ABADR"))
+                                })
+                                .map(first)
                         })
                         .or_else(|| param_text(e, "X-COUNTRY-CODE").map(str::to_owned));
                     let geo = e.params.iter().find_map(|p| match (&p.name, &p.value) {
@@ -360,8 +390,12 @@ pub fn to_vcard(c: &pb::Contact) -> String {
     let o = |x: &Option<String>| x.clone().unwrap_or_default();
     if [&c.family_name, &c.given_name, &c.middle_name, &c.prefix, &c.suffix].iter().any(|x| x.is_some()) {
         v.entries.push(
-            VCardEntry::new(VCardProperty::N)
-                .with_values([o(&c.family_name), o(&c.given_name), o(&c.middle_name), o(&c.prefix), o(&c.suffix)].into_iter().map(VCardValue::from).collect()),
+            VCardEntry::new(VCardProperty::N).with_values(
+                [o(&c.family_name), o(&c.given_name), o(&c.middle_name), o(&c.prefix), o(&c.suffix)]
+                    .into_iter()
+                    .map(VCardValue::from)
+                    .collect(),
+            ),
         );
     }
     if let Some(n) = &c.nickname {
@@ -428,7 +462,9 @@ pub fn to_vcard(c: &pb::Contact) -> String {
         }
     }
     if !c.tags.is_empty() {
-        v.entries.push(VCardEntry::new(VCardProperty::Categories).with_values(c.tags.iter().map(|t| VCardValue::from(t.name.clone())).collect()));
+        v.entries.push(
+            VCardEntry::new(VCardProperty::Categories).with_values(c.tags.iter().map(|t| VCardValue::from(t.name.clone())).collect()),
+        );
     }
     v.to_string()
 }
