@@ -22,15 +22,6 @@ async fn get(s: &Stack, path: &str) -> Value {
     v
 }
 
-/// The contact's full read without the fields every write changes.
-async fn full(s: &Stack, id: &str) -> Value {
-    let mut v = get(s, &format!("/api/v1/contacts/{id}")).await;
-    let o = v.as_object_mut().unwrap();
-    o.remove("updated_at");
-    o.remove("version");
-    v
-}
-
 fn arr(v: &Value) -> &Vec<Value> {
     v.as_array().unwrap_or_else(|| panic!("not an array: {v}"))
 }
@@ -386,18 +377,18 @@ async fn tags_groups_affiliations_and_interactions_filter_and_search() {
         // List filters and q over tags, organization names and channels.
         post(&s, &format!("/api/v1/contacts/{b}/channels"), json!({"type": "email", "value": "byron@newstead.example"})).await;
         let ids = |v: &Value| -> Vec<String> { arr(&v["data"]).iter().map(|c| c["id"].as_str().unwrap().to_owned()).collect() };
-        assert_eq!(ids(&get(&s, "/api/v1/contacts?tag=mathematics").await), [a.clone()]);
-        assert_eq!(ids(&get(&s, &format!("/api/v1/contacts?tag={}", t["id"].as_str().unwrap())).await), [a.clone()]);
+        assert_eq!(ids(&get(&s, "/api/v1/contacts?tag=mathematics").await), [a.as_str()]);
+        assert_eq!(ids(&get(&s, &format!("/api/v1/contacts?tag={}", t["id"].as_str().unwrap())).await), [a.as_str()]);
         assert!(ids(&get(&s, "/api/v1/contacts?tag=nonesuch").await).is_empty());
-        assert_eq!(ids(&get(&s, &format!("/api/v1/contacts?group_id={gid}")).await), [a.clone()]);
+        assert_eq!(ids(&get(&s, &format!("/api/v1/contacts?group_id={gid}")).await), [a.as_str()]);
         let mut both = ids(&get(&s, &format!("/api/v1/contacts?organization_id={org}")).await);
         both.sort();
         let mut expect = vec![a.clone(), b.clone()];
         expect.sort();
         assert_eq!(both, expect);
-        assert_eq!(ids(&get(&s, &format!("/api/v1/contacts?organization_id={org}&kind=person&tag=poets")).await), [a.clone()]);
-        assert_eq!(ids(&get(&s, "/api/v1/contacts?q=poets").await), [a.clone()]);
-        assert_eq!(ids(&get(&s, "/api/v1/contacts?q=newstead").await), [b.clone()]);
+        assert_eq!(ids(&get(&s, &format!("/api/v1/contacts?organization_id={org}&kind=person&tag=poets")).await), [a.as_str()]);
+        assert_eq!(ids(&get(&s, "/api/v1/contacts?q=poets").await), [a.as_str()]);
+        assert_eq!(ids(&get(&s, "/api/v1/contacts?q=newstead").await), [b.as_str()]);
         let analytical = ids(&get(&s, "/api/v1/contacts?q=analytical&kind=person").await);
         assert_eq!(analytical.len(), 2, "organization names are searched: {analytical:?}");
         let (st, _) = s.call(Method::GET, &format!("/api/v1/contacts?tag=poets&as_of={}", ts(chrono::Utc::now())), None).await;
@@ -406,7 +397,7 @@ async fn tags_groups_affiliations_and_interactions_filter_and_search() {
         let tid = t["id"].as_str().unwrap();
         let (st, _) = s.call(Method::PATCH, &format!("/api/v1/contact-tags/{tid}"), Some(json!({"name": "Maths"}))).await;
         assert_eq!(st, StatusCode::OK);
-        assert_eq!(ids(&get(&s, "/api/v1/contacts?q=maths").await), [a.clone()]);
+        assert_eq!(ids(&get(&s, "/api/v1/contacts?q=maths").await), [a.as_str()]);
         assert_eq!(get(&s, &format!("/api/v1/contacts/{a}")).await["tags"][0]["name"], "Maths");
         let (st, _) = s.call(Method::DELETE, &format!("/api/v1/contacts/{a}/tags/{tid}"), None).await;
         assert_eq!(st, StatusCode::OK);

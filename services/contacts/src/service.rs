@@ -614,7 +614,7 @@ impl Contacts {
     async fn list_channels_(&self, c: &Caller, r: pb::ListChildrenRequest) -> Result<pb::ListChannelsResponse> {
         let (_, id, doc) = self.current(c, &r.contact_id).await?;
         let mut data: Vec<pb::Channel> = doc.channels.iter().map(|x| x.to_pb(&id.to_string())).collect();
-        data.sort_by(|a, b| (a.r#type, a.preference_order).cmp(&(b.r#type, b.preference_order)));
+        data.sort_by_key(|a| (a.r#type, a.preference_order));
         Ok(pb::ListChannelsResponse { data })
     }
 
@@ -1370,7 +1370,7 @@ impl Contacts {
         for r in lookup::all(&mut tx, c.tenant, GROUPS.entity()).await? {
             data.push(self.group_pb(&mut tx, c, &r).await?);
         }
-        data.sort_by(|a: &pb::Group, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+        data.sort_by_key(|a: &pb::Group| a.name.to_lowercase());
         Ok(pb::ListGroupsResponse { data })
     }
 

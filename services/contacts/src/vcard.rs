@@ -12,6 +12,11 @@ use worktruck_proto::contacts::v1 as pb;
 /// Most cards one import takes.
 pub const MAX_CARDS: usize = 20_000;
 
+/// A date of a card: (date_type, day, month, year, label).
+pub type CardDate = (String, i32, i32, Option<i32>, Option<String>);
+/// An organization of a card: (name, unit, title, role).
+pub type CardOrg = (String, Option<String>, Option<String>, Option<String>);
+
 /// What Worktruck takes from one card.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Card {
@@ -28,9 +33,9 @@ pub struct Card {
     /// ADR.
     pub addresses: Vec<pb::AddressInput>,
     /// (date_type, day, month, year, label).
-    pub dates: Vec<(String, i32, i32, Option<i32>, Option<String>)>,
+    pub dates: Vec<CardDate>,
     /// ORG (first component), its unit, TITLE, ROLE.
-    pub org: Option<(String, Option<String>, Option<String>, Option<String>)>,
+    pub org: Option<CardOrg>,
     /// CATEGORIES.
     pub categories: Vec<String>,
 }
@@ -156,10 +161,10 @@ impl Card {
                         c.fields.push(("avatar_url", u));
                     }
                 }
-                VCardProperty::Kind => {
-                    if first(e).eq_ignore_ascii_case("org") || format!("{:?}", e.values.first()).to_lowercase().contains("org") {
-                        c.kind = "organization";
-                    }
+                VCardProperty::Kind
+                    if first(e).eq_ignore_ascii_case("org") || format!("{:?}", e.values.first()).to_lowercase().contains("org") =>
+                {
+                    c.kind = "organization";
                 }
                 VCardProperty::Other(n) if n.eq_ignore_ascii_case("X-ABSHOWAS") && first(e).eq_ignore_ascii_case("COMPANY") => {
                     c.kind = "organization"
