@@ -99,9 +99,17 @@ async fn tools_from_the_registry_over_streamable_http() {
         assert_eq!(
             names,
             [
+                "contacts_add_channel",
                 "contacts_create",
                 "contacts_delete",
+                "contacts_due_for_contact",
+                "contacts_find_by_channel",
+                "contacts_find_duplicates",
                 "contacts_get",
+                "contacts_list_relationships",
+                "contacts_log_interaction",
+                "contacts_merge",
+                "contacts_merge_preview",
                 "contacts_search",
                 "contacts_update",
                 "deals_add_contact",
@@ -217,7 +225,7 @@ async fn tools_from_the_registry_over_streamable_http() {
 
         // Toolsets narrow the list.
         let narrowed = connect(&format!("{}?toolsets=contacts", endpoint(&s)), &s.key).await;
-        assert_eq!(narrowed.list_all_tools().await.unwrap().len(), 5);
+        assert_eq!(narrowed.list_all_tools().await.unwrap().len(), 13);
         narrowed.cancel().await.unwrap();
         let none = connect(&format!("{}?toolsets=nothing", endpoint(&s)), &s.key).await;
         assert!(none.list_all_tools().await.unwrap().is_empty());

@@ -106,6 +106,7 @@ pub fn ratios(summaries: &[Summary]) -> Vec<Ratio> {
     p50("as_of read, 10,000 vs 10 versions", "as_of_10k", "as_of_10", Some(1.2));
     p50("history page, 10,000 vs 10 versions", "history_10k", "history_10", Some(1.2));
     p50("list page, deepest vs first", "list_deep", "list_first", Some(1.2));
+    p50("contact with 5 channels, 2 addresses, 3 tags vs a plain one", "get_rich", "get", None);
     out
 }
 

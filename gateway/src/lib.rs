@@ -18,6 +18,7 @@ pub mod telemetry;
 pub mod upstream;
 pub mod x402;
 
+mod raw;
 mod routes;
 mod transcode;
 

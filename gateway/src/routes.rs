@@ -345,6 +345,7 @@ async fn call_admitted(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let headers = parts.headers.clone();
     // Read through axum's `Bytes` extractor so that the `DefaultBodyLimit` layer applies.
     let body = Bytes::from_request(Request::from_parts(parts, body), &())
         .await
@@ -365,6 +366,12 @@ async fn call_admitted(
                 .map(|v| (var.as_str(), v.clone()))
         })
         .collect();
+    // A raw (non-JSON) body of an RPC that takes one stands for its JSON form (`raw`).
+    let raw = crate::raw::rule(&binding.route);
+    let (body, content_type) = match raw.map(|r| r.wrap(content_type.as_deref(), &body)).transpose()?.flatten() {
+        Some(json) => (json, Some(crate::JSON.to_owned())),
+        None => (body, content_type),
+    };
     let input = HttpInput {
         path_vars,
         query,
@@ -378,7 +385,7 @@ async fn call_admitted(
         binding.channel.clone(),
         binding.grpc_path.clone(),
         message.encode_to_vec().into(),
-        metadata,
+        metadata.clone(),
     )
     .await
     .map_err(|status| upstream_error(&binding.route, &status))?;
@@ -386,6 +393,10 @@ async fn call_admitted(
         return transcode::raw_response(binding.status, &reply);
     }
     let json = transcode::response_json(&binding.route, &reply)?;
+    if let Some(rule) = raw.filter(|r| r.raw_answer(&headers)) {
+        let next = crate::raw::Next { channel: binding.channel.clone(), grpc_path: binding.grpc_path.clone(), metadata };
+        return Ok(rule.answer(&binding.route, json, next));
+    }
     let mut response = (binding.status, crate::json_body(&json)).into_response();
     response
         .headers_mut()

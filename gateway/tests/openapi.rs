@@ -149,7 +149,10 @@ async fn parameters_and_bodies_follow_the_http_rules() {
             "limit",
             "cursor",
             "as_of",
-            "valid_at"
+            "valid_at",
+            "tag",
+            "group_id",
+            "organization_id"
         ]
     );
     assert!(list.get("requestBody").is_none());

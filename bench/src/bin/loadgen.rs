@@ -205,7 +205,7 @@ fn target(args: &Args, url: Url, key: String) -> anyhow::Result<Target> {
 }
 
 /// Runs every phase: `/health` (the read ceiling), create and the raw INSERT ceiling, get
-/// over REST and MCP, as_of and history reads on a long-history contact and its 10-version
+/// over REST and MCP, get of a contact with children, as_of and history reads on a long-history contact and its 10-version
 /// twin, the first and the deepest list page, notes with five wikilinks and the backlinks of a
 /// note with 1,000 of them, search, and the CRM's deal create, move and analytics on a
 /// pipeline of `--deals` deals. A server this harness started is
@@ -245,6 +245,9 @@ async fn phases(
     if target.mcp().is_some() {
         phase!(load::mcp_get_phase(target, plan, ids.clone()).await?);
     }
+    eprintln!("loadgen: making 20 contacts with 5 channels, 2 addresses and 3 tags");
+    let rich = rich_contacts(target, 20).await?;
+    phase!(load::get_paths_phase(target, plan, "get_rich", rich, true).await);
     if args.history_versions > 0 {
         for (versions, suffix) in [(10, "10"), (args.history_versions, "10k")] {
             eprintln!("loadgen: making a contact with {versions} versions");
@@ -292,6 +295,35 @@ async fn phases(
         phase!(load::get_paths_phase(target, plan, "analytics", analytics, true).await);
     }
     Ok(out)
+}
+
+/// `count` contacts each with 5 channels, 2 addresses and 3 tags (set-up, untimed): the paths
+/// of their reads, for the `get_rich` phase beside plain `get`.
+async fn rich_contacts(target: &Target, count: u64) -> anyhow::Result<Vec<String>> {
+    use serde_json::json;
+    let mut paths = Vec::new();
+    for i in 0..count {
+        let id = target.create_named(&format!("Rich Person {i}")).await?;
+        let base = format!("api/v1/contacts/{id}");
+        let channels = [
+            json!({"type": "email", "value": format!("rich{i}@work.example"), "is_primary": true}),
+            json!({"type": "email", "value": format!("rich{i}@home.example")}),
+            json!({"type": "phone", "value": format!("+1 415 555 {:04}", 1000 + i)}),
+            json!({"type": "url", "value": format!("https://rich{i}.example")}),
+            json!({"type": "twitter", "value": format!("@rich{i}")}),
+        ];
+        for c in channels {
+            target.post_setup(&format!("{base}/channels"), &c).await?;
+        }
+        for (city, primary) in [("London", true), ("Oslo", false)] {
+            target.post_setup(&format!("{base}/addresses"), &json!({"street": format!("{i} High Street"), "city": city, "is_primary": primary})).await?;
+        }
+        for tag in ["friends", "work", "salon"] {
+            target.post_setup(&format!("{base}/tags"), &json!({"name": tag})).await?;
+        }
+        paths.push(base);
+    }
+    Ok(paths)
 }
 
 /// A contact with `versions` versions (one create, then updates) and a moment in the middle

@@ -325,6 +325,194 @@ impl ContactsService for FakeContacts {
     ) -> Result<GrpcResponse<common::TimelineResponse>, Status> {
         unimplemented()
     }
+
+    // The rest of the contacts service is not in the fixture.
+    async fn find_contact_by_channel(&self, _: GrpcRequest<worktruck_proto::contacts::v1::FindContactByChannelRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::Contact>, Status> {
+        unimplemented()
+    }
+    async fn list_upcoming_dates(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ListUpcomingDatesRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::ListUpcomingDatesResponse>, Status> {
+        unimplemented()
+    }
+    async fn list_due_for_contact(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ListDueForContactRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::ListDueForContactResponse>, Status> {
+        unimplemented()
+    }
+    async fn get_contact_settings(&self, _: GrpcRequest<worktruck_proto::contacts::v1::GetContactSettingsRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::ContactSettings>, Status> {
+        unimplemented()
+    }
+    async fn update_contact_settings(&self, _: GrpcRequest<worktruck_proto::contacts::v1::UpdateContactSettingsRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::ContactSettings>, Status> {
+        unimplemented()
+    }
+    async fn add_channel(&self, _: GrpcRequest<worktruck_proto::contacts::v1::AddChannelRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::Channel>, Status> {
+        unimplemented()
+    }
+    async fn list_channels(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ListChildrenRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::ListChannelsResponse>, Status> {
+        unimplemented()
+    }
+    async fn get_channel(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ChildRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::Channel>, Status> {
+        unimplemented()
+    }
+    async fn update_channel(&self, _: GrpcRequest<worktruck_proto::contacts::v1::UpdateChannelRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::Channel>, Status> {
+        unimplemented()
+    }
+    async fn delete_channel(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ChildRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::DeleteChildResponse>, Status> {
+        unimplemented()
+    }
+    async fn add_address(&self, _: GrpcRequest<worktruck_proto::contacts::v1::AddressInput>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::Address>, Status> {
+        unimplemented()
+    }
+    async fn list_addresses(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ListChildrenRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::ListAddressesResponse>, Status> {
+        unimplemented()
+    }
+    async fn get_address(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ChildRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::Address>, Status> {
+        unimplemented()
+    }
+    async fn update_address(&self, _: GrpcRequest<worktruck_proto::contacts::v1::AddressInput>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::Address>, Status> {
+        unimplemented()
+    }
+    async fn delete_address(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ChildRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::DeleteChildResponse>, Status> {
+        unimplemented()
+    }
+    async fn add_date(&self, _: GrpcRequest<worktruck_proto::contacts::v1::DateInput>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::ContactDate>, Status> {
+        unimplemented()
+    }
+    async fn list_dates(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ListChildrenRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::ListDatesResponse>, Status> {
+        unimplemented()
+    }
+    async fn get_date(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ChildRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::ContactDate>, Status> {
+        unimplemented()
+    }
+    async fn update_date(&self, _: GrpcRequest<worktruck_proto::contacts::v1::DateInput>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::ContactDate>, Status> {
+        unimplemented()
+    }
+    async fn delete_date(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ChildRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::DeleteChildResponse>, Status> {
+        unimplemented()
+    }
+    async fn add_affiliation(&self, _: GrpcRequest<worktruck_proto::contacts::v1::AffiliationInput>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::Affiliation>, Status> {
+        unimplemented()
+    }
+    async fn list_affiliations(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ListChildrenRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::ListAffiliationsResponse>, Status> {
+        unimplemented()
+    }
+    async fn get_affiliation(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ChildRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::Affiliation>, Status> {
+        unimplemented()
+    }
+    async fn update_affiliation(&self, _: GrpcRequest<worktruck_proto::contacts::v1::AffiliationInput>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::Affiliation>, Status> {
+        unimplemented()
+    }
+    async fn delete_affiliation(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ChildRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::DeleteChildResponse>, Status> {
+        unimplemented()
+    }
+    async fn list_organization_members(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ListChildrenRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::ListOrganizationMembersResponse>, Status> {
+        unimplemented()
+    }
+    async fn create_relationship(&self, _: GrpcRequest<worktruck_proto::contacts::v1::CreateRelationshipRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::Relationship>, Status> {
+        unimplemented()
+    }
+    async fn list_relationships(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ListChildrenRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::ListRelationshipsResponse>, Status> {
+        unimplemented()
+    }
+    async fn get_relationship(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ChildRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::Relationship>, Status> {
+        unimplemented()
+    }
+    async fn update_relationship(&self, _: GrpcRequest<worktruck_proto::contacts::v1::UpdateRelationshipRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::Relationship>, Status> {
+        unimplemented()
+    }
+    async fn delete_relationship(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ChildRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::DeleteChildResponse>, Status> {
+        unimplemented()
+    }
+    async fn create_relationship_type(&self, _: GrpcRequest<worktruck_proto::contacts::v1::CreateRelationshipTypeRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::RelationshipType>, Status> {
+        unimplemented()
+    }
+    async fn list_relationship_types(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ListRelationshipTypesRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::ListRelationshipTypesResponse>, Status> {
+        unimplemented()
+    }
+    async fn delete_relationship_type(&self, _: GrpcRequest<worktruck_proto::contacts::v1::DeleteRelationshipTypeRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::DeleteChildResponse>, Status> {
+        unimplemented()
+    }
+    async fn log_interaction(&self, _: GrpcRequest<worktruck_proto::contacts::v1::LogInteractionRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::Interaction>, Status> {
+        unimplemented()
+    }
+    async fn list_interactions(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ListChildrenRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::ListInteractionsResponse>, Status> {
+        unimplemented()
+    }
+    async fn get_interaction(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ChildRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::Interaction>, Status> {
+        unimplemented()
+    }
+    async fn update_interaction(&self, _: GrpcRequest<worktruck_proto::contacts::v1::UpdateInteractionRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::Interaction>, Status> {
+        unimplemented()
+    }
+    async fn delete_interaction(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ChildRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::DeleteChildResponse>, Status> {
+        unimplemented()
+    }
+    async fn create_tag(&self, _: GrpcRequest<worktruck_proto::contacts::v1::CreateTagRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::Tag>, Status> {
+        unimplemented()
+    }
+    async fn list_tags(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ListTagsRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::ListTagsResponse>, Status> {
+        unimplemented()
+    }
+    async fn get_tag(&self, _: GrpcRequest<worktruck_proto::contacts::v1::GetTagRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::Tag>, Status> {
+        unimplemented()
+    }
+    async fn update_tag(&self, _: GrpcRequest<worktruck_proto::contacts::v1::UpdateTagRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::Tag>, Status> {
+        unimplemented()
+    }
+    async fn delete_tag(&self, _: GrpcRequest<worktruck_proto::contacts::v1::GetTagRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::DeleteChildResponse>, Status> {
+        unimplemented()
+    }
+    async fn tag_contact(&self, _: GrpcRequest<worktruck_proto::contacts::v1::TagContactRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::Tag>, Status> {
+        unimplemented()
+    }
+    async fn list_contact_tags(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ListChildrenRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::ListTagsResponse>, Status> {
+        unimplemented()
+    }
+    async fn untag_contact(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ChildRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::DeleteChildResponse>, Status> {
+        unimplemented()
+    }
+    async fn create_group(&self, _: GrpcRequest<worktruck_proto::contacts::v1::CreateGroupRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::Group>, Status> {
+        unimplemented()
+    }
+    async fn list_groups(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ListGroupsRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::ListGroupsResponse>, Status> {
+        unimplemented()
+    }
+    async fn get_group(&self, _: GrpcRequest<worktruck_proto::contacts::v1::GetGroupRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::Group>, Status> {
+        unimplemented()
+    }
+    async fn update_group(&self, _: GrpcRequest<worktruck_proto::contacts::v1::UpdateGroupRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::Group>, Status> {
+        unimplemented()
+    }
+    async fn delete_group(&self, _: GrpcRequest<worktruck_proto::contacts::v1::GetGroupRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::DeleteChildResponse>, Status> {
+        unimplemented()
+    }
+    async fn add_group_members(&self, _: GrpcRequest<worktruck_proto::contacts::v1::GroupMembersRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::GroupMembersResponse>, Status> {
+        unimplemented()
+    }
+    async fn remove_group_members(&self, _: GrpcRequest<worktruck_proto::contacts::v1::GroupMembersRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::GroupMembersResponse>, Status> {
+        unimplemented()
+    }
+    async fn import_contacts(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ImportContactsRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::ImportJob>, Status> {
+        unimplemented()
+    }
+    async fn list_duplicates(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ListDuplicatesRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::ListDuplicatesResponse>, Status> {
+        unimplemented()
+    }
+    async fn preview_merge(&self, _: GrpcRequest<worktruck_proto::contacts::v1::MergeContactsRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::MergePreview>, Status> {
+        unimplemented()
+    }
+    async fn merge_contacts(&self, _: GrpcRequest<worktruck_proto::contacts::v1::MergeContactsRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::MergeResult>, Status> {
+        unimplemented()
+    }
+    async fn undo_merge(&self, _: GrpcRequest<worktruck_proto::contacts::v1::UndoMergeRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::UndoMergeResponse>, Status> {
+        unimplemented()
+    }
+    async fn get_import_job(&self, _: GrpcRequest<worktruck_proto::contacts::v1::GetImportJobRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::ImportJob>, Status> {
+        unimplemented()
+    }
+    async fn export_contact_vcard(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ExportContactVcardRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::VcardData>, Status> {
+        unimplemented()
+    }
+    async fn export_contacts(&self, _: GrpcRequest<worktruck_proto::contacts::v1::ExportContactsRequest>) -> Result<GrpcResponse<worktruck_proto::contacts::v1::VcardData>, Status> {
+        unimplemented()
+    }
 }
 
 /// Accepts [`GOOD_KEY`] only, and only from a caller with a valid system context.

@@ -1,12 +1,15 @@
 //! The contact as domain code sees it: a validated document, built only through parsing, and its
 //! mapping to and from the wire type.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use worktruck_kit::pbjson::{from_struct, timestamp, to_struct};
 use worktruck_kit::store::Record;
 use worktruck_kit::{Error, Result};
 use worktruck_proto::contacts::v1 as pb;
+
+use crate::children::{AddressDoc, AffiliationDoc, ChannelDoc, DateDoc, check_region};
 
 /// Largest accepted `metadata`, serialised.
 const MAX_METADATA_BYTES: usize = 64 * 1024;
@@ -18,6 +21,30 @@ pub struct ContactDoc {
     pub kind: String,
     /// Name to show.
     pub display_name: String,
+    /// Emails, phones, URLs, handles.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<ChannelDoc>,
+    /// Postal addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<AddressDoc>,
+    /// Significant dates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dates: Vec<DateDoc>,
+    /// Affiliations with organizations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub affiliations: Vec<AffiliationDoc>,
+    /// Tag ids, in the order they were attached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tag_ids: Vec<String>,
+    /// Group ids, in the order they were joined.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_ids: Vec<String>,
+    /// Wanted days between two contacts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stay_in_touch_days: Option<i32>,
+    /// The latest interaction's time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_contacted_at: Option<DateTime<Utc>>,
     /// Optional fields, by name; absent means null.
     #[serde(flatten)]
     pub optional: Map<String, Value>,
@@ -39,6 +66,7 @@ pub const OPTIONAL_FIELDS: &[(&str, usize)] = &[
     ("language", 35),
     ("timezone", 64),
     ("vcard_uid", 255),
+    ("default_region", 2),
 ];
 
 /// The short name of a kind.
@@ -100,6 +128,7 @@ fn check_optional(field: &str, max: usize, value: &str) -> Result<Option<String>
         "timezone" if !is_timezone(v) => {
             return Err(Error::validation("timezone must be an IANA name such as Europe/Oslo or UTC"));
         }
+        "default_region" => return check_region(v).map(Some),
         _ => {}
     }
     Ok(Some(v.to_owned()))
@@ -118,7 +147,17 @@ fn is_timezone(v: &str) -> bool {
     v.parse::<chrono_tz::Tz>().is_ok()
 }
 
-fn check_metadata(m: &Value) -> Result<()> {
+/// Checks a stay-in-touch cadence; 0 clears it.
+fn check_cadence(days: i32) -> Result<Option<i32>> {
+    match days {
+        0 => Ok(None),
+        1..=3650 => Ok(Some(days)),
+        _ => Err(Error::validation("stay_in_touch_days must be between 1 and 3650 (0 clears it)")),
+    }
+}
+
+/// Checks a `metadata` object.
+pub fn check_metadata(m: &Value) -> Result<()> {
     if !m.is_object() {
         return Err(Error::validation("metadata must be a JSON object"));
     }
@@ -136,7 +175,11 @@ impl ContactDoc {
             display_name: check_display_name(&r.display_name)?,
             optional: Map::new(),
             metadata: r.metadata.as_ref().map(from_struct).unwrap_or_else(|| Value::Object(Map::new())),
+            ..Default::default()
         };
+        if let Some(d) = r.stay_in_touch_days {
+            doc.stay_in_touch_days = check_cadence(d)?;
+        }
         check_metadata(&doc.metadata)?;
         for (field, value) in optionals!(r) {
             doc.set_optional(field, value)?;
@@ -152,6 +195,9 @@ impl ContactDoc {
         }
         if let Some(n) = &r.display_name {
             doc.display_name = check_display_name(n)?;
+        }
+        if let Some(d) = r.stay_in_touch_days {
+            doc.stay_in_touch_days = check_cadence(d)?;
         }
         for (field, value) in optionals!(r) {
             doc.set_optional(field, value)?;
@@ -185,14 +231,25 @@ impl ContactDoc {
         Ok(())
     }
 
-    /// The text full-text search covers.
-    pub fn search_text(&self) -> String {
+    /// The text full-text search covers: names, nickname, bio, channel values, and the names
+    /// given for the contact's organizations and tags (`extra`).
+    pub fn search_text_with(&self, extra: &[String]) -> String {
         let mut parts = vec![self.display_name.as_str()];
         for f in ["given_name", "middle_name", "family_name", "nickname", "bio"] {
             if let Some(v) = self.optional.get(f).and_then(Value::as_str) {
                 parts.push(v);
             }
         }
+        // PostgreSQL's parser keeps an email or URL as one token, so channel values are also
+        // given as their words (`ada lovelace example org`), which both engines match by prefix.
+        let words: Vec<String> = self
+            .channels
+            .iter()
+            .flat_map(|c| [c.value.as_str(), c.canonical_value.as_str()])
+            .map(|v| v.chars().map(|ch| if ch.is_alphanumeric() { ch } else { ' ' }).collect())
+            .collect();
+        parts.extend(words.iter().map(String::as_str));
+        parts.extend(extra.iter().map(String::as_str));
         parts.join(" ")
     }
 
@@ -205,6 +262,25 @@ impl ContactDoc {
         for (f, _) in OPTIONAL_FIELDS {
             if let Some(v) = self.optional.get(*f) {
                 m.insert((*f).to_owned(), v.clone());
+            }
+        }
+        if let Some(d) = self.stay_in_touch_days {
+            m.insert("stay_in_touch_days".into(), Value::from(d));
+        }
+        if let Some(t) = self.last_contacted_at {
+            m.insert("last_contacted_at".into(), serde_json::to_value(t).unwrap_or(Value::Null));
+        }
+        let arrays: [(&str, Value); 6] = [
+            ("channels", serde_json::to_value(&self.channels).unwrap_or_default()),
+            ("addresses", serde_json::to_value(&self.addresses).unwrap_or_default()),
+            ("dates", serde_json::to_value(&self.dates).unwrap_or_default()),
+            ("affiliations", serde_json::to_value(&self.affiliations).unwrap_or_default()),
+            ("tag_ids", serde_json::to_value(&self.tag_ids).unwrap_or_default()),
+            ("group_ids", serde_json::to_value(&self.group_ids).unwrap_or_default()),
+        ];
+        for (k, v) in arrays {
+            if v.as_array().is_some_and(|a| !a.is_empty()) {
+                m.insert(k.into(), v);
             }
         }
         m.insert("metadata".into(), self.metadata.clone());
@@ -232,17 +308,29 @@ macro_rules! optionals {
             ("language", $r.language.as_ref()),
             ("timezone", $r.timezone.as_ref()),
             ("vcard_uid", $r.vcard_uid.as_ref()),
+            ("default_region", $r.default_region.as_ref()),
         ]
     };
 }
 use optionals;
 
+/// Names a contact's wire form shows beside its stored ids: tags and organizations, as they are
+/// now.
+#[derive(Debug, Clone, Default)]
+pub struct Names {
+    /// Tags by id.
+    pub tags: std::collections::HashMap<String, pb::Tag>,
+    /// Organization display names by id.
+    pub orgs: std::collections::HashMap<String, String>,
+}
+
 /// The wire contact for a stored record.
-pub fn contact_pb(tenant: &str, r: &Record) -> Result<pb::Contact> {
+pub fn contact_pb(tenant: &str, r: &Record, names: &Names) -> Result<pb::Contact> {
     let d = ContactDoc::from_value(&r.doc)?;
     let opt = |f: &str| d.optional.get(f).and_then(Value::as_str).map(str::to_owned);
+    let id = r.id.to_string();
     Ok(pb::Contact {
-        id: r.id.to_string(),
+        id: id.clone(),
         tenant_id: tenant.to_owned(),
         kind: kind_pb(&d.kind) as i32,
         display_name: d.display_name.clone(),
@@ -263,6 +351,19 @@ pub fn contact_pb(tenant: &str, r: &Record) -> Result<pb::Contact> {
         updated_at: Some(timestamp(r.updated_at)),
         deleted_at: r.deleted_at.map(timestamp),
         temporal: r.temporal.as_ref().map(worktruck_kit::pbjson::temporal),
+        channels: d.channels.iter().map(|c| c.to_pb(&id)).collect(),
+        addresses: d.addresses.iter().map(|a| a.to_pb(&id)).collect(),
+        dates: d.dates.iter().map(|x| x.to_pb(&id)).collect(),
+        tags: d.tag_ids.iter().filter_map(|t| names.tags.get(t).cloned()).collect(),
+        affiliations: d
+            .affiliations
+            .iter()
+            .map(|a| a.to_pb(&id, names.orgs.get(&a.organization_id).map(String::as_str).unwrap_or_default()))
+            .collect(),
+        group_ids: d.group_ids.clone(),
+        stay_in_touch_days: d.stay_in_touch_days,
+        last_contacted_at: d.last_contacted_at.map(timestamp),
+        default_region: opt("default_region"),
     })
 }
 

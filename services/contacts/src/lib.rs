@@ -4,7 +4,12 @@
 //! It owns the `contacts` schema (or `contacts.db`); other services reach contacts only over
 //! gRPC or events.
 
+mod children;
 mod domain;
+mod import;
+mod lookup;
+mod merge;
+pub mod vcard;
 mod service;
 
 use sqlx::migrate::Migrator;

@@ -355,3 +355,70 @@ async fn concurrent_plain_patches_of_one_contact_all_succeed_and_stale_versions_
         svc.service.stop();
     }
 }
+
+#[tokio::test]
+async fn child_changes_tags_groups_and_merges_are_events_too() {
+    for backend in backends() {
+        let data = TestData::new(backend).await;
+        let bus = Bus::memory();
+        let mut events = Box::pin(bus.subscribe_memory().unwrap());
+        let mut svc = start(&data, bus).await;
+        tokio::spawn(svc.relay.clone().run(std::future::pending()));
+        let t = Uuid::now_v7();
+        let a = svc.client.create_contact(req(&svc, t, create("Ada"))).await.unwrap().into_inner();
+        let b = svc.client.create_contact(req(&svc, t, create("Ada L"))).await.unwrap().into_inner();
+        let ch = svc
+            .client
+            .add_channel(req(&svc, t, pb::AddChannelRequest { contact_id: a.id.clone(), r#type: pb::ChannelType::Email as i32, value: "Ada@X.org".into(), ..Default::default() }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(ch.canonical_value, "ada@x.org");
+        // A refused change leaves no event (the outbox row is in the refused transaction).
+        let bad = svc
+            .client
+            .add_channel(req(&svc, t, pb::AddChannelRequest { contact_id: a.id.clone(), r#type: pb::ChannelType::Phone as i32, value: "12".into(), ..Default::default() }))
+            .await;
+        assert_eq!(bad.unwrap_err().code(), Code::InvalidArgument);
+        svc.client.tag_contact(req(&svc, t, pb::TagContactRequest { contact_id: a.id.clone(), name: Some("math".into()), ..Default::default() })).await.unwrap();
+        let g = svc.client.create_group(req(&svc, t, pb::CreateGroupRequest { name: "Salon".into(), ..Default::default() })).await.unwrap().into_inner();
+        svc.client.add_group_members(req(&svc, t, pb::GroupMembersRequest { id: g.id.clone(), contact_ids: vec![b.id.clone()] })).await.unwrap();
+        let m = svc
+            .client
+            .merge_contacts(req(&svc, t, pb::MergeContactsRequest { survivor_id: a.id.clone(), merged_ids: vec![b.id.clone()], ..Default::default() }))
+            .await
+            .unwrap()
+            .into_inner();
+        svc.client.undo_merge(req(&svc, t, pb::UndoMergeRequest { id: m.merge_id.clone() })).await.unwrap();
+        let want = [
+            "contact.created",
+            "contact.created",
+            "contact.updated",
+            "channel.added",
+            "tag.created",
+            "contact.updated",
+            "tag.attached",
+            "group.created",
+            "contact.updated",
+            "group.members_added",
+            "contact.updated",
+            "contact.deleted",
+            // The merged contact's inbound links dangle (kit::links), and revive on undo.
+            "link.dangling",
+            "contact.merged",
+            "contact.updated",
+            "contact.restored",
+            "link.revived",
+            "contact.merge_undone",
+        ];
+        let mut subjects = Vec::new();
+        for _ in 0..want.len() {
+            let m = tokio::time::timeout(Duration::from_secs(5), events.next()).await.expect("event in time").unwrap();
+            let e = Event::decode(m.payload).unwrap();
+            assert_eq!(e.tenant_id, t.to_string());
+            subjects.push(m.subject.trim_start_matches("worktruck.contacts.").trim_end_matches(".v1").to_owned());
+        }
+        assert_eq!(subjects, want, "{backend:?}");
+        svc.service.stop();
+    }
+}
