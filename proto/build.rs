@@ -12,6 +12,7 @@ const FILES: &[&str] = &[
     "worktruck/tenants/v1/tenants.proto",
     "worktruck/contacts/v1/contacts.proto",
     "worktruck/notes/v1/notes.proto",
+    "worktruck/tasks/v1/tasks.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

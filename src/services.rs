@@ -11,6 +11,7 @@ pub static TABLE: &[&ServiceDef] = &[
     &worktruck_tenants::DEFINITION,
     &worktruck_contacts::DEFINITION,
     &worktruck_notes::DEFINITION,
+    &worktruck_tasks::DEFINITION,
 ];
 
 /// The service named `name`.

@@ -45,3 +45,11 @@ pub mod notes {
         tonic::include_proto!("worktruck.notes.v1");
     }
 }
+
+/// Generated code for `worktruck.tasks.v1`.
+pub mod tasks {
+    #[allow(missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("worktruck.tasks.v1");
+    }
+}
