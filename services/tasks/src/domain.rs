@@ -662,13 +662,10 @@ impl TaskDoc {
 
     /// The text full-text search covers.
     pub fn search_text(&self) -> String {
+        // Identifiers as words (`API 42`): PostgreSQL's parser reads `API-42` as `api` and `-42`.
         let mut s = String::new();
-        if let Some(i) = &self.identifier {
-            s.push_str(i);
-            s.push(' ');
-        }
-        for i in &self.previous_identifiers {
-            s.push_str(i);
+        for i in self.identifier.iter().chain(&self.previous_identifiers) {
+            s.push_str(&i.replace('-', " "));
             s.push(' ');
         }
         s.push_str(&self.title);
