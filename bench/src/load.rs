@@ -209,7 +209,7 @@ impl Target {
     /// has rows); the identifier the task got.
     async fn create_task(&self, project: &str, n: u64) -> Result<String, Failure> {
         let mut body = serde_json::json!({ "title": format!("Load Task {n}"), "project_id": project, "priority": n % 5 });
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             body["due_at"] = serde_json::json!((chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339());
         }
         let (_, _, bytes) =

@@ -140,13 +140,11 @@ pub fn merge(base: &Value, patch: &Value) -> Value {
 pub fn check_priority(n: Option<i32>, name: Option<&str>) -> Result<Option<i32>> {
     let by_name = match name.map(str::trim).filter(|s| !s.is_empty()) {
         None => None,
-        Some(s) => Some(
-            PRIORITY_NAMES
-                .iter()
-                .position(|p| p.eq_ignore_ascii_case(s))
-                .map(|i| i as i32)
-                .ok_or_else(|| Error::validation(format!("priority_name {} must be none, low, medium, high or urgent", quote(s))))?,
-        ),
+        Some(s) => {
+            Some(PRIORITY_NAMES.iter().position(|p| p.eq_ignore_ascii_case(s)).map(|i| i as i32).ok_or_else(|| {
+                Error::validation(format!("priority_name {} must be none, low, medium, high or urgent", quote(s)))
+            })?)
+        }
     };
     if let Some(n) = n
         && !(0..=4).contains(&n)
@@ -175,7 +173,10 @@ pub fn check_url(v: &str) -> Result<String> {
         && v.chars().count() <= 2048
         && !v.chars().any(|c| c.is_whitespace() || c.is_control());
     if !ok {
-        return Err(Error::validation(format!("url {} must be an http or https URL of at most 2048 characters", quote(v))));
+        return Err(Error::validation(format!(
+            "url {} must be an http or https URL of at most 2048 characters",
+            quote(v)
+        )));
     }
     Ok(v.to_owned())
 }
@@ -482,7 +483,11 @@ pub fn project_pb(tenant: &str, r: &Record, p: &ProjectDoc, next_number: i64, co
             .map(|(i, s)| pb::Section { id: s.id.clone(), name: s.name.clone(), position: i as i32 })
             .collect(),
         milestones: milestones.into_iter().map(|m| milestone_pb(m, counts)).collect(),
-        members: p.members.iter().map(|m| pb::Member { member_id: m.member_id.clone(), role: role_pb(&m.role) as i32 }).collect(),
+        members: p
+            .members
+            .iter()
+            .map(|m| pb::Member { member_id: m.member_id.clone(), role: role_pb(&m.role) as i32 })
+            .collect(),
         metadata: Some(to_struct(&p.metadata)),
         version: r.version,
         created_at: Some(timestamp(r.created_at)),

@@ -32,13 +32,8 @@ pub fn migrators() -> (Migrator, Migrator) {
 }
 
 /// The tasks service, for the binary's table of services.
-pub static DEFINITION: ServiceDef = ServiceDef {
-    name: SERVICE,
-    grpc_services: &[GRPC_NAME],
-    calls: &[],
-    migrators,
-    build,
-};
+pub static DEFINITION: ServiceDef =
+    ServiceDef { name: SERVICE, grpc_services: &[GRPC_NAME], calls: &[], migrators, build };
 
 fn build(ctx: ServiceContext) -> anyhow::Result<Built> {
     let svc = Tasks::new(ctx.db, ctx.verifier, ctx.relay);

@@ -26,7 +26,15 @@ struct Row {
 
 impl From<Row> for Record {
     fn from(r: Row) -> Record {
-        Record { id: r.id, version: r.version, created_at: r.created_at, updated_at: r.updated_at, deleted_at: None, doc: r.doc, temporal: None }
+        Record {
+            id: r.id,
+            version: r.version,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            deleted_at: None,
+            doc: r.doc,
+            temporal: None,
+        }
     }
 }
 
@@ -59,8 +67,13 @@ async fn fetch(tx: &mut Tx, sql: String, binds: Vec<Bind>) -> Result<Vec<Record>
 /// Takes `prefix` for `project` with its first number 1; `already_exists` when the tenant ever
 /// used it.
 pub async fn take_prefix(tx: &mut Tx, tenant: Uuid, prefix: &str, project: Uuid) -> Result<()> {
-    exec!(tx, sqlx::query("INSERT INTO project_prefixes (tenant_id, prefix, project_id, next_number) VALUES ($1, $2, $3, 1)")
-        .bind(tenant).bind(prefix).bind(project))?;
+    exec!(
+        tx,
+        sqlx::query("INSERT INTO project_prefixes (tenant_id, prefix, project_id, next_number) VALUES ($1, $2, $3, 1)")
+            .bind(tenant)
+            .bind(prefix)
+            .bind(project)
+    )?;
     Ok(())
 }
 
@@ -85,8 +98,13 @@ pub async fn allocate_number(tx: &mut Tx, tenant: Uuid, project: Uuid) -> Result
 
 /// Records that `identifier` names `task` (for good).
 pub async fn add_identifier(tx: &mut Tx, tenant: Uuid, identifier: &str, task: Uuid) -> Result<()> {
-    exec!(tx, sqlx::query("INSERT INTO task_identifiers (tenant_id, identifier, task_id) VALUES ($1, $2, $3)")
-        .bind(tenant).bind(identifier).bind(task))?;
+    exec!(
+        tx,
+        sqlx::query("INSERT INTO task_identifiers (tenant_id, identifier, task_id) VALUES ($1, $2, $3)")
+            .bind(tenant)
+            .bind(identifier)
+            .bind(task)
+    )?;
     Ok(())
 }
 
@@ -246,7 +264,8 @@ pub async fn count_tasks(tx: &mut Tx, tenant: Uuid, field: &'static str, value: 
         "SELECT COUNT(*) FROM entity_heads h WHERE h.tenant_id = $1 AND h.entity = 'task' AND h.deleted_at IS NULL \
          AND h.doc->>'{field}' = $2"
     );
-    let n: i64 = on_tx!(tx, c => sqlx::query_scalar(AssertSqlSafe(sql.clone())).bind(tenant).bind(value).fetch_one(c).await)?;
+    let n: i64 =
+        on_tx!(tx, c => sqlx::query_scalar(AssertSqlSafe(sql.clone())).bind(tenant).bind(value).fetch_one(c).await)?;
     Ok(n)
 }
 
@@ -293,10 +312,15 @@ pub async fn time_zone(tx: &mut Tx, tenant: Uuid) -> Result<Option<String>> {
 
 /// Sets the tenant's time zone.
 pub async fn set_time_zone(tx: &mut Tx, tenant: Uuid, tz: &str) -> Result<()> {
-    exec!(tx, sqlx::query(
-        "INSERT INTO task_settings (tenant_id, time_zone) VALUES ($1, $2) \
-         ON CONFLICT (tenant_id) DO UPDATE SET time_zone = excluded.time_zone")
-        .bind(tenant).bind(tz))?;
+    exec!(
+        tx,
+        sqlx::query(
+            "INSERT INTO task_settings (tenant_id, time_zone) VALUES ($1, $2) \
+         ON CONFLICT (tenant_id) DO UPDATE SET time_zone = excluded.time_zone"
+        )
+        .bind(tenant)
+        .bind(tz)
+    )?;
     Ok(())
 }
 
@@ -395,12 +419,10 @@ pub async fn list(tx: &mut Tx, tenant: Uuid, f: &Filter, sort: Sort, offset: i64
         sql.push_str(&if *yes { format!(" AND {cond}") } else { format!(" AND NOT {cond}") });
     }
     if let Some(yes) = f.is_blocked {
-        let cond = format!(
-            "EXISTS (SELECT 1 FROM task_dependencies d JOIN entity_heads b \
+        let cond = "EXISTS (SELECT 1 FROM task_dependencies d JOIN entity_heads b \
                ON b.tenant_id = d.tenant_id AND b.entity = 'task' AND b.id = d.task_id AND b.deleted_at IS NULL \
              WHERE d.tenant_id = h.tenant_id AND d.other_id = h.id AND d.kind = 'blocks' \
-               AND b.doc->>'status_category' NOT IN ('completed', 'canceled'))"
-        );
+               AND b.doc->>'status_category' NOT IN ('completed', 'canceled'))";
         sql.push_str(&if yes { format!(" AND {cond}") } else { format!(" AND NOT {cond}") });
     }
     if f.open_only {
@@ -410,7 +432,9 @@ pub async fn list(tx: &mut Tx, tenant: Uuid, f: &Filter, sort: Sort, offset: i64
         let n = push(&mut binds, Bind::Text(q.clone()));
         sql.push_str(&match dialect {
             Dialect::Postgres => format!(" AND h.search @@ to_tsquery('simple', ${n})"),
-            Dialect::Sqlite => format!(" AND h.rid IN (SELECT rowid FROM entity_heads_fts WHERE entity_heads_fts MATCH ${n})"),
+            Dialect::Sqlite => {
+                format!(" AND h.rid IN (SELECT rowid FROM entity_heads_fts WHERE entity_heads_fts MATCH ${n})")
+            }
         });
     }
     sql.push_str(match sort {

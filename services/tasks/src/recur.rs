@@ -40,9 +40,9 @@ pub fn check_rule(raw: &str) -> Result<Option<String>> {
 
 /// Parses an IANA time zone name.
 pub fn check_time_zone(raw: &str) -> Result<chrono_tz::Tz> {
-    raw.trim()
-        .parse::<chrono_tz::Tz>()
-        .map_err(|_| Error::validation(format!("time_zone {} is not an IANA time zone such as Europe/Oslo", quote(raw))))
+    raw.trim().parse::<chrono_tz::Tz>().map_err(|_| {
+        Error::validation(format!("time_zone {} is not an IANA time zone such as Europe/Oslo", quote(raw)))
+    })
 }
 
 /// A date-only occurrence is expanded at noon local time, which no daylight-saving change

@@ -110,7 +110,14 @@ impl Tasks {
         self.emit(tx, c, &subject, "worktruck.tasks.v1.Task", id, task.version, task, t).await
     }
 
-    async fn emit_project(&self, tx: &mut Tx, c: &Caller, action: &str, p: &pb::Project, t: DateTime<Utc>) -> Result<()> {
+    async fn emit_project(
+        &self,
+        tx: &mut Tx,
+        c: &Caller,
+        action: &str,
+        p: &pb::Project,
+        t: DateTime<Utc>,
+    ) -> Result<()> {
         let id = uuid(&p.id, "id")?;
         let subject = format!("worktruck.tasks.project.{action}.v1");
         self.emit(tx, c, &subject, "worktruck.tasks.v1.Project", id, p.version, p, t).await
@@ -184,15 +191,19 @@ async fn project_out(tx: &mut Tx, c: &Caller, r: &Record) -> Result<pb::Project>
 
 /// A project a task names (`field`): 400 when there is none.
 async fn project_ref(tx: &mut Tx, c: &Caller, id: Uuid, field: &str) -> Result<ProjectDoc> {
-    let rec = PROJECTS
-        .head(tx, c.tenant, id)
-        .await
-        .map_err(|_| Error::validation(format!("{field}: no project {id}")))?;
+    let rec =
+        PROJECTS.head(tx, c.tenant, id).await.map_err(|_| Error::validation(format!("{field}: no project {id}")))?;
     ProjectDoc::from_value(&rec.doc)
 }
 
 /// The ids of the labels named `names`, defining the new ones (announced as created).
-async fn ensure_labels(svc: &Tasks, tx: &mut Tx, c: &Caller, names: &[String], t: DateTime<Utc>) -> Result<Vec<String>> {
+async fn ensure_labels(
+    svc: &Tasks,
+    tx: &mut Tx,
+    c: &Caller,
+    names: &[String],
+    t: DateTime<Utc>,
+) -> Result<Vec<String>> {
     let mut ids = Vec::new();
     for name in check_label_names(names)? {
         let id = match queries::label_by_key(tx, c.tenant, &label_key(&name)).await? {
@@ -200,10 +211,25 @@ async fn ensure_labels(svc: &Tasks, tx: &mut Tx, c: &Caller, names: &[String], t
             None => {
                 let doc = LabelDoc::named(&name)?;
                 let id = Uuid::now_v7();
-                let w = Write { search_text: String::new(), doc: doc.to_value(), valid_from: None, actor: c.actor().to_owned() };
+                let w = Write {
+                    search_text: String::new(),
+                    doc: doc.to_value(),
+                    valid_from: None,
+                    actor: c.actor().to_owned(),
+                };
                 let rec = LABELS.create(tx, c.tenant, id, w, t).await?;
                 let out = label_pb(&rec)?;
-                svc.emit(tx, c, "worktruck.tasks.label.created.v1", "worktruck.tasks.v1.Label", id, rec.version, &out, t).await?;
+                svc.emit(
+                    tx,
+                    c,
+                    "worktruck.tasks.label.created.v1",
+                    "worktruck.tasks.v1.Label",
+                    id,
+                    rec.version,
+                    &out,
+                    t,
+                )
+                .await?;
                 id
             }
         };
@@ -235,10 +261,8 @@ async fn check_parent(tx: &mut Tx, c: &Caller, moving: Option<(Uuid, &TaskDoc)>,
         if chain.len() >= MAX_DEPTH {
             return Err(Error::validation(format!("subtasks nest at most {MAX_DEPTH} deep")));
         }
-        let rec = TASKS
-            .head(tx, c.tenant, id)
-            .await
-            .map_err(|_| Error::validation(format!("parent_id: no task {id}")))?;
+        let rec =
+            TASKS.head(tx, c.tenant, id).await.map_err(|_| Error::validation(format!("parent_id: no task {id}")))?;
         let d = TaskDoc::from_value(&rec.doc)?;
         chain.push(name_of(&d));
         at = d.parent_id.as_deref().and_then(|p| Uuid::parse_str(p).ok());
@@ -247,7 +271,14 @@ async fn check_parent(tx: &mut Tx, c: &Caller, moving: Option<(Uuid, &TaskDoc)>,
 }
 
 /// Gives the task `id` the next identifier of `project` (recorded for good).
-async fn number_into(tx: &mut Tx, c: &Caller, id: Uuid, project: Uuid, p: &ProjectDoc, doc: &mut TaskDoc) -> Result<()> {
+async fn number_into(
+    tx: &mut Tx,
+    c: &Caller,
+    id: Uuid,
+    project: Uuid,
+    p: &ProjectDoc,
+    doc: &mut TaskDoc,
+) -> Result<()> {
     let n = queries::allocate_number(tx, c.tenant, project).await?;
     let ident = format!("{}-{n}", p.identifier);
     queries::add_identifier(tx, c.tenant, &ident, id).await?;
@@ -293,7 +324,15 @@ async fn refresh_recurrence(tx: &mut Tx, c: &Caller, doc: &mut TaskDoc, reset: b
 
 /// Applies the changes of `r` to `old` (task `id`) and returns the new document; identifier,
 /// label and parent side effects happen in `tx`.
-async fn edit(svc: &Tasks, tx: &mut Tx, c: &Caller, id: Uuid, old: &TaskDoc, r: &pb::UpdateTaskRequest, t: DateTime<Utc>) -> Result<TaskDoc> {
+async fn edit(
+    svc: &Tasks,
+    tx: &mut Tx,
+    c: &Caller,
+    id: Uuid,
+    old: &TaskDoc,
+    r: &pb::UpdateTaskRequest,
+    t: DateTime<Utc>,
+) -> Result<TaskDoc> {
     let mut doc = old.clone();
     if let Some(title) = &r.title {
         doc.title = check_name("title", title, 500)?;
@@ -329,7 +368,11 @@ async fn edit(svc: &Tasks, tx: &mut Tx, c: &Caller, id: Uuid, old: &TaskDoc, r: 
                     }
                     doc.project_id = None;
                     doc.status_id = None;
-                    let cat = if is_done(&doc.status_category) { doc.status_category.clone() } else { "unstarted".to_owned() };
+                    let cat = if is_done(&doc.status_category) {
+                        doc.status_category.clone()
+                    } else {
+                        "unstarted".to_owned()
+                    };
                     doc.set_category(&cat, t);
                 }
             }
@@ -354,14 +397,18 @@ async fn edit(svc: &Tasks, tx: &mut Tx, c: &Caller, id: Uuid, old: &TaskDoc, r: 
         doc.section_id = match (check_id("section_id", raw)?, &project) {
             (None, _) => None,
             (Some(s), Some(p)) if p.sections.iter().any(|x| x.id == s.to_string()) => Some(s.to_string()),
-            (Some(s), _) => return Err(Error::validation(format!("section_id {s} is not a section of the task's project"))),
+            (Some(s), _) => {
+                return Err(Error::validation(format!("section_id {s} is not a section of the task's project")));
+            }
         };
     }
     if let Some(raw) = &r.milestone_id {
         doc.milestone_id = match (check_id("milestone_id", raw)?, &project) {
             (None, _) => None,
             (Some(m), Some(p)) if p.milestones.iter().any(|x| x.id == m.to_string()) => Some(m.to_string()),
-            (Some(m), _) => return Err(Error::validation(format!("milestone_id {m} is not a milestone of the task's project"))),
+            (Some(m), _) => {
+                return Err(Error::validation(format!("milestone_id {m} is not a milestone of the task's project")));
+            }
         };
     }
     if let Some(raw) = &r.parent_id {
@@ -450,7 +497,9 @@ async fn finish(tx: &mut Tx, c: &Caller, doc: &mut TaskDoc, t: DateTime<Utc>) ->
             let p = project_ref(tx, c, pid, "project_id").await?;
             let s = p
                 .first_of("completed")
-                .ok_or_else(|| Error::conflict(format!("project {} has no status of category completed", p.identifier)))?
+                .ok_or_else(|| {
+                    Error::conflict(format!("project {} has no status of category completed", p.identifier))
+                })?
                 .id
                 .clone();
             set_status(doc, &p, &s, t)
@@ -627,7 +676,14 @@ fn tree<'a>(
 }
 
 /// Clears `field = value` on every live task (a deleted section or milestone), one version each.
-async fn clear_on_tasks(svc: &Tasks, tx: &mut Tx, c: &Caller, field: &'static str, value: &str, t: DateTime<Utc>) -> Result<()> {
+async fn clear_on_tasks(
+    svc: &Tasks,
+    tx: &mut Tx,
+    c: &Caller,
+    field: &'static str,
+    value: &str,
+    t: DateTime<Utc>,
+) -> Result<()> {
     let f = Filter { equals: vec![(field, value.to_owned())], ..Default::default() };
     let rows = queries::list(tx, c.tenant, &f, Sort::Updated, 0, 10_000).await?;
     let labels = label_map(tx, c).await?;
@@ -638,7 +694,12 @@ async fn clear_on_tasks(svc: &Tasks, tx: &mut Tx, c: &Caller, field: &'static st
             "section_id" => doc.section_id = None,
             _ => doc.milestone_id = None,
         }
-        let w = Write { search_text: doc.search_text(), doc: doc.to_value(), valid_from: None, actor: c.actor().to_owned() };
+        let w = Write {
+            search_text: doc.search_text(),
+            doc: doc.to_value(),
+            valid_from: None,
+            actor: c.actor().to_owned(),
+        };
         let rec = TASKS.update_head(tx, c.tenant, &head, w, t).await?;
         let out = render(c, &rec, &labels)?;
         svc.emit_task(tx, c, "updated", &out, t).await?;
@@ -648,7 +709,13 @@ async fn clear_on_tasks(svc: &Tasks, tx: &mut Tx, c: &Caller, field: &'static st
 
 impl Tasks {
     /// Reads a project for a change in this transaction (404 when missing).
-    async fn project_for_update(&self, tx: &mut Tx, c: &Caller, raw: &str, expected: Option<i64>) -> Result<(Record, ProjectDoc)> {
+    async fn project_for_update(
+        &self,
+        tx: &mut Tx,
+        c: &Caller,
+        raw: &str,
+        expected: Option<i64>,
+    ) -> Result<(Record, ProjectDoc)> {
         let id = uuid(raw, "project_id")?;
         let head = PROJECTS.head_for_update(tx, c.tenant, id, expected).await?;
         let doc = ProjectDoc::from_value(&head.doc)?;
@@ -656,9 +723,21 @@ impl Tasks {
     }
 
     /// Writes a changed project, announces it and returns it.
-    async fn save_project(&self, tx: &mut Tx, c: &Caller, head: &Record, doc: &ProjectDoc, t: DateTime<Utc>) -> Result<pb::Project> {
+    async fn save_project(
+        &self,
+        tx: &mut Tx,
+        c: &Caller,
+        head: &Record,
+        doc: &ProjectDoc,
+        t: DateTime<Utc>,
+    ) -> Result<pb::Project> {
         doc.check_dates()?;
-        let w = Write { search_text: doc.search_text(), doc: doc.to_value(), valid_from: None, actor: c.actor().to_owned() };
+        let w = Write {
+            search_text: doc.search_text(),
+            doc: doc.to_value(),
+            valid_from: None,
+            actor: c.actor().to_owned(),
+        };
         let rec = PROJECTS.update_head(tx, c.tenant, head, w, t).await?;
         let out = project_out(tx, c, &rec).await?;
         self.emit_project(tx, c, "updated", &out, t).await?;
@@ -712,7 +791,14 @@ fn reorder<T: Clone>(items: &[T], id: impl Fn(&T) -> &str, ids: &[String], what:
     Ok(out)
 }
 
-fn unique_name<T>(items: &[T], name: impl Fn(&T) -> &str, skip: Option<&str>, id: impl Fn(&T) -> &str, new: &str, what: &str) -> Result<()> {
+fn unique_name<T>(
+    items: &[T],
+    name: impl Fn(&T) -> &str,
+    skip: Option<&str>,
+    id: impl Fn(&T) -> &str,
+    new: &str,
+    what: &str,
+) -> Result<()> {
     if items.iter().any(|x| Some(id(x)) != skip && name(x).to_lowercase() == new.to_lowercase()) {
         return Err(Error::new(ErrorCode::AlreadyExists, format!("the project has a {what} named {}", quote(new))));
     }
@@ -743,12 +829,20 @@ impl TasksService for Tasks {
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
         queries::take_prefix(&mut tx, c.tenant, &doc.identifier, id).await.map_err(|e| {
             if e.code == ErrorCode::AlreadyExists {
-                Error::new(ErrorCode::AlreadyExists, format!("the identifier {} is taken in this tenant", doc.identifier))
+                Error::new(
+                    ErrorCode::AlreadyExists,
+                    format!("the identifier {} is taken in this tenant", doc.identifier),
+                )
             } else {
                 e
             }
         })?;
-        let w = Write { search_text: doc.search_text(), doc: doc.to_value(), valid_from: None, actor: c.actor().to_owned() };
+        let w = Write {
+            search_text: doc.search_text(),
+            doc: doc.to_value(),
+            valid_from: None,
+            actor: c.actor().to_owned(),
+        };
         let rec = PROJECTS.create(&mut tx, c.tenant, id, w, t).await?;
         let out = project_out(&mut tx, &c, &rec).await?;
         self.emit_project(&mut tx, &c, "created", &out, t).await?;
@@ -801,7 +895,10 @@ impl TasksService for Tasks {
         Ok(Response::new(out))
     }
 
-    async fn delete_project(&self, req: Request<pb::DeleteProjectRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+    async fn delete_project(
+        &self,
+        req: Request<pb::DeleteProjectRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
         let c = self.caller(&req)?;
         let id = uuid(&req.get_ref().id, "id")?;
         let t = now();
@@ -818,7 +915,10 @@ impl TasksService for Tasks {
         Ok(Response::new(pb::DeleteResponse { id: id.to_string(), deleted: true }))
     }
 
-    async fn list_projects(&self, req: Request<pb::ListProjectsRequest>) -> Result<Response<pb::ListProjectsResponse>, Status> {
+    async fn list_projects(
+        &self,
+        req: Request<pb::ListProjectsRequest>,
+    ) -> Result<Response<pb::ListProjectsResponse>, Status> {
         let c = self.caller(&req)?;
         let include_archived = req.get_ref().include_archived;
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
@@ -833,7 +933,10 @@ impl TasksService for Tasks {
         Ok(Response::new(pb::ListProjectsResponse { data }))
     }
 
-    async fn set_project_member(&self, req: Request<pb::SetProjectMemberRequest>) -> Result<Response<pb::Project>, Status> {
+    async fn set_project_member(
+        &self,
+        req: Request<pb::SetProjectMemberRequest>,
+    ) -> Result<Response<pb::Project>, Status> {
         let c = self.caller(&req)?;
         let r = req.into_inner();
         let member_id = check_name("member_id", &r.member_id, 200)?;
@@ -851,7 +954,10 @@ impl TasksService for Tasks {
         Ok(Response::new(out))
     }
 
-    async fn remove_project_member(&self, req: Request<pb::RemoveProjectMemberRequest>) -> Result<Response<pb::Project>, Status> {
+    async fn remove_project_member(
+        &self,
+        req: Request<pb::RemoveProjectMemberRequest>,
+    ) -> Result<Response<pb::Project>, Status> {
         let c = self.caller(&req)?;
         let r = req.into_inner();
         let t = now();
@@ -930,7 +1036,10 @@ impl TasksService for Tasks {
         Ok(Response::new(status_out(&doc, &id)?))
     }
 
-    async fn delete_status(&self, req: Request<pb::DeleteStatusRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+    async fn delete_status(
+        &self,
+        req: Request<pb::DeleteStatusRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
         let c = self.caller(&req)?;
         let r = req.into_inner();
         let t = now();
@@ -941,7 +1050,9 @@ impl TasksService for Tasks {
             return Err(Error::not_found("status").into());
         }
         if doc.default_status_id == id {
-            return Err(Error::conflict("the default status cannot be deleted: make another one the default first").into());
+            return Err(
+                Error::conflict("the default status cannot be deleted: make another one the default first").into()
+            );
         }
         let n = queries::count_tasks(&mut tx, c.tenant, "status_id", &id).await?;
         if n > 0 {
@@ -1001,7 +1112,10 @@ impl TasksService for Tasks {
         Ok(Response::new(pb::Section { id, name: doc.sections[pos].name.clone(), position: pos as i32 }))
     }
 
-    async fn delete_section(&self, req: Request<pb::DeleteSectionRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+    async fn delete_section(
+        &self,
+        req: Request<pb::DeleteSectionRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
         let c = self.caller(&req)?;
         let r = req.into_inner();
         let t = now();
@@ -1030,7 +1144,10 @@ impl TasksService for Tasks {
         Ok(Response::new(out))
     }
 
-    async fn create_milestone(&self, req: Request<pb::CreateMilestoneRequest>) -> Result<Response<pb::Milestone>, Status> {
+    async fn create_milestone(
+        &self,
+        req: Request<pb::CreateMilestoneRequest>,
+    ) -> Result<Response<pb::Milestone>, Status> {
         let c = self.caller(&req)?;
         let r = req.into_inner();
         let m = MilestoneDoc {
@@ -1051,7 +1168,10 @@ impl TasksService for Tasks {
         Ok(Response::new(domain::milestone_pb(&m, &HashMap::new())))
     }
 
-    async fn update_milestone(&self, req: Request<pb::UpdateMilestoneRequest>) -> Result<Response<pb::Milestone>, Status> {
+    async fn update_milestone(
+        &self,
+        req: Request<pb::UpdateMilestoneRequest>,
+    ) -> Result<Response<pb::Milestone>, Status> {
         let c = self.caller(&req)?;
         let r = req.into_inner();
         let t = now();
@@ -1080,7 +1200,10 @@ impl TasksService for Tasks {
         Ok(Response::new(out))
     }
 
-    async fn delete_milestone(&self, req: Request<pb::DeleteMilestoneRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+    async fn delete_milestone(
+        &self,
+        req: Request<pb::DeleteMilestoneRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
         let c = self.caller(&req)?;
         let r = req.into_inner();
         let t = now();
@@ -1107,13 +1230,25 @@ impl TasksService for Tasks {
             position: r.position.unwrap_or(0),
             status_category: "unstarted".into(),
             creator_id: c.actor().to_owned(),
-            assignee_id: r.assignee_id.as_deref().map(|a| check_id("assignee_id", a)).transpose()?.flatten().map(|u| u.to_string()),
+            assignee_id: r
+                .assignee_id
+                .as_deref()
+                .map(|a| check_id("assignee_id", a))
+                .transpose()?
+                .flatten()
+                .map(|u| u.to_string()),
             deadline: r.deadline.as_deref().map(|d| check_date("deadline", d)).transpose()?.flatten(),
             start_date: r.start_date.as_deref().map(|d| check_date("start_date", d)).transpose()?.flatten(),
             snoozed_until: opt_datetime(r.snoozed_until.as_ref(), "snoozed_until")?.map(fmt_ts),
             estimation_minutes: r.estimation_minutes.map(|m| check_minutes("estimation_minutes", m)).transpose()?,
             time_spent_minutes: r.time_spent_minutes.map(|m| check_minutes("time_spent_minutes", m)).transpose()?,
-            time_zone: r.time_zone.as_deref().filter(|z| !z.trim().is_empty()).map(recur::check_time_zone).transpose()?.map(|z| z.name().to_owned()),
+            time_zone: r
+                .time_zone
+                .as_deref()
+                .filter(|z| !z.trim().is_empty())
+                .map(recur::check_time_zone)
+                .transpose()?
+                .map(|z| z.name().to_owned()),
             rrule: r.rrule.as_deref().map(recur::check_rule).transpose()?.flatten(),
             url_links: check_url_links(&r.url_links)?,
             metadata: r.metadata.as_ref().map(from_struct).unwrap_or_else(empty_object),
@@ -1125,7 +1260,9 @@ impl TasksService for Tasks {
         match (due_at, due_date) {
             (Some(_), Some(_)) => return Err(Error::validation("give due_at or due_date, not both").into()),
             (Some(t), None) => doc.set_due(Some(Due::At(t))),
-            (None, Some(d)) => doc.set_due(Some(Due::Date(NaiveDate::parse_from_str(&d, "%Y-%m-%d").expect("checked")))),
+            (None, Some(d)) => {
+                doc.set_due(Some(Due::Date(NaiveDate::parse_from_str(&d, "%Y-%m-%d").expect("checked"))))
+            }
             (None, None) => {}
         }
         let valid_from = opt_datetime(r.valid_from.as_ref(), "valid_from")?;
@@ -1139,13 +1276,23 @@ impl TasksService for Tasks {
         match &project {
             Some((pid, p)) => {
                 doc.project_id = Some(pid.to_string());
-                let s = r.status_id.as_deref().map(str::trim).filter(|s| !s.is_empty()).unwrap_or(&p.default_status_id).to_owned();
+                let s = r
+                    .status_id
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or(&p.default_status_id)
+                    .to_owned();
                 set_status(&mut doc, p, &s, t)?;
                 if let Some(raw) = &r.section_id
                     && let Some(s) = check_id("section_id", raw)?
                 {
                     if !p.sections.iter().any(|x| x.id == s.to_string()) {
-                        return Err(Error::validation(format!("section_id {s} is not a section of project {}", p.identifier)).into());
+                        return Err(Error::validation(format!(
+                            "section_id {s} is not a section of project {}",
+                            p.identifier
+                        ))
+                        .into());
                     }
                     doc.section_id = Some(s.to_string());
                 }
@@ -1153,13 +1300,19 @@ impl TasksService for Tasks {
                     && let Some(m) = check_id("milestone_id", raw)?
                 {
                     if !p.milestones.iter().any(|x| x.id == m.to_string()) {
-                        return Err(Error::validation(format!("milestone_id {m} is not a milestone of project {}", p.identifier)).into());
+                        return Err(Error::validation(format!(
+                            "milestone_id {m} is not a milestone of project {}",
+                            p.identifier
+                        ))
+                        .into());
                     }
                     doc.milestone_id = Some(m.to_string());
                 }
             }
             None => {
-                for (set, name) in [(&r.status_id, "status_id"), (&r.section_id, "section_id"), (&r.milestone_id, "milestone_id")] {
+                for (set, name) in
+                    [(&r.status_id, "status_id"), (&r.section_id, "section_id"), (&r.milestone_id, "milestone_id")]
+                {
                     if set.as_deref().is_some_and(|s| !s.trim().is_empty()) {
                         return Err(Error::validation(format!("{name}: a task outside projects has none")).into());
                     }
@@ -1203,7 +1356,10 @@ impl TasksService for Tasks {
         Ok(Response::new(out))
     }
 
-    async fn get_task_by_identifier(&self, req: Request<pb::GetTaskByIdentifierRequest>) -> Result<Response<pb::Task>, Status> {
+    async fn get_task_by_identifier(
+        &self,
+        req: Request<pb::GetTaskByIdentifierRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
         let c = self.caller(&req)?;
         let ident = req.get_ref().identifier.trim().to_ascii_uppercase();
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
@@ -1224,7 +1380,8 @@ impl TasksService for Tasks {
         let head = TASKS.head_for_update(&mut tx, c.tenant, id, r.expected_version).await?;
         let old = TaskDoc::from_value(&head.doc)?;
         let doc = edit(self, &mut tx, &c, id, &old, &r, t).await?;
-        let action = if !is_done(&old.status_category) && doc.status_category == "completed" { "completed" } else { "updated" };
+        let action =
+            if !is_done(&old.status_category) && doc.status_category == "completed" { "completed" } else { "updated" };
         let out = self.save_task(&mut tx, &c, &head, &old, &doc, valid_from, action, t).await?;
         self.commit(tx).await?;
         Ok(Response::new(out))
@@ -1251,7 +1408,14 @@ impl TasksService for Tasks {
         key.cursor = None;
         key.limit = None;
         let scope = format!("tasks:{key:?}");
-        let ids = [("project_id", &r.project_id), ("section_id", &r.section_id), ("status_id", &r.status_id), ("assignee_id", &r.assignee_id), ("parent_id", &r.parent_id), ("milestone_id", &r.milestone_id)];
+        let ids = [
+            ("project_id", &r.project_id),
+            ("section_id", &r.section_id),
+            ("status_id", &r.status_id),
+            ("assignee_id", &r.assignee_id),
+            ("parent_id", &r.parent_id),
+            ("milestone_id", &r.milestone_id),
+        ];
         let mut equals = Vec::new();
         for (field, v) in ids {
             if let Some(v) = v.as_deref() {
@@ -1298,7 +1462,13 @@ impl TasksService for Tasks {
             }));
         }
         let tz = tenant_tz(&mut tx, &c).await?;
-        let mut filter = Filter { equals, top_level: r.top_level, open_only: r.include_done == Some(false), is_blocked: r.is_blocked, ..Default::default() };
+        let mut filter = Filter {
+            equals,
+            top_level: r.top_level,
+            open_only: r.include_done == Some(false),
+            is_blocked: r.is_blocked,
+            ..Default::default()
+        };
         if r.status_category != 0 {
             filter.equals.push(("status_category", category_name(r.status_category)?.to_owned()));
         }
@@ -1328,11 +1498,15 @@ impl TasksService for Tasks {
             Ok(_) => Sort::Updated,
             Err(_) => return Err(Error::invalid("sort must be updated, priority, due or position").into()),
         };
-        let args = ListArgs { filter, sort, limit: cursor::limit(r.limit)?, offset: offset_of(r.cursor.as_deref(), &scope)? };
+        let args =
+            ListArgs { filter, sort, limit: cursor::limit(r.limit)?, offset: offset_of(r.cursor.as_deref(), &scope)? };
         Ok(Response::new(page(&mut tx, &c, &args, &scope).await?))
     }
 
-    async fn search_tasks(&self, req: Request<pb::SearchTasksRequest>) -> Result<Response<pb::ListTasksResponse>, Status> {
+    async fn search_tasks(
+        &self,
+        req: Request<pb::SearchTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
         let c = self.caller(&req)?;
         let r = req.into_inner();
         let mut key = r.clone();
@@ -1340,15 +1514,27 @@ impl TasksService for Tasks {
         key.limit = None;
         let scope = format!("tasks:search:{key:?}");
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
-        let mut filter = Filter { search: Some(search_expr(&tx, r.q.trim())?), open_only: r.include_done == Some(false), ..Default::default() };
+        let mut filter = Filter {
+            search: Some(search_expr(&tx, r.q.trim())?),
+            open_only: r.include_done == Some(false),
+            ..Default::default()
+        };
         if let Some(p) = r.project_id.as_deref().map(|p| check_id("project_id", p)).transpose()?.flatten() {
             filter.equals.push(("project_id", p.to_string()));
         }
-        let args = ListArgs { filter, sort: Sort::Updated, limit: cursor::limit(r.limit)?, offset: offset_of(r.cursor.as_deref(), &scope)? };
+        let args = ListArgs {
+            filter,
+            sort: Sort::Updated,
+            limit: cursor::limit(r.limit)?,
+            offset: offset_of(r.cursor.as_deref(), &scope)?,
+        };
         Ok(Response::new(page(&mut tx, &c, &args, &scope).await?))
     }
 
-    async fn list_overdue_tasks(&self, req: Request<pb::ListOverdueTasksRequest>) -> Result<Response<pb::ListTasksResponse>, Status> {
+    async fn list_overdue_tasks(
+        &self,
+        req: Request<pb::ListOverdueTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
         let c = self.caller(&req)?;
         let r = req.into_inner();
         let mut key = r.clone();
@@ -1365,7 +1551,12 @@ impl TasksService for Tasks {
                 filter.equals.push((field, id.to_string()));
             }
         }
-        let args = ListArgs { filter, sort: Sort::Due, limit: cursor::limit(r.limit)?, offset: offset_of(r.cursor.as_deref(), &scope)? };
+        let args = ListArgs {
+            filter,
+            sort: Sort::Due,
+            limit: cursor::limit(r.limit)?,
+            offset: offset_of(r.cursor.as_deref(), &scope)?,
+        };
         Ok(Response::new(page(&mut tx, &c, &args, &scope).await?))
     }
 
@@ -1443,7 +1634,10 @@ impl TasksService for Tasks {
         Ok(Response::new(out))
     }
 
-    async fn bulk_update_tasks(&self, req: Request<pb::BulkUpdateTasksRequest>) -> Result<Response<pb::BulkUpdateTasksResponse>, Status> {
+    async fn bulk_update_tasks(
+        &self,
+        req: Request<pb::BulkUpdateTasksRequest>,
+    ) -> Result<Response<pb::BulkUpdateTasksResponse>, Status> {
         let c = self.caller(&req)?;
         let r = req.into_inner();
         if r.ids.is_empty() || r.ids.len() > MAX_BULK {
@@ -1474,13 +1668,21 @@ impl TasksService for Tasks {
         let mut done: HashMap<Uuid, pb::Task> = HashMap::new();
         for id in order {
             let head = TASKS.head_for_update(&mut tx, c.tenant, id, None).await.map_err(|e| {
-                if e.code == ErrorCode::NotFound { Error::not_found(format!("task {id}; no task was changed")) } else { e }
+                if e.code == ErrorCode::NotFound {
+                    Error::not_found(format!("task {id}; no task was changed"))
+                } else {
+                    e
+                }
             })?;
             let old = TaskDoc::from_value(&head.doc)?;
-            let doc = edit(self, &mut tx, &c, id, &old, &change, t).await.map_err(|e| {
-                Error::new(e.code, format!("{}: {}; no task was changed", name_of(&old), e.message))
-            })?;
-            let action = if !is_done(&old.status_category) && doc.status_category == "completed" { "completed" } else { "updated" };
+            let doc = edit(self, &mut tx, &c, id, &old, &change, t)
+                .await
+                .map_err(|e| Error::new(e.code, format!("{}: {}; no task was changed", name_of(&old), e.message)))?;
+            let action = if !is_done(&old.status_category) && doc.status_category == "completed" {
+                "completed"
+            } else {
+                "updated"
+            };
             let out = self.save_task(&mut tx, &c, &head, &old, &doc, None, action, t).await?;
             done.insert(id, out);
         }
@@ -1488,7 +1690,10 @@ impl TasksService for Tasks {
         Ok(Response::new(pb::BulkUpdateTasksResponse { data: ids.iter().filter_map(|id| done.remove(id)).collect() }))
     }
 
-    async fn list_subtasks(&self, req: Request<pb::ListSubtasksRequest>) -> Result<Response<pb::ListTasksResponse>, Status> {
+    async fn list_subtasks(
+        &self,
+        req: Request<pb::ListSubtasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
         let c = self.caller(&req)?;
         let id = uuid(&req.get_ref().id, "id")?;
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
@@ -1543,14 +1748,26 @@ impl TasksService for Tasks {
             .ok_or_else(|| Error::internal("the dependency just written is missing"))?;
         let out = dependency_pb(&mut tx, &c, task, &edge).await?;
         if added {
-            self.emit(&mut tx, &c, "worktruck.tasks.dependency.created.v1", "worktruck.tasks.v1.Dependency", task, ha.version, &out, t)
-                .await?;
+            self.emit(
+                &mut tx,
+                &c,
+                "worktruck.tasks.dependency.created.v1",
+                "worktruck.tasks.v1.Dependency",
+                task,
+                ha.version,
+                &out,
+                t,
+            )
+            .await?;
         }
         self.commit(tx).await?;
         Ok(Response::new(out))
     }
 
-    async fn remove_dependency(&self, req: Request<pb::RemoveDependencyRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+    async fn remove_dependency(
+        &self,
+        req: Request<pb::RemoveDependencyRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
         let c = self.caller(&req)?;
         let r = req.into_inner();
         let task = uuid(&r.task_id, "task_id")?;
@@ -1562,13 +1779,25 @@ impl TasksService for Tasks {
             return Err(Error::not_found("dependency").into());
         }
         let out = pb::Dependency { task_id: task.to_string(), depends_on_id: other.to_string(), ..Default::default() };
-        self.emit(&mut tx, &c, "worktruck.tasks.dependency.deleted.v1", "worktruck.tasks.v1.Dependency", task, head.version, &out, t)
-            .await?;
+        self.emit(
+            &mut tx,
+            &c,
+            "worktruck.tasks.dependency.deleted.v1",
+            "worktruck.tasks.v1.Dependency",
+            task,
+            head.version,
+            &out,
+            t,
+        )
+        .await?;
         self.commit(tx).await?;
         Ok(Response::new(pb::DeleteResponse { id: other.to_string(), deleted: true }))
     }
 
-    async fn list_dependencies(&self, req: Request<pb::ListDependenciesRequest>) -> Result<Response<pb::ListDependenciesResponse>, Status> {
+    async fn list_dependencies(
+        &self,
+        req: Request<pb::ListDependenciesRequest>,
+    ) -> Result<Response<pb::ListDependenciesResponse>, Status> {
         let c = self.caller(&req)?;
         let task = uuid(&req.get_ref().task_id, "task_id")?;
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
@@ -1584,15 +1813,31 @@ impl TasksService for Tasks {
         let c = self.caller(&req)?;
         let r = req.into_inner();
         let task = uuid(&r.task_id, "task_id")?;
-        let doc = CommentDoc { task_id: task.to_string(), body: check_comment(&r.body)?, author: c.actor().to_owned(), edited_at: None };
+        let doc = CommentDoc {
+            task_id: task.to_string(),
+            body: check_comment(&r.body)?,
+            author: c.actor().to_owned(),
+            edited_at: None,
+        };
         let t = now();
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
         TASKS.head(&mut tx, c.tenant, task).await?;
         let id = Uuid::now_v7();
-        let w = Write { search_text: String::new(), doc: doc.to_value(), valid_from: None, actor: c.actor().to_owned() };
+        let w =
+            Write { search_text: String::new(), doc: doc.to_value(), valid_from: None, actor: c.actor().to_owned() };
         let rec = COMMENTS.create(&mut tx, c.tenant, id, w, t).await?;
         let out = domain::comment_pb(&rec)?;
-        self.emit(&mut tx, &c, "worktruck.tasks.comment.created.v1", "worktruck.tasks.v1.Comment", id, rec.version, &out, t).await?;
+        self.emit(
+            &mut tx,
+            &c,
+            "worktruck.tasks.comment.created.v1",
+            "worktruck.tasks.v1.Comment",
+            id,
+            rec.version,
+            &out,
+            t,
+        )
+        .await?;
         self.commit(tx).await?;
         Ok(Response::new(out))
     }
@@ -1615,15 +1860,29 @@ impl TasksService for Tasks {
         }
         doc.body = body;
         doc.edited_at = Some(fmt_ts(t));
-        let w = Write { search_text: String::new(), doc: doc.to_value(), valid_from: None, actor: c.actor().to_owned() };
+        let w =
+            Write { search_text: String::new(), doc: doc.to_value(), valid_from: None, actor: c.actor().to_owned() };
         let rec = COMMENTS.update_head(&mut tx, c.tenant, &head, w, t).await?;
         let out = domain::comment_pb(&rec)?;
-        self.emit(&mut tx, &c, "worktruck.tasks.comment.updated.v1", "worktruck.tasks.v1.Comment", id, rec.version, &out, t).await?;
+        self.emit(
+            &mut tx,
+            &c,
+            "worktruck.tasks.comment.updated.v1",
+            "worktruck.tasks.v1.Comment",
+            id,
+            rec.version,
+            &out,
+            t,
+        )
+        .await?;
         self.commit(tx).await?;
         Ok(Response::new(out))
     }
 
-    async fn delete_comment(&self, req: Request<pb::DeleteCommentRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+    async fn delete_comment(
+        &self,
+        req: Request<pb::DeleteCommentRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
         let c = self.caller(&req)?;
         let r = req.into_inner();
         let task = uuid(&r.task_id, "task_id")?;
@@ -1636,21 +1895,41 @@ impl TasksService for Tasks {
         }
         let rec = COMMENTS.delete(&mut tx, c.tenant, id, c.actor(), t).await?;
         let out = domain::comment_pb(&rec)?;
-        self.emit(&mut tx, &c, "worktruck.tasks.comment.deleted.v1", "worktruck.tasks.v1.Comment", id, rec.version, &out, t).await?;
+        self.emit(
+            &mut tx,
+            &c,
+            "worktruck.tasks.comment.deleted.v1",
+            "worktruck.tasks.v1.Comment",
+            id,
+            rec.version,
+            &out,
+            t,
+        )
+        .await?;
         self.commit(tx).await?;
         Ok(Response::new(pb::DeleteResponse { id: id.to_string(), deleted: true }))
     }
 
-    async fn list_comments(&self, req: Request<pb::ListCommentsRequest>) -> Result<Response<pb::ListCommentsResponse>, Status> {
+    async fn list_comments(
+        &self,
+        req: Request<pb::ListCommentsRequest>,
+    ) -> Result<Response<pb::ListCommentsResponse>, Status> {
         let c = self.caller(&req)?;
         let task = uuid(&req.get_ref().task_id, "task_id")?;
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
         TASKS.head(&mut tx, c.tenant, task).await?;
-        let data = queries::comments(&mut tx, c.tenant, task).await?.iter().map(domain::comment_pb).collect::<Result<Vec<_>>>()?;
+        let data = queries::comments(&mut tx, c.tenant, task)
+            .await?
+            .iter()
+            .map(domain::comment_pb)
+            .collect::<Result<Vec<_>>>()?;
         Ok(Response::new(pb::ListCommentsResponse { data }))
     }
 
-    async fn get_task_history(&self, req: Request<common::HistoryRequest>) -> Result<Response<common::HistoryResponse>, Status> {
+    async fn get_task_history(
+        &self,
+        req: Request<common::HistoryRequest>,
+    ) -> Result<Response<common::HistoryResponse>, Status> {
         let c = self.caller(&req)?;
         Ok(Response::new(rpc::history(&TASKS, &self.db, &c, req.into_inner(), TASK_HIDDEN).await?))
     }
@@ -1660,7 +1939,10 @@ impl TasksService for Tasks {
         Ok(Response::new(rpc::diff(&TASKS, &self.db, &c, req.into_inner(), TASK_HIDDEN).await?))
     }
 
-    async fn get_task_timeline(&self, req: Request<common::TimelineRequest>) -> Result<Response<common::TimelineResponse>, Status> {
+    async fn get_task_timeline(
+        &self,
+        req: Request<common::TimelineRequest>,
+    ) -> Result<Response<common::TimelineResponse>, Status> {
         let c = self.caller(&req)?;
         Ok(Response::new(rpc::timeline(&TASKS, &self.db, &c, req.into_inner(), TASK_HIDDEN).await?))
     }
@@ -1673,13 +1955,26 @@ impl TasksService for Tasks {
         let t = now();
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
         if queries::label_by_key(&mut tx, c.tenant, &doc.key).await?.is_some() {
-            return Err(Error::new(ErrorCode::AlreadyExists, format!("a label named {} exists", quote(&doc.name))).into());
+            return Err(
+                Error::new(ErrorCode::AlreadyExists, format!("a label named {} exists", quote(&doc.name))).into()
+            );
         }
         let id = Uuid::now_v7();
-        let w = Write { search_text: String::new(), doc: doc.to_value(), valid_from: None, actor: c.actor().to_owned() };
+        let w =
+            Write { search_text: String::new(), doc: doc.to_value(), valid_from: None, actor: c.actor().to_owned() };
         let rec = LABELS.create(&mut tx, c.tenant, id, w, t).await?;
         let out = label_pb(&rec)?;
-        self.emit(&mut tx, &c, "worktruck.tasks.label.created.v1", "worktruck.tasks.v1.Label", id, rec.version, &out, t).await?;
+        self.emit(
+            &mut tx,
+            &c,
+            "worktruck.tasks.label.created.v1",
+            "worktruck.tasks.v1.Label",
+            id,
+            rec.version,
+            &out,
+            t,
+        )
+        .await?;
         self.commit(tx).await?;
         Ok(Response::new(out))
     }
@@ -1696,7 +1991,11 @@ impl TasksService for Tasks {
         if let Some(n) = &r.name {
             let named = LabelDoc::named(n)?;
             if named.key != old.key && queries::label_by_key(&mut tx, c.tenant, &named.key).await?.is_some() {
-                return Err(Error::new(ErrorCode::AlreadyExists, format!("a label named {} exists", quote(&named.name))).into());
+                return Err(Error::new(
+                    ErrorCode::AlreadyExists,
+                    format!("a label named {} exists", quote(&named.name)),
+                )
+                .into());
             }
             doc.name = named.name;
             doc.key = named.key;
@@ -1707,10 +2006,21 @@ impl TasksService for Tasks {
         if doc == old {
             return Ok(Response::new(label_pb(&head)?));
         }
-        let w = Write { search_text: String::new(), doc: doc.to_value(), valid_from: None, actor: c.actor().to_owned() };
+        let w =
+            Write { search_text: String::new(), doc: doc.to_value(), valid_from: None, actor: c.actor().to_owned() };
         let rec = LABELS.update_head(&mut tx, c.tenant, &head, w, t).await?;
         let out = label_pb(&rec)?;
-        self.emit(&mut tx, &c, "worktruck.tasks.label.updated.v1", "worktruck.tasks.v1.Label", id, rec.version, &out, t).await?;
+        self.emit(
+            &mut tx,
+            &c,
+            "worktruck.tasks.label.updated.v1",
+            "worktruck.tasks.v1.Label",
+            id,
+            rec.version,
+            &out,
+            t,
+        )
+        .await?;
         self.commit(tx).await?;
         Ok(Response::new(out))
     }
@@ -1722,12 +2032,25 @@ impl TasksService for Tasks {
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
         let rec = LABELS.delete(&mut tx, c.tenant, id, c.actor(), t).await?;
         let out = label_pb(&rec)?;
-        self.emit(&mut tx, &c, "worktruck.tasks.label.deleted.v1", "worktruck.tasks.v1.Label", id, rec.version, &out, t).await?;
+        self.emit(
+            &mut tx,
+            &c,
+            "worktruck.tasks.label.deleted.v1",
+            "worktruck.tasks.v1.Label",
+            id,
+            rec.version,
+            &out,
+            t,
+        )
+        .await?;
         self.commit(tx).await?;
         Ok(Response::new(pb::DeleteResponse { id: id.to_string(), deleted: true }))
     }
 
-    async fn list_labels(&self, req: Request<pb::ListLabelsRequest>) -> Result<Response<pb::ListLabelsResponse>, Status> {
+    async fn list_labels(
+        &self,
+        req: Request<pb::ListLabelsRequest>,
+    ) -> Result<Response<pb::ListLabelsResponse>, Status> {
         let c = self.caller(&req)?;
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
         let mut data: Vec<pb::Label> = label_map(&mut tx, &c).await?.into_values().collect();
@@ -1735,7 +2058,10 @@ impl TasksService for Tasks {
         Ok(Response::new(pb::ListLabelsResponse { data }))
     }
 
-    async fn get_task_settings(&self, req: Request<pb::GetTaskSettingsRequest>) -> Result<Response<pb::TaskSettings>, Status> {
+    async fn get_task_settings(
+        &self,
+        req: Request<pb::GetTaskSettingsRequest>,
+    ) -> Result<Response<pb::TaskSettings>, Status> {
         let c = self.caller(&req)?;
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
         let tz = tenant_tz(&mut tx, &c).await?;
@@ -1749,7 +2075,17 @@ impl TasksService for Tasks {
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
         queries::set_time_zone(&mut tx, c.tenant, tz.name()).await?;
         let out = pb::TaskSettings { time_zone: tz.name().to_owned() };
-        self.emit(&mut tx, &c, "worktruck.tasks.settings.updated.v1", "worktruck.tasks.v1.TaskSettings", c.tenant, 0, &out, t).await?;
+        self.emit(
+            &mut tx,
+            &c,
+            "worktruck.tasks.settings.updated.v1",
+            "worktruck.tasks.v1.TaskSettings",
+            c.tenant,
+            0,
+            &out,
+            t,
+        )
+        .await?;
         self.commit(tx).await?;
         Ok(Response::new(out))
     }

@@ -43,7 +43,8 @@ impl Svc {
     }
 
     async fn project(&mut self, name: &str, prefix: &str) -> pb::Project {
-        let r = self.req(pb::CreateProjectRequest { name: name.into(), identifier: prefix.into(), ..Default::default() });
+        let r =
+            self.req(pb::CreateProjectRequest { name: name.into(), identifier: prefix.into(), ..Default::default() });
         self.client.create_project(r).await.unwrap().into_inner()
     }
 
@@ -58,9 +59,13 @@ impl Svc {
     }
 
     async fn task(&mut self, title: &str, project: Option<&pb::Project>) -> pb::Task {
-        self.create(pb::CreateTaskRequest { title: title.into(), project_id: project.map(|p| p.id.clone()), ..Default::default() })
-            .await
-            .unwrap()
+        self.create(pb::CreateTaskRequest {
+            title: title.into(),
+            project_id: project.map(|p| p.id.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
     }
 
     async fn get(&mut self, id: &str) -> pb::Task {
@@ -111,7 +116,8 @@ async fn projects_have_workflows_sections_milestones_and_unique_prefixes() {
             let e = s.client.create_project(r).await.unwrap_err();
             assert_eq!(e.code(), Code::InvalidArgument, "{bad:?}: {e:?}");
         }
-        let r = s.req(pb::CreateProjectRequest { name: "Again".into(), identifier: "API".into(), ..Default::default() });
+        let r =
+            s.req(pb::CreateProjectRequest { name: "Again".into(), identifier: "API".into(), ..Default::default() });
         assert_eq!(s.client.create_project(r).await.unwrap_err().code(), Code::AlreadyExists);
 
         // A new status in place, made the default; reordering.
@@ -140,12 +146,22 @@ async fn projects_have_workflows_sections_milestones_and_unique_prefixes() {
             let r = s.req(pb::CreateSectionRequest { project_id: p.id.clone(), name: name.into() });
             s.client.create_section(r).await.unwrap();
         }
-        let r = s.req(pb::CreateMilestoneRequest { project_id: p.id.clone(), name: "v1".into(), target_date: Some("2026-06-30".into()), ..Default::default() });
+        let r = s.req(pb::CreateMilestoneRequest {
+            project_id: p.id.clone(),
+            name: "v1".into(),
+            target_date: Some("2026-06-30".into()),
+            ..Default::default()
+        });
         let m = s.client.create_milestone(r).await.unwrap().into_inner();
         let mut in_m = Vec::new();
         for i in 0..4 {
             let t = s
-                .create(pb::CreateTaskRequest { title: format!("m{i}"), project_id: Some(p.id.clone()), milestone_id: Some(m.id.clone()), ..Default::default() })
+                .create(pb::CreateTaskRequest {
+                    title: format!("m{i}"),
+                    project_id: Some(p.id.clone()),
+                    milestone_id: Some(m.id.clone()),
+                    ..Default::default()
+                })
                 .await
                 .unwrap();
             in_m.push(t);
@@ -158,7 +174,11 @@ async fn projects_have_workflows_sections_milestones_and_unique_prefixes() {
         assert_eq!(got.next_task_number, 5);
 
         // Members with roles.
-        let r = s.req(pb::SetProjectMemberRequest { project_id: p.id.clone(), member_id: "contact-1".into(), role: pb::MemberRole::Admin as i32 });
+        let r = s.req(pb::SetProjectMemberRequest {
+            project_id: p.id.clone(),
+            member_id: "contact-1".into(),
+            role: pb::MemberRole::Admin as i32,
+        });
         let with = s.client.set_project_member(r).await.unwrap().into_inner();
         assert_eq!(with.members.len(), 1);
         assert_eq!(with.members[0].role, pb::MemberRole::Admin as i32);
@@ -181,7 +201,11 @@ async fn fifty_concurrent_creates_get_identifiers_one_to_fifty_exactly_once() {
         let mut joins = Vec::new();
         for i in 0..50 {
             let mut client = s.client.clone();
-            let r = s.req(pb::CreateTaskRequest { title: format!("t{i}"), project_id: Some(p.id.clone()), ..Default::default() });
+            let r = s.req(pb::CreateTaskRequest {
+                title: format!("t{i}"),
+                project_id: Some(p.id.clone()),
+                ..Default::default()
+            });
             joins.push(tokio::spawn(async move { client.create_task(r).await.map(|r| r.into_inner()) }));
         }
         let mut numbers = Vec::new();
@@ -227,9 +251,15 @@ async fn moves_statuses_completion_and_bad_input() {
         // A status of category completed sets completed_at; canceled sets canceled_at.
         let done = api.statuses.iter().find(|s| s.name == "Done").unwrap().id.clone();
         let canceled = api.statuses.iter().find(|s| s.name == "Canceled").unwrap().id.clone();
-        let u = s.update(pb::UpdateTaskRequest { id: t.id.clone(), status_id: Some(done.clone()), ..Default::default() }).await.unwrap();
+        let u = s
+            .update(pb::UpdateTaskRequest { id: t.id.clone(), status_id: Some(done.clone()), ..Default::default() })
+            .await
+            .unwrap();
         assert!(u.completed_at.is_some() && u.canceled_at.is_none());
-        let u = s.update(pb::UpdateTaskRequest { id: t.id.clone(), status_id: Some(canceled), ..Default::default() }).await.unwrap();
+        let u = s
+            .update(pb::UpdateTaskRequest { id: t.id.clone(), status_id: Some(canceled), ..Default::default() })
+            .await
+            .unwrap();
         assert!(u.completed_at.is_none() && u.canceled_at.is_some());
         let r = s.req(pb::ReopenTaskRequest { id: t.id.clone() });
         let u = s.client.reopen_task(r).await.unwrap().into_inner();
@@ -241,7 +271,10 @@ async fn moves_statuses_completion_and_bad_input() {
 
         // Moving gives a new identifier in the new project; the old one still resolves.
         s.task("Other", Some(&web)).await;
-        let moved = s.update(pb::UpdateTaskRequest { id: t.id.clone(), project_id: Some(web.id.clone()), ..Default::default() }).await.unwrap();
+        let moved = s
+            .update(pb::UpdateTaskRequest { id: t.id.clone(), project_id: Some(web.id.clone()), ..Default::default() })
+            .await
+            .unwrap();
         assert_eq!(moved.identifier.as_deref(), Some("WEB-2"));
         assert_eq!(moved.previous_identifiers, ["API-1"]);
         assert_eq!(moved.status_id.as_deref(), Some(web.default_status_id.as_str()));
@@ -256,8 +289,18 @@ async fn moves_statuses_completion_and_bad_input() {
 
         // Bad input, each a 400 with a reason, nothing written.
         let bad = [
-            pb::CreateTaskRequest { title: "x".into(), project_id: Some(web.id.clone()), status_id: Some(done.clone()), ..Default::default() },
-            pb::CreateTaskRequest { title: "x".into(), rrule: Some("FREQ=SOMETIMES".into()), due_date: Some("2030-01-01".into()), ..Default::default() },
+            pb::CreateTaskRequest {
+                title: "x".into(),
+                project_id: Some(web.id.clone()),
+                status_id: Some(done.clone()),
+                ..Default::default()
+            },
+            pb::CreateTaskRequest {
+                title: "x".into(),
+                rrule: Some("FREQ=SOMETIMES".into()),
+                due_date: Some("2030-01-01".into()),
+                ..Default::default()
+            },
             pb::CreateTaskRequest { title: "x".into(), priority: Some(7), ..Default::default() },
             pb::CreateTaskRequest { title: "x".into(), due_date: Some("2025-02-30".into()), ..Default::default() },
             pb::CreateTaskRequest { title: "x".into(), rrule: Some("FREQ=DAILY".into()), ..Default::default() },
@@ -268,7 +311,15 @@ async fn moves_statuses_completion_and_bad_input() {
             let e = s.create(b.clone()).await.unwrap_err();
             assert_eq!(e.code(), Code::InvalidArgument, "{b:?}: {e:?}");
         }
-        let e = s.create(pb::CreateTaskRequest { title: "x".into(), project_id: Some(web.id.clone()), status_id: Some(done.clone()), ..Default::default() }).await.unwrap_err();
+        let e = s
+            .create(pb::CreateTaskRequest {
+                title: "x".into(),
+                project_id: Some(web.id.clone()),
+                status_id: Some(done.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
         assert!(e.message().contains("WEB"), "{e:?}");
         assert_eq!(s.get_project(&web.id).await.next_task_number, 3, "a refused create takes no number");
         s.service.stop();
@@ -282,9 +333,33 @@ async fn subtasks_form_a_tree_and_parent_loops_are_refused() {
         let mut s = start(&data, Bus::memory()).await;
         let p = s.project("Tree", "TR").await;
         let root = s.task("root", Some(&p)).await;
-        let mid = s.create(pb::CreateTaskRequest { title: "mid".into(), project_id: Some(p.id.clone()), parent_id: Some(root.id.clone()), ..Default::default() }).await.unwrap();
-        let leaf = s.create(pb::CreateTaskRequest { title: "leaf".into(), project_id: Some(p.id.clone()), parent_id: Some(mid.id.clone()), ..Default::default() }).await.unwrap();
-        let side = s.create(pb::CreateTaskRequest { title: "side".into(), parent_id: Some(root.id.clone()), position: Some(1), ..Default::default() }).await.unwrap();
+        let mid = s
+            .create(pb::CreateTaskRequest {
+                title: "mid".into(),
+                project_id: Some(p.id.clone()),
+                parent_id: Some(root.id.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let leaf = s
+            .create(pb::CreateTaskRequest {
+                title: "leaf".into(),
+                project_id: Some(p.id.clone()),
+                parent_id: Some(mid.id.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let side = s
+            .create(pb::CreateTaskRequest {
+                title: "side".into(),
+                parent_id: Some(root.id.clone()),
+                position: Some(1),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         s.complete(&side.id).await;
 
         let r = s.req(pb::ListSubtasksRequest { id: root.id.clone() });
@@ -294,19 +369,46 @@ async fn subtasks_form_a_tree_and_parent_loops_are_refused() {
         assert_eq!((got.subtask_count, got.done_subtask_count), (2, 1));
         let r = s.req(pb::GetTaskTreeRequest { id: root.id.clone() });
         let tree = s.client.get_task_tree(r).await.unwrap().into_inner();
-        assert_eq!((tree.open_children, tree.done_children, tree.open_descendants, tree.done_descendants), (1, 1, 2, 1));
+        assert_eq!(
+            (tree.open_children, tree.done_children, tree.open_descendants, tree.done_descendants),
+            (1, 1, 2, 1)
+        );
         assert_eq!(tree.children[0].children[0].task.as_ref().unwrap().id, leaf.id);
 
         // root under leaf would be a loop: refused, naming the chain.
-        let e = s.update(pb::UpdateTaskRequest { id: root.id.clone(), parent_id: Some(leaf.id.clone()), ..Default::default() }).await.unwrap_err();
+        let e = s
+            .update(pb::UpdateTaskRequest {
+                id: root.id.clone(),
+                parent_id: Some(leaf.id.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), Code::Aborted, "{e:?}");
         assert!(e.message().contains("TR-1 → TR-2 → TR-3 → TR-1"), "{e:?}");
-        let e = s.update(pb::UpdateTaskRequest { id: root.id.clone(), parent_id: Some(root.id.clone()), ..Default::default() }).await.unwrap_err();
+        let e = s
+            .update(pb::UpdateTaskRequest {
+                id: root.id.clone(),
+                parent_id: Some(root.id.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), Code::Aborted);
         // A legal move works, an empty parent makes it top-level.
-        let u = s.update(pb::UpdateTaskRequest { id: leaf.id.clone(), parent_id: Some(root.id.clone()), ..Default::default() }).await.unwrap();
+        let u = s
+            .update(pb::UpdateTaskRequest {
+                id: leaf.id.clone(),
+                parent_id: Some(root.id.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         assert_eq!(u.parent_id.as_deref(), Some(root.id.as_str()));
-        let u = s.update(pb::UpdateTaskRequest { id: leaf.id.clone(), parent_id: Some(String::new()), ..Default::default() }).await.unwrap();
+        let u = s
+            .update(pb::UpdateTaskRequest { id: leaf.id.clone(), parent_id: Some(String::new()), ..Default::default() })
+            .await
+            .unwrap();
         assert!(u.parent_id.is_none());
         s.service.stop();
     }
@@ -347,7 +449,13 @@ async fn dependency_cycles_are_refused_naming_the_cycle_and_blockers_block() {
         let r = s.req(pb::ListDependenciesRequest { task_id: c.id.clone() });
         let deps = s.client.list_dependencies(r).await.unwrap().into_inner().data;
         let kinds: Vec<_> = deps.iter().map(|d| (d.depends_on_title.clone(), d.r#type)).collect();
-        assert_eq!(kinds, [("B".to_string(), pb::DependencyType::BlockedBy as i32), ("A".to_string(), pb::DependencyType::Related as i32)]);
+        assert_eq!(
+            kinds,
+            [
+                ("B".to_string(), pb::DependencyType::BlockedBy as i32),
+                ("A".to_string(), pb::DependencyType::Related as i32)
+            ]
+        );
         let r = s.req(pb::RemoveDependencyRequest { task_id: b.id.clone(), depends_on_id: c.id.clone() });
         s.client.remove_dependency(r).await.unwrap();
         s.depend(&c.id, &a.id, pb::DependencyType::Blocks).await.unwrap();
@@ -426,7 +534,11 @@ async fn lists_filter_sort_overdue_by_tenant_zone_and_bulk_is_all_or_nothing() {
         // Kiribati's date is always at least a day ahead of UTC-12's.
         let east = chrono::Utc::now().with_timezone(&chrono_tz::Pacific::Kiritimati).date_naive();
         let yesterday_east = (east - chrono::Duration::days(1)).format("%Y-%m-%d").to_string();
-        let mk = |title: &str, pr: i32, due_date: Option<String>, due_at: Option<prost_types::Timestamp>, project: &pb::Project| pb::CreateTaskRequest {
+        let mk = |title: &str,
+                  pr: i32,
+                  due_date: Option<String>,
+                  due_at: Option<prost_types::Timestamp>,
+                  project: &pb::Project| pb::CreateTaskRequest {
             title: title.into(),
             priority: Some(pr),
             due_date,
@@ -443,34 +555,67 @@ async fn lists_filter_sort_overdue_by_tenant_zone_and_bulk_is_all_or_nothing() {
         let r = s.req(pb::TaskSettings { time_zone: "Pacific/Kiritimati".into() });
         s.client.update_task_settings(r).await.unwrap();
         let r = s.req(pb::ListOverdueTasksRequest::default());
-        let over: Vec<_> = s.client.list_overdue_tasks(r).await.unwrap().into_inner().data.into_iter().map(|t| t.title).collect();
+        let over: Vec<_> =
+            s.client.list_overdue_tasks(r).await.unwrap().into_inner().data.into_iter().map(|t| t.title).collect();
         assert_eq!(over, ["late", "dated"], "{backend:?}: most overdue first, the date is past in Kiritimati");
         let r = s.req(pb::TaskSettings { time_zone: "Etc/GMT+12".into() });
         s.client.update_task_settings(r).await.unwrap();
         let r = s.req(pb::ListOverdueTasksRequest::default());
-        let over: Vec<_> = s.client.list_overdue_tasks(r).await.unwrap().into_inner().data.into_iter().map(|t| t.title).collect();
+        let over: Vec<_> =
+            s.client.list_overdue_tasks(r).await.unwrap().into_inner().data.into_iter().map(|t| t.title).collect();
         assert_eq!(over, ["late"], "in UTC-12 that date is today or later");
 
         let titles = |r: pb::ListTasksResponse| r.data.into_iter().map(|t| t.title).collect::<Vec<_>>();
-        let by_pr = s.list(pb::ListTasksRequest { sort: pb::TaskSort::Priority as i32, ..Default::default() }).await.unwrap();
+        let by_pr =
+            s.list(pb::ListTasksRequest { sort: pb::TaskSort::Priority as i32, ..Default::default() }).await.unwrap();
         assert_eq!(titles(by_pr), ["late", "future kayak", "undated kayak", "dated"]);
-        let by_due = s.list(pb::ListTasksRequest { sort: pb::TaskSort::Due as i32, ..Default::default() }).await.unwrap();
+        let by_due =
+            s.list(pb::ListTasksRequest { sort: pb::TaskSort::Due as i32, ..Default::default() }).await.unwrap();
         assert_eq!(titles(by_due).last().map(String::as_str), Some("undated kayak"), "undated last");
-        let in_web = s.list(pb::ListTasksRequest { project_id: Some(web.id.clone()), q: Some("kayak".into()), label: Some("hot".into()), ..Default::default() }).await.unwrap();
+        let in_web = s
+            .list(pb::ListTasksRequest {
+                project_id: Some(web.id.clone()),
+                q: Some("kayak".into()),
+                label: Some("hot".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         assert_eq!(titles(in_web), ["future kayak"]);
         let pr2 = s.list(pb::ListTasksRequest { priority: Some(2), ..Default::default() }).await.unwrap();
         assert_eq!(titles(pr2), ["undated kayak"]);
-        let before = s.list(pb::ListTasksRequest { due_before: ts("2030-01-01T00:00:00Z"), sort: pb::TaskSort::Due as i32, ..Default::default() }).await.unwrap();
+        let before = s
+            .list(pb::ListTasksRequest {
+                due_before: ts("2030-01-01T00:00:00Z"),
+                sort: pb::TaskSort::Due as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         assert_eq!(titles(before), ["late", "dated"]);
         let p1 = s.list(pb::ListTasksRequest { limit: Some(3), ..Default::default() }).await.unwrap();
         assert!(p1.has_more);
-        let p2 = s.list(pb::ListTasksRequest { limit: Some(3), cursor: Some(p1.next_cursor.clone()), ..Default::default() }).await.unwrap();
+        let p2 = s
+            .list(pb::ListTasksRequest { limit: Some(3), cursor: Some(p1.next_cursor.clone()), ..Default::default() })
+            .await
+            .unwrap();
         assert_eq!(p2.data.len(), 1);
-        let e = s.list(pb::ListTasksRequest { q: Some("kayak".into()), as_of: ts("2025-01-01T00:00:00Z"), ..Default::default() }).await.unwrap_err();
+        let e = s
+            .list(pb::ListTasksRequest {
+                q: Some("kayak".into()),
+                as_of: ts("2025-01-01T00:00:00Z"),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "q with as_of");
         let r = s.req(pb::SearchTasksRequest { q: "API-2".into(), ..Default::default() });
         let hits = s.client.search_tasks(r).await.unwrap().into_inner().data;
-        assert_eq!(hits.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), [late.id.clone()], "identifiers are searchable");
+        assert_eq!(
+            hits.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
+            std::slice::from_ref(&late.id),
+            "identifiers are searchable"
+        );
 
         // Bulk: one bad id, or one status from another project, changes nothing.
         let all = vec![dated.id.clone(), late.id.clone(), future.id.clone(), none.id.clone()];
@@ -479,7 +624,12 @@ async fn lists_filter_sort_overdue_by_tenant_zone_and_bulk_is_all_or_nothing() {
         with_missing.push(Uuid::now_v7().to_string());
         let r = s.req(pb::BulkUpdateTasksRequest { ids: with_missing, priority: Some(0), ..Default::default() });
         assert_eq!(s.client.bulk_update_tasks(r).await.unwrap_err().code(), Code::NotFound);
-        let r = s.req(pb::BulkUpdateTasksRequest { ids: all.clone(), status_id: Some(done_api.clone()), priority: Some(0), ..Default::default() });
+        let r = s.req(pb::BulkUpdateTasksRequest {
+            ids: all.clone(),
+            status_id: Some(done_api.clone()),
+            priority: Some(0),
+            ..Default::default()
+        });
         let e = s.client.bulk_update_tasks(r).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
         assert!(e.message().contains("no task was changed"), "{e:?}");
@@ -488,14 +638,27 @@ async fn lists_filter_sort_overdue_by_tenant_zone_and_bulk_is_all_or_nothing() {
             assert_eq!((t.version, category(&t)), (1, pb::StatusCategory::Unstarted), "{}", t.title);
         }
         let assignee = Uuid::now_v7().to_string();
-        let r = s.req(pb::BulkUpdateTasksRequest { ids: all[..2].to_vec(), status_id: Some(done_api), assignee_id: Some(assignee.clone()), add_labels: vec!["Q3".into()], ..Default::default() });
+        let r = s.req(pb::BulkUpdateTasksRequest {
+            ids: all[..2].to_vec(),
+            status_id: Some(done_api),
+            assignee_id: Some(assignee.clone()),
+            add_labels: vec!["Q3".into()],
+            ..Default::default()
+        });
         let out = s.client.bulk_update_tasks(r).await.unwrap().into_inner().data;
         assert_eq!(out.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), all[..2].to_vec());
         assert!(out.iter().all(|t| t.completed_at.is_some() && t.assignee_id.as_deref() == Some(assignee.as_str())));
         assert!(out.iter().all(|t| t.labels.iter().any(|l| l.name == "Q3")));
-        let r = s.req(pb::BulkUpdateTasksRequest { ids: (0..101).map(|_| Uuid::now_v7().to_string()).collect(), priority: Some(1), ..Default::default() });
+        let r = s.req(pb::BulkUpdateTasksRequest {
+            ids: (0..101).map(|_| Uuid::now_v7().to_string()).collect(),
+            priority: Some(1),
+            ..Default::default()
+        });
         assert_eq!(s.client.bulk_update_tasks(r).await.unwrap_err().code(), Code::InvalidArgument);
-        let open = s.list(pb::ListTasksRequest { include_done: Some(false), assignee_id: Some(assignee), ..Default::default() }).await.unwrap();
+        let open = s
+            .list(pb::ListTasksRequest { include_done: Some(false), assignee_id: Some(assignee), ..Default::default() })
+            .await
+            .unwrap();
         assert!(open.data.is_empty());
         s.service.stop();
     }
@@ -513,7 +676,14 @@ async fn a_task_reads_back_through_time_and_every_change_is_an_event() {
         tokio::time::sleep(Duration::from_millis(5)).await;
         let between = chrono::Utc::now();
         tokio::time::sleep(Duration::from_millis(5)).await;
-        s.update(pb::UpdateTaskRequest { id: t.id.clone(), title: Some("Final".into()), priority: Some(2), ..Default::default() }).await.unwrap();
+        s.update(pb::UpdateTaskRequest {
+            id: t.id.clone(),
+            title: Some("Final".into()),
+            priority: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
         s.complete(&t.id).await;
         let r = s.req(pb::AddCommentRequest { task_id: t.id.clone(), body: "Looks **good**\nto me".into() });
         let cm = s.client.add_comment(r).await.unwrap().into_inner();
@@ -533,7 +703,11 @@ async fn a_task_reads_back_through_time_and_every_change_is_an_event() {
         let reasons: Vec<_> = h.iter().map(|v| v.temporal.as_ref().unwrap().capture_reason.clone()).collect();
         assert_eq!(reasons, ["delete", "update", "update", "create"]);
         assert_eq!(from_struct(h[1].data.as_ref().unwrap())["status_category"], "completed");
-        let r = s.req(DiffRequest { id: t.id.clone(), from: Some(timestamp(between)), to: h[1].temporal.as_ref().unwrap().sys_from, ..Default::default() });
+        let r = s.req(DiffRequest {
+            id: t.id.clone(),
+            from: Some(timestamp(between)),
+            to: h[1].temporal.as_ref().unwrap().sys_from,
+        });
         let d = s.client.diff_task(r).await.unwrap().into_inner();
         let mut fields: Vec<_> = d.changes.iter().map(|c| c.field.as_str()).collect();
         fields.sort();
