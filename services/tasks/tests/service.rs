@@ -733,6 +733,44 @@ async fn a_task_reads_back_through_time_and_every_change_is_an_event() {
                 "worktruck.tasks.task.deleted.v1",
             ]
         );
+
+        // Projects, labels and dependencies are announced too.
+        let p = s.project("Events", "EV").await;
+        let a = s.create(pb::CreateTaskRequest { title: "a".into(), project_id: Some(p.id.clone()), labels: vec!["New".into()], ..Default::default() }).await.unwrap();
+        let b = s.task("b", Some(&p)).await;
+        s.depend(&a.id, &b.id, pb::DependencyType::Blocks).await.unwrap();
+        let mut subjects = Vec::new();
+        for _ in 0..5 {
+            let m = tokio::time::timeout(Duration::from_secs(5), events.next()).await.expect("event in time").unwrap();
+            subjects.push(m.subject);
+        }
+        assert_eq!(
+            subjects,
+            [
+                "worktruck.tasks.project.created.v1",
+                "worktruck.tasks.label.created.v1",
+                "worktruck.tasks.task.created.v1",
+                "worktruck.tasks.task.created.v1",
+                "worktruck.tasks.dependency.created.v1",
+            ]
+        );
+
+        // Valid time: a back-dated change is a correction, and the world before it reads back.
+        let before = chrono::Utc::now() - chrono::Duration::hours(2);
+        let r = s.req(pb::UpdateTaskRequest {
+            id: b.id.clone(),
+            priority: Some(4),
+            valid_from: Some(timestamp(chrono::Utc::now() - chrono::Duration::hours(1))),
+            ..Default::default()
+        });
+        s.client.update_task(r).await.unwrap();
+        let r = s.req(HistoryRequest { id: b.id.clone(), limit: Some(1), ..Default::default() });
+        let h = s.client.get_task_history(r).await.unwrap().into_inner().data;
+        assert_eq!(h[0].temporal.as_ref().unwrap().capture_reason, "correction");
+        let r = s.req(pb::GetTaskRequest { id: b.id.clone(), valid_at: Some(timestamp(chrono::Utc::now())), ..Default::default() });
+        assert_eq!(s.client.get_task(r).await.unwrap().into_inner().priority, 4);
+        let r = s.req(pb::GetTaskRequest { id: b.id.clone(), as_of: Some(timestamp(chrono::Utc::now())), valid_at: Some(timestamp(before)), ..Default::default() });
+        assert_eq!(s.client.get_task(r).await.unwrap_err().code(), Code::NotFound, "the task was not yet true then");
         s.service.stop();
     }
 }

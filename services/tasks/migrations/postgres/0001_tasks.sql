@@ -19,7 +19,8 @@ CREATE INDEX tasks_by_next_occurrence ON entity_heads (tenant_id, (doc->>'next_o
     WHERE entity = 'task' AND deleted_at IS NULL AND doc->>'next_occurrence' IS NOT NULL;
 CREATE INDEX comments_by_task ON entity_heads (tenant_id, (doc->>'task_id'), created_at)
     WHERE entity = 'comment' AND deleted_at IS NULL;
-CREATE INDEX labels_by_key ON entity_heads (tenant_id, (doc->>'key'))
+-- Unique, so two creates naming one new label at once cannot define it twice.
+CREATE UNIQUE INDEX labels_by_key ON entity_heads (tenant_id, (doc->>'key'))
     WHERE entity = 'label' AND deleted_at IS NULL;
 
 -- One row per identifier prefix ever taken, with the number its next task gets. Creating a task
