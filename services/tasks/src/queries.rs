@@ -96,6 +96,14 @@ pub async fn allocate_number(tx: &mut Tx, tenant: Uuid, project: Uuid) -> Result
     Ok(n)
 }
 
+/// Locks the project's counter row until the transaction ends, so no create can number a
+/// task into it meanwhile (a project delete takes it before counting the project's tasks).
+pub async fn lock_counter(tx: &mut Tx, tenant: Uuid, project: Uuid) -> Result<()> {
+    exec!(tx, sqlx::query("UPDATE project_prefixes SET next_number = next_number WHERE tenant_id = $1 AND project_id = $2")
+        .bind(tenant).bind(project))?;
+    Ok(())
+}
+
 /// Records that `identifier` names `task` (for good).
 pub async fn add_identifier(tx: &mut Tx, tenant: Uuid, identifier: &str, task: Uuid) -> Result<()> {
     exec!(

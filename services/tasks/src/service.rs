@@ -280,6 +280,8 @@ async fn number_into(
     doc: &mut TaskDoc,
 ) -> Result<()> {
     let n = queries::allocate_number(tx, c.tenant, project).await?;
+    // Under the counter's lock: a project deleted since it was read takes no more tasks.
+    PROJECTS.head(tx, c.tenant, project).await.map_err(|_| Error::validation(format!("project_id: no project {project}")))?;
     let ident = format!("{}-{n}", p.identifier);
     queries::add_identifier(tx, c.tenant, &ident, id).await?;
     if let Some(old) = doc.identifier.replace(ident) {
@@ -904,6 +906,7 @@ impl TasksService for Tasks {
         let t = now();
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
         PROJECTS.head_for_update(&mut tx, c.tenant, id, None).await?;
+        queries::lock_counter(&mut tx, c.tenant, id).await?;
         let n = queries::count_tasks(&mut tx, c.tenant, "project_id", &id.to_string()).await?;
         if n > 0 {
             return Err(Error::conflict(format!("the project holds {n} tasks: move or delete them first")).into());

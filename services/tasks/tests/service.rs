@@ -186,6 +186,14 @@ async fn projects_have_workflows_sections_milestones_and_unique_prefixes() {
         // A project holding tasks is not deleted; another tenant sees nothing.
         let r = s.req(pb::DeleteProjectRequest { id: p.id.clone() });
         assert_eq!(s.client.delete_project(r).await.unwrap_err().code(), Code::Aborted);
+        // An empty project is deleted, and its prefix stays taken.
+        let tmp = s.project("Temporary", "TMP").await;
+        let r = s.req(pb::DeleteProjectRequest { id: tmp.id.clone() });
+        s.client.delete_project(r).await.unwrap();
+        let r = s.req(pb::CreateProjectRequest { name: "Again".into(), identifier: "TMP".into(), ..Default::default() });
+        assert_eq!(s.client.create_project(r).await.unwrap_err().code(), Code::AlreadyExists);
+        let r = s.req(pb::CreateTaskRequest { title: "late".into(), project_id: Some(tmp.id.clone()), ..Default::default() });
+        assert_eq!(s.client.create_task(r).await.unwrap_err().code(), Code::InvalidArgument);
         let r = s.service.request(Uuid::now_v7(), pb::GetProjectRequest { id: p.id.clone() });
         assert_eq!(s.client.get_project(r).await.unwrap_err().code(), Code::NotFound);
         s.service.stop();
