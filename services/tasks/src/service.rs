@@ -1327,13 +1327,14 @@ impl TasksService for Tasks {
         }
         refresh_recurrence(&mut tx, &c, &mut doc, true).await?;
         doc.labels = ensure_labels(self, &mut tx, &c, &r.labels, t).await?;
+        let labels = label_map(&mut tx, &c).await?;
         // Last, so the counter's row lock is held as briefly as possible.
         if let Some((pid, p)) = &project {
             number_into(&mut tx, &c, id, *pid, p, &mut doc).await?;
         }
         let w = Write { search_text: doc.search_text(), doc: doc.to_value(), valid_from, actor: c.actor().to_owned() };
         let rec = TASKS.create(&mut tx, c.tenant, id, w, t).await?;
-        let out = render(&c, &rec, &label_map(&mut tx, &c).await?)?;
+        let out = render(&c, &rec, &labels)?;
         self.emit_task(&mut tx, &c, "created", &out, t).await?;
         self.commit(tx).await?;
         Ok(Response::new(out))
