@@ -99,8 +99,12 @@ pub async fn allocate_number(tx: &mut Tx, tenant: Uuid, project: Uuid) -> Result
 /// Locks the project's counter row until the transaction ends, so no create can number a
 /// task into it meanwhile (a project delete takes it before counting the project's tasks).
 pub async fn lock_counter(tx: &mut Tx, tenant: Uuid, project: Uuid) -> Result<()> {
-    exec!(tx, sqlx::query("UPDATE project_prefixes SET next_number = next_number WHERE tenant_id = $1 AND project_id = $2")
-        .bind(tenant).bind(project))?;
+    exec!(
+        tx,
+        sqlx::query("UPDATE project_prefixes SET next_number = next_number WHERE tenant_id = $1 AND project_id = $2")
+            .bind(tenant)
+            .bind(project)
+    )?;
     Ok(())
 }
 

@@ -281,7 +281,10 @@ async fn number_into(
 ) -> Result<()> {
     let n = queries::allocate_number(tx, c.tenant, project).await?;
     // Under the counter's lock: a project deleted since it was read takes no more tasks.
-    PROJECTS.head(tx, c.tenant, project).await.map_err(|_| Error::validation(format!("project_id: no project {project}")))?;
+    PROJECTS
+        .head(tx, c.tenant, project)
+        .await
+        .map_err(|_| Error::validation(format!("project_id: no project {project}")))?;
     let ident = format!("{}-{n}", p.identifier);
     queries::add_identifier(tx, c.tenant, &ident, id).await?;
     if let Some(old) = doc.identifier.replace(ident) {

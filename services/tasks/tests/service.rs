@@ -190,9 +190,14 @@ async fn projects_have_workflows_sections_milestones_and_unique_prefixes() {
         let tmp = s.project("Temporary", "TMP").await;
         let r = s.req(pb::DeleteProjectRequest { id: tmp.id.clone() });
         s.client.delete_project(r).await.unwrap();
-        let r = s.req(pb::CreateProjectRequest { name: "Again".into(), identifier: "TMP".into(), ..Default::default() });
+        let r =
+            s.req(pb::CreateProjectRequest { name: "Again".into(), identifier: "TMP".into(), ..Default::default() });
         assert_eq!(s.client.create_project(r).await.unwrap_err().code(), Code::AlreadyExists);
-        let r = s.req(pb::CreateTaskRequest { title: "late".into(), project_id: Some(tmp.id.clone()), ..Default::default() });
+        let r = s.req(pb::CreateTaskRequest {
+            title: "late".into(),
+            project_id: Some(tmp.id.clone()),
+            ..Default::default()
+        });
         assert_eq!(s.client.create_task(r).await.unwrap_err().code(), Code::InvalidArgument);
         let r = s.service.request(Uuid::now_v7(), pb::GetProjectRequest { id: p.id.clone() });
         assert_eq!(s.client.get_project(r).await.unwrap_err().code(), Code::NotFound);
@@ -209,7 +214,8 @@ async fn fifty_concurrent_creates_get_identifiers_one_to_fifty_exactly_once() {
         let mut joins = Vec::new();
         for i in 0..50 {
             let mut client = s.client.clone();
-            let msg = pb::CreateTaskRequest { title: format!("t{i}"), project_id: Some(p.id.clone()), ..Default::default() };
+            let msg =
+                pb::CreateTaskRequest { title: format!("t{i}"), project_id: Some(p.id.clone()), ..Default::default() };
             // A create refused as `unavailable` (no pooled connection within the acquire timeout
             // on a busy machine) wrote nothing and took no number; it is tried again, as a
             // client would.
@@ -754,7 +760,15 @@ async fn a_task_reads_back_through_time_and_every_change_is_an_event() {
 
         // Projects, labels and dependencies are announced too.
         let p = s.project("Events", "EV").await;
-        let a = s.create(pb::CreateTaskRequest { title: "a".into(), project_id: Some(p.id.clone()), labels: vec!["New".into()], ..Default::default() }).await.unwrap();
+        let a = s
+            .create(pb::CreateTaskRequest {
+                title: "a".into(),
+                project_id: Some(p.id.clone()),
+                labels: vec!["New".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         let b = s.task("b", Some(&p)).await;
         s.depend(&a.id, &b.id, pb::DependencyType::Blocks).await.unwrap();
         let mut subjects = Vec::new();
@@ -785,9 +799,17 @@ async fn a_task_reads_back_through_time_and_every_change_is_an_event() {
         let r = s.req(HistoryRequest { id: b.id.clone(), limit: Some(1), ..Default::default() });
         let h = s.client.get_task_history(r).await.unwrap().into_inner().data;
         assert_eq!(h[0].temporal.as_ref().unwrap().capture_reason, "correction");
-        let r = s.req(pb::GetTaskRequest { id: b.id.clone(), valid_at: Some(timestamp(chrono::Utc::now())), ..Default::default() });
+        let r = s.req(pb::GetTaskRequest {
+            id: b.id.clone(),
+            valid_at: Some(timestamp(chrono::Utc::now())),
+            ..Default::default()
+        });
         assert_eq!(s.client.get_task(r).await.unwrap().into_inner().priority, 4);
-        let r = s.req(pb::GetTaskRequest { id: b.id.clone(), as_of: Some(timestamp(chrono::Utc::now())), valid_at: Some(timestamp(before)), ..Default::default() });
+        let r = s.req(pb::GetTaskRequest {
+            id: b.id.clone(),
+            as_of: Some(timestamp(chrono::Utc::now())),
+            valid_at: Some(timestamp(before)),
+        });
         assert_eq!(s.client.get_task(r).await.unwrap_err().code(), Code::NotFound, "the task was not yet true then");
         s.service.stop();
     }
