@@ -15,6 +15,7 @@ const FILES: &[&str] = &[
     "worktruck/contacts/v1/contacts.proto",
     "worktruck/notes/v1/notes.proto",
     "worktruck/crm/v1/crm.proto",
+    "worktruck/tasks/v1/tasks.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -12,6 +12,7 @@ pub static TABLE: &[&ServiceDef] = &[
     &worktruck_contacts::DEFINITION,
     &worktruck_notes::DEFINITION,
     &worktruck_crm::DEFINITION,
+    &worktruck_tasks::DEFINITION,
 ];
 
 /// The service named `name`.

@@ -131,6 +131,6 @@ fn unknown_roles_and_services_are_refused_with_the_real_names() {
     }
     // The library's parser says the same.
     let e = "nosuch".parse::<worktruck::Role>().unwrap_err().to_string();
-    assert!(e.contains("tenants, contacts, notes, crm, gateway, mcp-gateway"), "{e}");
+    assert!(e.contains("tenants, contacts, notes, crm, tasks, gateway, mcp-gateway"), "{e}");
     assert_eq!("contacts".parse::<worktruck::Role>().unwrap().name(), "contacts");
 }

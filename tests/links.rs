@@ -277,3 +277,25 @@ async fn a_note_links_to_a_deal_and_the_deal_sees_it() {
         s.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_note_links_to_a_task_by_its_identifier() {
+    for backend in backends() {
+        let s = Stack::start(backend).await;
+        let (st, p) = s.call(Method::POST, "/api/v1/projects", Some(json!({"name": "Api", "identifier": "API"}))).await;
+        assert_eq!(st, StatusCode::CREATED, "{p}");
+        let (st, task) = s.call(Method::POST, "/api/v1/tasks", Some(json!({"title": "Ship it", "project_id": p["id"]}))).await;
+        assert_eq!(st, StatusCode::CREATED, "{task}");
+        let (st, note) = s.call(Method::POST, "/api/v1/notes", Some(json!({"title": "Standup", "body": "Blocked on [[task:API-1]]."}))).await;
+        assert_eq!(st, StatusCode::CREATED, "{backend:?}: {note}");
+        let (_, links) = s.call(Method::GET, &format!("/api/v1/notes/{}/links", id(&note)), None).await;
+        assert_eq!(cross(&links)[0]["target"], format!("tasks:task:{}", id(&task)), "the identifier resolves to the task's id: {links}");
+        let path = format!("/api/v1/tasks/{}/links", id(&task));
+        eventually("the task sees the note", || async {
+            let (_, v) = s.call(Method::GET, &path, None).await;
+            if v["data"].as_array().is_some_and(|d| d.len() == 1) { Ok(v) } else { Err(v.to_string()) }
+        })
+        .await;
+        s.stop().await;
+    }
+}

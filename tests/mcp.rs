@@ -126,7 +126,18 @@ async fn tools_from_the_registry_over_streamable_http() {
                 "notes_search",
                 "notes_update",
                 "pipeline_analytics",
-                "pipelines_list"
+                "pipelines_list",
+                "projects_list",
+                "tasks_add_comment",
+                "tasks_add_dependency",
+                "tasks_complete",
+                "tasks_create",
+                "tasks_delete",
+                "tasks_get",
+                "tasks_list",
+                "tasks_list_overdue",
+                "tasks_search",
+                "tasks_update"
             ]
         );
         let get = by_name("contacts_get");

@@ -195,6 +195,29 @@ impl Target {
         Ok(v["id"].as_str().unwrap_or_default().to_owned())
     }
 
+    /// `POST /api/v1/projects` (set-up, untimed); the new project's id.
+    pub async fn create_project(&self, name: &str, identifier: &str) -> anyhow::Result<String> {
+        let body = serde_json::json!({ "name": name, "identifier": identifier });
+        let (_, _, bytes) = send(self.client.post(self.url("api/v1/projects")).bearer_auth(&self.key).json(&body))
+            .await
+            .map_err(|f| anyhow::anyhow!("create project: {}", f.key()))?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes)?;
+        Ok(v["id"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// `POST /api/v1/tasks` in `project`, every other one due yesterday (so the overdue list
+    /// has rows); the identifier the task got.
+    async fn create_task(&self, project: &str, n: u64) -> Result<String, Failure> {
+        let mut body = serde_json::json!({ "title": format!("Load Task {n}"), "project_id": project, "priority": n % 5 });
+        if n.is_multiple_of(2) {
+            body["due_at"] = serde_json::json!((chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339());
+        }
+        let (_, _, bytes) =
+            send(self.client.post(self.url("api/v1/tasks")).bearer_auth(&self.key).json(&body)).await?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| Failure::BadBody)?;
+        v.get("identifier").and_then(|i| i.as_str()).map(str::to_owned).ok_or(Failure::BadBody)
+    }
+
     /// `POST /api/v1/notes` with `title`; the new note's id on success.
     async fn create_note(&self, title: &str, body: &str) -> Result<String, Failure> {
         let payload = serde_json::json!({ "title": title, "body": body });
@@ -480,6 +503,32 @@ pub async fn backlinks_phase(target: &Target, plan: Plan, hub: String) -> Summar
     })
     .await;
     samples.summarize("backlinks", elapsed)
+}
+
+/// Creates one project (untimed), then tasks in it from every worker at once: the identifier
+/// allocation under concurrency. Fails unless the identifiers given are `PREFIX-1..=n`, each
+/// exactly once (no gap, no duplicate).
+pub async fn task_create_phase(target: &Target, plan: Plan) -> anyhow::Result<Summary> {
+    // A prefix of its own per run, so runs against one server do not collide.
+    let prefix = format!("L{}", chrono::Utc::now().timestamp_micros() % 1_000_000_000);
+    let project = target.create_project("Load Project", &prefix).await?;
+    let t = target.clone();
+    let project = Arc::new(project);
+    let (samples, idents, elapsed) = run(plan, move |n| {
+        let (t, project) = (t.clone(), Arc::clone(&project));
+        async move { t.create_task(&project, n).await.map(Some) }
+    })
+    .await;
+    let mut numbers: Vec<u64> = idents
+        .iter()
+        .map(|i| i.strip_prefix(&format!("{prefix}-")).and_then(|n| n.parse().ok()).unwrap_or(0))
+        .collect();
+    numbers.sort_unstable();
+    let want: Vec<u64> = (1..=numbers.len() as u64).collect();
+    if numbers != want {
+        anyhow::bail!("task identifiers are not {prefix}-1..={} exactly once: {numbers:?}", want.len());
+    }
+    Ok(samples.summarize("task_create", elapsed))
 }
 
 /// Runs `op(n)` for n in 0..plan.requests across `plan.concurrency` workers until the budget

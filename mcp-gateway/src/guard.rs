@@ -429,7 +429,7 @@ mod tests {
         );
         assert_eq!(
             doc["scopes_supported"],
-            json!(["contacts:read", "contacts:write", "crm:read", "crm:write", "notes:read", "notes:write"])
+            json!(["contacts:read", "contacts:write", "crm:read", "crm:write", "notes:read", "notes:write", "tasks:read", "tasks:write"])
         );
     }
 }

@@ -90,3 +90,11 @@ pub mod crm {
         tonic::include_proto!("worktruck.crm.v1");
     }
 }
+
+/// Generated code for `worktruck.tasks.v1`.
+pub mod tasks {
+    #[allow(missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("worktruck.tasks.v1");
+    }
+}

@@ -209,6 +209,8 @@ fn target(args: &Args, url: Url, key: String) -> anyhow::Result<Target> {
 /// twin, the first and the deepest list page, notes with five wikilinks and the backlinks of a
 /// note with 1,000 of them, search, and the CRM's deal create, move and analytics on a
 /// pipeline of `--deals` deals. A server this harness started is
+/// note with 1,000 of them, tasks created in one project (identifier allocation)
+/// and the overdue list, and search. A server this harness started is
 /// checked after each phase: if it died, the run fails instead of reporting.
 async fn phases(
     args: &Args,
@@ -278,6 +280,12 @@ async fn phases(
         eprintln!("loadgen: backlinks (a note with {linked} backlinks)");
         load::backlinks_phase(target, plan, hub).await
     }));
+    phase!(Some({
+        eprintln!("loadgen: task_create (identifiers allocated under concurrency in one project)");
+        load::task_create_phase(target, plan).await?
+    }));
+    let overdue = vec!["api/v1/tasks/overdue?limit=50".to_owned()];
+    phase!(load::get_paths_phase(target, plan, "overdue", overdue, true).await);
     let searches: Vec<String> = (0..100).map(|i| format!("api/v1/contacts?limit=20&q=person%20{}", i * 37 % have.max(1))).collect();
     phase!(load::get_paths_phase(target, plan, "search", searches, true).await);
     if args.deals > 0 {

@@ -42,6 +42,8 @@ pub const TENANTS: &str = "worktruck.tenants.v1.TenantsService";
 /// Not faked: no gateway test calls it, but the router needs an upstream for every service.
 pub const NOTES: &str = "worktruck.notes.v1.NotesService";
 pub const CRM: &str = "worktruck.crm.v1.CrmService";
+/// The tasks service (routed, never called by these tests).
+pub const TASKS: &str = "worktruck.tasks.v1.TasksService";
 
 /// A running fake backend and a gateway router in front of it.
 pub struct Stack {
@@ -84,7 +86,8 @@ pub async fn spawn_with(rewire: impl FnOnce(Upstreams, Channel) -> Upstreams) ->
         .with(CONTACTS, channel.clone())
         .with(TENANTS, channel.clone())
         .with(NOTES, channel.clone())
-        .with(CRM, channel.clone());
+        .with(CRM, channel.clone())
+        .with(TASKS, channel.clone());
     let upstreams = rewire(upstreams, channel);
     let registry = Arc::new(Registry::embedded().unwrap());
     let cfg = GatewayConfig {

@@ -765,7 +765,10 @@ impl Links {
         let head: Option<(Option<DateTime<Utc>>, i64)> = on_tx!(tx, x => sqlx::query_as(
             "SELECT deleted_at, version FROM entity_heads WHERE tenant_id = $1 AND entity = $2 AND id = $3")
             .bind(tenant).bind(spec.entity).bind(target_id).fetch_optional(x).await)?;
-        let dangling = head.as_ref().is_none_or(|h| h.0.is_some());
+        // A target this service does not have is none of its business: a link of another
+        // deployment sharing the NATS server, or a forged event. Nothing is projected or told.
+        let Some(head) = head else { return Ok(()) };
+        let dangling = head.0.is_some();
         let created_at = link.created_at.as_ref().and_then(|c| DateTime::from_timestamp(c.seconds, c.nanos.max(0) as u32)).unwrap_or(t);
         exec!(tx, sqlx::query(
             "INSERT INTO links_inbound (tenant_id, id, source, source_title, target_entity, target_id, target_title, link_type, \
@@ -778,8 +781,7 @@ impl Links {
             .bind(created_at).bind(t))?;
         // The target went while the link was on its way: its source must learn it too.
         if dangling && !removed {
-            let version = head.map(|h| h.1).unwrap_or(i64::MAX);
-            announce_target(tx, tenant, "system:links", self.0.domain, &target, true, version, t).await?;
+            announce_target(tx, tenant, "system:links", self.0.domain, &target, true, head.1, t).await?;
         }
         Ok(())
     }
