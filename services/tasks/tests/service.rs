@@ -772,9 +772,12 @@ async fn a_task_reads_back_through_time_and_every_change_is_an_event() {
         let b = s.task("b", Some(&p)).await;
         s.depend(&a.id, &b.id, pb::DependencyType::Blocks).await.unwrap();
         let mut subjects = Vec::new();
-        for _ in 0..5 {
+        while subjects.len() < 5 {
             let m = tokio::time::timeout(Duration::from_secs(5), events.next()).await.expect("event in time").unwrap();
-            subjects.push(m.subject);
+            // A delete also tells other services about the task's inbound links (kit::links).
+            if !m.subject.contains(".link.") {
+                subjects.push(m.subject);
+            }
         }
         assert_eq!(
             subjects,
