@@ -662,7 +662,7 @@ impl Links {
                 return;
             }
         };
-        let name = format!("links-{}-{}", self.0.domain, &instance.simple().to_string()[..16]);
+        let name = format!("links-{}-{}", self.0.domain, instance.simple());
         let mut events = bus.consume(&name, SUBJECTS, since - chrono::Duration::minutes(1));
         let stop = shutdown.wait();
         tokio::pin!(stop);
