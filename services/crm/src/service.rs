@@ -13,7 +13,7 @@ use uuid::Uuid;
 use worktruck_kit::context::{METADATA_KEY, Verifier};
 use worktruck_kit::cursor::{self, Cursor};
 use worktruck_kit::db::{Db, Scope, Tx, now};
-use worktruck_kit::outbox::{self, Relay};
+use worktruck_kit::outbox::Relay;
 use worktruck_kit::pbjson::{from_struct, opt_datetime, timestamp, to_struct, uuid};
 use worktruck_kit::rpc::{self, Caller};
 use worktruck_kit::store::{ListQuery, Record, Store, Write, search_query};
@@ -97,38 +97,23 @@ impl Crm {
         Caller::verify(&self.verifier, req)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn emit<M: prost::Message>(
-        &self,
-        tx: &mut Tx,
-        c: &Caller,
-        subject: &str,
-        type_name: &str,
-        id: Uuid,
-        version: i64,
-        msg: &M,
-        t: DateTime<Utc>,
-    ) -> Result<()> {
-        outbox::enqueue(tx, c.tenant, subject, id, version, c.actor(), outbox::any(type_name, msg), t).await?;
-        Ok(())
-    }
 
     async fn emit_deal(&self, tx: &mut Tx, c: &Caller, action: &str, deal: &pb::Deal, t: DateTime<Utc>) -> Result<()> {
         let id = uuid(&deal.id, "id")?;
         let subject = format!("worktruck.crm.deal.{action}.v1");
-        self.emit(tx, c, &subject, "worktruck.crm.v1.Deal", id, deal.version, deal, t).await
+        rpc::emit(tx, c, &subject, id, deal.version, deal, t).await
     }
 
     async fn emit_stage(&self, tx: &mut Tx, c: &Caller, action: &str, stage: &pb::Stage, t: DateTime<Utc>) -> Result<()> {
         let id = uuid(&stage.id, "id")?;
         let subject = format!("worktruck.crm.stage.{action}.v1");
-        self.emit(tx, c, &subject, "worktruck.crm.v1.Stage", id, stage.version, stage, t).await
+        rpc::emit(tx, c, &subject, id, stage.version, stage, t).await
     }
 
     async fn emit_pipeline(&self, tx: &mut Tx, c: &Caller, action: &str, p: &pb::Pipeline, t: DateTime<Utc>) -> Result<()> {
         let id = uuid(&p.id, "id")?;
         let subject = format!("worktruck.crm.pipeline.{action}.v1");
-        self.emit(tx, c, &subject, "worktruck.crm.v1.Pipeline", id, p.version, p, t).await
+        rpc::emit(tx, c, &subject, id, p.version, p, t).await
     }
 
     /// Commits and wakes the relay.
@@ -356,7 +341,7 @@ impl Crm {
         queries::insert_change(tx, c.tenant, &ch).await?;
         let deal = deal_pb(&c.tenant.to_string(), &rec)?;
         let change = change_pb(&ch);
-        self.emit(tx, c, "worktruck.crm.deal.stage_changed.v1", "worktruck.crm.v1.StageChange", head.id, rec.version, &change, t).await?;
+        rpc::emit(tx, c, "worktruck.crm.deal.stage_changed.v1", head.id, rec.version, &change, t).await?;
         match sdoc.kind {
             Kind::Won if old.status != Kind::Won => self.emit_deal(tx, c, "won", &deal, t).await?,
             Kind::Lost if old.status != Kind::Lost => self.emit_deal(tx, c, "lost", &deal, t).await?,
@@ -1318,7 +1303,7 @@ impl CrmService for Crm {
         };
         let row = queries::upsert_deal_contact(&mut tx, c.tenant, &row).await?;
         let out = dc_pb(&c, &row);
-        self.emit(&mut tx, &c, "worktruck.crm.deal.contact_added.v1", "worktruck.crm.v1.DealContact", deal, head.version, &out, t).await?;
+        rpc::emit(&mut tx, &c, "worktruck.crm.deal.contact_added.v1", deal, head.version, &out, t).await?;
         self.commit(tx).await?;
         Ok(Response::new(out))
     }
@@ -1347,7 +1332,7 @@ impl CrmService for Crm {
         let head = DEALS.head_for_update(&mut tx, c.tenant, deal, None).await?;
         let row = queries::remove_deal_contact(&mut tx, c.tenant, deal, contact).await?.ok_or_else(|| Error::not_found("deal contact"))?;
         let out = dc_pb(&c, &row);
-        self.emit(&mut tx, &c, "worktruck.crm.deal.contact_removed.v1", "worktruck.crm.v1.DealContact", deal, head.version, &out, t)
+        rpc::emit(&mut tx, &c, "worktruck.crm.deal.contact_removed.v1", deal, head.version, &out, t)
             .await?;
         self.commit(tx).await?;
         Ok(Response::new(pb::RemoveDealContactResponse { deal_id: deal.to_string(), contact_id: contact.to_string(), removed: true }))

@@ -83,6 +83,21 @@ impl Caller {
     }
 }
 
+/// Enqueues the event `subject` about entity `id` at `version` for the caller's tenant, inside
+/// `tx`, with `msg` packed under its own proto name: what every service's writes announce.
+pub async fn emit<M: prost::Message + prost::Name>(
+    tx: &mut crate::db::Tx,
+    c: &Caller,
+    subject: &str,
+    id: Uuid,
+    version: i64,
+    msg: &M,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    crate::outbox::enqueue(tx, c.tenant, subject, id, version, c.actor(), crate::outbox::any(&M::full_name(), msg), now).await?;
+    Ok(())
+}
+
 /// The JSON of a history entry: `id` first, then the stored document's fields except
 /// `hidden` (fields kept for the service's own queries, not part of the wire type).
 pub fn history_doc(id: Uuid, hidden: &'static [&'static str]) -> impl Fn(&Value) -> Value {

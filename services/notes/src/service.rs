@@ -76,7 +76,7 @@ impl Notes {
         let w = Write { search_text: String::new(), doc: doc.to_value(), valid_from: None, actor: c.actor().to_owned() };
         let rec = ATTACHMENTS.create(&mut tx, c.tenant, id, w, t).await?;
         let out = attachment_pb(&rec)?;
-        self.emit(&mut tx, c, "worktruck.notes.attachment.created.v1", "worktruck.notes.v1.NoteAttachment", id, rec.version, &out, t).await?;
+        rpc::emit(&mut tx, c, "worktruck.notes.attachment.created.v1", id, rec.version, &out, t).await?;
         self.commit(tx).await?;
         Ok(out)
     }
@@ -140,26 +140,11 @@ impl Notes {
         Caller::verify(&self.verifier, req)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn emit<M: prost::Message>(
-        &self,
-        tx: &mut Tx,
-        c: &Caller,
-        subject: &str,
-        type_name: &str,
-        id: Uuid,
-        version: i64,
-        msg: &M,
-        t: DateTime<Utc>,
-    ) -> Result<()> {
-        outbox::enqueue(tx, c.tenant, subject, id, version, c.actor(), outbox::any(type_name, msg), t).await?;
-        Ok(())
-    }
 
     async fn emit_note(&self, tx: &mut Tx, c: &Caller, action: &str, note: &pb::Note, t: DateTime<Utc>) -> Result<()> {
         let id = uuid(&note.id, "id")?;
         let subject = format!("worktruck.notes.note.{action}.v1");
-        self.emit(tx, c, &subject, "worktruck.notes.v1.Note", id, note.version, note, t).await
+        rpc::emit(tx, c, &subject, id, note.version, note, t).await
     }
 
     /// Commits and wakes the relay.
@@ -209,7 +194,7 @@ async fn check_notebook(tx: &mut Tx, c: &Caller, raw: &str) -> Result<Option<Str
 }
 
 /// The ids of the tags named `names`, defining the new ones (announced as created).
-async fn ensure_tags(svc: &Notes, tx: &mut Tx, c: &Caller, names: &[String], t: DateTime<Utc>) -> Result<Vec<String>> {
+async fn ensure_tags(tx: &mut Tx, c: &Caller, names: &[String], t: DateTime<Utc>) -> Result<Vec<String>> {
     let mut ids = Vec::new();
     for name in check_tag_names(names)? {
         let key = title_key(&name);
@@ -221,7 +206,7 @@ async fn ensure_tags(svc: &Notes, tx: &mut Tx, c: &Caller, names: &[String], t: 
                 let w = Write { search_text: String::new(), doc: doc.to_value(), valid_from: None, actor: c.actor().to_owned() };
                 let rec = TAGS.create(tx, c.tenant, id, w, t).await?;
                 let tag = tag_pb(&c.tenant.to_string(), &rec)?;
-                svc.emit(tx, c, "worktruck.notes.tag.created.v1", "worktruck.notes.v1.Tag", id, rec.version, &tag, t).await?;
+                rpc::emit(tx, c, "worktruck.notes.tag.created.v1", id, rec.version, &tag, t).await?;
                 id
             }
         };
@@ -258,7 +243,7 @@ impl NotesService for Notes {
             Some(nb) => check_notebook(&mut tx, &c, nb).await?,
             None => None,
         };
-        doc.tags = ensure_tags(self, &mut tx, &c, &r.tags, t).await?;
+        doc.tags = ensure_tags(&mut tx, &c, &r.tags, t).await?;
         let w = Write { search_text: doc.search_text(), doc: doc.to_value(), valid_from, actor: c.actor().to_owned() };
         let rec = NOTES.create(&mut tx, c.tenant, id, w, t).await?;
         links::sync(&mut tx, c.tenant, id, &doc.body, None, &|t| self.is_cross(t)).await?;
@@ -337,7 +322,7 @@ impl NotesService for Notes {
             doc.tags.retain(|t| !remove.contains(t));
         }
         if !r.add_tags.is_empty() {
-            for tid in ensure_tags(self, &mut tx, &c, &r.add_tags, t).await? {
+            for tid in ensure_tags(&mut tx, &c, &r.add_tags, t).await? {
                 if !doc.tags.contains(&tid) {
                     doc.tags.push(tid);
                 }
@@ -653,7 +638,7 @@ impl NotesService for Notes {
         let kind = AttachmentDoc::from_value(&rec.doc)?.kind;
         let gone = ATTACHMENTS.delete(&mut tx, c.tenant, rec.id, c.actor(), t).await?;
         let out = attachment_pb(&gone)?;
-        self.emit(&mut tx, &c, "worktruck.notes.attachment.deleted.v1", "worktruck.notes.v1.NoteAttachment", rec.id, gone.version, &out, t).await?;
+        rpc::emit(&mut tx, &c, "worktruck.notes.attachment.deleted.v1", rec.id, gone.version, &out, t).await?;
         self.commit(tx).await?;
         if kind == "file" {
             // After the commit: a failed delete leaves an orphan blob, never a row without bytes.
@@ -769,7 +754,7 @@ impl NotesService for Notes {
         let w = Write { search_text: doc.name.clone(), doc: doc.to_value(), valid_from: None, actor: c.actor().to_owned() };
         let rec = NOTEBOOKS.create(&mut tx, c.tenant, id, w, t).await?;
         let out = notebook_pb(&c.tenant.to_string(), &rec, 0)?;
-        self.emit(&mut tx, &c, "worktruck.notes.notebook.created.v1", "worktruck.notes.v1.Notebook", id, rec.version, &out, t)
+        rpc::emit(&mut tx, &c, "worktruck.notes.notebook.created.v1", id, rec.version, &out, t)
             .await?;
         self.commit(tx).await?;
         Ok(Response::new(out))
@@ -809,7 +794,7 @@ impl NotesService for Notes {
         let w = Write { search_text: doc.name.clone(), doc: doc.to_value(), valid_from: None, actor: c.actor().to_owned() };
         let rec = NOTEBOOKS.update_head(&mut tx, c.tenant, &head, w, t).await?;
         let out = notebook_pb(&c.tenant.to_string(), &rec, count)?;
-        self.emit(&mut tx, &c, "worktruck.notes.notebook.updated.v1", "worktruck.notes.v1.Notebook", id, rec.version, &out, t)
+        rpc::emit(&mut tx, &c, "worktruck.notes.notebook.updated.v1", id, rec.version, &out, t)
             .await?;
         self.commit(tx).await?;
         Ok(Response::new(out))
@@ -834,7 +819,7 @@ impl NotesService for Notes {
         }
         let rec = NOTEBOOKS.delete(&mut tx, c.tenant, id, c.actor(), t).await?;
         let out = notebook_pb(&c.tenant.to_string(), &rec, 0)?;
-        self.emit(&mut tx, &c, "worktruck.notes.notebook.deleted.v1", "worktruck.notes.v1.Notebook", id, rec.version, &out, t)
+        rpc::emit(&mut tx, &c, "worktruck.notes.notebook.deleted.v1", id, rec.version, &out, t)
             .await?;
         self.commit(tx).await?;
         Ok(Response::new(pb::DeleteNotebookResponse { id: id.to_string(), deleted: true }))
@@ -880,7 +865,7 @@ impl NotesService for Notes {
         let w = Write { search_text: String::new(), doc: doc.to_value(), valid_from: None, actor: c.actor().to_owned() };
         let rec = TAGS.create(&mut tx, c.tenant, id, w, t).await?;
         let out = tag_pb(&c.tenant.to_string(), &rec)?;
-        self.emit(&mut tx, &c, "worktruck.notes.tag.created.v1", "worktruck.notes.v1.Tag", id, rec.version, &out, t).await?;
+        rpc::emit(&mut tx, &c, "worktruck.notes.tag.created.v1", id, rec.version, &out, t).await?;
         self.commit(tx).await?;
         Ok(Response::new(out))
     }
@@ -918,7 +903,7 @@ impl NotesService for Notes {
         let w = Write { search_text: String::new(), doc: doc.to_value(), valid_from: None, actor: c.actor().to_owned() };
         let rec = TAGS.update_head(&mut tx, c.tenant, &head, w, t).await?;
         let out = tag_pb(&c.tenant.to_string(), &rec)?;
-        self.emit(&mut tx, &c, "worktruck.notes.tag.updated.v1", "worktruck.notes.v1.Tag", id, rec.version, &out, t).await?;
+        rpc::emit(&mut tx, &c, "worktruck.notes.tag.updated.v1", id, rec.version, &out, t).await?;
         self.commit(tx).await?;
         Ok(Response::new(out))
     }
@@ -930,7 +915,7 @@ impl NotesService for Notes {
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
         let rec = TAGS.delete(&mut tx, c.tenant, id, c.actor(), t).await?;
         let out = tag_pb(&c.tenant.to_string(), &rec)?;
-        self.emit(&mut tx, &c, "worktruck.notes.tag.deleted.v1", "worktruck.notes.v1.Tag", id, rec.version, &out, t).await?;
+        rpc::emit(&mut tx, &c, "worktruck.notes.tag.deleted.v1", id, rec.version, &out, t).await?;
         self.commit(tx).await?;
         Ok(Response::new(pb::DeleteTagResponse { id: id.to_string(), deleted: true }))
     }

@@ -11,7 +11,7 @@ use worktruck_kit::context::Verifier;
 use worktruck_kit::cursor::{self, Cursor};
 use worktruck_kit::db::{Db, Scope, Tx, now};
 use worktruck_kit::error::quote;
-use worktruck_kit::outbox::{self, Relay};
+use worktruck_kit::outbox::Relay;
 use worktruck_kit::pbjson::{from_struct, opt_datetime, uuid};
 use worktruck_kit::rpc::{self, Caller};
 use worktruck_kit::store::{ListQuery, Record, Store, Write, search_query};
@@ -89,26 +89,11 @@ impl Tasks {
         Caller::verify(&self.verifier, req)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn emit<M: prost::Message>(
-        &self,
-        tx: &mut Tx,
-        c: &Caller,
-        subject: &str,
-        type_name: &str,
-        id: Uuid,
-        version: i64,
-        msg: &M,
-        t: DateTime<Utc>,
-    ) -> Result<()> {
-        outbox::enqueue(tx, c.tenant, subject, id, version, c.actor(), outbox::any(type_name, msg), t).await?;
-        Ok(())
-    }
 
     async fn emit_task(&self, tx: &mut Tx, c: &Caller, action: &str, task: &pb::Task, t: DateTime<Utc>) -> Result<()> {
         let id = uuid(&task.id, "id")?;
         let subject = format!("worktruck.tasks.task.{action}.v1");
-        self.emit(tx, c, &subject, "worktruck.tasks.v1.Task", id, task.version, task, t).await
+        rpc::emit(tx, c, &subject, id, task.version, task, t).await
     }
 
     async fn emit_project(
@@ -121,7 +106,7 @@ impl Tasks {
     ) -> Result<()> {
         let id = uuid(&p.id, "id")?;
         let subject = format!("worktruck.tasks.project.{action}.v1");
-        self.emit(tx, c, &subject, "worktruck.tasks.v1.Project", id, p.version, p, t).await
+        rpc::emit(tx, c, &subject, id, p.version, p, t).await
     }
 
     /// Commits and wakes the relay.
@@ -199,7 +184,6 @@ async fn project_ref(tx: &mut Tx, c: &Caller, id: Uuid, field: &str) -> Result<P
 
 /// The ids of the labels named `names`, defining the new ones (announced as created).
 async fn ensure_labels(
-    svc: &Tasks,
     tx: &mut Tx,
     c: &Caller,
     names: &[String],
@@ -220,11 +204,10 @@ async fn ensure_labels(
                 };
                 let rec = LABELS.create(tx, c.tenant, id, w, t).await?;
                 let out = label_pb(&rec)?;
-                svc.emit(
+                rpc::emit(
                     tx,
                     c,
                     "worktruck.tasks.label.created.v1",
-                    "worktruck.tasks.v1.Label",
                     id,
                     rec.version,
                     &out,
@@ -331,7 +314,6 @@ async fn refresh_recurrence(tx: &mut Tx, c: &Caller, doc: &mut TaskDoc, reset: b
 /// Applies the changes of `r` to `old` (task `id`) and returns the new document; identifier,
 /// label and parent side effects happen in `tx`.
 async fn edit(
-    svc: &Tasks,
     tx: &mut Tx,
     c: &Caller,
     id: Uuid,
@@ -473,7 +455,7 @@ async fn edit(
         doc.labels.retain(|l| !remove.contains(l));
     }
     if !r.add_labels.is_empty() {
-        for l in ensure_labels(svc, tx, c, &r.add_labels, t).await? {
+        for l in ensure_labels(tx, c, &r.add_labels, t).await? {
             if !doc.labels.contains(&l) {
                 doc.labels.push(l);
             }
@@ -1330,7 +1312,7 @@ impl TasksService for Tasks {
             doc.parent_id = check_parent(&mut tx, &c, None, p).await?;
         }
         refresh_recurrence(&mut tx, &c, &mut doc, true).await?;
-        doc.labels = ensure_labels(self, &mut tx, &c, &r.labels, t).await?;
+        doc.labels = ensure_labels(&mut tx, &c, &r.labels, t).await?;
         let labels = label_map(&mut tx, &c).await?;
         // Last, so the counter's row lock is held as briefly as possible.
         if let Some((pid, p)) = &project {
@@ -1387,7 +1369,7 @@ impl TasksService for Tasks {
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
         let head = TASKS.head_for_update(&mut tx, c.tenant, id, r.expected_version).await?;
         let old = TaskDoc::from_value(&head.doc)?;
-        let doc = edit(self, &mut tx, &c, id, &old, &r, t).await?;
+        let doc = edit(&mut tx, &c, id, &old, &r, t).await?;
         let action =
             if !is_done(&old.status_category) && doc.status_category == "completed" { "completed" } else { "updated" };
         let out = self.save_task(&mut tx, &c, &head, &old, &doc, valid_from, action, t).await?;
@@ -1695,7 +1677,7 @@ impl TasksService for Tasks {
                 }
             })?;
             let old = TaskDoc::from_value(&head.doc)?;
-            let doc = edit(self, &mut tx, &c, id, &old, &change, t)
+            let doc = edit(&mut tx, &c, id, &old, &change, t)
                 .await
                 .map_err(|e| Error::new(e.code, format!("{}: {}; no task was changed", name_of(&old), e.message)))?;
             let action = if !is_done(&old.status_category) && doc.status_category == "completed" {
@@ -1768,11 +1750,10 @@ impl TasksService for Tasks {
             .ok_or_else(|| Error::internal("the dependency just written is missing"))?;
         let out = dependency_pb(&mut tx, &c, task, &edge).await?;
         if added {
-            self.emit(
+            rpc::emit(
                 &mut tx,
                 &c,
                 "worktruck.tasks.dependency.created.v1",
-                "worktruck.tasks.v1.Dependency",
                 task,
                 ha.version,
                 &out,
@@ -1799,11 +1780,10 @@ impl TasksService for Tasks {
             return Err(Error::not_found("dependency").into());
         }
         let out = pb::Dependency { task_id: task.to_string(), depends_on_id: other.to_string(), ..Default::default() };
-        self.emit(
+        rpc::emit(
             &mut tx,
             &c,
             "worktruck.tasks.dependency.deleted.v1",
-            "worktruck.tasks.v1.Dependency",
             task,
             head.version,
             &out,
@@ -1847,11 +1827,10 @@ impl TasksService for Tasks {
             Write { search_text: String::new(), doc: doc.to_value(), valid_from: None, actor: c.actor().to_owned() };
         let rec = COMMENTS.create(&mut tx, c.tenant, id, w, t).await?;
         let out = domain::comment_pb(&rec)?;
-        self.emit(
+        rpc::emit(
             &mut tx,
             &c,
             "worktruck.tasks.comment.created.v1",
-            "worktruck.tasks.v1.Comment",
             id,
             rec.version,
             &out,
@@ -1884,11 +1863,10 @@ impl TasksService for Tasks {
             Write { search_text: String::new(), doc: doc.to_value(), valid_from: None, actor: c.actor().to_owned() };
         let rec = COMMENTS.update_head(&mut tx, c.tenant, &head, w, t).await?;
         let out = domain::comment_pb(&rec)?;
-        self.emit(
+        rpc::emit(
             &mut tx,
             &c,
             "worktruck.tasks.comment.updated.v1",
-            "worktruck.tasks.v1.Comment",
             id,
             rec.version,
             &out,
@@ -1915,11 +1893,10 @@ impl TasksService for Tasks {
         }
         let rec = COMMENTS.delete(&mut tx, c.tenant, id, c.actor(), t).await?;
         let out = domain::comment_pb(&rec)?;
-        self.emit(
+        rpc::emit(
             &mut tx,
             &c,
             "worktruck.tasks.comment.deleted.v1",
-            "worktruck.tasks.v1.Comment",
             id,
             rec.version,
             &out,
@@ -1984,11 +1961,10 @@ impl TasksService for Tasks {
             Write { search_text: String::new(), doc: doc.to_value(), valid_from: None, actor: c.actor().to_owned() };
         let rec = LABELS.create(&mut tx, c.tenant, id, w, t).await?;
         let out = label_pb(&rec)?;
-        self.emit(
+        rpc::emit(
             &mut tx,
             &c,
             "worktruck.tasks.label.created.v1",
-            "worktruck.tasks.v1.Label",
             id,
             rec.version,
             &out,
@@ -2030,11 +2006,10 @@ impl TasksService for Tasks {
             Write { search_text: String::new(), doc: doc.to_value(), valid_from: None, actor: c.actor().to_owned() };
         let rec = LABELS.update_head(&mut tx, c.tenant, &head, w, t).await?;
         let out = label_pb(&rec)?;
-        self.emit(
+        rpc::emit(
             &mut tx,
             &c,
             "worktruck.tasks.label.updated.v1",
-            "worktruck.tasks.v1.Label",
             id,
             rec.version,
             &out,
@@ -2052,11 +2027,10 @@ impl TasksService for Tasks {
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
         let rec = LABELS.delete(&mut tx, c.tenant, id, c.actor(), t).await?;
         let out = label_pb(&rec)?;
-        self.emit(
+        rpc::emit(
             &mut tx,
             &c,
             "worktruck.tasks.label.deleted.v1",
-            "worktruck.tasks.v1.Label",
             id,
             rec.version,
             &out,
@@ -2095,11 +2069,10 @@ impl TasksService for Tasks {
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
         queries::set_time_zone(&mut tx, c.tenant, tz.name()).await?;
         let out = pb::TaskSettings { time_zone: tz.name().to_owned() };
-        self.emit(
+        rpc::emit(
             &mut tx,
             &c,
             "worktruck.tasks.settings.updated.v1",
-            "worktruck.tasks.v1.TaskSettings",
             c.tenant,
             0,
             &out,
