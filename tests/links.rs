@@ -299,3 +299,113 @@ async fn a_note_links_to_a_task_by_its_identifier() {
         s.stop().await;
     }
 }
+
+/// The inbound links of `contact` that come from `source`.
+async fn links_from(s: &Stack, contact: &str, source: &str) -> Vec<Value> {
+    let (_, v) = s.call(Method::GET, &format!("/api/v1/contacts/{contact}/links"), None).await;
+    v["data"].as_array().unwrap().iter().filter(|l| l["source"] == source).cloned().collect()
+}
+
+#[tokio::test]
+async fn a_contact_lists_the_deals_and_tasks_that_name_it() {
+    for backend in backends() {
+        let s = Stack::start(backend).await;
+        let ada = id(&s.person("Ada Lovelace").await);
+        let bob = id(&s.person("Bob Noyce").await);
+        let (st, acme) = s.call(Method::POST, "/api/v1/contacts", Some(json!({"kind": "organization", "display_name": "Acme"}))).await;
+        assert_eq!(st, StatusCode::CREATED, "{acme}");
+        let acme = id(&acme);
+        let (st, deal) = s
+            .call(Method::POST, "/api/v1/deals", Some(json!({"name": "Big one", "contact_id": ada, "organization_id": acme})))
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{backend:?}: {deal}");
+        let did = id(&deal);
+        let src = format!("crm:deal:{did}");
+
+        // The deal's contact and organization see it, typed, with its name.
+        let l = eventually("the contact sees the deal", || async {
+            let l = links_from(&s, &ada, &src).await;
+            if l.len() == 1 { Ok(l[0].clone()) } else { Err(format!("{l:?}")) }
+        })
+        .await;
+        assert_eq!((l["type"].as_str(), l["source_title"].as_str(), l["direction"].as_str()), (Some("contact"), Some("Big one"), Some("inbound")), "{l}");
+        eventually("the organization sees the deal", || async {
+            let l = links_from(&s, &acme, &src).await;
+            if l.len() == 1 && l[0]["type"] == "organization" { Ok(Value::Null) } else { Err(format!("{l:?}")) }
+        })
+        .await;
+        // The deal's own view has them as outbound links, and they are the deal's to keep: a
+        // DELETE through the links route is a 409.
+        let (_, out) = s.call(Method::GET, &format!("/api/v1/deals/{did}/links?direction=outbound"), None).await;
+        assert_eq!(out["data"].as_array().unwrap().len(), 2, "{out}");
+        let derived = out["data"][0]["id"].as_str().unwrap().to_owned();
+        let (st, e) = s.call(Method::DELETE, &format!("/api/v1/deals/{did}/links/{derived}"), None).await;
+        assert_eq!((st, error_code(&e)), (StatusCode::CONFLICT, "conflict".into()), "{e}");
+
+        // A deal contact is a participant, its role the context; removing it withdraws the link.
+        let (st, dc) = s.call(Method::POST, &format!("/api/v1/deals/{did}/contacts"), Some(json!({"contact_id": bob, "role": "champion"}))).await;
+        assert_eq!(st, StatusCode::CREATED, "{dc}");
+        let l = eventually("the participant sees the deal", || async {
+            let l = links_from(&s, &bob, &src).await;
+            if l.len() == 1 { Ok(l[0].clone()) } else { Err(format!("{l:?}")) }
+        })
+        .await;
+        assert_eq!((l["type"].as_str(), l["context"].as_str()), (Some("participant"), Some("champion")), "{l}");
+        let (st, _) = s.call(Method::DELETE, &format!("/api/v1/deals/{did}/contacts/{bob}"), None).await;
+        assert_eq!(st, StatusCode::OK);
+        eventually("the removed participant no longer sees the deal", || async {
+            let l = links_from(&s, &bob, &src).await;
+            if l.is_empty() { Ok(Value::Null) } else { Err(format!("{l:?}")) }
+        })
+        .await;
+
+        // Renaming the deal renames its links; changing its contact moves the link.
+        let (st, _) = s.call(Method::PATCH, &format!("/api/v1/deals/{did}"), Some(json!({"name": "Bigger one", "contact_id": bob}))).await;
+        assert_eq!(st, StatusCode::OK);
+        eventually("the new contact sees the renamed deal", || async {
+            let l = links_from(&s, &bob, &src).await;
+            if l.len() == 1 && l[0]["source_title"] == "Bigger one" { Ok(Value::Null) } else { Err(format!("{l:?}")) }
+        })
+        .await;
+        eventually("the old contact no longer does", || async {
+            let l = links_from(&s, &ada, &src).await;
+            if l.is_empty() { Ok(Value::Null) } else { Err(format!("{l:?}")) }
+        })
+        .await;
+
+        // A task links to a contact explicitly; the contact sees it; removing it withdraws it.
+        let (st, task) = s.call(Method::POST, "/api/v1/tasks", Some(json!({"title": "Send the contract"}))).await;
+        assert_eq!(st, StatusCode::CREATED, "{task}");
+        let tid = id(&task);
+        let (st, e) = s.call(Method::POST, &format!("/api/v1/tasks/{tid}/links"), Some(json!({"target": "contact:00000000-0000-7000-8000-000000000000"}))).await;
+        assert_eq!((st, error_code(&e)), (StatusCode::BAD_REQUEST, "validation_failed".into()), "a missing target: {e}");
+        let (st, link) = s.call(Method::POST, &format!("/api/v1/tasks/{tid}/links"), Some(json!({"target": format!("contact:{ada}"), "type": "about"}))).await;
+        assert_eq!(st, StatusCode::CREATED, "{link}");
+        assert_eq!(link["target_title"], "Ada Lovelace", "{link}");
+        let tsrc = format!("tasks:task:{tid}");
+        eventually("the contact sees the task", || async {
+            let l = links_from(&s, &ada, &tsrc).await;
+            if l.len() == 1 && l[0]["type"] == "about" { Ok(Value::Null) } else { Err(format!("{l:?}")) }
+        })
+        .await;
+        let (st, _) = s.call(Method::DELETE, &format!("/api/v1/tasks/{tid}/links/{}", id(&link)), None).await;
+        assert_eq!(st, StatusCode::OK);
+        eventually("the contact no longer sees the task", || async {
+            let l = links_from(&s, &ada, &tsrc).await;
+            if l.is_empty() { Ok(Value::Null) } else { Err(format!("{l:?}")) }
+        })
+        .await;
+
+        // Deleting the deal withdraws its links.
+        let (st, _) = s.call(Method::DELETE, &format!("/api/v1/deals/{did}"), None).await;
+        assert_eq!(st, StatusCode::OK);
+        for who in [&bob, &acme] {
+            eventually("a deleted deal's links are withdrawn", || async {
+                let l = links_from(&s, who, &src).await;
+                if l.is_empty() { Ok(Value::Null) } else { Err(format!("{l:?}")) }
+            })
+            .await;
+        }
+        s.stop().await;
+    }
+}

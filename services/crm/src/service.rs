@@ -13,6 +13,7 @@ use uuid::Uuid;
 use worktruck_kit::context::{METADATA_KEY, Verifier};
 use worktruck_kit::cursor::{self, Cursor};
 use worktruck_kit::db::{Db, Scope, Tx, now};
+use worktruck_kit::links::{EntityRef, NewLink, Source};
 use worktruck_kit::outbox::Relay;
 use worktruck_kit::pbjson::{from_struct, opt_datetime, timestamp, to_struct, uuid};
 use worktruck_kit::rpc::{self, Caller};
@@ -37,6 +38,8 @@ pub const PIPELINES: Store = Store::new("pipeline");
 pub const STAGES: Store = Store::new("stage");
 /// Deals in kit's store.
 pub const DEALS: Store = Store::new("deal");
+/// The origin of the links a deal makes to the contacts it names.
+const CONTACT_LINKS: &str = "deal_contacts";
 
 /// The stages a tenant's default pipeline starts with: (name, probability, kind).
 const DEFAULT_STAGES: &[(&str, i32, Kind)] = &[
@@ -123,11 +126,42 @@ impl Crm {
         Ok(())
     }
 
+    /// Announces the contacts a deal names as its links (origin [`CONTACT_LINKS`]), so that a
+    /// contact's `/links` lists its deals: the deal's contact (type `contact`), its organization
+    /// (`organization`) and each deal contact (`participant`, its role as the context). Called
+    /// in every transaction that changes them or the deal's name; `fresh` has the names of the
+    /// contacts just checked, the others keep the names their links have.
+    async fn sync_contact_links(&self, tx: &mut Tx, c: &Caller, id: Uuid, doc: &DealDoc, fresh: &[(Uuid, String)], t: DateTime<Utc>) -> Result<()> {
+        let known = self.links.outbound(tx, c.tenant, DEALS.entity(), id).await?;
+        let mut desired = Vec::new();
+        let mut want = |contact: Uuid, link_type: &str, context: String| {
+            let target = EntityRef { domain: "contacts".into(), entity: "contact".into(), id: contact.to_string() };
+            let canonical = target.to_string();
+            let target_title = fresh
+                .iter()
+                .find(|(c, _)| *c == contact)
+                .map(|(_, n)| n.clone())
+                .or_else(|| known.iter().find(|l| l.target == canonical).map(|l| l.target_title.clone()))
+                .unwrap_or_default();
+            desired.push(NewLink { target, target_title, link_type: link_type.into(), context });
+        };
+        for (field, link_type) in [(&doc.contact_id, "contact"), (&doc.organization_id, "organization")] {
+            if let Some(contact) = field.as_deref().and_then(|v| Uuid::parse_str(v).ok()) {
+                want(contact, link_type, String::new());
+            }
+        }
+        for row in queries::deal_contacts(tx, c.tenant, id).await? {
+            want(row.contact_id, "participant", row.role.unwrap_or_default());
+        }
+        let source = Source { entity: DEALS.entity(), id, title: &doc.name };
+        self.links.replace(tx, c, &source, CONTACT_LINKS, &desired, t).await
+    }
+
     /// Checks with the contacts service, as the caller (its own signed context), that `id` is
     /// a live contact of the caller's tenant (an organization when `organization`); a missing
-    /// one, or one of another tenant, is a 400 naming `field` and the id. Called before any
-    /// transaction begins.
-    async fn check_contact(&self, md: &MetadataMap, field: &str, id: Uuid, organization: bool) -> Result<()> {
+    /// one, or one of another tenant, is a 400 naming `field` and the id. Answers its id and
+    /// name (the title of the deal's link to it). Called before any transaction begins.
+    async fn check_contact(&self, md: &MetadataMap, field: &str, id: Uuid, organization: bool) -> Result<(Uuid, String)> {
         let mut req = Request::new(contacts_pb::GetContactRequest { id: id.to_string(), ..Default::default() });
         for key in [METADATA_KEY, "x-request-id", "traceparent", "tracestate"] {
             if let Some(v) = md.get(key) {
@@ -136,11 +170,11 @@ impl Crm {
         }
         match self.contacts.clone().get_contact(req).await {
             Ok(r) => {
-                let kind = r.into_inner().kind;
-                if organization && kind != contacts_pb::ContactKind::Organization as i32 {
+                let contact = r.into_inner();
+                if organization && contact.kind != contacts_pb::ContactKind::Organization as i32 {
                     return Err(Error::validation(format!("{field}: contact {id} is not an organization")));
                 }
-                Ok(())
+                Ok((id, contact.display_name))
             }
             Err(s) if s.code() == Code::NotFound => Err(Error::validation(format!("{field}: no contact {id}"))),
             Err(s) => {
@@ -956,11 +990,12 @@ impl CrmService for Crm {
             Some(p) => p,
             None => self.ensure_default(&c).await?,
         };
+        let mut fresh = Vec::new();
         if let Some(id) = contact {
-            self.check_contact(&md, "contact_id", id, false).await?;
+            fresh.push(self.check_contact(&md, "contact_id", id, false).await?);
         }
         if let Some(id) = organization {
-            self.check_contact(&md, "organization_id", id, true).await?;
+            fresh.push(self.check_contact(&md, "organization_id", id, true).await?);
         }
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
         let prec = PIPELINES
@@ -1004,6 +1039,7 @@ impl CrmService for Crm {
             recorded_at: t,
         };
         queries::insert_change(&mut tx, c.tenant, &ch).await?;
+        self.sync_contact_links(&mut tx, &c, id, &doc, &fresh, t).await?;
         let out = self.render_deal(&mut tx, &c, &rec, None).await?;
         self.emit_deal(&mut tx, &c, "created", &out, t).await?;
         match stage.1.kind {
@@ -1046,11 +1082,12 @@ impl CrmService for Crm {
             None => None,
         };
         let period = value_period(r.value_period)?;
+        let mut fresh = Vec::new();
         if let Some(Some(id)) = contact {
-            self.check_contact(&md, "contact_id", id, false).await?;
+            fresh.push(self.check_contact(&md, "contact_id", id, false).await?);
         }
         if let Some(Some(id)) = organization {
-            self.check_contact(&md, "organization_id", id, true).await?;
+            fresh.push(self.check_contact(&md, "organization_id", id, true).await?);
         }
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
         let head = DEALS.head_for_update(&mut tx, c.tenant, id, r.expected_version).await?;
@@ -1115,6 +1152,9 @@ impl CrmService for Crm {
         }
         let w = Write { search_text: doc.search_text(), doc: doc.to_value(), valid_from, actor: c.actor().to_owned() };
         let rec = DEALS.update_head(&mut tx, c.tenant, &head, w, t).await?;
+        if doc.name != old.name || doc.contact_id != old.contact_id || doc.organization_id != old.organization_id {
+            self.sync_contact_links(&mut tx, &c, id, &doc, &fresh, t).await?;
+        }
         let out = self.render_deal(&mut tx, &c, &rec, None).await?;
         self.emit_deal(&mut tx, &c, "updated", &out, t).await?;
         self.commit(tx).await?;
@@ -1129,6 +1169,7 @@ impl CrmService for Crm {
         let rec = DEALS.delete(&mut tx, c.tenant, id, c.actor(), t).await?;
         let out = deal_pb(&c.tenant.to_string(), &rec)?;
         self.emit_deal(&mut tx, &c, "deleted", &out, t).await?;
+        self.links.source_deleted(&mut tx, &c, DEALS.entity(), id, t).await?;
         self.links.target_changed(&mut tx, &c, DEALS.entity(), id, true, rec.version, t).await?;
         self.commit(tx).await?;
         Ok(Response::new(pb::DeleteDealResponse { id: id.to_string(), deleted: true }))
@@ -1143,6 +1184,16 @@ impl CrmService for Crm {
             DEALS.head(&mut tx, c.tenant, id).await?;
         }
         Ok(Response::new(self.links.list(&c, DEALS.entity(), id, &r).await?))
+    }
+
+    async fn create_deal_link(&self, req: Request<common::CreateLinkRequest>) -> Result<Response<common::Link>, Status> {
+        let c = self.caller(&req)?;
+        Ok(Response::new(self.links.create_explicit(&c, DEALS, req.get_ref()).await?))
+    }
+
+    async fn delete_deal_link(&self, req: Request<common::DeleteLinkRequest>) -> Result<Response<common::DeleteLinkResponse>, Status> {
+        let c = self.caller(&req)?;
+        Ok(Response::new(self.links.delete_explicit(&c, DEALS, req.get_ref()).await?))
     }
 
     async fn list_deals(&self, req: Request<pb::ListDealsRequest>) -> Result<Response<pb::ListDealsResponse>, Status> {
@@ -1282,7 +1333,7 @@ impl CrmService for Crm {
             let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
             DEALS.head(&mut tx, c.tenant, deal).await?;
         }
-        self.check_contact(&md, "contact_id", contact, false).await?;
+        let fresh = [self.check_contact(&md, "contact_id", contact, false).await?];
         if let Some(i) = introduced_by {
             self.check_contact(&md, "introduced_by", i, false).await?;
         }
@@ -1302,6 +1353,7 @@ impl CrmService for Crm {
             updated_at: t,
         };
         let row = queries::upsert_deal_contact(&mut tx, c.tenant, &row).await?;
+        self.sync_contact_links(&mut tx, &c, deal, &DealDoc::from_value(&head.doc)?, &fresh, t).await?;
         let out = dc_pb(&c, &row);
         rpc::emit(&mut tx, &c, "worktruck.crm.deal.contact_added.v1", deal, head.version, &out, t).await?;
         self.commit(tx).await?;
@@ -1331,6 +1383,7 @@ impl CrmService for Crm {
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
         let head = DEALS.head_for_update(&mut tx, c.tenant, deal, None).await?;
         let row = queries::remove_deal_contact(&mut tx, c.tenant, deal, contact).await?.ok_or_else(|| Error::not_found("deal contact"))?;
+        self.sync_contact_links(&mut tx, &c, deal, &DealDoc::from_value(&head.doc)?, &[], t).await?;
         let out = dc_pb(&c, &row);
         rpc::emit(&mut tx, &c, "worktruck.crm.deal.contact_removed.v1", deal, head.version, &out, t)
             .await?;

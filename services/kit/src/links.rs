@@ -41,6 +41,7 @@ use crate::outbox::{self, Relay};
 use crate::pbjson::timestamp;
 use crate::rpc::Caller;
 use crate::service::Shutdown;
+use crate::store::Store;
 use crate::{exec, on_tx};
 
 /// The gRPC service every service with link targets serves.
@@ -53,6 +54,10 @@ pub const MAX_CONTEXT: usize = 2_000;
 pub const MAX_RESOLVE: usize = 100;
 /// How long a handled event's id is kept: longer than the stream keeps events.
 const DEDUPE_DAYS: i64 = 8;
+
+/// The origin of links made through a `…/links` route (as opposed to those a service derives
+/// from its entities, such as a note body's or a deal's contacts).
+pub const API: &str = "api";
 
 /// An entity kind of a service that others may link to.
 #[derive(Debug, Clone, Copy)]
@@ -340,6 +345,55 @@ impl Links {
         let t = self::link_type(link_type)?;
         let ctx = context(ctx)?;
         Ok(self.prepare(c, vec![(r, t, ctx)]).await?.remove(0))
+    }
+
+    /// The title of this service's entity `entity` from its document: the first non-empty of
+    /// its link target's title fields.
+    pub fn title_of(&self, entity: &str, doc: &serde_json::Value) -> String {
+        self.0
+            .targets
+            .iter()
+            .find(|t| t.entity == entity)
+            .and_then(|t| t.title.iter().find_map(|f| doc.get(*f).and_then(|v| v.as_str()).filter(|s| !s.is_empty())))
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// `POST /api/v1/<collection>/{id}/links`, for any entity of this service kept in `store`:
+    /// checks the source (404 when missing or deleted) and the target (with its service, as
+    /// the caller), writes the link (origin [`API`]) and its event in one transaction.
+    pub async fn create_explicit(&self, c: &Caller, store: Store, r: &pb::CreateLinkRequest) -> Result<pb::Link> {
+        let id = crate::pbjson::uuid(&r.id, "id")?;
+        {
+            let mut tx = self.0.db.begin(Scope::Tenant(c.tenant), false).await?;
+            store.head(&mut tx, c.tenant, id).await?;
+        }
+        let new = self.prepare_one(c, &r.target, r.r#type.as_deref(), r.context.as_deref()).await?;
+        let t = now();
+        let mut tx = self.0.db.begin(Scope::Tenant(c.tenant), true).await?;
+        let head = store.head_for_update(&mut tx, c.tenant, id, None).await?;
+        let title = self.title_of(store.entity(), &head.doc);
+        let source = Source { entity: store.entity(), id, title: &title };
+        let link = self.insert(&mut tx, c, &source, API, &new, t).await?;
+        tx.commit().await?;
+        self.0.relay.notify();
+        Ok(link)
+    }
+
+    /// `DELETE /api/v1/<collection>/{id}/links/{link_id}`: removes a link made by
+    /// [`Links::create_explicit`]; one the service derives (a note body's) is a 409.
+    pub async fn delete_explicit(&self, c: &Caller, store: Store, r: &pb::DeleteLinkRequest) -> Result<pb::DeleteLinkResponse> {
+        let id = crate::pbjson::uuid(&r.id, "id")?;
+        let link_id = crate::pbjson::uuid(&r.link_id, "link_id")?;
+        let t = now();
+        let mut tx = self.0.db.begin(Scope::Tenant(c.tenant), true).await?;
+        let head = store.head_for_update(&mut tx, c.tenant, id, None).await?;
+        let title = self.title_of(store.entity(), &head.doc);
+        let source = Source { entity: store.entity(), id, title: &title };
+        self.remove(&mut tx, c, &source, API, link_id, t).await?;
+        tx.commit().await?;
+        self.0.relay.notify();
+        Ok(pb::DeleteLinkResponse { id: link_id.to_string() })
     }
 
     /// Writes a new explicit link (`origin`, e.g. `api`) inside the caller's transaction and

@@ -53,8 +53,6 @@ pub struct Notes {
 
 /// The origin of the cross-domain links a note's body makes (`[[contact:<id>]]`).
 const BODY: &str = "body";
-/// The origin of those made with `POST /api/v1/notes/{id}/links`.
-const API: &str = "api";
 /// The type of a body's cross-domain links.
 const MENTIONS: &str = "mentions";
 
@@ -651,32 +649,12 @@ impl NotesService for Notes {
 
     async fn create_note_link(&self, req: Request<common::CreateLinkRequest>) -> Result<Response<common::Link>, Status> {
         let c = self.caller(&req)?;
-        let r = req.into_inner();
-        let id = uuid(&r.id, "id")?;
-        let new = self.links.prepare_one(&c, &r.target, r.r#type.as_deref(), r.context.as_deref()).await?;
-        let t = now();
-        let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
-        let head = NOTES.head_for_update(&mut tx, c.tenant, id, None).await?;
-        let title = head.doc.get("title").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
-        let source = Source { entity: NOTES.entity(), id, title: &title };
-        let link = self.links.insert(&mut tx, &c, &source, API, &new, t).await?;
-        self.commit(tx).await?;
-        Ok(Response::new(link))
+        Ok(Response::new(self.links.create_explicit(&c, NOTES, req.get_ref()).await?))
     }
 
     async fn delete_note_link(&self, req: Request<common::DeleteLinkRequest>) -> Result<Response<common::DeleteLinkResponse>, Status> {
         let c = self.caller(&req)?;
-        let r = req.into_inner();
-        let id = uuid(&r.id, "id")?;
-        let link_id = uuid(&r.link_id, "link_id")?;
-        let t = now();
-        let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
-        let head = NOTES.head_for_update(&mut tx, c.tenant, id, None).await?;
-        let title = head.doc.get("title").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
-        let source = Source { entity: NOTES.entity(), id, title: &title };
-        self.links.remove(&mut tx, &c, &source, API, link_id, t).await?;
-        self.commit(tx).await?;
-        Ok(Response::new(common::DeleteLinkResponse { id: link_id.to_string() }))
+        Ok(Response::new(self.links.delete_explicit(&c, NOTES, req.get_ref()).await?))
     }
 
     async fn list_links(&self, req: Request<common::ListEntityLinksRequest>) -> Result<Response<common::ListLinksResponse>, Status> {

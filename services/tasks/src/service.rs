@@ -11,6 +11,7 @@ use worktruck_kit::context::Verifier;
 use worktruck_kit::cursor::{self, Cursor};
 use worktruck_kit::db::{Db, Scope, Tx, now};
 use worktruck_kit::error::quote;
+use worktruck_kit::links::Source;
 use worktruck_kit::outbox::Relay;
 use worktruck_kit::pbjson::{from_struct, opt_datetime, uuid};
 use worktruck_kit::rpc::{self, Caller};
@@ -750,6 +751,10 @@ impl Tasks {
         }
         let w = Write { search_text: doc.search_text(), doc: doc.to_value(), valid_from, actor: c.actor().to_owned() };
         let rec = TASKS.update_head(tx, c.tenant, head, w, t).await?;
+        if doc.title != old.title {
+            let title = self.links.title_of(TASKS.entity(), &rec.doc);
+            self.links.retitle(tx, c, &Source { entity: TASKS.entity(), id: rec.id, title: &title }, t).await?;
+        }
         let out = render_one(tx, c, &rec).await?;
         self.emit_task(tx, c, action, &out, t).await?;
         Ok(out)
@@ -1385,9 +1390,20 @@ impl TasksService for Tasks {
         let rec = TASKS.delete(&mut tx, c.tenant, id, c.actor(), t).await?;
         let out = render(&c, &rec, &label_map(&mut tx, &c).await?)?;
         self.emit_task(&mut tx, &c, "deleted", &out, t).await?;
+        self.links.source_deleted(&mut tx, &c, TASKS.entity(), id, t).await?;
         self.links.target_changed(&mut tx, &c, TASKS.entity(), id, true, rec.version, t).await?;
         self.commit(tx).await?;
         Ok(Response::new(pb::DeleteResponse { id: id.to_string(), deleted: true }))
+    }
+
+    async fn create_task_link(&self, req: Request<common::CreateLinkRequest>) -> Result<Response<common::Link>, Status> {
+        let c = self.caller(&req)?;
+        Ok(Response::new(self.links.create_explicit(&c, TASKS, req.get_ref()).await?))
+    }
+
+    async fn delete_task_link(&self, req: Request<common::DeleteLinkRequest>) -> Result<Response<common::DeleteLinkResponse>, Status> {
+        let c = self.caller(&req)?;
+        Ok(Response::new(self.links.delete_explicit(&c, TASKS, req.get_ref()).await?))
     }
 
     async fn list_task_links(&self, req: Request<common::ListLinksRequest>) -> Result<Response<common::ListLinksResponse>, Status> {
