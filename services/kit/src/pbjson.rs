@@ -161,6 +161,7 @@ pub fn timeline_response(events: Vec<TimelineEvent>) -> pb::TimelineResponse {
                 captured_by: e.captured_by,
             })
             .collect(),
+        ..Default::default()
     }
 }
 

@@ -165,10 +165,17 @@ pub async fn timeline(
     if r.fields.len() > 50 {
         return Err(Error::invalid("at most 50 fields"));
     }
+    let limit = cursor::limit(r.limit)?;
+    // The cursor is good for this entity and window only.
+    let scope = format!("timeline:{}:{id}:{from:?}:{to:?}:{}", store.entity(), r.fields.join(","));
+    let after = cursor::decode_opt(r.cursor.as_deref(), &scope)?;
     let mut tx = db.begin(Scope::Tenant(c.tenant), false).await?;
-    let mut events = store.timeline(&mut tx, c.tenant, c.retention(now()), id, from, to, &r.fields).await?;
-    events.retain(|e| !hidden.contains(&e.field.as_str()));
-    Ok(pbjson::timeline_response(events))
+    let mut page = store.timeline(&mut tx, c.tenant, c.retention(now()), id, from, to, &r.fields, limit, after).await?;
+    page.rows.retain(|e| !hidden.contains(&e.field.as_str()));
+    let mut out = pbjson::timeline_response(page.rows);
+    out.has_more = page.next.is_some();
+    out.next_cursor = page.next.map(|n| n.encode(&scope));
+    Ok(out)
 }
 
 #[cfg(test)]

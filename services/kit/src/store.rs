@@ -276,10 +276,20 @@ const HISTORY_ALL: &str = "SELECT fact_version, reason, deleted, sys_from, sys_t
      valid_to, doc, captured_by FROM entity_versions \
      WHERE tenant_id = $1 AND entity = $2 AND id = $3 AND op = 'assert' AND fact_version < $4 \
      ORDER BY fact_version DESC LIMIT $5";
-const ASSERTS_UP_TO: &str = "SELECT fact_version, reason, deleted, sys_from, sys_to, valid_from, \
+/// The first assertion recorded at or after `$4`, by the system-time index.
+const FIRST_ASSERT_FROM: &str = "SELECT fact_version FROM entity_versions \
+     WHERE tenant_id = $1 AND entity = $2 AND id = $3 AND op = 'assert' AND sys_from >= $4 \
+     ORDER BY sys_from, row_id LIMIT 1";
+/// A page of assertions after fact version `$4` recorded before `$5`, by the assertion index.
+const ASSERTS_AFTER: &str = "SELECT fact_version, reason, deleted, sys_from, sys_to, valid_from, \
      valid_to, doc, captured_by FROM entity_versions \
-     WHERE tenant_id = $1 AND entity = $2 AND id = $3 AND op = 'assert' AND sys_from < $4 \
-     ORDER BY fact_version ASC";
+     WHERE tenant_id = $1 AND entity = $2 AND id = $3 AND op = 'assert' AND fact_version > $4 AND sys_from < $5 \
+     ORDER BY fact_version ASC LIMIT $6";
+/// The assertion just before fact version `$4`.
+const ASSERT_BEFORE: &str = "SELECT fact_version, reason, deleted, sys_from, sys_to, valid_from, \
+     valid_to, doc, captured_by FROM entity_versions \
+     WHERE tenant_id = $1 AND entity = $2 AND id = $3 AND op = 'assert' AND fact_version < $4 \
+     ORDER BY fact_version DESC LIMIT 1";
 const COUNT_BETWEEN: &str = "SELECT COUNT(*) FROM entity_versions \
      WHERE tenant_id = $1 AND entity = $2 AND id = $3 AND op = 'assert' \
        AND sys_from > $4 AND sys_from <= $5";
@@ -727,7 +737,10 @@ impl Store {
         })
     }
 
-    /// Lists per-field change events recorded in `[from, to)`, oldest first.
+    /// Lists per-field change events recorded in `[from, to)`, oldest first, a page of at most
+    /// `limit` versions after `cursor`. Each query seeks an index (the window's first version
+    /// by system time, then versions by number), so a page costs the same however long the
+    /// history before it.
     #[allow(clippy::too_many_arguments)]
     pub async fn timeline(
         &self,
@@ -738,49 +751,63 @@ impl Store {
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
         fields: &[String],
-    ) -> Result<Vec<TimelineEvent>> {
+        limit: i64,
+        cursor: Option<Cursor>,
+    ) -> Result<Page<TimelineEvent>> {
         retention.check_all(&[("from", from), ("to", to)])?;
         self.exists(tx, tenant, id).await?;
         // `fields=a,b` and `fields=a&fields=b` mean the same.
         let fields: Vec<&str> =
             fields.iter().flat_map(|f| f.split(',')).map(str::trim).filter(|f| !f.is_empty()).collect();
         let to = to.unwrap_or_else(end_of_time);
-        let rows: Vec<VersionRow> = on_tx!(tx, c => sqlx::query_as(ASSERTS_UP_TO)
-            .bind(tenant).bind(self.entity).bind(id).bind(to).fetch_all(c).await)?;
+        let after = match (cursor, from) {
+            (Some(Cursor::Number(n)), _) => n,
+            (Some(_), _) => return Err(Error::invalid("invalid cursor for this listing")),
+            (None, None) => 0,
+            (None, Some(f)) => {
+                let first: Option<i64> = on_tx!(tx, c => sqlx::query_scalar(FIRST_ASSERT_FROM)
+                    .bind(tenant).bind(self.entity).bind(id).bind(f).fetch_optional(c).await)?;
+                match first {
+                    Some(v) => v - 1,
+                    None => return Ok(Page { rows: Vec::new(), next: None }),
+                }
+            }
+        };
+        let mut rows: Vec<VersionRow> = on_tx!(tx, c => sqlx::query_as(ASSERTS_AFTER)
+            .bind(tenant).bind(self.entity).bind(id).bind(after).bind(to).bind(limit + 1).fetch_all(c).await)?;
+        let next = page_end(&mut rows, limit, |r| Cursor::Number(r.fact_version));
+        let prev: Option<VersionRow> = match rows.first() {
+            Some(first) => on_tx!(tx, c => sqlx::query_as(ASSERT_BEFORE)
+                .bind(tenant).bind(self.entity).bind(id).bind(first.fact_version).fetch_optional(c).await)?,
+            None => None,
+        };
         let empty = Value::Object(Default::default());
         let mut out = Vec::new();
-        let mut prev: Option<&VersionRow> = None;
+        let mut prev = prev.as_ref();
         for r in &rows {
-            let in_window = from.is_none_or(|f| r.sys_from >= f);
-            if in_window {
-                let base = prev.map(|p| &p.doc).unwrap_or(&empty);
-                let mut changes = field_changes(base, &r.doc);
-                let was_deleted = prev.is_some_and(|p| p.deleted);
-                if r.deleted != was_deleted {
-                    changes.push(FieldChange {
-                        field: "deleted".into(),
-                        before: Value::Bool(was_deleted),
-                        after: Value::Bool(r.deleted),
+            let base = prev.map(|p| &p.doc).unwrap_or(&empty);
+            let mut changes = field_changes(base, &r.doc);
+            let was_deleted = prev.is_some_and(|p| p.deleted);
+            if r.deleted != was_deleted {
+                changes.push(FieldChange { field: "deleted".into(), before: Value::Bool(was_deleted), after: Value::Bool(r.deleted) });
+            }
+            for c in changes {
+                if fields.is_empty() || fields.contains(&c.field.as_str()) {
+                    out.push(TimelineEvent {
+                        at: r.sys_from,
+                        valid_from: r.valid_from,
+                        version: r.fact_version,
+                        change: r.reason.clone(),
+                        field: c.field,
+                        before: c.before,
+                        after: c.after,
+                        captured_by: r.captured_by.clone(),
                     });
-                }
-                for c in changes {
-                    if fields.is_empty() || fields.contains(&c.field.as_str()) {
-                        out.push(TimelineEvent {
-                            at: r.sys_from,
-                            valid_from: r.valid_from,
-                            version: r.fact_version,
-                            change: r.reason.clone(),
-                            field: c.field,
-                            before: c.before,
-                            after: c.after,
-                            captured_by: r.captured_by.clone(),
-                        });
-                    }
                 }
             }
             prev = Some(r);
         }
-        Ok(out)
+        Ok(Page { rows: out, next })
     }
 
     /// `not_found` unless the entity was ever recorded for this tenant.

@@ -79,7 +79,7 @@ async fn renamed_twice_reads_back_on_both_time_axes() {
         assert_eq!(diff.intermediate_versions, 2);
         assert!(!diff.created_in_window && !diff.deleted_in_window);
 
-        let tl = THINGS.timeline(&mut tx, tenant, ALL, id, Some(t1), None, &[]).await.unwrap();
+        let tl = THINGS.timeline(&mut tx, tenant, ALL, id, Some(t1), None, &[], 50, None).await.unwrap().rows;
         let names: Vec<_> = tl.iter().map(|e| e.after.as_str().unwrap().to_owned()).collect();
         assert_eq!(names, ["Ada L", "Ada Lovelace"]);
         assert!(tl.windows(2).all(|p| p[0].at <= p[1].at));
@@ -414,7 +414,7 @@ async fn every_read_of_the_past_obeys_one_retention_rule() {
         gone(THINGS.history(&mut tx, tenant, window, id, Some(before), None, 5, None).await.map(drop), "history from");
         gone(THINGS.history(&mut tx, tenant, window, id, None, Some(before), 5, None).await.map(drop), "history to");
         gone(THINGS.diff(&mut tx, tenant, window, id, before, inside).await.map(drop), "diff");
-        gone(THINGS.timeline(&mut tx, tenant, window, id, Some(before), None, &[]).await.map(drop), "timeline");
+        gone(THINGS.timeline(&mut tx, tenant, window, id, Some(before), None, &[], 50, None).await.map(drop), "timeline");
         // Inside the window every one of them answers, and valid time is not system time:
         // a valid time before the window is still a fact one may ask about.
         THINGS.at(&mut tx, tenant, window, id, inside, before).await.unwrap();
@@ -422,7 +422,7 @@ async fn every_read_of_the_past_obeys_one_retention_rule() {
         assert_eq!(THINGS.list(&mut tx, tenant, window, &q).await.unwrap().rows.len(), 1);
         THINGS.history(&mut tx, tenant, window, id, Some(cutoff), Some(inside), 5, None).await.unwrap();
         THINGS.diff(&mut tx, tenant, window, id, cutoff, inside).await.unwrap();
-        let tl = THINGS.timeline(&mut tx, tenant, window, id, Some(cutoff), None, &[]).await.unwrap();
+        let tl = THINGS.timeline(&mut tx, tenant, window, id, Some(cutoff), None, &[], 50, None).await.unwrap().rows;
         assert_eq!(tl.len(), 1, "{backend:?}: the rename");
     }
 }
@@ -529,4 +529,57 @@ async fn postgres_reads_of_a_long_history_seek_instead_of_scanning() {
     let after_history = rows_read_now(&owner).await;
     eprintln!("two history pages of 10 read {} rows", after_history - after_at);
     assert!(after_history - after_at < 200, "two history pages of 10 read {} rows", after_history - after_at);
+    // A timeline window in the middle seeks its first version, then reads a page from there.
+    let mut tx = owner.begin(Scope::Tenant(tenant), false).await.unwrap();
+    let tl = THINGS.timeline(&mut tx, tenant, ALL, id, Some(middle), None, &[], 10, None).await.unwrap();
+    assert_eq!(tl.rows[0].version, 1501);
+    assert_eq!(tl.rows[0].before, json!("v1500"));
+    commit_counted(tx).await;
+    let after_timeline = rows_read_now(&owner).await;
+    eprintln!("a timeline page of 10 in the middle read {} rows", after_timeline - after_history);
+    assert!(after_timeline - after_history < 100, "a timeline page of 10 read {} rows", after_timeline - after_history);
+}
+
+#[tokio::test]
+async fn the_timeline_pages_by_version_and_each_page_starts_from_the_version_before_it() {
+    for backend in backends() {
+        let data = TestData::new(backend).await;
+        let db = db(&data).await;
+        let tenant = Uuid::now_v7();
+        let id = create(&db, tenant, json!({"name": "v1"})).await;
+        let mut mid = None;
+        for v in 2..=120 {
+            if v == 100 {
+                mid = Some(pause().await);
+            }
+            update(&db, tenant, id, w(json!({"name": format!("v{v}")}))).await.unwrap();
+        }
+        let mut tx = db.begin(Scope::Tenant(tenant), false).await.unwrap();
+        // Paging through all of it: every version once, in order, each change's `before` the
+        // previous version's value, across page boundaries too.
+        let (mut seen, mut cursor, mut pages) = (Vec::new(), None, 0);
+        loop {
+            let page = THINGS.timeline(&mut tx, tenant, ALL, id, None, None, &[], 50, cursor).await.unwrap();
+            seen.extend(page.rows);
+            pages += 1;
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(pages, 3, "{backend:?}");
+        assert_eq!(seen.iter().map(|e| e.version).collect::<Vec<_>>(), (1..=120).collect::<Vec<_>>(), "{backend:?}");
+        for e in &seen[1..] {
+            assert_eq!(e.before, json!(format!("v{}", e.version - 1)), "{backend:?}: version {}", e.version);
+        }
+        assert_eq!(seen[0].before, serde_json::Value::Null);
+        // A window deep in the history starts at its first version, its base the one before.
+        let page = THINGS.timeline(&mut tx, tenant, ALL, id, mid, None, &[], 5, None).await.unwrap();
+        assert_eq!(page.rows.iter().map(|e| e.version).collect::<Vec<_>>(), [100, 101, 102, 103, 104], "{backend:?}");
+        assert_eq!(page.rows[0].before, json!("v99"));
+        assert!(page.next.is_some());
+        // A window after the last version is empty.
+        let late = THINGS.timeline(&mut tx, tenant, ALL, id, Some(now()), None, &[], 5, None).await.unwrap();
+        assert!(late.rows.is_empty() && late.next.is_none(), "{backend:?}");
+    }
 }
