@@ -233,3 +233,41 @@ async fn a_restart_on_the_same_data_loses_nothing() {
         s.stop().await;
     }
 }
+
+#[tokio::test]
+async fn fields_trims_every_get_and_list_and_an_unknown_field_is_a_400() {
+    for backend in backends() {
+        let s = Stack::start(backend).await;
+        let (st, c) = s
+            .call(Method::POST, "/api/v1/contacts", Some(json!({"kind": "person", "display_name": "Ada"})))
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{c}");
+        let id = c["id"].as_str().unwrap();
+        let (st, ch) = s
+            .call(Method::POST, &format!("/api/v1/contacts/{id}/channels"), Some(json!({"type": "email", "value": "ada@example.com", "label": "work"})))
+            .await;
+        assert!(st.is_success(), "{ch}");
+        let (st, got) = s.call(Method::GET, &format!("/api/v1/contacts/{id}?fields=id,display_name,channels.value"), None).await;
+        assert_eq!(st, StatusCode::OK, "{backend:?}: {got}");
+        assert_eq!(got, json!({"id": id, "display_name": "Ada", "channels": [{"value": "ada@example.com"}]}));
+        // Repeated parameters add up; a list trims each item and keeps its paging.
+        let (st, list) = s.call(Method::GET, "/api/v1/contacts?fields=id&fields=kind&limit=1", None).await;
+        assert_eq!(st, StatusCode::OK, "{list}");
+        assert_eq!(list["data"][0], json!({"id": id, "kind": "person"}), "{list}");
+        assert!(list.get("has_more").is_some(), "{list}");
+        // Other domains have it with no code of their own.
+        let (st, deal) = s.call(Method::POST, "/api/v1/deals", Some(json!({"name": "Big one"}))).await;
+        assert_eq!(st, StatusCode::CREATED, "{deal}");
+        let (_, d) = s.call(Method::GET, &format!("/api/v1/deals/{}?fields=name", deal["id"].as_str().unwrap()), None).await;
+        assert_eq!(d, json!({"name": "Big one"}));
+        for bad in ["bogus", "display_name.first", "channels.nope"] {
+            let (st, e) = s.call(Method::GET, &format!("/api/v1/contacts/{id}?fields={bad}"), None).await;
+            assert_eq!((st, error_code(&e)), (StatusCode::BAD_REQUEST, "invalid_argument".into()), "{bad}: {e}");
+        }
+        // A timeline's own `fields` stays its own.
+        let (st, tl) = s.call(Method::GET, &format!("/api/v1/contacts/{id}/timeline?fields=display_name"), None).await;
+        assert_eq!(st, StatusCode::OK, "{tl}");
+        assert!(tl["data"].as_array().unwrap().iter().all(|e| e["field"] == "display_name"), "{tl}");
+        s.stop().await;
+    }
+}

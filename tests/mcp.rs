@@ -182,6 +182,16 @@ async fn tools_from_the_registry_over_streamable_http() {
             .await;
         assert_eq!(st, StatusCode::OK);
         assert_eq!(rest, got);
+        // A field mask trims a read tool's answer (of each item, for a list), as `fields=` does
+        // REST's; an unknown field is a tool error; a write tool takes no mask.
+        assert_eq!(get["inputSchema"]["properties"]["fields"]["type"], "string", "{get}");
+        assert!(create["inputSchema"]["properties"].get("fields").is_none(), "{create}");
+        let trimmed = ok(&call(&client, "contacts_get", json!({"id": id, "fields": "id,display_name"})).await);
+        assert_eq!(trimmed, json!({"id": id, "display_name": "Ada Lovelace"}));
+        let page = ok(&call(&client, "contacts_search", json!({"q": "lovelace", "fields": "id"})).await);
+        assert!(page["data"].as_array().unwrap().iter().all(|x| x.as_object().unwrap().len() == 1), "{page}");
+        let r = call(&client, "contacts_get", json!({"id": id, "fields": "id,nope"})).await;
+        assert_eq!(tool_error(&r), "invalid_argument");
         let found = ok(&call(&client, "contacts_search", json!({"q": "lovelace"})).await);
         assert!(
             found["data"]

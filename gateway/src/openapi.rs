@@ -133,6 +133,13 @@ fn operation(registry: &Registry, schemas: &mut SchemaGenerator<'_>, route: &Rou
             &mut parameters,
         );
     }
+    if crate::transcode::mask_target(route).is_some() {
+        parameters.push(json!({
+            "name": "fields", "in": "query", "required": false, "schema": {"type": "string"},
+            "description": "Only these fields of the answer (of each item, for a list): proto field names, \
+                comma-separated, `.` for a nested field (`id,display_name,channels.value`). An unknown field is a 400.",
+        }));
+    }
     if !parameters.is_empty() {
         op["parameters"] = Value::Array(parameters);
     }

@@ -338,7 +338,7 @@ async fn call_admitted(
     principal: crate::auth::Principal,
 ) -> Result<Response, ApiError> {
     let request_id = RequestId::of(&parts);
-    let Query(query): Query<Vec<(String, String)>> = Query::try_from_uri(&parts.uri)
+    let Query(mut query): Query<Vec<(String, String)>> = Query::try_from_uri(&parts.uri)
         .map_err(|e| ApiError::invalid(format!("invalid query string: {e}")))?;
     let content_type = parts
         .headers
@@ -368,6 +368,7 @@ async fn call_admitted(
         .collect();
     // A raw (non-JSON) body of an RPC that takes one stands for its JSON form (`raw`).
     let raw = crate::raw::rule(&binding.route);
+    let mask = transcode::take_mask(&binding.route, &mut query)?;
     let (body, content_type) = match raw.map(|r| r.wrap(content_type.as_deref(), &body)).transpose()?.flatten() {
         Some(json) => (json, Some(crate::JSON.to_owned())),
         None => (body, content_type),
@@ -392,7 +393,10 @@ async fn call_admitted(
     if binding.route.raw_response() {
         return transcode::raw_response(binding.status, &reply);
     }
-    let json = transcode::response_json(&binding.route, &reply)?;
+    let mut json = transcode::response_json(&binding.route, &reply)?;
+    if let Some(mask) = &mask {
+        mask.apply(&mut json);
+    }
     if let Some(rule) = raw.filter(|r| r.raw_answer(&headers)) {
         let next = crate::raw::Next { channel: binding.channel.clone(), grpc_path: binding.grpc_path.clone(), metadata };
         return Ok(rule.answer(&binding.route, json, next));

@@ -6,7 +6,8 @@ use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::{Map, Value};
 use worktruck_kit::ErrorCode;
 use worktruck_proto::json::{self, JsonError};
-use worktruck_proto::registry::{RequestBody, Route};
+use worktruck_proto::mask::FieldMask;
+use worktruck_proto::registry::{HttpMethod, RequestBody, Route};
 
 use crate::error::ApiError;
 
@@ -103,6 +104,31 @@ pub(crate) fn request_message(
         set(&mut object, path, value, false);
     }
     json::from_value(&desc, Value::Object(object)).map_err(|e| ApiError::invalid(e.to_string()))
+}
+
+/// What a route's field mask (`fields=id,display_name,channels.value`) is checked against, when
+/// it takes one: GET routes answering JSON, except those whose request has a `fields` of its
+/// own (a timeline's "only these fields").
+pub(crate) fn mask_target(route: &Route) -> Option<MessageDescriptor> {
+    if route.method != HttpMethod::Get || route.raw_response() || crate::raw::rule(route).is_some() || !FieldMask::applies(&route.rpc.input()) {
+        return None;
+    }
+    match &route.response_body {
+        None => Some(route.rpc.output()),
+        Some(field) => match route.rpc.output().get_field_by_name(field).map(|f| f.kind()) {
+            Some(Kind::Message(m)) => Some(m),
+            _ => None,
+        },
+    }
+}
+
+/// Takes the field mask (`fields`, repeatable, comma-separated) out of a route's query,
+/// checked against what it answers: an unknown field is a 400.
+pub(crate) fn take_mask(route: &Route, query: &mut Vec<(String, String)>) -> Result<Option<FieldMask>, ApiError> {
+    let Some(output) = mask_target(route) else { return Ok(None) };
+    let (fields, rest): (Vec<_>, Vec<_>) = std::mem::take(query).into_iter().partition(|(k, _)| k == "fields");
+    *query = rest;
+    FieldMask::parse(&output, fields.iter().map(|(_, v)| v.as_str())).map_err(ApiError::invalid)
 }
 
 /// Renders a response message (or its `response_body` field) as JSON.

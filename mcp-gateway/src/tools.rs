@@ -23,6 +23,7 @@ use worktruck_gateway::upstream::{self, Upstreams};
 use worktruck_kit::context::Signer;
 use worktruck_kit::{Error, ErrorCode};
 use worktruck_proto::json;
+use worktruck_proto::mask::FieldMask;
 use worktruck_proto::registry::Registry;
 use worktruck_proto::schema::{Mode, message_schema};
 
@@ -39,6 +40,8 @@ struct Entry {
     toolset: String,
     rpc: prost_reflect::MethodDescriptor,
     read_only: bool,
+    /// Takes a `fields` mask.
+    masked: bool,
     channel: Channel,
     grpc_path: PathAndQuery,
 }
@@ -66,7 +69,16 @@ impl McpGateway {
                 .clone();
             let grpc_path = PathAndQuery::try_from(t.grpc_path.as_str())
                 .map_err(|_| BuildError::InvalidGrpcPath(t.grpc_path.clone()))?;
-            let input = object(message_schema(registry, &t.rpc.input(), Mode::Input));
+            let mut input = object(message_schema(registry, &t.rpc.input(), Mode::Input));
+            // A read tool takes a field mask, as its REST twin's `fields` query parameter.
+            let masked = t.read_only && FieldMask::applies(&t.rpc.input());
+            if masked && let Some(Value::Object(props)) = input.get_mut("properties") {
+                props.insert("fields".into(), serde_json::json!({
+                    "type": "string",
+                    "description": "Only these fields of the answer (of each item, for a list): field names, comma-separated, \
+                        `.` for a nested field (`id,display_name,channels.value`). Keeps the answer small.",
+                }));
+            }
             let output = object(message_schema(registry, &t.rpc.output(), Mode::Output));
             let mut annotations = ToolAnnotations::new()
                 .read_only(t.read_only)
@@ -88,6 +100,7 @@ impl McpGateway {
                 toolset: t.toolset.clone(),
                 rpc: t.rpc.clone(),
                 read_only: t.read_only,
+                masked,
                 channel,
                 grpc_path,
             });
@@ -121,6 +134,13 @@ impl McpGateway {
             .ok_or_else(|| Error::unauthenticated("missing credentials"))?;
         // The scope table shared with REST and the services (`worktruck_kit::scopes`).
         worktruck_kit::scopes::check(&principal.ctx, &worktruck_kit::scopes::scope(&entry.rpc, entry.read_only))?;
+        let mut arguments = arguments;
+        let taken = if entry.masked { arguments.as_object_mut().and_then(|a| a.remove("fields")) } else { None };
+        let mask = match taken {
+            None => None,
+            Some(Value::String(f)) => FieldMask::parse(&entry.rpc.output(), [f.as_str()]).map_err(Error::invalid)?,
+            Some(_) => return Err(Error::invalid("fields must be a string of comma-separated field names")),
+        };
         let message = json::from_value(&entry.rpc.input(), arguments)
             .map_err(|e| Error::invalid(e.to_string()))?;
         let request_id = parts.map(RequestId::of).unwrap_or_default();
@@ -139,7 +159,11 @@ impl McpGateway {
                 entry.grpc_path
             ))
         })?;
-        json::to_value(&response).map_err(Error::internal)
+        let mut out = json::to_value(&response).map_err(Error::internal)?;
+        if let Some(mask) = &mask {
+            mask.apply(&mut out);
+        }
+        Ok(out)
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod json;
+pub mod mask;
 pub mod registry;
 pub mod schema;
 pub mod text;
