@@ -374,7 +374,9 @@ async fn every_schema_is_valid_and_its_example_call_is_served() {
         });
         // The least call (required properties) and the fullest (every property, nested).
         for all in [false, true] {
-            let args = example(schema, schema, all, 4);
+            let mut args = example(schema, schema, all, 4);
+            // A field mask's valid values depend on the answer: `fields` has its own test.
+            args.as_object_mut().unwrap().remove("fields");
             let errors = violations(&input, &args);
             assert!(errors.is_empty(), "{name} {args}: {errors:?}");
             // The call may fail on the service's rules (no such id), never on its shape, and
