@@ -152,7 +152,8 @@ async fn parameters_and_bodies_follow_the_http_rules() {
             "valid_at",
             "tag",
             "group_id",
-            "organization_id"
+            "organization_id",
+            "fields"
         ]
     );
     assert!(list.get("requestBody").is_none());
