@@ -165,7 +165,7 @@ async fn parameters_and_bodies_follow_the_http_rules() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["id", "as_of", "valid_at"]);
+    assert_eq!(names, ["id", "as_of", "valid_at", "fields"]);
 
     let update = &doc["paths"]["/api/v1/contacts/{id}"]["patch"];
     let body = &update["requestBody"]["content"]["application/json"]["schema"];
