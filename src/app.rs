@@ -394,6 +394,8 @@ fn start_gateway(
             upload_limit_bytes: cfg.rest.upload_limit_bytes,
             auth: cfg.auth.clone(),
             outbound: cfg.outbound.clone(),
+            cors_allowed_origins: cfg.rest.cors_allowed_origins.clone(),
+            compression: cfg.rest.compression,
         },
     )?;
     let app = ops::router(checks).merge(gw);

@@ -13,6 +13,10 @@ pub struct GatewayConfig {
     pub auth: AuthConfig,
     /// Trust for outbound HTTPS (the OIDC issuer, the x402 facilitator).
     pub outbound: OutboundConfig,
+    /// Origins allowed by CORS (`*` for any); empty answers no CORS headers.
+    pub cors_allowed_origins: Vec<String>,
+    /// gzip / brotli answers when asked.
+    pub compression: bool,
 }
 
 impl Default for GatewayConfig {
@@ -22,6 +26,8 @@ impl Default for GatewayConfig {
             upload_limit_bytes: 64 * 1024 * 1024,
             auth: AuthConfig::default(),
             outbound: OutboundConfig::default(),
+            cors_allowed_origins: Vec::new(),
+            compression: true,
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod telemetry;
 pub mod upstream;
 pub mod x402;
 
+mod conventions;
 mod raw;
 mod routes;
 mod transcode;
@@ -140,10 +141,75 @@ pub fn router_with_gate(
         shared,
         &[openapi::OPENAPI_PATH],
     )?;
-    Ok(router
+    let mut router = router
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(cfg.body_limit_bytes))
-        .layer(axum::middleware::from_fn(telemetry::observe)))
+        .layer(DefaultBodyLimit::max(cfg.body_limit_bytes));
+    if cfg.compression {
+        // Inside the telemetry layer, so that a compressed answer is still counted and logged.
+        router = router.layer(tower_http::compression::CompressionLayer::new().gzip(true).br(true));
+    }
+    let mut router = router.layer(axum::middleware::from_fn(telemetry::observe));
+    if let Some(cors) = cors(&cfg.cors_allowed_origins) {
+        // Outermost: a preflight is answered before authentication, as browsers send it bare.
+        router = router.layer(cors);
+    }
+    Ok(router)
+}
+
+/// The request headers callers send and the answer headers they may read, for CORS.
+const CORS_REQUEST_HEADERS: [&str; 9] = [
+    "authorization",
+    "content-type",
+    "idempotency-key",
+    "if-match",
+    "if-none-match",
+    "x-request-id",
+    "payment-signature",
+    "x-payment",
+    "accept-encoding",
+];
+const CORS_EXPOSED_HEADERS: [&str; 11] = [
+    "etag",
+    "location",
+    "x-request-id",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+    "retry-after",
+    "www-authenticate",
+    "payment-required",
+    "payment-response",
+    "idempotent-replayed",
+];
+
+/// The CORS layer for `origins` (`["*"]` for any), or none when the list is empty. Credentials
+/// are never allowed: callers authenticate with a header, not a cookie.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok()))
+    };
+    let names = |list: &[&'static str]| list.iter().map(|h| http::HeaderName::from_static(h)).collect::<Vec<_>>();
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([
+                http::Method::GET,
+                http::Method::HEAD,
+                http::Method::POST,
+                http::Method::PUT,
+                http::Method::PATCH,
+                http::Method::DELETE,
+            ])
+            .allow_headers(names(&CORS_REQUEST_HEADERS))
+            .expose_headers(names(&CORS_EXPOSED_HEADERS))
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }
 
 async fn not_found(request: axum::extract::Request) -> Response {

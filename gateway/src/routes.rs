@@ -18,6 +18,7 @@ use worktruck_kit::scopes;
 use worktruck_kit::{Error, ErrorCode};
 use worktruck_proto::registry::{HttpMethod, Registry, Route, Segment};
 
+use crate::conventions::{self, IfMatch};
 use crate::gate::{Admitted, Gate};
 use crate::x402::{PAYMENT_RESPONSE, PAYMENT_SIGNATURE, PriceClass, X402};
 use worktruck_proto::tenants::v1::PrincipalKind;
@@ -52,6 +53,8 @@ struct Binding {
     label: Arc<str>,
     /// The scope the RPC needs (kit's table, which the service checks again).
     scope: Arc<str>,
+    /// A 201 whose entity can be read at the request path plus its id (`Location`).
+    location: bool,
 }
 
 /// The bindings sharing one axum path and method (they differ by verb only).
@@ -122,6 +125,7 @@ pub(crate) fn add_routes(
             status: success_status(route),
             label: Arc::from(route.path.as_str()),
             scope: Arc::from(scopes::scope(&route.rpc, scopes::is_read(registry, &route.rpc))),
+            location: success_status(route) == StatusCode::CREATED && conventions::has_location(registry, route),
             grpc_path,
             channel: channel.clone(),
             route: route.clone(),
@@ -135,6 +139,7 @@ pub(crate) fn add_routes(
     }
     for (path, methods) in groups {
         let raw = methods.values().flatten().any(|b| b.route.raw_body_field().is_some());
+        let allow = conventions::allow(&methods.keys().copied().collect::<Vec<_>>());
         let mut method_router = MethodRouter::new();
         for (method, bindings) in methods {
             let group: Group = bindings.into();
@@ -149,10 +154,23 @@ pub(crate) fn add_routes(
             };
             method_router = method_router.on(filter(method), handler);
         }
-        let not_allowed = |request: Request| async move {
-            ApiError::method_not_allowed(format!("method {} is not allowed here", request.method()))
+        let options = {
+            let allow = allow.clone();
+            move || {
+                let allow = allow.clone();
+                async move { (StatusCode::NO_CONTENT, [(header::ALLOW, allow)]).into_response() }
+            }
         };
-        let mut method_router = method_router.fallback(not_allowed);
+        let not_allowed = move |request: Request| {
+            let allow = allow.clone();
+            async move {
+                let mut headers = http::HeaderMap::new();
+                headers.insert(header::ALLOW, allow);
+                ApiError::method_not_allowed(format!("method {} is not allowed here", request.method()))
+                    .with_headers(headers)
+            }
+        };
+        let mut method_router = method_router.options(options).fallback(not_allowed);
         if raw {
             // Uploads and imports: their own limit instead of the JSON body limit.
             method_router = method_router.layer(axum::extract::DefaultBodyLimit::max(shared.upload_limit));
@@ -338,6 +356,9 @@ async fn call_admitted(
     principal: crate::auth::Principal,
 ) -> Result<Response, ApiError> {
     let request_id = RequestId::of(&parts);
+    let request_path = parts.uri.path().to_owned();
+    let is_read = parts.method == http::Method::GET || parts.method == http::Method::HEAD;
+    let wanted = if is_read { IfMatch::Absent } else { conventions::if_match(&parts.headers)? };
     let Query(mut query): Query<Vec<(String, String)>> = Query::try_from_uri(&parts.uri)
         .map_err(|e| ApiError::invalid(format!("invalid query string: {e}")))?;
     let content_type = parts
@@ -379,7 +400,8 @@ async fn call_admitted(
         body: &body,
         content_type: content_type.as_deref(),
     };
-    let message = transcode::request_message(&binding.route, input)?;
+    let mut message = transcode::request_message(&binding.route, input)?;
+    conventions::apply_if_match(&binding.route, &mut message, wanted)?;
 
     let metadata = crate::telemetry::call_metadata(&shared.signer, &principal.ctx, &request_id);
     let reply = upstream::unary(
@@ -389,11 +411,20 @@ async fn call_admitted(
         metadata.clone(),
     )
     .await
-    .map_err(|status| upstream_error(&binding.route, &status))?;
+    .map_err(|status| conventions::precondition(upstream_error(&binding.route, &status), wanted, &Error::from_status(&status)))?;
     if binding.route.raw_response() {
         return transcode::raw_response(binding.status, &reply);
     }
     let mut json = transcode::response_json(&binding.route, &reply)?;
+    // Of the whole answer, before a mask may take `version` away.
+    let tag = conventions::etag(&json);
+    let location = binding.location.then(|| conventions::location(&request_path, &json)).flatten();
+    if is_read
+        && let Some(tag) = &tag
+        && conventions::none_match(&headers, tag)
+    {
+        return Ok(conventions::not_modified(tag.clone()));
+    }
     if let Some(mask) = &mask {
         mask.apply(&mut json);
     }
@@ -402,9 +433,14 @@ async fn call_admitted(
         return Ok(rule.answer(&binding.route, json, next));
     }
     let mut response = (binding.status, crate::json_body(&json)).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::JSON));
+    let out = response.headers_mut();
+    out.insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::JSON));
+    if let Some(tag) = tag {
+        out.insert(header::ETAG, tag);
+    }
+    if let Some(location) = location {
+        out.insert(header::LOCATION, location);
+    }
     Ok(response)
 }
 
@@ -444,6 +480,7 @@ mod tests {
             status: StatusCode::OK,
             label: Arc::from("/api/v1/contacts/{id}"),
             scope: Arc::from("contacts:read"),
+            location: false,
             route,
         })
     }

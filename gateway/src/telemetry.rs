@@ -78,7 +78,7 @@ pub(crate) async fn observe(mut request: Request, next: Next) -> Response {
     );
     let mut response = next.run(request).instrument(span.clone()).await;
 
-    if !is_json_response(&response) && !response.status().is_success() {
+    if !is_json_response(&response) && (response.status().is_client_error() || response.status().is_server_error()) {
         response = envelope_for(response);
     }
     if let Ok(value) = HeaderValue::from_str(&request_id) {

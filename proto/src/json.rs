@@ -404,8 +404,43 @@ fn shape_message(desc: &MessageDescriptor, value: &mut Value) {
                 Some(field) => shape_field(&field, v),
                 None => true,
             });
+            if desc.full_name() == TEMPORAL {
+                all_axes(desc, object);
+            }
         }
     }
+}
+
+/// The `_temporal` block's message.
+const TEMPORAL: &str = "worktruck.common.v1.Temporal";
+/// The four axes a `_temporal` block always names, `null` for an open end.
+const AXES: [&str; 4] = ["sys_from", "sys_to", "valid_from", "valid_to"];
+
+/// Whether `field` of `desc` is always rendered, `null` when unset (a `_temporal` axis).
+pub fn always_named(desc: &MessageDescriptor, field: &FieldDescriptor) -> bool {
+    desc.full_name() == TEMPORAL && AXES.contains(&field.name())
+}
+
+/// Puts every axis into a `_temporal` block (`null` when open), in declaration order, so that
+/// a client reads `sys_to: null` as "current" rather than guessing from a missing key.
+fn all_axes(desc: &MessageDescriptor, object: &mut Map<String, Value>) {
+    if AXES.iter().all(|k| object.contains_key(*k)) {
+        return;
+    }
+    let mut old = std::mem::take(object);
+    for field in desc.fields() {
+        let name = field.name();
+        match old.remove(name) {
+            Some(v) => {
+                object.insert(name.to_owned(), v);
+            }
+            None if AXES.contains(&name) => {
+                object.insert(name.to_owned(), Value::Null);
+            }
+            None => {}
+        }
+    }
+    object.extend(old);
 }
 
 /// Returns false when the field must be dropped (an unspecified enum).
@@ -674,5 +709,9 @@ mod tests {
         assert_eq!(out["_temporal"]["captured_by"], "key:1");
         assert_eq!(out["_temporal"]["sys_from"], "2025-01-01T00:00:00Z");
         assert!(out.get("Temporal").is_none());
+        // Every axis is named, an open one as null, in declaration order.
+        let keys: Vec<&str> = out["_temporal"].as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["sys_from", "sys_to", "valid_from", "valid_to", "captured_by", "capture_reason"]);
+        assert!(out["_temporal"]["sys_to"].is_null() && out["_temporal"]["valid_to"].is_null());
     }
 }

@@ -119,7 +119,11 @@ impl<'r> SchemaGenerator<'r> {
             if mode == Mode::Input && behaviors.required {
                 required.push(Value::String(field.name().to_owned()));
             }
-            let schema = self.field(&field, mode);
+            let mut schema = self.field(&field, mode);
+            if mode == Mode::Output && crate::json::always_named(desc, &field) {
+                // Rendered as `null` when open (`json::to_value`).
+                schema["type"] = json!(["string", "null"]);
+            }
             properties.insert(field.name().to_owned(), schema);
         }
         self.stack.pop();
@@ -360,6 +364,9 @@ mod tests {
             output["properties"]["_temporal"]["properties"]["sys_from"]["format"],
             "date-time"
         );
+        // An open axis is rendered as null, and the schema says so.
+        assert_eq!(output["properties"]["_temporal"]["properties"]["sys_to"]["type"], json!(["string", "null"]));
+        assert_eq!(output["properties"]["_temporal"]["properties"]["as_of"]["type"], "string");
         assert!(output.get("required").is_none());
         let list = r
             .pool()

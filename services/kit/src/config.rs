@@ -204,6 +204,11 @@ pub struct RestConfig {
     pub header_timeout_ms: u64,
     /// Milliseconds a request body may go without sending a byte.
     pub body_timeout_ms: u64,
+    /// Origins browsers may call the API from (CORS), e.g. `["https://app.example.com"]`, or
+    /// `["*"]` for any; empty (the default) answers no CORS headers at all.
+    pub cors_allowed_origins: Vec<String>,
+    /// Compress answers with gzip or brotli when the caller's `Accept-Encoding` asks.
+    pub compression: bool,
 }
 
 /// MCP gateway settings.
@@ -431,6 +436,8 @@ impl Default for RestConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
+            cors_allowed_origins: Vec::new(),
+            compression: true,
         }
     }
 }
@@ -525,6 +532,17 @@ impl Config {
         }
         if !["text", "json"].contains(&self.log.format.as_str()) {
             return Err(ConfigError("log.format must be text or json".into()));
+        }
+        for origin in &self.rest.cors_allowed_origins {
+            let ok = origin == "*"
+                || ((origin.starts_with("https://") || origin.starts_with("http://"))
+                    && !origin.trim_end_matches('/').contains(['?', '#', ' '])
+                    && http::HeaderValue::from_str(origin).is_ok());
+            if !ok || (origin == "*" && self.rest.cors_allowed_origins.len() > 1) {
+                return Err(ConfigError(format!(
+                    "rest.cors_allowed_origins: {origin:?} is not an origin (scheme://host[:port]), or \"*\" alone"
+                )));
+            }
         }
         if self.rest.body_limit_bytes < 1024 {
             return Err(ConfigError("rest.body_limit_bytes must be at least 1024".into()));

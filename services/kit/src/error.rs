@@ -44,6 +44,9 @@ pub enum ErrorCode {
     AlreadyExists,
     /// Before the retention window (410).
     Gone,
+    /// An `If-Match` precondition does not hold: the entity is at another version (412,
+    /// gateways only; services answer `conflict` and the gateway that sent `If-Match` says 412).
+    PreconditionFailed,
     /// The body is larger than the gateway accepts (413).
     PayloadTooLarge,
     /// The body's media type is not one the endpoint reads (415, gateways only).
@@ -58,7 +61,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in table order.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         Self::InvalidArgument,
         Self::ValidationFailed,
         Self::Unauthenticated,
@@ -71,6 +74,7 @@ impl ErrorCode {
         Self::Conflict,
         Self::AlreadyExists,
         Self::Gone,
+        Self::PreconditionFailed,
         Self::PayloadTooLarge,
         Self::UnsupportedMediaType,
         Self::RateLimited,
@@ -93,6 +97,7 @@ impl ErrorCode {
             Self::Conflict => "conflict",
             Self::AlreadyExists => "already_exists",
             Self::Gone => "gone",
+            Self::PreconditionFailed => "precondition_failed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::RateLimited => "rate_limited",
@@ -118,6 +123,7 @@ impl ErrorCode {
             Self::NotAcceptable => 406,
             Self::Conflict | Self::AlreadyExists => 409,
             Self::Gone => 410,
+            Self::PreconditionFailed => 412,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::RateLimited => 429,
@@ -139,7 +145,7 @@ impl ErrorCode {
             Self::NotAcceptable | Self::UnsupportedMediaType => Code::InvalidArgument,
             Self::Conflict => Code::Aborted,
             Self::AlreadyExists => Code::AlreadyExists,
-            Self::Gone => Code::FailedPrecondition,
+            Self::Gone | Self::PreconditionFailed => Code::FailedPrecondition,
             Self::PayloadTooLarge => Code::OutOfRange,
             Self::RateLimited => Code::ResourceExhausted,
             Self::Unavailable => Code::Unavailable,
@@ -159,6 +165,7 @@ impl ErrorCode {
             406 => Self::NotAcceptable,
             409 => Self::Conflict,
             410 => Self::Gone,
+            412 => Self::PreconditionFailed,
             413 => Self::PayloadTooLarge,
             415 => Self::UnsupportedMediaType,
             429 => Self::RateLimited,
@@ -190,6 +197,9 @@ impl fmt::Display for ErrorCode {
         f.write_str(self.as_str())
     }
 }
+
+/// How [`Error::stale_version`] ends its message.
+const STALE_VERSION_MARK: &str = " (expected_version)";
 
 /// A failure with a code from the table and a message safe to show the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -224,6 +234,16 @@ impl Error {
     /// 409 `conflict`.
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Conflict, message)
+    }
+    /// 409 `conflict` for an `expected_version` that is not the entity's: the one wording of
+    /// it, which [`Error::is_stale_version`] recognises (so that a gateway which sent `If-Match`
+    /// can answer 412 for exactly this conflict and no other).
+    pub fn stale_version(entity: &str, current: i64, expected: i64) -> Self {
+        Self::conflict(format!("{entity} is at version {current}, not {expected}{STALE_VERSION_MARK}"))
+    }
+    /// Whether this is [`Error::stale_version`].
+    pub fn is_stale_version(&self) -> bool {
+        self.code == ErrorCode::Conflict && self.message.ends_with(STALE_VERSION_MARK)
     }
     /// 401 `unauthenticated`.
     pub fn unauthenticated(message: impl Into<String>) -> Self {

@@ -345,7 +345,7 @@ impl Store {
         if let Some(v) = expected
             && v != head.version
         {
-            return Err(Error::conflict(format!("{} is at version {}, not {v}", self.entity, head.version)));
+            return Err(Error::stale_version(self.entity, head.version, v));
         }
         Ok(head)
     }
