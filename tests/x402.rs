@@ -118,7 +118,14 @@ async fn paid_requests_verify_settle_and_stay_apart_per_wallet() {
 
         // A paid write.
         let payment = pay(&write_req, WALLET_A);
-        let r = http.post(format!("{base}/api/v1/contacts")).header("PAYMENT-SIGNATURE", &payment).json(&create).send().await.unwrap();
+        let r = http
+            .post(format!("{base}/api/v1/contacts"))
+            .header("PAYMENT-SIGNATURE", &payment)
+            .header("Idempotency-Key", "paid-create-1")
+            .json(&create)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 201, "{backend:?}");
         assert!(r.headers().contains_key("payment-response"));
         let contact: Value = r.json().await.unwrap();
@@ -129,6 +136,23 @@ async fn paid_requests_verify_settle_and_stay_apart_per_wallet() {
         let r = http.post(format!("{base}/api/v1/contacts")).header("PAYMENT-SIGNATURE", &payment).json(&create).send().await.unwrap();
         assert_eq!(r.status(), 402);
         assert_eq!(f.settles.load(Ordering::SeqCst), 1, "not settled twice");
+
+        // A retry of the paid write under its idempotency key, with a fresh payment: the kept
+        // answer, and the payment is not charged.
+        let r = http
+            .post(format!("{base}/api/v1/contacts"))
+            .header("PAYMENT-SIGNATURE", pay(&write_req, WALLET_A))
+            .header("Idempotency-Key", "paid-create-1")
+            .json(&create)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        assert_eq!(r.headers()["idempotent-replayed"], "true");
+        assert!(!r.headers().contains_key("payment-response"), "nothing settled, so no receipt");
+        let replayed: Value = r.json().await.unwrap();
+        assert_eq!(replayed["id"], contact["id"]);
+        assert_eq!(f.settles.load(Ordering::SeqCst), 1, "a replayed paid write is not charged twice");
 
         // A paid read, as the same wallet's tenant.
         let get_req = {

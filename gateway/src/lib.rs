@@ -11,6 +11,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod gate;
+pub mod idempotency;
 pub mod limits;
 pub mod oidc;
 pub mod openapi;
@@ -112,12 +113,17 @@ pub fn router_with_gate(
         .get(TENANTS_SERVICE)
         .ok_or_else(|| GatewayError::MissingUpstream(TENANTS_SERVICE.to_owned()))?
         .clone();
+    let keeper = idempotency::Keeper::new(
+        worktruck_proto::tenants::v1::tenants_service_client::TenantsServiceClient::new(tenants.clone()),
+        signer.clone(),
+    );
     let shared = Arc::new(routes::Shared {
         gate,
         signer,
         x402: x402::X402::from_config(&cfg.auth.x402, &cfg.outbound)?.map(Arc::new),
-        tenants: worktruck_proto::tenants::v1::tenants_service_client::TenantsServiceClient::new(tenants),
+        tenants: worktruck_proto::tenants::v1::tenants_service_client::TenantsServiceClient::new(tenants.clone()),
         upload_limit: cfg.upload_limit_bytes,
+        keeper,
     });
     let document = json_body(&openapi::document(&registry));
     let openapi = move || {

@@ -19,6 +19,7 @@ use worktruck_kit::{Error, ErrorCode};
 use worktruck_proto::registry::{HttpMethod, Registry, Route, Segment};
 
 use crate::conventions::{self, IfMatch};
+use crate::idempotency;
 use crate::gate::{Admitted, Gate};
 use crate::x402::{PAYMENT_RESPONSE, PAYMENT_SIGNATURE, PriceClass, X402};
 use worktruck_proto::tenants::v1::PrincipalKind;
@@ -38,6 +39,8 @@ pub(crate) struct Shared {
     pub tenants: TenantsServiceClient<Channel>,
     /// The body limit of routes that take a raw body (`google.api.HttpBody`).
     pub upload_limit: usize,
+    /// Idempotency keys, kept by the tenants service.
+    pub keeper: idempotency::Keeper,
 }
 
 /// One route, resolved against its upstream at start-up.
@@ -239,7 +242,7 @@ async fn call(
         }
     }
     let admitted = shared.gate.admit(&parts).await?;
-    call_as(shared, binding, params, parts, body, admitted).await
+    call_as(shared, binding, params, parts, body, admitted, None).await
 }
 
 /// The price class of a route: GET of a collection (`List…`/`Search…`) is a list, other GETs
@@ -286,15 +289,12 @@ async fn call_paid(
         }
     };
     if class.is_write() {
-        // Settle first: a write whose payment does not settle must not happen.
-        let receipt = x402.settle(&verified, &resource, class).await?;
-        let mut response = call_as(shared, binding, params, parts, body, admitted)
-            .await
-            .unwrap_or_else(IntoResponse::into_response);
-        response.headers_mut().insert(PAYMENT_RESPONSE, receipt);
-        return Ok(response);
+        // Settled inside, before the write runs (a write whose payment does not settle must not
+        // happen) and after its idempotency key is claimed (a replay is not charged again).
+        let settle = Settle { x402, verified: &verified, resource: &resource, class };
+        return call_as(shared, binding, params, parts, body, admitted, Some(settle)).await;
     }
-    let response = call_as(shared, binding, params, parts, body, admitted).await;
+    let response = call_as(shared, binding, params, parts, body, admitted, None).await;
     match response {
         Ok(mut response) if response.status().is_success() => {
             // A read whose payment does not settle is withheld.
@@ -309,7 +309,16 @@ async fn call_paid(
     }
 }
 
-/// Serves a request as an admitted caller: scope check, then the call, with rate-limit headers.
+/// An x402 write's payment, settled by [`call_as`] just before the write runs.
+struct Settle<'a> {
+    x402: &'a X402,
+    verified: &'a crate::x402::Verified,
+    resource: &'a str,
+    class: PriceClass,
+}
+
+/// Serves a request as an admitted caller: scope check, its idempotency key, the payment of an
+/// x402 write, then the call, with rate-limit headers.
 async fn call_as(
     shared: &Shared,
     binding: &Binding,
@@ -317,6 +326,7 @@ async fn call_as(
     parts: http::request::Parts,
     body: axum::body::Body,
     admitted: Admitted,
+    settle: Option<Settle<'_>>,
 ) -> Result<Response, ApiError> {
     let quota = admitted.quota;
     let principal = admitted.principal;
@@ -325,26 +335,138 @@ async fn call_as(
     }
     let mut limit_headers = http::HeaderMap::new();
     quota.write_headers(&mut limit_headers);
-    worktruck_kit::scopes::check(&principal.ctx, &binding.scope)
-        .map_err(|e| ApiError::from(e).with_headers(limit_headers.clone()))?;
+    let unpaid = |e: ApiError| {
+        if let Some(s) = &settle {
+            s.x402.release_unused(s.verified);
+        }
+        e.with_headers(limit_headers.clone())
+    };
+    if let Err(e) = worktruck_kit::scopes::check(&principal.ctx, &binding.scope) {
+        return Err(unpaid(ApiError::from(e)));
+    }
     let tenant = principal.ctx.tenant_id;
+    let request_id = RequestId::of(&parts);
+    let body = read_body(&parts, body).await.map_err(&unpaid)?;
+    let held = match claim(shared, binding, &parts, &body, tenant, &request_id).await.map_err(&unpaid)? {
+        None => None,
+        Some(idempotency::Claim::Run(held)) => Some(held),
+        Some(idempotency::Claim::Replay(kept)) => {
+            if let Some(s) = &settle {
+                s.x402.release_unused(s.verified);
+            }
+            let mut response = replay(kept);
+            response.headers_mut().extend(limit_headers);
+            return Ok(response);
+        }
+    };
+    let receipt = match &settle {
+        Some(s) => match s.x402.settle(s.verified, s.resource, s.class).await {
+            Ok(receipt) => Some(receipt),
+            Err(e) => {
+                if let Some(held) = held {
+                    shared.keeper.complete(held, None, &request_id).await;
+                }
+                return Err(e.with_headers(limit_headers));
+            }
+        },
+        None => None,
+    };
     let result = call_admitted(shared, binding, params, parts, body, principal).await;
+    let wrote = result.is_ok();
     // A tenant's own change to its keys or plan holds on this gateway at once, bus or not
     // (other replicas learn it from the tenants service's event).
-    if result.is_ok()
+    if wrote
         && binding.route.service == crate::TENANTS_SERVICE
         && binding.route.method != HttpMethod::Get
         && let Some(tenant) = tenant
     {
         shared.gate.principals().forget_tenant(tenant);
     }
-    match result {
-        Ok(mut response) => {
-            response.headers_mut().extend(limit_headers);
-            Ok(response)
-        }
-        Err(e) => Err(e.with_headers(limit_headers)),
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    if let Some(held) = held {
+        response = keep(shared, held, response, &request_id).await;
     }
+    response.headers_mut().extend(limit_headers);
+    if let Some(receipt) = receipt {
+        response.headers_mut().insert(PAYMENT_RESPONSE, receipt);
+    }
+    Ok(response)
+}
+
+/// Reads a request body through axum's `Bytes` extractor, so that the `DefaultBodyLimit` layer
+/// applies.
+async fn read_body(parts: &http::request::Parts, body: axum::body::Body) -> Result<Bytes, ApiError> {
+    Bytes::from_request(Request::from_parts(parts.clone(), body), &()).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(ErrorCode::PayloadTooLarge, "request body too large")
+        } else {
+            ApiError::invalid(format!("cannot read request body: {rejection}"))
+        }
+    })
+}
+
+/// Claims the request's `Idempotency-Key`, when it is a write that has one.
+async fn claim(
+    shared: &Shared,
+    binding: &Binding,
+    parts: &http::request::Parts,
+    body: &[u8],
+    tenant: Option<uuid::Uuid>,
+    request_id: &str,
+) -> Result<Option<idempotency::Claim>, ApiError> {
+    let Some(key) = parts.headers.get(idempotency::HEADER) else { return Ok(None) };
+    if binding.route.method == HttpMethod::Get {
+        return Ok(None);
+    }
+    let key = key.to_str().unwrap_or_default();
+    idempotency::check_key(key)?;
+    let Some(tenant) = tenant else { return Ok(None) };
+    let header = |name| parts.headers.get(name).map(|v| v.as_bytes()).unwrap_or_default();
+    let fingerprint = idempotency::fingerprint(&[
+        parts.method.as_str().as_bytes(),
+        parts.uri.path().as_bytes(),
+        parts.uri.query().unwrap_or_default().as_bytes(),
+        header(header::CONTENT_TYPE),
+        header(header::IF_MATCH),
+        body,
+    ]);
+    shared.keeper.claim(tenant, key, fingerprint, request_id).await.map(Some)
+}
+
+/// Keeps `response` for its key (or releases the key when a retry may fare better) and gives
+/// it back, its body read into memory (it already was: answers are built from bytes).
+async fn keep(shared: &Shared, held: idempotency::Held, response: Response, request_id: &str) -> Response {
+    let status = response.status().as_u16();
+    if !idempotency::keeps(status) {
+        shared.keeper.complete(held, None, request_id).await;
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        shared.keeper.complete(held, None, request_id).await;
+        return ApiError::internal("an answer could not be read").into_response();
+    };
+    let headers = idempotency::KEPT_HEADERS
+        .iter()
+        .filter_map(|name| Some(((*name).to_owned(), parts.headers.get(*name)?.to_str().ok()?.to_owned())))
+        .collect();
+    let kept = worktruck_proto::tenants::v1::KeptAnswer { status: u32::from(status), headers, body: bytes.to_vec() };
+    shared.keeper.complete(held, Some(kept), request_id).await;
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+/// A kept answer, given again.
+fn replay(kept: worktruck_proto::tenants::v1::KeptAnswer) -> Response {
+    let mut response = Response::new(axum::body::Body::from(kept.body));
+    *response.status_mut() = StatusCode::from_u16(u16::try_from(kept.status).unwrap_or(200)).unwrap_or(StatusCode::OK);
+    for (name, value) in &kept.headers {
+        if let (Ok(name), Ok(value)) = (http::HeaderName::try_from(name.as_str()), HeaderValue::from_str(value)) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    let (name, value) = idempotency::replayed();
+    response.headers_mut().insert(name, value);
+    response
 }
 
 async fn call_admitted(
@@ -352,7 +474,7 @@ async fn call_admitted(
     binding: &Binding,
     params: BTreeMap<String, String>,
     parts: http::request::Parts,
-    body: axum::body::Body,
+    body: Bytes,
     principal: crate::auth::Principal,
 ) -> Result<Response, ApiError> {
     let request_id = RequestId::of(&parts);
@@ -366,17 +488,7 @@ async fn call_admitted(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let headers = parts.headers.clone();
-    // Read through axum's `Bytes` extractor so that the `DefaultBodyLimit` layer applies.
-    let body = Bytes::from_request(Request::from_parts(parts, body), &())
-        .await
-        .map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(ErrorCode::PayloadTooLarge, "request body too large")
-            } else {
-                ApiError::invalid(format!("cannot read request body: {rejection}"))
-            }
-        })?;
+    let headers = parts.headers;
     let path_vars = binding
         .vars
         .iter()

@@ -18,6 +18,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::Value;
 use tonic::transport::Channel;
 use worktruck_gateway::Principal;
+use worktruck_gateway::idempotency::{self, Claim, Keeper};
 use worktruck_gateway::telemetry::RequestId;
 use worktruck_gateway::upstream::{self, Upstreams};
 use worktruck_kit::context::Signer;
@@ -52,6 +53,8 @@ pub struct McpGateway {
     entries: Arc<[Entry]>,
     by_name: Arc<HashMap<String, usize>>,
     signer: Signer,
+    /// Idempotency keys of writing tools (`_meta.idempotency_key`), kept as REST keeps them.
+    keeper: Keeper,
 }
 
 impl McpGateway {
@@ -61,6 +64,14 @@ impl McpGateway {
         upstreams: &Upstreams,
         signer: Signer,
     ) -> Result<Self, BuildError> {
+        let tenants = upstreams
+            .get(worktruck_gateway::TENANTS_SERVICE)
+            .ok_or_else(|| BuildError::MissingUpstream(worktruck_gateway::TENANTS_SERVICE.to_owned()))?
+            .clone();
+        let keeper = Keeper::new(
+            worktruck_proto::tenants::v1::tenants_service_client::TenantsServiceClient::new(tenants),
+            signer.clone(),
+        );
         let mut entries = Vec::new();
         for t in registry.tools() {
             let channel = upstreams
@@ -114,6 +125,7 @@ impl McpGateway {
             entries: entries.into(),
             by_name: Arc::new(by_name),
             signer,
+            keeper,
         })
     }
 
@@ -164,6 +176,78 @@ impl McpGateway {
             mask.apply(&mut out);
         }
         Ok(out)
+    }
+}
+
+/// The `_meta` key of a tool call's idempotency key.
+const IDEMPOTENCY_META: &str = "idempotency_key";
+
+/// A call's outcome as a tool result: structured on success, the error envelope in band.
+fn answer(result: Result<Value, Error>) -> CallToolResult {
+    match result {
+        Ok(value) => CallToolResult::structured(value),
+        Err(e) => CallToolResult::error(vec![ContentBlock::text(e.to_json().to_string())]),
+    }
+}
+
+impl McpGateway {
+    /// A writing tool's call under an idempotency key (the REST gateway's keys, one store):
+    /// the first outcome is kept, a retry with the same key and arguments gets it again with
+    /// `_meta.idempotent_replayed`, other arguments are `idempotency_key_reused`.
+    async fn call_kept(&self, entry: &Entry, arguments: Value, parts: Option<&http::request::Parts>, key: &Value) -> CallToolResult {
+        let refused = |code: &str, message: &str| {
+            CallToolResult::error(vec![ContentBlock::text(
+                serde_json::json!({"error": {"code": code, "message": message}}).to_string(),
+            )])
+        };
+        let Some(key) = key.as_str() else {
+            return answer(Err(Error::invalid("_meta.idempotency_key must be a string")));
+        };
+        if let Err(e) = idempotency::check_key(key) {
+            return refused(e.code(), e.message());
+        }
+        let Some((tenant, ctx)) = parts
+            .and_then(|p| p.extensions.get::<Principal>())
+            .and_then(|p| Some((p.ctx.tenant_id?, p.ctx.clone())))
+        else {
+            return answer(self.call(entry, arguments, parts).await);
+        };
+        // A credential that may not call the tool cannot claim keys with it either.
+        if let Err(e) = worktruck_kit::scopes::check(&ctx, &worktruck_kit::scopes::scope(&entry.rpc, entry.read_only)) {
+            return answer(Err(e));
+        }
+        let request_id = parts.map(RequestId::of).unwrap_or_default();
+        let body = serde_json::to_vec(&arguments).unwrap_or_default();
+        let fingerprint = idempotency::fingerprint(&[b"mcp tools/call", entry.tool.name.as_bytes(), &body]);
+        let held = match self.keeper.claim(tenant, key, fingerprint, &request_id).await {
+            Err(e) => return refused(e.code(), e.message()),
+            Ok(Claim::Replay(kept)) => {
+                let value: Value = serde_json::from_slice(&kept.body).unwrap_or(Value::Null);
+                let mut result = if kept.status < 300 {
+                    CallToolResult::structured(value)
+                } else {
+                    CallToolResult::error(vec![ContentBlock::text(value.to_string())])
+                };
+                let mut meta = rmcp::model::MetaObject::default();
+                meta.0.insert("idempotent_replayed".into(), Value::Bool(true));
+                result.meta = Some(meta);
+                return result;
+            }
+            Ok(Claim::Run(held)) => held,
+        };
+        let result = self.call(entry, arguments, parts).await;
+        let kept = match &result {
+            Ok(value) => Some((200, value.clone())),
+            Err(e) if idempotency::keeps(e.code.http_status()) => Some((e.code.http_status(), e.to_json())),
+            Err(_) => None,
+        };
+        let kept = kept.map(|(status, value)| worktruck_proto::tenants::v1::KeptAnswer {
+            status: u32::from(status),
+            headers: HashMap::from([("content-type".to_owned(), "application/json".to_owned())]),
+            body: serde_json::to_vec(&value).unwrap_or_default(),
+        });
+        self.keeper.complete(held, kept, &request_id).await;
+        answer(result)
     }
 }
 
@@ -254,10 +338,15 @@ impl ServerHandler for McpGateway {
                 None,
             ));
         };
+        let key = [request.meta.as_deref(), Some(&*ctx.meta)]
+            .into_iter()
+            .flatten()
+            .find_map(|meta| meta.get(IDEMPOTENCY_META))
+            .cloned();
         let arguments = Value::Object(request.arguments.unwrap_or_default());
-        let result = match self.call(entry, arguments, parts(&ctx)).await {
-            Ok(value) => CallToolResult::structured(value),
-            Err(e) => CallToolResult::error(vec![ContentBlock::text(e.to_json().to_string())]),
+        let result = match key {
+            Some(key) if !entry.read_only => self.call_kept(entry, arguments, parts(&ctx), &key).await,
+            _ => answer(self.call(entry, arguments, parts(&ctx)).await),
         };
         Ok(result.into())
     }

@@ -47,6 +47,8 @@ pub enum ErrorCode {
     /// An `If-Match` precondition does not hold: the entity is at another version (412,
     /// gateways only; services answer `conflict` and the gateway that sent `If-Match` says 412).
     PreconditionFailed,
+    /// An `Idempotency-Key` already used for another request (422, gateways only).
+    IdempotencyKeyReused,
     /// The body is larger than the gateway accepts (413).
     PayloadTooLarge,
     /// The body's media type is not one the endpoint reads (415, gateways only).
@@ -61,7 +63,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in table order.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         Self::InvalidArgument,
         Self::ValidationFailed,
         Self::Unauthenticated,
@@ -76,6 +78,7 @@ impl ErrorCode {
         Self::Gone,
         Self::PreconditionFailed,
         Self::PayloadTooLarge,
+        Self::IdempotencyKeyReused,
         Self::UnsupportedMediaType,
         Self::RateLimited,
         Self::Unavailable,
@@ -98,6 +101,7 @@ impl ErrorCode {
             Self::AlreadyExists => "already_exists",
             Self::Gone => "gone",
             Self::PreconditionFailed => "precondition_failed",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::RateLimited => "rate_limited",
@@ -124,6 +128,7 @@ impl ErrorCode {
             Self::Conflict | Self::AlreadyExists => 409,
             Self::Gone => 410,
             Self::PreconditionFailed => 412,
+            Self::IdempotencyKeyReused => 422,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::RateLimited => 429,
@@ -142,7 +147,7 @@ impl ErrorCode {
             }
             Self::NotFound => Code::NotFound,
             Self::MethodNotAllowed => Code::Unimplemented,
-            Self::NotAcceptable | Self::UnsupportedMediaType => Code::InvalidArgument,
+            Self::NotAcceptable | Self::UnsupportedMediaType | Self::IdempotencyKeyReused => Code::InvalidArgument,
             Self::Conflict => Code::Aborted,
             Self::AlreadyExists => Code::AlreadyExists,
             Self::Gone | Self::PreconditionFailed => Code::FailedPrecondition,
@@ -166,6 +171,7 @@ impl ErrorCode {
             409 => Self::Conflict,
             410 => Self::Gone,
             412 => Self::PreconditionFailed,
+            422 => Self::IdempotencyKeyReused,
             413 => Self::PayloadTooLarge,
             415 => Self::UnsupportedMediaType,
             429 => Self::RateLimited,

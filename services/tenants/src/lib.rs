@@ -4,6 +4,7 @@
 //! It owns the `tenants` schema (or `tenants.db`) and nothing else; secrets are stored only as
 //! keyed hashes and never logged.
 
+pub mod idempotency;
 pub mod keys;
 mod service;
 pub mod store;

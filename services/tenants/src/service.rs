@@ -546,6 +546,29 @@ impl TenantsService for Tenants {
         Ok(Response::new(pb::SyncUsageResponse { totals }))
     }
 
+    async fn claim_idempotency_key(
+        &self,
+        req: Request<pb::ClaimIdempotencyKeyRequest>,
+    ) -> Result<Response<pb::ClaimIdempotencyKeyResponse>, Status> {
+        let ctx = self.ctx(&req)?;
+        if !ctx.actor.starts_with("system:") {
+            return Err(Error::new(ErrorCode::PermissionDenied, "only gateways claim idempotency keys").into());
+        }
+        Ok(Response::new(crate::idempotency::claim(&self.db, &req.into_inner()).await?))
+    }
+
+    async fn complete_idempotency_key(
+        &self,
+        req: Request<pb::CompleteIdempotencyKeyRequest>,
+    ) -> Result<Response<pb::CompleteIdempotencyKeyResponse>, Status> {
+        let ctx = self.ctx(&req)?;
+        if !ctx.actor.starts_with("system:") {
+            return Err(Error::new(ErrorCode::PermissionDenied, "only gateways complete idempotency keys").into());
+        }
+        let completed = crate::idempotency::complete(&self.db, &req.into_inner()).await?;
+        Ok(Response::new(pb::CompleteIdempotencyKeyResponse { completed }))
+    }
+
     async fn create_tenant(&self, req: Request<pb::CreateTenantRequest>) -> Result<Response<pb::CreateTenantResponse>, Status> {
         let ctx = self.ctx(&req)?;
         if !ctx.actor.starts_with("system:") {

@@ -331,3 +331,83 @@ async fn usage_windows_sum_every_gateway_and_refuse_strangers() {
         assert_eq!(after[0].minute_count, 27, "{backend:?}: a refused batch wrote nothing");
     }
 }
+
+#[tokio::test]
+async fn idempotency_keys_are_claimed_once_kept_and_replayed() {
+    for backend in backends() {
+        let data = TestData::new(backend).await;
+        let svc = start(&data).await;
+        let tenant = uuid::Uuid::new_v4().to_string();
+        let claim = |key: &str, fingerprint: u8, lease_seconds: u32| {
+            let r = as_gateway(&svc, pb::ClaimIdempotencyKeyRequest {
+                tenant_id: tenant.clone(),
+                key: key.into(),
+                fingerprint: vec![fingerprint; 32],
+                lease_seconds,
+            });
+            let mut client = svc.client.clone();
+            async move { client.claim_idempotency_key(r).await.map(|r| r.into_inner()).map_err(|s| s.code()) }
+        };
+        let complete = |key: &str, claim_id: &str, answer: Option<pb::KeptAnswer>| {
+            let r = as_gateway(&svc, pb::CompleteIdempotencyKeyRequest {
+                tenant_id: tenant.clone(),
+                key: key.into(),
+                claim_id: claim_id.into(),
+                answer,
+            });
+            let mut client = svc.client.clone();
+            async move { client.complete_idempotency_key(r).await.map(|r| r.into_inner().completed).map_err(|s| s.code()) }
+        };
+        let outcome = |r: &pb::ClaimIdempotencyKeyResponse| pb::IdempotencyOutcome::try_from(r.outcome).unwrap();
+
+        // Twenty gateways claim one key at once: exactly one runs the write.
+        let all = futures::future::join_all((0..20).map(|_| claim("k1", 1, 60))).await;
+        let outcomes: Vec<_> = all.iter().map(|r| outcome(r.as_ref().unwrap())).collect();
+        assert_eq!(outcomes.iter().filter(|o| **o == pb::IdempotencyOutcome::Claimed).count(), 1, "{backend:?}: {outcomes:?}");
+        assert!(outcomes.iter().all(|o| matches!(o, pb::IdempotencyOutcome::Claimed | pb::IdempotencyOutcome::InProgress)));
+        let claim_id = all.iter().map(|r| r.as_ref().unwrap()).find(|r| outcome(r) == pb::IdempotencyOutcome::Claimed).unwrap().claim_id.clone();
+        // Another request under the key is refused, running or done.
+        assert_eq!(outcome(&claim("k1", 2, 60).await.unwrap()), pb::IdempotencyOutcome::Mismatch);
+        let kept = pb::KeptAnswer {
+            status: 201,
+            headers: [("location".to_owned(), "/api/v1/contacts/x".to_owned())].into(),
+            body: b"{\"id\":\"x\"}".to_vec(),
+        };
+        assert_eq!(complete("k1", &claim_id, Some(kept.clone())).await, Ok(true));
+        let again = claim("k1", 1, 60).await.unwrap();
+        assert_eq!(outcome(&again), pb::IdempotencyOutcome::Replay);
+        assert_eq!(again.answer.unwrap(), kept);
+        assert_eq!(outcome(&claim("k1", 2, 60).await.unwrap()), pb::IdempotencyOutcome::Mismatch);
+        assert_eq!(complete("k1", &claim_id, None).await, Ok(false), "a done key is not released");
+
+        // A released claim lets the next request run; a lapsed lease is taken over, and the
+        // first claimant can no longer complete it.
+        let first = claim("k2", 1, 60).await.unwrap();
+        assert_eq!(complete("k2", &first.claim_id, None).await, Ok(true));
+        let second = claim("k2", 1, 1).await.unwrap();
+        assert_eq!(outcome(&second), pb::IdempotencyOutcome::Claimed);
+        assert_eq!(outcome(&claim("k2", 1, 1).await.unwrap()), pb::IdempotencyOutcome::InProgress);
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let third = claim("k2", 1, 60).await.unwrap();
+        assert_eq!(outcome(&third), pb::IdempotencyOutcome::Claimed, "the lease ran out");
+        assert_eq!(complete("k2", &second.claim_id, Some(kept.clone())).await, Ok(false));
+        assert_eq!(complete("k2", &third.claim_id, Some(kept.clone())).await, Ok(true));
+
+        // Keys are per tenant; only gateways claim; bad requests are refused.
+        let other = as_gateway(&svc, pb::ClaimIdempotencyKeyRequest {
+            tenant_id: uuid::Uuid::new_v4().to_string(),
+            key: "k1".into(),
+            fingerprint: vec![2; 32],
+            lease_seconds: 60,
+        });
+        let r = svc.client.clone().claim_idempotency_key(other).await.unwrap().into_inner();
+        assert_eq!(outcome(&r), pb::IdempotencyOutcome::Claimed, "another tenant's k1 is another key");
+        let as_a = as_tenant(&svc, &tenant, pb::ClaimIdempotencyKeyRequest { tenant_id: tenant.clone(), key: "k3".into(), fingerprint: vec![1; 32], lease_seconds: 60 });
+        assert_eq!(svc.client.clone().claim_idempotency_key(as_a).await.unwrap_err().code(), Code::PermissionDenied);
+        for (key, fingerprint, lease) in [("", 1, 60), ("a b", 1, 60), ("k", 1, 0), ("k", 1, 3601)] {
+            assert_eq!(claim(key, fingerprint, lease).await.unwrap_err(), Code::InvalidArgument, "{key:?} {lease}");
+        }
+        let short = as_gateway(&svc, pb::ClaimIdempotencyKeyRequest { tenant_id: tenant.clone(), key: "k".into(), fingerprint: vec![1; 3], lease_seconds: 60 });
+        assert_eq!(svc.client.clone().claim_idempotency_key(short).await.unwrap_err().code(), Code::InvalidArgument);
+    }
+}
