@@ -140,6 +140,34 @@ fn operation(registry: &Registry, schemas: &mut SchemaGenerator<'_>, route: &Rou
                 comma-separated, `.` for a nested field (`id,display_name,channels.value`). An unknown field is a 400.",
         }));
     }
+    let output = route.rpc.output();
+    let is_read = route.method == HttpMethod::Get;
+    // One entity with a version: the answer carries it as `ETag` (`conventions`).
+    let entity = route.response_body.is_none()
+        && !route.raw_response()
+        && output.get_field_by_name("id").is_some()
+        && output.get_field_by_name("version").is_some();
+    let if_match = !is_read && input.get_field_by_name("expected_version").is_some();
+    let header = |name: &str, description: &str| {
+        json!({"name": name, "in": "header", "required": false, "schema": {"type": "string"}, "description": description})
+    };
+    if !is_read {
+        parameters.push(header(
+            "Idempotency-Key",
+            "Makes a retry safe: the first answer under this key (1 to 255 visible ASCII characters) is kept for 24 hours \
+             and given again, with `Idempotent-Replayed: true`, without running the write twice; another request under \
+             the key is a 422 `idempotency_key_reused`.",
+        ));
+    }
+    if if_match {
+        parameters.push(header(
+            "If-Match",
+            "Write only at this version: an `ETag` this API answered (`\"3\"`); another version is a 412.",
+        ));
+    }
+    if is_read && entity {
+        parameters.push(header("If-None-Match", "An `ETag` of this entity: a 304 while it is still at that version."));
+    }
     if !parameters.is_empty() {
         op["parameters"] = Value::Array(parameters);
     }
@@ -172,7 +200,6 @@ fn operation(registry: &Registry, schemas: &mut SchemaGenerator<'_>, route: &Rou
         }
         RequestBody::None => {}
     }
-    let output = route.rpc.output();
     let response_schema = match &route.response_body {
         Some(name) => output
             .get_field_by_name(name)
@@ -187,14 +214,34 @@ fn operation(registry: &Registry, schemas: &mut SchemaGenerator<'_>, route: &Rou
     } else {
         json!({"application/json": {"schema": response_schema}})
     };
-    op["responses"] = json!({
-        status.as_str(): {
-            "description": status.canonical_reason().unwrap_or("Success"),
-            "content": content,
-        },
-        "4XX": error("The request was refused; `error.code` says why."),
-        "5XX": error("A server-side failure; retry `unavailable`."),
+    let mut success = json!({
+        "description": status.canonical_reason().unwrap_or("Success"),
+        "content": content,
     });
+    let mut headers = Map::new();
+    if entity {
+        headers.insert("ETag".into(), json!({"description": "The entity's version, quoted (`\"3\"`).", "schema": {"type": "string"}}));
+    }
+    if status == http::StatusCode::CREATED && crate::conventions::has_location(registry, route) {
+        headers.insert("Location".into(), json!({"description": "Where the created entity is read.", "schema": {"type": "string"}}));
+    }
+    if !headers.is_empty() {
+        success["headers"] = Value::Object(headers);
+    }
+    let mut responses = Map::new();
+    responses.insert(status.as_str().to_owned(), success);
+    if is_read && entity {
+        responses.insert("304".into(), json!({"description": "Not modified: `If-None-Match` names the current version."}));
+    }
+    if if_match {
+        responses.insert("412".into(), error("`If-Match` names another version (`precondition_failed`)."));
+    }
+    if !is_read {
+        responses.insert("422".into(), error("The `Idempotency-Key` was used for another request (`idempotency_key_reused`)."));
+    }
+    responses.insert("4XX".into(), error("The request was refused; `error.code` says why."));
+    responses.insert("5XX".into(), error("A server-side failure; retry `unavailable`."));
+    op["responses"] = Value::Object(responses);
     op
 }
 

@@ -128,10 +128,17 @@ async fn parameters_and_bodies_follow_the_http_rules() {
         serde_json::json!(["person", "organization", "group"])
     );
     assert_eq!(body["additionalProperties"], false);
-    assert!(
-        create.get("parameters").is_none(),
-        "body `*` routes take no query parameters"
-    );
+    let in_of = |op: &serde_json::Value, place: &str| -> Vec<String> {
+        op["parameters"]
+            .as_array()
+            .map(|ps| ps.iter().filter(|p| p["in"] == place).map(|p| p["name"].as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default()
+    };
+    assert!(in_of(create, "query").is_empty(), "body `*` routes take no query parameters");
+    assert_eq!(in_of(create, "header"), ["Idempotency-Key"]);
+    let created = &create["responses"]["201"]["headers"];
+    assert!(created["Location"].is_object() && created["ETag"].is_object(), "{created}");
+    assert!(create["responses"]["422"].is_object());
 
     let list = &doc["paths"]["/api/v1/contacts"]["get"];
     let names: Vec<&str> = list["parameters"]
@@ -165,7 +172,15 @@ async fn parameters_and_bodies_follow_the_http_rules() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["id", "as_of", "valid_at", "fields"]);
+    assert_eq!(names, ["id", "as_of", "valid_at", "fields", "If-None-Match"]);
+    assert!(get["responses"]["304"].is_object());
+    assert!(get["responses"]["200"]["headers"]["ETag"].is_object());
+    assert!(get["responses"]["200"]["headers"].get("Location").is_none());
+    let update = &doc["paths"]["/api/v1/contacts/{id}"]["patch"];
+    assert_eq!(in_of(update, "header"), ["Idempotency-Key", "If-Match"]);
+    assert!(update["responses"]["412"].is_object());
+    let delete = &doc["paths"]["/api/v1/contacts/{id}"]["delete"];
+    assert_eq!(in_of(delete, "header"), ["Idempotency-Key"], "no version to match on a delete");
 
     let update = &doc["paths"]["/api/v1/contacts/{id}"]["patch"];
     let body = &update["requestBody"]["content"]["application/json"]["schema"];

@@ -596,6 +596,20 @@ impl TenantsService for FakeTenants {
         }))
     }
 
+    async fn claim_idempotency_key(
+        &self,
+        _: GrpcRequest<ClaimIdempotencyKeyRequest>,
+    ) -> Result<GrpcResponse<ClaimIdempotencyKeyResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn complete_idempotency_key(
+        &self,
+        _: GrpcRequest<CompleteIdempotencyKeyRequest>,
+    ) -> Result<GrpcResponse<CompleteIdempotencyKeyResponse>, Status> {
+        unimplemented()
+    }
+
     async fn create_tenant(
         &self,
         _: GrpcRequest<CreateTenantRequest>,
