@@ -368,7 +368,10 @@ mod tests {
         let upstreams = registry
             .tools()
             .iter()
-            .map(|t| (t.service.clone(), lazy.clone()))
+            .map(|t| t.service.clone())
+            // The tenants service keeps idempotency keys for the tools.
+            .chain([worktruck_gateway::TENANTS_SERVICE.to_owned()])
+            .map(|service| (service, lazy.clone()))
             .collect::<Upstreams>();
         let auth = worktruck_gateway::AuthChain::new(vec![Arc::new(ActorIsToken)]);
         let auth = Gate::new(auth, Arc::new(worktruck_gateway::Limiter::new(Default::default())));
