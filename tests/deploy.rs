@@ -65,3 +65,17 @@ fn every_service_of_the_table_is_deployed_and_nothing_else_is() {
         assert!(worktruck::services::find(&name).is_some(), "config.env names an unknown service: {line}");
     }
 }
+
+#[test]
+fn every_deployment_names_the_hosts_mcp_is_reached_by() {
+    // Without them, MCP through a Service name or an Ingress is a 403 (only loopback works).
+    for path in ["k8s/base/config.env", "k8s/overlays/dev/kustomization.yaml", "k8s/overlays/prod/kustomization.yaml"] {
+        let text = read(path);
+        let line = text
+            .lines()
+            .find(|l| l.contains("WORKTRUCK_MCP__ALLOWED_HOSTS="))
+            .unwrap_or_else(|| panic!("{path} sets WORKTRUCK_MCP__ALLOWED_HOSTS"));
+        assert!(line.contains("[worktruck-mcp-gateway"), "{path}: the Service name is allowed: {line}");
+    }
+    assert!(read("deploy/docker-compose.yaml").contains("WORKTRUCK_MCP__ALLOWED_HOSTS: \"[mcp-gateway]\""));
+}
