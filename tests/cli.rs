@@ -134,3 +134,14 @@ fn unknown_roles_and_services_are_refused_with_the_real_names() {
     assert!(e.contains("tenants, contacts, notes, crm, tasks, gateway, mcp-gateway"), "{e}");
     assert_eq!("contacts".parse::<worktruck::Role>().unwrap().name(), "contacts");
 }
+
+#[test]
+fn serve_help_lists_every_role_of_the_table() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_worktruck")).args(["serve", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    let listed = help.split("[possible values: ").nth(1).and_then(|s| s.split(']').next()).expect("a list of roles");
+    let listed: Vec<&str> = listed.split(", ").collect();
+    assert_eq!(listed, worktruck::role_names(), "{help}");
+    assert!(listed.contains(&"mcp-gateway"), "{help}");
+}
