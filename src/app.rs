@@ -77,6 +77,8 @@ pub struct Running {
     pub mcp_addr: Option<SocketAddr>,
     /// Where a service role's gRPC listens.
     pub grpc_addr: Option<SocketAddr>,
+    /// Where `/health`, `/ready` and `/metrics` are served (`admin.addr`): every role, and dev.
+    pub admin_addr: Option<SocketAddr>,
     /// The first tenant's API key, when this start created it.
     pub first_key: Option<String>,
     /// The first tenant's id, when this start created it.
@@ -101,6 +103,7 @@ impl Running {
             rest_addr: None,
             mcp_addr: None,
             grpc_addr: None,
+            admin_addr: None,
             first_key: None,
             first_tenant: None,
             front: tasks.front_tx,
@@ -282,7 +285,7 @@ async fn start_service(
 ) -> anyhow::Result<Db> {
     let db = open_service_db(cfg, def).await?;
     check_master_key(cfg, keys, &db, def.name).await?;
-    let relay = Relay::new(db.clone(), bus.clone());
+    let relay = Relay::new(db.clone(), bus.clone()).for_service(def.name);
     let ctx = ServiceContext::new(
         def,
         cfg.clone(),
@@ -311,8 +314,9 @@ async fn start_service(
         ops::GrpcListener::Tcp(_) => cfg.grpc.tls.server()?,
         ops::GrpcListener::InProcess(_) => None,
     };
+    let served = def.served_services();
     tasks.servers.push(tokio::spawn(async move {
-        if let Err(e) = ops::serve_grpc(listener, built.routes, def.grpc_services, verifier, tls, stop).await {
+        if let Err(e) = ops::serve_grpc(listener, built.routes, &served, verifier, tls, stop).await {
             tracing::error!(service = def.name, error = %e, "grpc server failed");
         }
     }));
@@ -430,6 +434,7 @@ fn start_mcp_gateway(
     let mut mcp_cfg = worktruck_mcp_gateway::McpConfig::new(base);
     mcp_cfg.oidc_issuer = Some(cfg.auth.oidc.issuer.clone()).filter(|i| !i.is_empty());
     mcp_cfg.body_limit_bytes = cfg.mcp.body_limit_bytes;
+    mcp_cfg.allowed_hosts = cfg.mcp.allowed_hosts.clone();
     let app = worktruck_mcp_gateway::router(registry, upstreams, signer, gate, mcp_cfg)?;
     let stop = tasks.front_stop.wait();
     let limits = cfg.mcp.limits();
@@ -441,15 +446,19 @@ fn start_mcp_gateway(
     Ok(addr)
 }
 
-/// Serves `/health`, `/ready` and `/metrics` on `cfg.admin.addr` (roles without a REST port).
-async fn start_admin(cfg: &Config, checks: Vec<ops::Check>, shutdown: &Shutdown, tasks: &mut Tasks) -> anyhow::Result<()> {
-    let admin = TcpListener::bind(cfg.admin.addr).await.with_context(|| format!("listen on {}", cfg.admin.addr))?;
-    let app = ops::router(checks);
+/// Serves `/health`, `/ready` and `/metrics` on `cfg.admin.addr`: the only port with
+/// `/metrics` (the public ones answer it 404). Returns the bound address.
+async fn start_admin(cfg: &Config, checks: Vec<ops::Check>, shutdown: &Shutdown, tasks: &mut Tasks) -> anyhow::Result<SocketAddr> {
+    let admin = TcpListener::bind(cfg.admin.addr)
+        .await
+        .with_context(|| format!("cannot listen on {} for /health, /ready and /metrics (admin.addr)", cfg.admin.addr))?;
+    let addr = admin.local_addr()?;
+    let app = ops::admin_router(checks);
     let stop = shutdown.wait();
     tasks.servers.push(tokio::spawn(async move {
         let _ = worktruck_kit::serve::serve_http(admin, app, worktruck_kit::serve::ConnLimits::admin(), stop).await;
     }));
-    Ok(())
+    Ok(addr)
 }
 
 /// A lazy channel to a service at `url`: over mutual TLS (`https://`) when `grpc.tls` is set,
@@ -473,6 +482,7 @@ fn channel(cfg: &Config, url: &str) -> anyhow::Result<Channel> {
 /// database, creates the first tenant.
 pub async fn start_dev(cfg: Config) -> anyhow::Result<Running> {
     services::check_config(&cfg)?;
+    worktruck_kit::telemetry::install_metrics(&cfg.metrics.buckets);
     let defs = services::enabled(&cfg)?;
     let keys = keys(&cfg, true)?;
     let (tx, shutdown) = Shutdown::new();
@@ -513,10 +523,18 @@ pub async fn start_dev(cfg: Config) -> anyhow::Result<Running> {
     let mcp_listener = TcpListener::bind(cfg.mcp.addr)
         .await
         .with_context(|| format!("cannot listen on {} (is another Worktruck running?)", cfg.mcp.addr))?;
+    let admin_addr = start_admin(&cfg, checks.clone(), &shutdown, &mut tasks).await?;
     let (signer, gate) = gateway_auth(&keys, &cfg, &upstreams, &bus, &shutdown, &mut tasks)?;
     let mcp_addr = start_mcp_gateway(&cfg, registry.clone(), signer.clone(), gate.clone(), upstreams.clone(), mcp_listener, &mut tasks)?;
     start_gateway(&cfg, registry, signer, gate, upstreams, checks, listener, &mut tasks)?;
-    Ok(Running { rest_addr: Some(rest_addr), mcp_addr: Some(mcp_addr), first_key, first_tenant, ..Running::new(tasks, tx, dbs) })
+    Ok(Running {
+        rest_addr: Some(rest_addr),
+        mcp_addr: Some(mcp_addr),
+        admin_addr: Some(admin_addr),
+        first_key,
+        first_tenant,
+        ..Running::new(tasks, tx, dbs)
+    })
 }
 
 /// Creates the first tenant (enterprise plan) when the tenants database has none.
@@ -545,6 +563,7 @@ async fn first_start(cfg: &Config, tenants_db: &Db, keys: &Keys) -> anyhow::Resu
 /// enabled service at its `[services]` address.
 pub async fn start_role(cfg: Config, role: Role) -> anyhow::Result<Running> {
     services::check_config(&cfg)?;
+    worktruck_kit::telemetry::install_metrics(&cfg.metrics.buckets);
     let (tx, shutdown) = Shutdown::new();
     let mut tasks = Tasks::default();
     let running = |tasks: Tasks, dbs: Vec<Db>| Running::new(tasks, tx, dbs);
@@ -583,8 +602,8 @@ pub async fn start_role(cfg: Config, role: Role) -> anyhow::Result<Running> {
             let db = start_service(&cfg, def, &keys, &bus, clients, peers, listener.into(), &shutdown, &mut tasks).await?;
             checks.insert(0, ops::db_check("database", db.clone()));
             checks.push(ops::bus_check(bus.clone()));
-            start_admin(&cfg, checks, &shutdown, &mut tasks).await?;
-            Ok(Running { grpc_addr: Some(grpc_addr), ..running(tasks, vec![db]) })
+            let admin_addr = start_admin(&cfg, checks, &shutdown, &mut tasks).await?;
+            Ok(Running { grpc_addr: Some(grpc_addr), admin_addr: Some(admin_addr), ..running(tasks, vec![db]) })
         }
         Role::Gateway | Role::McpGateway => {
             let keys = keys(&cfg, true)?;
@@ -603,13 +622,14 @@ pub async fn start_role(cfg: Config, role: Role) -> anyhow::Result<Running> {
             if matches!(role, Role::Gateway) {
                 let listener = TcpListener::bind(cfg.rest.addr).await.with_context(|| format!("listen on {}", cfg.rest.addr))?;
                 let rest_addr = listener.local_addr()?;
+                let admin_addr = start_admin(&cfg, checks.clone(), &shutdown, &mut tasks).await?;
                 start_gateway(&cfg, registry, signer, gate, upstreams, checks, listener, &mut tasks)?;
-                Ok(Running { rest_addr: Some(rest_addr), ..running(tasks, vec![]) })
+                Ok(Running { rest_addr: Some(rest_addr), admin_addr: Some(admin_addr), ..running(tasks, vec![]) })
             } else {
                 let listener = TcpListener::bind(cfg.mcp.addr).await.with_context(|| format!("listen on {}", cfg.mcp.addr))?;
                 let mcp_addr = start_mcp_gateway(&cfg, registry, signer, gate, upstreams, listener, &mut tasks)?;
-                start_admin(&cfg, checks, &shutdown, &mut tasks).await?;
-                Ok(Running { mcp_addr: Some(mcp_addr), ..running(tasks, vec![]) })
+                let admin_addr = start_admin(&cfg, checks, &shutdown, &mut tasks).await?;
+                Ok(Running { mcp_addr: Some(mcp_addr), admin_addr: Some(admin_addr), ..running(tasks, vec![]) })
             }
         }
     }

@@ -34,6 +34,9 @@ struct DevArgs {
     /// MCP listen address (default 127.0.0.1:8081).
     #[arg(long)]
     mcp_addr: Option<SocketAddr>,
+    /// Address of /health, /ready and /metrics (default 127.0.0.1:9090).
+    #[arg(long)]
+    admin_addr: Option<SocketAddr>,
     /// Use PostgreSQL instead of embedded SQLite.
     #[arg(long)]
     database_url: Option<String>,
@@ -105,6 +108,9 @@ fn apply_dev(cfg: &mut Config, a: &DevArgs) {
     if let Some(x) = a.mcp_addr {
         cfg.mcp.addr = x;
     }
+    if let Some(x) = a.admin_addr {
+        cfg.admin.addr = x;
+    }
     if let Some(x) = &a.database_url {
         cfg.database.url = x.clone();
     }
@@ -173,6 +179,9 @@ async fn run_dev(mut cfg: Config, args: &DevArgs) -> anyhow::Result<()> {
     println!("  health: http://{rest}/health   API description: http://{rest}/docs/openapi.json");
     if let Some(mcp) = running.mcp_addr {
         println!("  MCP (Streamable HTTP): http://{mcp}/mcp/v1");
+    }
+    if let Some(admin) = running.admin_addr {
+        println!("  metrics (Prometheus): http://{admin}/metrics");
     }
     if let Some(key) = &running.first_key {
         println!();

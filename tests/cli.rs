@@ -24,7 +24,7 @@ async fn dev_prints_a_key_and_admin_keys_work_against_the_running_server() {
     let port = free_port();
     let bin = env!("CARGO_BIN_EXE_worktruck");
     let mut child = Command::new(bin)
-        .args(["dev", "--rest-addr", &format!("127.0.0.1:{port}"), "--mcp-addr", "127.0.0.1:0", "--data-dir"])
+        .args(["dev", "--rest-addr", &format!("127.0.0.1:{port}"), "--mcp-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .env_remove("WORKTRUCK_DATABASE__URL")
         .env_remove("WORKTRUCK_NATS__URL")
@@ -92,7 +92,7 @@ async fn dev_on_postgres_and_nats_keeps_serving() {
     let data = TestData::new(Backend::Postgres).await;
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_worktruck"))
-        .args(["dev", "--rest-addr", &format!("127.0.0.1:{port}"), "--mcp-addr", "127.0.0.1:0", "--nats-url", &nats, "--database-url"])
+        .args(["dev", "--rest-addr", &format!("127.0.0.1:{port}"), "--mcp-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--nats-url", &nats, "--database-url"])
         .arg(data.database_url.as_ref().unwrap())
         .arg("--data-dir")
         .arg(data.path())
@@ -133,4 +133,15 @@ fn unknown_roles_and_services_are_refused_with_the_real_names() {
     let e = "nosuch".parse::<worktruck::Role>().unwrap_err().to_string();
     assert!(e.contains("tenants, contacts, notes, crm, tasks, gateway, mcp-gateway"), "{e}");
     assert_eq!("contacts".parse::<worktruck::Role>().unwrap().name(), "contacts");
+}
+
+#[test]
+fn serve_help_lists_every_role_of_the_table() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_worktruck")).args(["serve", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    let listed = help.split("[possible values: ").nth(1).and_then(|s| s.split(']').next()).expect("a list of roles");
+    let listed: Vec<&str> = listed.split(", ").collect();
+    assert_eq!(listed, worktruck::role_names(), "{help}");
+    assert!(listed.contains(&"mcp-gateway"), "{help}");
 }

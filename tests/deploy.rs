@@ -65,3 +65,40 @@ fn every_service_of_the_table_is_deployed_and_nothing_else_is() {
         assert!(worktruck::services::find(&name).is_some(), "config.env names an unknown service: {line}");
     }
 }
+
+#[test]
+fn every_deployment_names_the_hosts_mcp_is_reached_by() {
+    // Without them, MCP through a Service name or an Ingress is a 403 (only loopback works).
+    for path in ["k8s/base/config.env", "k8s/overlays/dev/kustomization.yaml", "k8s/overlays/prod/kustomization.yaml"] {
+        let text = read(path);
+        let line = text
+            .lines()
+            .find(|l| l.contains("WORKTRUCK_MCP__ALLOWED_HOSTS="))
+            .unwrap_or_else(|| panic!("{path} sets WORKTRUCK_MCP__ALLOWED_HOSTS"));
+        assert!(line.contains("[worktruck-mcp-gateway"), "{path}: the Service name is allowed: {line}");
+    }
+    assert!(read("deploy/docker-compose.yaml").contains("WORKTRUCK_MCP__ALLOWED_HOSTS: \"[mcp-gateway]\""));
+}
+
+#[test]
+fn the_dashboard_and_alerts_use_only_exported_metric_families() {
+    use worktruck_kit::telemetry::families::*;
+    let known = [
+        HTTP_REQUESTS, HTTP_DURATION, MCP_REQUESTS, MCP_DURATION, GRPC_CALLS, GRPC_DURATION, OUTBOX_PENDING,
+        OUTBOX_PUBLISH, OUTBOX_FAILURES, AUTH, RATE_LIMITED, RSS, OPEN_FDS, MAX_FDS, CPU,
+    ];
+    let dashboard = read("deploy/monitoring/grafana-dashboard.json");
+    let doc: serde_json::Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    assert!(!doc["panels"].as_array().unwrap().is_empty());
+    let alerts = read("deploy/monitoring/alerts.yaml");
+    for (file, text) in [("grafana-dashboard.json", &dashboard), ("alerts.yaml", &alerts)] {
+        let mut used = 0;
+        for (i, _) in text.match_indices("worktruck_") {
+            let name: String = text[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            let family = ["_bucket", "_sum", "_count"].iter().fold(name.as_str(), |n, s| n.strip_suffix(s).unwrap_or(n));
+            assert!(known.contains(&family), "{file} uses {name}, which /metrics does not export");
+            used += 1;
+        }
+        assert!(used > 5, "{file} uses the metrics");
+    }
+}

@@ -41,7 +41,7 @@ impl Setup {
     /// Starts the server; returns it and, on the first start, the key it printed.
     async fn start(&self) -> (Dev, Option<String>) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_worktruck"));
-        cmd.args(["dev", "--rest-addr", &format!("127.0.0.1:{}", self.port), "--mcp-addr", "127.0.0.1:0", "--data-dir"])
+        cmd.args(["dev", "--rest-addr", &format!("127.0.0.1:{}", self.port), "--mcp-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--data-dir"])
             .arg(&self.data_dir)
             .env_remove("WORKTRUCK_DATABASE__URL")
             .env_remove("WORKTRUCK_NATS__URL")

@@ -447,8 +447,9 @@ async fn http_level_rules_auth_versions_sessions_and_metadata() {
         let s = Stack::start(backend).await;
 
         // A newer revision is answered with ours.
-        let (st, h, init) = post(&s, Some(&s.key), &[], initialize("2099-01-01")).await;
+        let (st, h, init) = post(&s, Some(&s.key), &[("x-request-id", "req-mcp-1")], initialize("2099-01-01")).await;
         assert_eq!(st, StatusCode::OK, "{init}");
+        assert_eq!(h["x-request-id"], "req-mcp-1", "the caller's request id is echoed");
         assert_eq!(init["result"]["protocolVersion"], "2025-06-18", "{init}");
         let session = h
             .get("mcp-session-id")
@@ -593,7 +594,9 @@ async fn one_caller_holds_a_bounded_number_of_sessions() {
         .send()
         .await
         .unwrap();
-    assert!(end.status().is_success(), "{}", end.status());
+    // 204, not rmcp's 202 (which the Python SDK reports as a failed termination).
+    assert_eq!(end.status(), StatusCode::NO_CONTENT);
+    assert!(end.text().await.unwrap().is_empty());
     let (st, _, v) = post(&s, Some(&s.key), &[], initialize("2025-06-18")).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     s.stop().await;
@@ -685,4 +688,50 @@ async fn mcp_requests_count_against_the_same_plan_limits_as_rest() {
     let (st, _, _) = post(&s, Some(&s.key), &[], initialize("2025-06-18")).await;
     assert_eq!(st, StatusCode::OK);
     s.stop().await;
+}
+
+#[tokio::test]
+async fn a_configured_host_is_served_and_any_other_refused() {
+    for backend in backends() {
+        // As in a cluster: clients reach the gateway through its Service name.
+        let s = Stack::start_with(backend, |cfg| {
+            cfg.mcp.allowed_hosts = vec!["worktruck-mcp-gateway".into(), "mcp.internal:8443".into()];
+        })
+        .await;
+        let port = s.mcp.rsplit(':').next().unwrap().to_owned();
+        let cases = [
+            (format!("worktruck-mcp-gateway:{port}"), 200),
+            ("worktruck-mcp-gateway".to_owned(), 200),
+            ("mcp.internal:8443".to_owned(), 200),
+            (format!("127.0.0.1:{port}"), 200),
+            // Only the configured port of a name given with one.
+            ("mcp.internal:9999".to_owned(), 403),
+            (format!("evil.example:{port}"), 403),
+            ("worktruck-mcp-gateway.evil.example".to_owned(), 403),
+        ];
+        for (host, want) in cases {
+            let (st, h, v) = post(&s, Some(&s.key), &[("host", host.as_str())], initialize("2025-06-18")).await;
+            assert_eq!(st.as_u16(), want, "Host: {host}: {v}");
+            assert!(h.contains_key("x-request-id"), "{host}: MCP answers echo X-Request-Id");
+            if want == 200 {
+                assert_eq!(v["result"]["protocolVersion"], "2025-06-18", "{host}: {v}");
+                let session = h["mcp-session-id"].to_str().unwrap();
+                let end = s
+                    .http
+                    .delete(endpoint(&s))
+                    .bearer_auth(&s.key)
+                    .header("host", host.as_str())
+                    .header("mcp-session-id", session)
+                    .header("mcp-protocol-version", "2025-06-18")
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(end.status(), StatusCode::NO_CONTENT, "{host}");
+            } else {
+                assert_eq!(common::error_code(&v), "permission_denied", "{host}: {v}");
+                assert!(h.contains_key("x-ratelimit-remaining"), "{host}: an admitted caller's refusal");
+            }
+        }
+        s.stop().await;
+    }
 }

@@ -61,7 +61,9 @@ impl DevServer {
             .arg("--rest-addr")
             .arg(rest.to_string())
             .arg("--mcp-addr")
-            .arg(mcp.to_string());
+            .arg(mcp.to_string())
+            .arg("--admin-addr")
+            .arg("127.0.0.1:0");
         if let Some(url) = &opts.database_url {
             cmd.arg("--database-url").arg(url);
         }

@@ -40,7 +40,23 @@ impl Gate {
     /// Authenticates and counts one request. 401 without valid credentials, 429 (with
     /// `Retry-After` and the `X-RateLimit-*` headers) over the plan's limit.
     pub async fn admit(&self, parts: &Parts) -> Result<Admitted, ApiError> {
-        let principal = self.auth.authenticate(parts).await?;
+        use worktruck_kit::telemetry::families::AUTH;
+        let principal = match self.auth.authenticate(parts).await {
+            Ok(p) => p,
+            Err(e) => {
+                let outcome = match e.status().as_u16() {
+                    401 => "unauthenticated",
+                    402 => "payment_required",
+                    _ => "error",
+                };
+                metrics::counter!(AUTH, "outcome" => outcome).increment(1);
+                return Err(e);
+            }
+        };
+        metrics::counter!(AUTH, "outcome" => "ok").increment(1);
+        if let Some(plan) = parts.extensions.get::<crate::telemetry::PlanSlot>() {
+            plan.set(&principal.ctx.plan);
+        }
         self.limit(principal)
     }
 
@@ -53,6 +69,8 @@ impl Gate {
         match self.limiter.admit(tenant, &principal.ctx.plan, now) {
             Ok(quota) => Ok(Admitted { principal, quota }),
             Err(limited) => {
+                let plan = crate::telemetry::plan_label(&principal.ctx.plan);
+                metrics::counter!(worktruck_kit::telemetry::families::RATE_LIMITED, "plan" => plan).increment(1);
                 let mut headers = http::HeaderMap::new();
                 limited.quota.write_headers(&mut headers);
                 headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from(limited.retry_after));

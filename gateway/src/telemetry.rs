@@ -47,6 +47,36 @@ pub fn call_metadata(signer: &worktruck_kit::context::Signer, ctx: &worktruck_ki
 #[derive(Debug, Clone)]
 pub(crate) struct RouteLabel(pub Arc<str>);
 
+/// The plan of the tenant a request was admitted for: put into the request by the layer that
+/// records its metrics, filled by [`crate::Gate::admit`], read back as the `plan` label (never
+/// the tenant id).
+#[derive(Debug, Clone, Default)]
+pub struct PlanSlot(Arc<std::sync::OnceLock<&'static str>>);
+
+impl PlanSlot {
+    /// Records the admitted caller's plan (the first one wins).
+    pub fn set(&self, plan: &str) {
+        let _ = self.0.set(plan_label(plan));
+    }
+
+    /// The label: the plan, `none` before or without admission.
+    pub fn label(&self) -> &'static str {
+        self.0.get().copied().unwrap_or("none")
+    }
+}
+
+/// A plan as a label: one of the plans, `other` for anything else (bounded cardinality).
+pub fn plan_label(plan: &str) -> &'static str {
+    match plan {
+        "free" => "free",
+        "pro" => "pro",
+        "scale" => "scale",
+        "enterprise" => "enterprise",
+        "" => "none",
+        _ => "other",
+    }
+}
+
 /// Metric and span label for requests that matched no route (bounded cardinality).
 const UNMATCHED: &str = "unmatched";
 
@@ -76,6 +106,8 @@ pub(crate) async fn observe(mut request: Request, next: Next) -> Response {
         request_id = %request_id,
         tenant_id = Empty,
     );
+    let plan = PlanSlot::default();
+    request.extensions_mut().insert(plan.clone());
     let mut response = next.run(request).instrument(span.clone()).await;
 
     if !is_json_response(&response) && (response.status().is_client_error() || response.status().is_server_error()) {
@@ -92,15 +124,15 @@ pub(crate) async fn observe(mut request: Request, next: Next) -> Response {
         .unwrap_or_else(|| UNMATCHED.to_owned());
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    metrics::counter!(
-        "worktruck_http_requests_total",
-        "route" => route.clone(),
-        "method" => method.clone(),
-        "status" => status.to_string()
-    )
-    .increment(1);
-    metrics::histogram!("worktruck_http_request_duration_seconds", "route" => route.clone(), "method" => method)
-        .record(elapsed.as_secs_f64());
+    use worktruck_kit::telemetry::families::{HTTP_DURATION, HTTP_REQUESTS};
+    let labels = [
+        ("route", route.clone()),
+        ("method", method),
+        ("status", status.to_string()),
+        ("plan", plan.label().to_owned()),
+    ];
+    metrics::counter!(HTTP_REQUESTS, &labels).increment(1);
+    metrics::histogram!(HTTP_DURATION, &labels).record(elapsed.as_secs_f64());
     span.record("route", route.as_str());
     span.record("status", status);
     span.in_scope(|| {

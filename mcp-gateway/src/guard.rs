@@ -2,7 +2,8 @@
 //! RFC 9728 `resource_metadata` pointer), the `MCP-Protocol-Version` allow-list, the binding of
 //! each `Mcp-Session-Id` to the caller that opened the session, and the body limit and JSON check;
 //! and what every answer passes on the way out: rmcp's own plain-text HTTP errors (406, 415, 405,
-//! …) become the `{"error": {"code", "message"}}` envelope. Also the metadata document.
+//! …) become the `{"error": {"code", "message"}}` envelope, and a session's `DELETE` answers
+//! 204 (rmcp says 202). Also the metadata document.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -16,7 +17,8 @@ use rmcp::transport::streamable_http_server::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use serde_json::{Value, json};
 use uuid::Uuid;
-use worktruck_gateway::telemetry::{REQUEST_ID, RequestId};
+use tracing::Instrument as _;
+use worktruck_gateway::telemetry::{PlanSlot, REQUEST_ID, RequestId};
 use worktruck_gateway::{ApiError, Gate};
 use worktruck_kit::ErrorCode;
 use worktruck_proto::registry::Registry;
@@ -42,10 +44,17 @@ pub(crate) struct Guard {
     sessions: Arc<LocalSessionManager>,
     owners: Mutex<HashMap<String, Owner>>,
     body_limit: usize,
+    /// The tools' names: a `tools/call` of any other is labelled `unknown` in metrics.
+    tools: std::collections::HashSet<String>,
 }
 
 impl Guard {
-    pub(crate) fn new(gate: Gate, cfg: McpConfig, sessions: Arc<LocalSessionManager>) -> Self {
+    pub(crate) fn new(
+        gate: Gate,
+        cfg: McpConfig,
+        sessions: Arc<LocalSessionManager>,
+        tools: std::collections::HashSet<String>,
+    ) -> Self {
         let url = cfg.metadata_url();
         let header = |s: String| {
             HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
@@ -59,6 +68,7 @@ impl Guard {
             sessions,
             owners: Mutex::new(HashMap::new()),
             body_limit: cfg.body_limit_bytes,
+            tools,
         }
     }
 
@@ -102,21 +112,86 @@ impl Guard {
     }
 }
 
-/// The middleware: see the module doc.
+/// What one MCP request was, for its access log line and metrics.
+#[derive(Default)]
+struct Seen {
+    /// The JSON-RPC method (bounded to the ones MCP defines; `other` else).
+    method: Option<&'static str>,
+    /// The tool of a `tools/call`, when it is one of ours (`unknown` else).
+    tool: Option<String>,
+    /// The session it was sent in, or the one it opened.
+    session: Option<String>,
+}
+
+/// JSON-RPC methods that may become labels.
+const METHODS: &[&str] = &[
+    "initialize", "ping", "tools/list", "tools/call", "resources/list", "resources/read",
+    "resources/templates/list", "prompts/list", "prompts/get", "completion/complete",
+    "logging/setLevel", "notifications/initialized", "notifications/cancelled",
+    "notifications/progress", "notifications/roots/list_changed",
+];
+
+/// The middleware: see the module doc. Around it: the request id (the caller's when usable,
+/// echoed as `X-Request-Id` on every answer), one access log line per request (method, tool,
+/// session, status, duration, like REST's) and the MCP request metrics.
 pub(crate) async fn guard(
     State(guard): State<Arc<Guard>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    let (mut parts, body) = request.into_parts();
-    let request_id = parts
-        .headers
+    use worktruck_kit::telemetry::families::{MCP_DURATION, MCP_REQUESTS};
+    let started = std::time::Instant::now();
+    let request_id = request
+        .headers()
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
         .map(str::to_owned)
         .unwrap_or_else(|| Uuid::new_v4().to_string());
-    parts.extensions.insert(RequestId(request_id));
+    request.extensions_mut().insert(RequestId(request_id.clone()));
+    let plan = PlanSlot::default();
+    request.extensions_mut().insert(plan.clone());
+    let http_method = request.method().clone();
+    let mut seen = Seen {
+        session: request.headers().get(SESSION_ID).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(128).collect()),
+        ..Seen::default()
+    };
+    let span = tracing::info_span!("mcp_request", request_id = %request_id, http_method = %http_method);
+    let mut response = admit_and_serve(&guard, request, next, &mut seen).instrument(span.clone()).await;
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    if seen.session.is_none() {
+        seen.session = response.headers().get(SESSION_ID).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    }
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    let method = seen.method.unwrap_or(http_method.as_str()).to_owned();
+    let tool = seen.tool.clone().unwrap_or_default();
+    let labels = [
+        ("method", method.clone()),
+        ("tool", tool.clone()),
+        ("status", status.to_string()),
+        ("plan", plan.label().to_owned()),
+    ];
+    metrics::counter!(MCP_REQUESTS, &labels).increment(1);
+    metrics::histogram!(MCP_DURATION, &labels).record(elapsed.as_secs_f64());
+    span.in_scope(|| {
+        tracing::info!(
+            method = %method,
+            tool = %tool,
+            session = seen.session.as_deref().unwrap_or(""),
+            status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            "mcp request served"
+        )
+    });
+    response
+}
+
+async fn admit_and_serve(guard: &Guard, request: Request, next: Next, seen: &mut Seen) -> Response {
+    let (parts, body) = request.into_parts();
+    let mut parts = parts;
 
     // Authentication and the plan's rate limit, exactly as on REST.
     let admitted = match guard.gate.admit(&parts).await {
@@ -205,14 +280,31 @@ pub(crate) async fn guard(
     }
     let body = if parts.method == http::Method::POST && is_json(&parts.headers) {
         match read_json(body, guard.body_limit).await {
-            Ok(body) => body,
+            Ok((body, message)) => {
+                let method = message.get("method").and_then(Value::as_str);
+                seen.method = method.map(|m| METHODS.iter().copied().find(|k| *k == m).unwrap_or("other"));
+                if method == Some("tools/call") {
+                    let tool = message.pointer("/params/name").and_then(Value::as_str).unwrap_or_default();
+                    seen.tool = Some(if guard.tools.contains(tool) { tool.to_owned() } else { "unknown".to_owned() });
+                }
+                body
+            }
             Err(e) => return finish(e.into_response()),
         }
     } else {
         body
     };
     parts.extensions.insert(principal);
-    let response = envelope_plain_errors(next.run(Request::from_parts(parts, body)).await).await;
+    let mut response = envelope_plain_errors(next.run(Request::from_parts(parts, body)).await).await;
+    // rmcp ends a session with 202 Accepted, which clients (the Python SDK) take for a failed
+    // termination: the session is gone once it answers, so say so with 204 No Content.
+    if is_delete && response.status() == StatusCode::ACCEPTED {
+        let (mut head, _) = response.into_parts();
+        head.status = StatusCode::NO_CONTENT;
+        head.headers.remove(header::CONTENT_TYPE);
+        head.headers.remove(header::CONTENT_LENGTH);
+        response = Response::from_parts(head, Body::empty());
+    }
 
     match &session {
         None => {
@@ -251,7 +343,7 @@ fn is_json(headers: &http::HeaderMap) -> bool {
 /// it whole anyway). A body over the limit is 413 however it is sent; malformed JSON (invalid
 /// UTF-8, nesting past the parser's limit, a key given twice) and JSON-RPC batches are 400s in
 /// the envelope (rmcp would answer them with a plain-text 415).
-async fn read_json(body: Body, limit: usize) -> Result<Body, ApiError> {
+async fn read_json(body: Body, limit: usize) -> Result<(Body, Value), ApiError> {
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => bytes,
         Err(e) => {
@@ -271,7 +363,7 @@ async fn read_json(body: Body, limit: usize) -> Result<Body, ApiError> {
     // The transcoder's own parser: UTF-8 only, no key twice, nesting bounded (tool arguments
     // meet the document depth limit when they are transcoded).
     match worktruck_proto::json::parse(&bytes) {
-        Ok(Value::Object(_)) => Ok(Body::from(bytes)),
+        Ok(message @ Value::Object(_)) => Ok((Body::from(bytes), message)),
         // MCP 2025-06-18 removed JSON-RPC batching; rmcp would answer a batch with a 415.
         Ok(Value::Array(_)) => Err(ApiError::invalid(
             "JSON-RPC batches are not supported: send one message per request",

@@ -53,8 +53,8 @@ pub struct McpConfig {
     pub base_url: String,
     /// The OAuth authorization server (`auth.oidc.issuer`) advertised in the metadata, if any.
     pub oidc_issuer: Option<String>,
-    /// `Host` header values accepted (DNS-rebinding defence). Empty: loopback names plus the
-    /// host of `base_url`.
+    /// `Host` header values accepted (DNS-rebinding defence) beside the loopback names and the
+    /// host of `base_url`, which are always accepted (`mcp.allowed_hosts`).
     pub allowed_hosts: Vec<String>,
     /// Largest request body accepted; larger ones get 413 `payload_too_large`.
     pub body_limit_bytes: usize,
@@ -95,15 +95,14 @@ impl McpConfig {
             .to_owned())
     }
 
-    /// The `Host` values accepted: configured, else loopback plus the base URL's host.
+    /// The `Host` values accepted: loopback, the base URL's host, then the configured ones.
     fn hosts(&self) -> Result<Vec<String>, Error> {
         let base = self.base_host()?;
-        if !self.allowed_hosts.is_empty() {
-            return Ok(self.allowed_hosts.clone());
-        }
         let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
-        if !hosts.contains(&base) {
-            hosts.push(base);
+        for host in std::iter::once(base).chain(self.allowed_hosts.iter().map(|h| h.trim().to_ascii_lowercase())) {
+            if !host.is_empty() && !hosts.contains(&host) {
+                hosts.push(host);
+            }
         }
         Ok(hosts)
     }
@@ -119,6 +118,7 @@ pub fn router(
     cfg: McpConfig,
 ) -> Result<axum::Router, Error> {
     let hosts = cfg.hosts()?;
+    let tool_names = registry.tools().iter().map(|t| t.name.clone()).collect();
     let gateway = McpGateway::new(&registry, &upstreams, signer)?;
     let sessions = Arc::new(LocalSessionManager::default());
     let service = StreamableHttpService::new(
@@ -133,7 +133,7 @@ pub fn router(
     };
     let guarded = axum::Router::new().nest_service(MCP_PATH, service).layer(
         axum::middleware::from_fn_with_state(
-            Arc::new(guard::Guard::new(gate, cfg, sessions)),
+            Arc::new(guard::Guard::new(gate, cfg, sessions, tool_names)),
             guard::guard,
         ),
     );
@@ -167,5 +167,12 @@ mod tests {
             3
         );
         assert!(McpConfig::new("mcp.example.com").hosts().is_err());
+        // Configured names come on top of the defaults, never instead of them.
+        let mut cfg = McpConfig::new("https://mcp.example.com");
+        cfg.allowed_hosts = vec!["worktruck-mcp-gateway".into(), "Mcp.Internal:8081".into(), "localhost".into()];
+        assert_eq!(
+            cfg.hosts().unwrap(),
+            ["localhost", "127.0.0.1", "::1", "mcp.example.com", "worktruck-mcp-gateway", "mcp.internal:8081"]
+        );
     }
 }

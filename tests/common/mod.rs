@@ -19,15 +19,21 @@ pub struct Stack {
     pub base: String,
     /// The MCP gateway's base URL (`http://127.0.0.1:<port>`); the endpoint is `{mcp}/mcp/v1`.
     pub mcp: String,
+    /// The admin port's base URL (`/health`, `/ready`, `/metrics`).
+    pub admin: String,
     pub key: String,
     pub http: reqwest::Client,
 }
 
 /// Config for a fresh stack on `data`.
 pub fn config(data: &TestData) -> Config {
-    let mut cfg = Config { data_dir: data.path(), ..Config::default() };
+    let mut cfg = Config {
+        data_dir: data.path(),
+        ..Config::default()
+    };
     cfg.rest.addr = "127.0.0.1:0".parse().unwrap();
     cfg.mcp.addr = "127.0.0.1:0".parse().unwrap();
+    cfg.admin.addr = "127.0.0.1:0".parse().unwrap();
     if data.backend == Backend::Postgres {
         cfg.database.url = data.database_url.clone().unwrap();
         if let Ok(n) = std::env::var("NATS_URL") {
@@ -51,6 +57,7 @@ impl Stack {
         let running = worktruck::start_dev(cfg.clone()).await.expect("start");
         let base = format!("http://{}", running.rest_addr.unwrap());
         let mcp = format!("http://{}", running.mcp_addr.unwrap());
+        let admin = format!("http://{}", running.admin_addr.unwrap());
         let key = running
             .first_key
             .clone()
@@ -61,6 +68,7 @@ impl Stack {
             running: Some(running),
             base,
             mcp,
+            admin,
             key,
             http: worktruck_kit::http::client(),
         }
@@ -78,6 +86,7 @@ impl Stack {
         );
         self.base = format!("http://{}", running.rest_addr.unwrap());
         self.mcp = format!("http://{}", running.mcp_addr.unwrap());
+        self.admin = format!("http://{}", running.admin_addr.unwrap());
         self.running = Some(running);
     }
 

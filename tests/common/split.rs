@@ -20,9 +20,12 @@ impl Drop for Proc {
 /// `n` distinct free ports: all are held at once while chosen, so none comes back twice (a port
 /// chosen and released one at a time can be handed out again before its role binds it).
 fn ports(n: usize) -> Vec<u16> {
-    let held: Vec<std::net::TcpListener> =
-        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
 /// A started split deployment.
@@ -53,33 +56,54 @@ impl Split {
 
     /// [`Split::start`] with every role on the NATS server at `nats` (without it, each role
     /// has its own in-process bus, so no event crosses between them).
-    pub async fn start_with_nats(backend: Backend, services: &[&str], mcp: bool, nats: Option<String>) -> Split {
+    pub async fn start_with_nats(
+        backend: Backend,
+        services: &[&str],
+        mcp: bool,
+        nats: Option<String>,
+    ) -> Split {
         let data = TestData::new(backend).await;
         let defs: Vec<_> = worktruck::services::TABLE
             .iter()
             .copied()
             .filter(|d| services.is_empty() || services.contains(&d.name))
             .collect();
-        // Per service: gRPC and admin; per gateway: its listener and (MCP) admin.
-        let ports = ports(defs.len() * 2 + 3);
+        // Per service: gRPC and admin; per gateway: its listener and admin.
+        let ports = ports(defs.len() * 2 + 4);
         let mut env: Vec<(String, String)> = vec![
             ("WORKTRUCK_SECRET_KEY".into(), SECRET.into()),
-            ("WORKTRUCK_DATA_DIR".into(), data.path().display().to_string()),
+            (
+                "WORKTRUCK_DATA_DIR".into(),
+                data.path().display().to_string(),
+            ),
         ];
         if backend == Backend::Postgres {
-            env.push(("WORKTRUCK_DATABASE__URL".into(), data.database_url.clone().unwrap()));
+            env.push((
+                "WORKTRUCK_DATABASE__URL".into(),
+                data.database_url.clone().unwrap(),
+            ));
         }
         if let Some(url) = nats {
             env.push(("WORKTRUCK_NATS__URL".into(), url));
         }
         if !services.is_empty() {
             let names: Vec<&str> = defs.iter().map(|d| d.name).collect();
-            env.push(("WORKTRUCK_ENABLED_SERVICES".into(), format!("[{}]", names.join(","))));
+            env.push((
+                "WORKTRUCK_ENABLED_SERVICES".into(),
+                format!("[{}]", names.join(",")),
+            ));
         }
         for (i, def) in defs.iter().enumerate() {
-            env.push((def.address_variable(), format!("http://127.0.0.1:{}", ports[2 * i])));
+            env.push((
+                def.address_variable(),
+                format!("http://127.0.0.1:{}", ports[2 * i]),
+            ));
         }
-        let (rest, mcp_port, mcp_admin) = (ports[defs.len() * 2], ports[defs.len() * 2 + 1], ports[defs.len() * 2 + 2]);
+        let (rest, mcp_port, mcp_admin) = (
+            ports[defs.len() * 2],
+            ports[defs.len() * 2 + 1],
+            ports[defs.len() * 2 + 2],
+        );
         let logs = tempfile::tempdir().unwrap();
         let mut split = Split {
             backend,
@@ -92,18 +116,39 @@ impl Split {
             data,
         };
         for (i, def) in defs.iter().enumerate() {
-            split.spawn(def.name, &[
-                ("WORKTRUCK_GRPC__ADDR", format!("127.0.0.1:{}", ports[2 * i])),
-                ("WORKTRUCK_ADMIN__ADDR", format!("127.0.0.1:{}", ports[2 * i + 1])),
-            ]);
+            split.spawn(
+                def.name,
+                &[
+                    (
+                        "WORKTRUCK_GRPC__ADDR",
+                        format!("127.0.0.1:{}", ports[2 * i]),
+                    ),
+                    (
+                        "WORKTRUCK_ADMIN__ADDR",
+                        format!("127.0.0.1:{}", ports[2 * i + 1]),
+                    ),
+                ],
+            );
         }
-        split.spawn("gateway", &[("WORKTRUCK_REST__ADDR", format!("127.0.0.1:{rest}"))]);
+        split.spawn(
+            "gateway",
+            &[
+                ("WORKTRUCK_REST__ADDR", format!("127.0.0.1:{rest}")),
+                (
+                    "WORKTRUCK_ADMIN__ADDR",
+                    format!("127.0.0.1:{}", ports[defs.len() * 2 + 3]),
+                ),
+            ],
+        );
         let mut ready = vec![format!("{}/ready", split.base)];
         if mcp {
-            split.spawn("mcp-gateway", &[
-                ("WORKTRUCK_MCP__ADDR", format!("127.0.0.1:{mcp_port}")),
-                ("WORKTRUCK_ADMIN__ADDR", format!("127.0.0.1:{mcp_admin}")),
-            ]);
+            split.spawn(
+                "mcp-gateway",
+                &[
+                    ("WORKTRUCK_MCP__ADDR", format!("127.0.0.1:{mcp_port}")),
+                    ("WORKTRUCK_ADMIN__ADDR", format!("127.0.0.1:{mcp_admin}")),
+                ],
+            );
             ready.push(format!("http://127.0.0.1:{mcp_admin}/ready"));
         }
         for url in ready {
@@ -114,14 +159,22 @@ impl Split {
 
     fn spawn(&mut self, role: &str, own: &[(&str, String)]) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_worktruck"));
-        cmd.args(["serve", role]).env_remove("WORKTRUCK_NATS__URL").stdout(Stdio::null());
-        for (k, v) in self.env.iter().map(|(k, v)| (k.as_str(), v)).chain(own.iter().map(|(k, v)| (*k, v))) {
+        cmd.args(["serve", role])
+            .env_remove("WORKTRUCK_NATS__URL")
+            .stdout(Stdio::null());
+        for (k, v) in self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v))
+            .chain(own.iter().map(|(k, v)| (*k, v)))
+        {
             cmd.env(k, v);
         }
         // Each role's log, shown if the test fails.
         let log = std::fs::File::create(self.logs.path().join(format!("{role}.log"))).unwrap();
         cmd.stderr(log);
-        self.procs.push((role.to_owned(), Proc(cmd.spawn().unwrap())));
+        self.procs
+            .push((role.to_owned(), Proc(cmd.spawn().unwrap())));
         self.roles.push(role.to_owned());
     }
 
@@ -135,10 +188,13 @@ impl Split {
                 Ok(r) => last = format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
                 Err(e) => last = e.to_string(),
             }
-            let exited = self
-                .procs
-                .iter_mut()
-                .find_map(|(role, proc)| proc.0.try_wait().ok().flatten().map(|status| format!("the {role} role exited ({status})")));
+            let exited = self.procs.iter_mut().find_map(|(role, proc)| {
+                proc.0
+                    .try_wait()
+                    .ok()
+                    .flatten()
+                    .map(|status| format!("the {role} role exited ({status})"))
+            });
             if let Some(exited) = exited {
                 panic!("{:?}: {exited}\n{}", self.backend, self.logs());
             }
@@ -157,9 +213,13 @@ impl Split {
         self.roles
             .iter()
             .map(|role| {
-                let text = std::fs::read_to_string(self.logs.path().join(format!("{role}.log"))).unwrap_or_default();
+                let text = std::fs::read_to_string(self.logs.path().join(format!("{role}.log")))
+                    .unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(15).collect();
-                format!("--- {role}:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+                format!(
+                    "--- {role}:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
             })
             .collect::<Vec<_>>()
             .join("\n")
@@ -169,12 +229,22 @@ impl Split {
     /// operator does; returns its API key.
     pub fn create_tenant(&self, name: &str) -> String {
         let mut admin = Command::new(env!("CARGO_BIN_EXE_worktruck"));
-        admin.args(["admin", "create-tenant", "--name", name, "--json"]).env_remove("WORKTRUCK_NATS__URL");
+        admin
+            .args(["admin", "create-tenant", "--name", name, "--json"])
+            .env_remove("WORKTRUCK_NATS__URL");
         for (k, v) in &self.env {
             admin.env(k, v);
         }
-        let out = admin.stdout(Stdio::piped()).stderr(Stdio::piped()).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = admin
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         v["api_key"].as_str().unwrap().to_owned()
     }

@@ -53,6 +53,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Tracing export.
     pub telemetry: TelemetryConfig,
+    /// Prometheus metrics (`/metrics` on the admin port).
+    pub metrics: MetricsConfig,
     /// Tenant defaults.
     pub tenants: TenantsConfig,
     /// Ways in beyond API keys, and plan limits.
@@ -221,6 +223,11 @@ pub struct McpConfig {
     /// `https://mcp.example.com`); it names the resource in the OAuth metadata and its host is
     /// allowed in `Host` headers. Empty means `http://<addr>`.
     pub public_url: String,
+    /// More `Host` header values the MCP gateway accepts (DNS-rebinding defence), beside the
+    /// loopback names and `public_url`'s host: the names it is reached by inside a cluster or
+    /// behind a proxy (`worktruck-mcp-gateway`, `mcp.internal:8081`). A name alone allows every
+    /// port; `name:port` that port only.
+    pub allowed_hosts: Vec<String>,
     /// Largest JSON-RPC request body accepted; larger ones get 413 `payload_too_large`.
     pub body_limit_bytes: usize,
     /// Open connections at most; one more is closed when accepted.
@@ -332,7 +339,8 @@ impl GrpcTlsConfig {
     }
 }
 
-/// Admin HTTP listener of a service role.
+/// Admin HTTP listener (`/health`, `/ready`, `/metrics`) of every role and of `worktruck dev`;
+/// loopback by default, `0.0.0.0:9090` in containers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
@@ -356,7 +364,8 @@ pub struct ContextConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
-    /// `text` or `json`.
+    /// `json`, `text`, or `auto` (the default): JSON unless the log stream (stderr) is a
+    /// terminal, so a container, a service manager or a pipe gets JSON without being told.
     pub format: String,
     /// An `EnvFilter` directive, e.g. `info,worktruck=debug`.
     pub level: String,
@@ -368,6 +377,21 @@ pub struct LogConfig {
 pub struct TelemetryConfig {
     /// OTLP/gRPC endpoint, e.g. `http://otel-collector:4317`; empty disables export.
     pub otlp_endpoint: String,
+}
+
+/// `[metrics]`: what `/metrics` (on `admin.addr` only) exports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Upper bounds, in seconds, of every latency histogram's buckets (HTTP, MCP, gRPC,
+    /// outbox publish); increasing. The same everywhere, so replicas aggregate.
+    pub buckets: Vec<f64>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { buckets: crate::telemetry::DEFAULT_BUCKETS.to_vec() }
+    }
 }
 
 /// Tenant defaults.
@@ -395,6 +419,7 @@ impl Default for Config {
             context: ContextConfig::default(),
             log: LogConfig::default(),
             telemetry: TelemetryConfig::default(),
+            metrics: MetricsConfig::default(),
             tenants: TenantsConfig::default(),
             auth: AuthConfig::default(),
             outbound: OutboundConfig::default(),
@@ -446,6 +471,7 @@ impl Default for McpConfig {
         Self {
             addr: "127.0.0.1:8081".parse().expect("addr"),
             public_url: String::new(),
+            allowed_hosts: Vec::new(),
             body_limit_bytes: 1024 * 1024,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_timeout_ms: 10_000,
@@ -471,12 +497,12 @@ impl Default for GrpcConfig {
 }
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { addr: "0.0.0.0:9090".parse().expect("addr") }
+        Self { addr: "127.0.0.1:9090".parse().expect("addr") }
     }
 }
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: "text".into(), level: "info".into() }
+        Self { format: "auto".into(), level: "info".into() }
     }
 }
 impl Default for TenantsConfig {
@@ -488,7 +514,7 @@ impl Default for TenantsConfig {
 /// The top-level configuration keys (sections and plain values).
 const TOP_LEVEL_KEYS: &[&str] = &[
     "data_dir", "secret_key", "rest", "mcp", "database", "nats", "grpc", "admin", "services",
-    "context", "log", "telemetry", "tenants", "auth", "outbound", "enabled_services", "settings", "blobs",
+    "context", "log", "telemetry", "metrics", "tenants", "auth", "outbound", "enabled_services", "settings", "blobs",
 ];
 
 /// A configuration problem, reported before start.
@@ -530,8 +556,8 @@ impl Config {
         if !(50..=60_000).contains(&self.database.acquire_timeout_ms) {
             return Err(ConfigError("database.acquire_timeout_ms must be 50..=60000".into()));
         }
-        if !["text", "json"].contains(&self.log.format.as_str()) {
-            return Err(ConfigError("log.format must be text or json".into()));
+        if !["auto", "text", "json"].contains(&self.log.format.as_str()) {
+            return Err(ConfigError("log.format must be auto, text or json".into()));
         }
         for origin in &self.rest.cors_allowed_origins {
             let ok = origin == "*"
@@ -560,6 +586,18 @@ impl Config {
             if !(100..=600_000).contains(&header) || !(100..=600_000).contains(&body) {
                 return Err(ConfigError(format!("{name}.header_timeout_ms and {name}.body_timeout_ms must be 100..=600000")));
             }
+        }
+        for host in &self.mcp.allowed_hosts {
+            let authority = host.parse::<http::uri::Authority>().ok();
+            if host.trim().is_empty() || authority.is_none_or(|a| a.as_str().contains('@')) {
+                return Err(ConfigError(format!(
+                    "mcp.allowed_hosts: {host:?} is not a host name or host:port (no scheme, path or user)"
+                )));
+            }
+        }
+        let b = &self.metrics.buckets;
+        if b.is_empty() || b.len() > 40 || b.iter().any(|v| !v.is_finite() || *v <= 0.0) || b.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(ConfigError("metrics.buckets must be 1 to 40 increasing positive numbers of seconds".into()));
         }
         if self.mcp.body_limit_bytes < 1024 {
             return Err(ConfigError("mcp.body_limit_bytes must be at least 1024".into()));
@@ -791,6 +829,34 @@ mod tests {
             assert_eq!(cfg.services["some_new_one"], "http://new:50051", "a new service needs no config code");
             assert_eq!(cfg.settings["notes"], serde_json::json!({"max_attachment_bytes": 10, "max_note_bytes": 20}));
             assert_eq!(cfg.enabled_services, ["tenants", "contacts"]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn metrics_buckets_are_increasing_seconds() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("WORKTRUCK_METRICS__BUCKETS", "[0.01, 0.1, 1]");
+            assert_eq!(Config::load(None).map_err(|e| e.to_string())?.metrics.buckets, [0.01, 0.1, 1.0]);
+            for bad in ["[]", "[1, 0.5]", "[0, 1]", "[0.1, 0.1]"] {
+                jail.set_env("WORKTRUCK_METRICS__BUCKETS", bad);
+                assert!(Config::load(None).unwrap_err().0.contains("metrics.buckets"), "{bad}");
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn mcp_allowed_hosts_are_a_list_of_authorities() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("WORKTRUCK_MCP__ALLOWED_HOSTS", "[worktruck-mcp-gateway, \"mcp.internal:8081\"]");
+            let cfg = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.mcp.allowed_hosts, ["worktruck-mcp-gateway", "mcp.internal:8081"]);
+            for bad in ["[\"https://mcp.example.com\"]", "[\"a/b\"]", "[\"\"]", "[\"u@h\"]"] {
+                jail.set_env("WORKTRUCK_MCP__ALLOWED_HOSTS", bad);
+                let e = Config::load(None).unwrap_err();
+                assert!(e.0.contains("mcp.allowed_hosts"), "{bad}: {e}");
+            }
             Ok(())
         });
     }

@@ -19,6 +19,11 @@ use crate::error::{Error, ErrorCode};
 /// The gRPC metadata key carrying the token.
 pub const METADATA_KEY: &str = "x-worktruck-context";
 
+/// The answer to a call without a context: it names the header and who signs it, so an
+/// internal caller knows what to send.
+pub const MISSING: &str = "missing internal context: send the x-worktruck-context metadata, a token a gateway signs with \
+     context.signing_key (Ed25519) for 60 s; services verify it with context.public_key";
+
 /// How long a token is valid after it was signed.
 const TTL_SECS: i64 = 60;
 
@@ -237,7 +242,7 @@ impl Verifier {
         let token = md
             .get(METADATA_KEY)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| Error::unauthenticated("missing internal context"))?;
+            .ok_or_else(|| Error::unauthenticated(MISSING))?;
         self.verify_token(token)
     }
 }

@@ -1,5 +1,5 @@
-//! What operators and orchestrators call: `/health` (liveness), `/ready` (dependencies), and
-//! `/metrics` (Prometheus) over HTTP, plus the gRPC server every service runs, with gRPC health
+//! What operators and orchestrators call: `/health` (liveness), `/ready` (dependencies), and,
+//! on the admin port only, `/metrics` (Prometheus) over HTTP, plus the gRPC server every service runs, with gRPC health
 //! checking and server reflection.
 
 use std::future::Future;
@@ -67,10 +67,17 @@ pub fn bus_check(bus: crate::bus::Bus) -> Check {
     Check { name: "bus".to_owned(), critical: false, probe }
 }
 
-/// `/health`, `/ready` and `/metrics`.
+/// `/health`, `/ready` and `/metrics`, for the admin port only: per-route traffic is not the
+/// public's to read.
+pub fn admin_router(checks: Vec<Check>) -> Router {
+    router(checks).route("/metrics", get(|| async { crate::telemetry::render_metrics() }))
+}
+
+/// `/health` and `/ready`, for every port that orchestrators probe (the gateways' public ones
+/// too); `/metrics` is [`admin_router`]'s alone.
 pub fn router(checks: Vec<Check>) -> Router {
     // Install the recorder now, before any request records a metric.
-    let metrics = metrics_handle();
+    let _ = metrics_handle();
     let checks = Arc::new(checks);
     Router::new()
         .route("/health", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
@@ -81,10 +88,6 @@ pub fn router(checks: Vec<Check>) -> Router {
                 async move { ready(&checks).await }
             }),
         )
-        .route("/metrics", get(move || {
-            let metrics = metrics.clone();
-            async move { metrics.render() }
-        }))
 }
 
 /// The longest a check may take: `/ready` answers within about a second even when a
@@ -159,9 +162,31 @@ pub fn in_process_grpc() -> (tonic::transport::Channel, GrpcListener) {
     (channel, GrpcListener::InProcess(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
 
+/// The gRPC health service's name.
+pub const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+/// The server reflection services, both served: v1, and v1alpha for grpcurl up to 1.8 and the
+/// many clients that only know it.
+pub const REFLECTION_SERVICES: [&str; 2] = ["grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"];
+
+/// A reflection builder that lists exactly what a port serves (`service_names`, health and
+/// reflection itself) and resolves every type a caller meets: the whole proto tree, the health
+/// messages, and the `google.rpc` details errors carry (`ErrorInfo`, `BadRequest`, …).
+fn reflection(service_names: &[&str]) -> tonic_reflection::server::Builder<'static> {
+    let mut builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(worktruck_proto::DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET);
+    for name in service_names.iter().copied().chain([HEALTH_SERVICE]).chain(REFLECTION_SERVICES) {
+        builder = builder.with_service_name(name);
+    }
+    builder
+}
+
 /// Serves `routes` (one or more tonic services) on `listener`, with `grpc.health.v1.Health`
-/// reporting every name in `service_names` as serving, and server reflection over the whole
-/// descriptor set, until `shutdown` resolves. Every call passes [`ScopeGuard`] first: a
+/// reporting every name in `service_names` as serving, and server reflection (v1 and v1alpha)
+/// listing those names, health and reflection, until `shutdown` resolves. Every call passes [`ScopeGuard`] first: a
 /// context `verifier` accepts must hold the RPC's scope. With `tls`, only callers presenting a
 /// certificate of its CA get in (mutual TLS).
 pub async fn serve_grpc(
@@ -177,10 +202,10 @@ pub async fn serve_grpc(
         reporter.set_service_status(*name, tonic_health::ServingStatus::Serving).await;
     }
     reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(worktruck_proto::DESCRIPTOR_SET)
-        .build_v1()?;
-    let routes = routes.add_service(health).add_service(reflection);
+    let routes = routes
+        .add_service(health)
+        .add_service(reflection(service_names).build_v1()?)
+        .add_service(reflection(service_names).build_v1alpha()?);
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
@@ -192,6 +217,7 @@ pub async fn serve_grpc(
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .timeout(std::time::Duration::from_secs(60))
         .trace_fn(crate::telemetry::grpc_span)
+        .layer(GrpcMetricsLayer { table: ScopeTable::embedded() })
         .layer(ScopeGuardLayer { verifier, table: ScopeTable::embedded() })
         .add_routes(routes);
     match listener.into() {
@@ -202,6 +228,135 @@ pub async fn serve_grpc(
         GrpcListener::InProcess(incoming) => server.serve_with_incoming_shutdown(incoming, shutdown).await?,
     }
     Ok(())
+}
+
+/// Counts and times every call a gRPC server answers ([`crate::telemetry::families::GRPC_CALLS`]),
+/// by method and status code: the code of a trailers-only answer from its headers, of any other
+/// from its trailers, `Cancelled` when the caller went away first.
+#[derive(Clone)]
+pub struct GrpcMetricsLayer {
+    table: &'static ScopeTable,
+}
+
+impl<S> tower::Layer<S> for GrpcMetricsLayer {
+    type Service = GrpcMetrics<S>;
+    fn layer(&self, inner: S) -> GrpcMetrics<S> {
+        GrpcMetrics { inner, table: self.table }
+    }
+}
+
+/// See [`GrpcMetricsLayer`].
+#[derive(Clone)]
+pub struct GrpcMetrics<S> {
+    inner: S,
+    table: &'static ScopeTable,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for GrpcMetrics<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path();
+        // Only methods this code knows become labels: a caller's made-up path must not add series.
+        let known = self.table.required(path).is_some()
+            || ["/grpc.health.v1.Health/", "/grpc.reflection.", "/worktruck.common.v1.LinkTargets/"].iter().any(|p| path.starts_with(p));
+        let method: Arc<str> = if known && path.len() <= 200 { path.into() } else { "unmatched".into() };
+        let call = CallMetric { method, started: std::time::Instant::now(), done: false };
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let mut call = call;
+            let response = future.await?;
+            if let Some(code) = response.headers().get("grpc-status") {
+                call.finish(code);
+                return Ok(response);
+            }
+            let (parts, body) = response.into_parts();
+            Ok(http::Response::from_parts(parts, tonic::body::Body::new(Metered { inner: body, call: Some(call) })))
+        })
+    }
+}
+
+/// One call being measured; recorded once, `Cancelled` when dropped unfinished.
+struct CallMetric {
+    method: Arc<str>,
+    started: std::time::Instant,
+    done: bool,
+}
+
+impl CallMetric {
+    fn finish(&mut self, status: &http::HeaderValue) {
+        let code = status.to_str().ok().and_then(|v| v.parse::<i32>().ok()).map(tonic::Code::from).unwrap_or(tonic::Code::Unknown);
+        self.record(code);
+    }
+
+    fn record(&mut self, code: tonic::Code) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        use crate::telemetry::families::{GRPC_CALLS, GRPC_DURATION};
+        let code = format!("{code:?}");
+        metrics::counter!(GRPC_CALLS, "method" => self.method.to_string(), "code" => code.clone()).increment(1);
+        metrics::histogram!(GRPC_DURATION, "method" => self.method.to_string(), "code" => code)
+            .record(self.started.elapsed().as_secs_f64());
+    }
+}
+
+impl Drop for CallMetric {
+    fn drop(&mut self) {
+        self.record(tonic::Code::Cancelled);
+    }
+}
+
+/// A response body that records its call's code when the trailers pass.
+struct Metered {
+    inner: tonic::body::Body,
+    call: Option<CallMetric>,
+}
+
+impl hyper::body::Body for Metered {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                if let Some(status) = frame.trailers_ref().and_then(|t| t.get("grpc-status"))
+                    && let Some(mut call) = self.call.take()
+                {
+                    call.finish(status);
+                }
+            }
+            std::task::Poll::Ready(None) => {
+                if let Some(mut call) = self.call.take() {
+                    call.record(tonic::Code::Unknown);
+                }
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Wraps a gRPC server in [`ScopeGuard`].

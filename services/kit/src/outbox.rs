@@ -80,12 +80,32 @@ pub struct Relay {
     db: Db,
     bus: Bus,
     wake: Arc<Notify>,
+    /// The `service` label of its metrics.
+    service: Arc<str>,
 }
 
 impl Relay {
     /// A relay from a service's database to the bus.
     pub fn new(db: Db, bus: Bus) -> Self {
-        Self { db, bus, wake: Arc::new(Notify::new()) }
+        Self { db, bus, wake: Arc::new(Notify::new()), service: "".into() }
+    }
+
+    /// The same relay, its metrics labelled with `service`.
+    pub fn for_service(mut self, service: &str) -> Self {
+        self.service = service.into();
+        self
+    }
+
+    /// Publishes one row, timing it and counting failures.
+    async fn publish(&self, row: &Row) -> Result<()> {
+        use crate::telemetry::families::{OUTBOX_FAILURES, OUTBOX_PUBLISH};
+        let started = std::time::Instant::now();
+        let published = self.bus.publish(&message(row)).await;
+        match &published {
+            Ok(_) => metrics::histogram!(OUTBOX_PUBLISH, "service" => self.service.to_string()).record(started.elapsed().as_secs_f64()),
+            Err(_) => metrics::counter!(OUTBOX_FAILURES, "service" => self.service.to_string()).increment(1),
+        }
+        published.map(|_| ())
     }
 
     /// Call after committing a transaction that enqueued events, so they go out at once.
@@ -98,6 +118,7 @@ impl Relay {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(500);
+        let mut counted: Option<std::time::Instant> = None;
         loop {
             match self.drain().await {
                 Ok(_) => backoff = Duration::from_millis(500),
@@ -105,6 +126,13 @@ impl Relay {
                     tracing::warn!(error = %e, "outbox relay cannot publish; will retry");
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
+            }
+            // At most once a second: a busy service wakes the relay after every write.
+            if counted.is_none_or(|c| c.elapsed() >= Duration::from_secs(1))
+                && let Ok(pending) = self.pending().await
+            {
+                counted = Some(std::time::Instant::now());
+                metrics::gauge!(crate::telemetry::families::OUTBOX_PENDING, "service" => self.service.to_string()).set(pending as f64);
             }
             tokio::select! {
                 _ = &mut shutdown => return,
@@ -136,7 +164,7 @@ impl Relay {
                 let mut sent = 0;
                 let mut failure = None;
                 for r in &rows {
-                    if let Err(e) = self.bus.publish(&message(r)).await {
+                    if let Err(e) = self.publish(r).await {
                         failure = Some(e);
                         break;
                     }
@@ -153,7 +181,7 @@ impl Relay {
                 };
                 let mut sent = 0;
                 for r in &rows {
-                    self.bus.publish(&message(r)).await?;
+                    self.publish(r).await?;
                     let mut tx = self.db.begin(Scope::System, true).await?;
                     exec!(&mut tx, sqlx::query(MARK_SENT).bind(r.id).bind(crate::db::now()))?;
                     tx.commit().await?;

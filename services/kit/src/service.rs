@@ -47,6 +47,14 @@ pub struct ServiceDef {
 }
 
 impl ServiceDef {
+    /// Every gRPC service its port serves beside health and reflection: its own, and
+    /// `worktruck.common.v1.LinkTargets` when others may link to it ([`build`] adds it).
+    pub fn served_services(&self) -> Vec<&'static str> {
+        let links = (!self.link_targets.is_empty())
+            .then_some(worktruck_proto::common::v1::link_targets_server::SERVICE_NAME);
+        self.grpc_services.iter().copied().chain(links).collect()
+    }
+
     /// The environment variable that sets this service's gRPC address for the gateways and
     /// its callers, e.g. `WORKTRUCK_SERVICES__CONTACTS`.
     pub fn address_variable(&self) -> String {

@@ -80,7 +80,13 @@ impl Drop for TelemetryGuard {
 /// Installs the global subscriber. Call once, from `main`.
 pub fn init(cfg: &Config, service_name: &str) -> anyhow::Result<TelemetryGuard> {
     let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&cfg.log.level))?;
-    let fmt = if cfg.log.format == "json" {
+    // Logs go to stderr: JSON for a log pipeline unless a person is reading them there.
+    let json = match cfg.log.format.as_str() {
+        "json" => true,
+        "text" => false,
+        _ => !std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let fmt = if json {
         tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed()
     } else {
         let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -112,16 +118,140 @@ pub fn init(cfg: &Config, service_name: &str) -> anyhow::Result<TelemetryGuard> 
     Ok(TelemetryGuard { provider })
 }
 
-/// The process-wide Prometheus recorder (installed on first use).
-pub fn metrics_handle() -> PrometheusHandle {
+/// Latency histogram buckets, in seconds, when `[metrics] buckets` is not set.
+pub const DEFAULT_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// The metric families, with their HELP text: the one list `/metrics` describes.
+pub mod families {
+    /// REST requests: `route` (the template), `method`, `status`, `plan`.
+    pub const HTTP_REQUESTS: &str = "worktruck_http_requests_total";
+    /// REST request latency.
+    pub const HTTP_DURATION: &str = "worktruck_http_request_duration_seconds";
+    /// MCP HTTP requests: JSON-RPC `method`, `tool`, `status`, `plan`.
+    pub const MCP_REQUESTS: &str = "worktruck_mcp_requests_total";
+    /// MCP request latency.
+    pub const MCP_DURATION: &str = "worktruck_mcp_request_duration_seconds";
+    /// gRPC calls a server answered: `method` (`/package.Service/Method`), `code`.
+    pub const GRPC_CALLS: &str = "worktruck_grpc_server_calls_total";
+    /// gRPC server call latency.
+    pub const GRPC_DURATION: &str = "worktruck_grpc_server_call_duration_seconds";
+    /// Outbox rows not yet published, per `service`.
+    pub const OUTBOX_PENDING: &str = "worktruck_outbox_pending";
+    /// Time to publish one outbox row to the bus, per `service`.
+    pub const OUTBOX_PUBLISH: &str = "worktruck_outbox_publish_duration_seconds";
+    /// Outbox publishes that failed, per `service`.
+    pub const OUTBOX_FAILURES: &str = "worktruck_outbox_publish_failures_total";
+    /// Authentication outcomes at the gateways: `outcome` (`ok`, `unauthenticated`,
+    /// `payment_required`, `error`).
+    pub const AUTH: &str = "worktruck_auth_attempts_total";
+    /// Requests refused by the plan's rate limit, per `plan`.
+    pub const RATE_LIMITED: &str = "worktruck_rate_limit_refusals_total";
+    /// Resident memory of the process.
+    pub const RSS: &str = "worktruck_process_resident_memory_bytes";
+    /// Open file descriptors of the process (sockets included).
+    pub const OPEN_FDS: &str = "worktruck_process_open_fds";
+    /// The soft limit on open file descriptors.
+    pub const MAX_FDS: &str = "worktruck_process_max_fds";
+    /// CPU time the process used, user and system.
+    pub const CPU: &str = "worktruck_process_cpu_seconds_total";
+}
+
+/// The plans, for labels that are zero until something happens (so a rate of them exists).
+const PLANS: [&str; 4] = ["free", "pro", "scale", "enterprise"];
+
+fn describe() {
+    use families::*;
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(HTTP_REQUESTS, "REST requests answered, by route template, method, status and tenant plan.");
+    describe_histogram!(HTTP_DURATION, Unit::Seconds, "REST request latency, by route template, method, status and tenant plan.");
+    describe_counter!(MCP_REQUESTS, "MCP HTTP requests answered, by JSON-RPC method, tool, status and tenant plan.");
+    describe_histogram!(MCP_DURATION, Unit::Seconds, "MCP HTTP request latency, by JSON-RPC method, tool, status and tenant plan.");
+    describe_counter!(GRPC_CALLS, "gRPC calls answered by this process's servers, by method and status code.");
+    describe_histogram!(GRPC_DURATION, Unit::Seconds, "gRPC server call latency, by method and status code.");
+    describe_gauge!(OUTBOX_PENDING, "Outbox rows committed but not yet published to the bus, by service.");
+    describe_histogram!(OUTBOX_PUBLISH, Unit::Seconds, "Time to publish one outbox row to the bus, by service.");
+    describe_counter!(OUTBOX_FAILURES, "Outbox publishes that failed (the row stays and is retried), by service.");
+    describe_counter!(AUTH, "Authentication attempts at the gateways, by outcome.");
+    describe_counter!(RATE_LIMITED, "Requests refused (429) by the tenant plan's rate limit, by plan.");
+    describe_gauge!(RSS, Unit::Bytes, "Resident memory of the process.");
+    describe_gauge!(OPEN_FDS, "Open file descriptors of the process.");
+    describe_gauge!(MAX_FDS, "Soft limit on open file descriptors of the process.");
+    describe_counter!(CPU, Unit::Seconds, "CPU time used by the process, user and system.");
+    for plan in PLANS {
+        metrics::counter!(RATE_LIMITED, "plan" => plan).increment(0);
+    }
+    for outcome in ["ok", "unauthenticated", "payment_required", "error"] {
+        metrics::counter!(AUTH, "outcome" => outcome).increment(0);
+    }
+}
+
+/// Installs the process-wide Prometheus recorder with `buckets` for every histogram (the
+/// first call wins: one recorder per process) and returns its handle.
+pub fn install_metrics(buckets: &[f64]) -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let builder = PrometheusBuilder::new();
+            let builder = match builder.set_buckets(buckets) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics buckets refused; using the defaults");
+                    PrometheusBuilder::new().set_buckets(DEFAULT_BUCKETS).expect("the default buckets")
+                }
+            };
+            let recorder = builder.build_recorder();
             let handle = recorder.handle();
             // Fails only when another recorder is installed; the handle still renders ours.
             let _ = metrics::set_global_recorder(recorder);
+            describe();
             handle
         })
         .clone()
+}
+
+/// The process-wide Prometheus recorder (installed with the default buckets on first use
+/// when [`install_metrics`] was not called first).
+pub fn metrics_handle() -> PrometheusHandle {
+    install_metrics(DEFAULT_BUCKETS)
+}
+
+/// `/metrics`: the process gauges read now, then every family in Prometheus text format.
+pub fn render_metrics() -> String {
+    let handle = metrics_handle();
+    process_metrics();
+    handle.render()
+}
+
+/// Reads RSS, open files and CPU time from `/proc/self` (Linux; elsewhere nothing is set).
+fn process_metrics() {
+    use families::*;
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status")
+        && let Some(kb) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+    {
+        metrics::gauge!(RSS).set(kb * 1024.0);
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        metrics::gauge!(OPEN_FDS).set(fds.count() as f64);
+    }
+    if let Ok(limits) = std::fs::read_to_string("/proc/self/limits")
+        && let Some(soft) = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|v| v.parse::<f64>().ok())
+    {
+        metrics::gauge!(MAX_FDS).set(soft);
+    }
+    // Fields 14 and 15 (utime, stime) after the command, in clock ticks (100 a second on Linux).
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat")
+        && let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r)
+    {
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if let (Some(u), Some(s)) = (fields.get(11).and_then(|v| v.parse::<u64>().ok()), fields.get(12).and_then(|v| v.parse::<u64>().ok())) {
+            metrics::counter!(CPU).absolute((u + s) / 100);
+        }
+    }
 }

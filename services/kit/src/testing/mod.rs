@@ -174,13 +174,14 @@ pub async fn early_in_a_minute() {
 /// loopback port until `stop` resolves, and returns a lazy channel to it.
 pub async fn serve_grpc_on_loopback(
     routes: tonic::service::Routes,
-    service_names: &'static [&'static str],
+    service_names: impl Into<Vec<&'static str>>,
     verifier: crate::context::Verifier,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> tonic::transport::Channel {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
     let addr = listener.local_addr().expect("local addr");
-    tokio::spawn(crate::ops::serve_grpc(listener, routes, service_names, verifier, None, stop));
+    let names: Vec<&'static str> = service_names.into();
+    tokio::spawn(async move { crate::ops::serve_grpc(listener, routes, &names, verifier, None, stop).await });
     tonic::transport::Channel::from_shared(format!("http://{addr}"))
         .expect("a loopback URL")
         .connect_lazy()
@@ -246,7 +247,7 @@ impl TestService {
         for (_, task) in built.tasks {
             tokio::spawn(task);
         }
-        let channel = serve_grpc_on_loopback(built.routes, def.grpc_services, signer.verifier(), signal.wait()).await;
+        let channel = serve_grpc_on_loopback(built.routes, def.served_services(), signer.verifier(), signal.wait()).await;
         TestService { channel, signer, relay, db, shutdown }
     }
 
