@@ -370,6 +370,33 @@ mod tests {
         }
     }
 
+    /// Every case of `tests/fixtures/expansion.json`, computed by python-dateutil (an
+    /// independent RFC 5545 implementation, `gen_expansion.py`), expands to the same instants.
+    #[test]
+    fn expansion_matches_an_independent_implementation() {
+        let cases: serde_json::Value = serde_json::from_str(include_str!("../tests/fixtures/expansion.json")).unwrap();
+        let list = |v: &serde_json::Value| -> Vec<DateTime<Utc>> {
+            v.as_array().unwrap().iter().map(|s| t(s.as_str().unwrap())).collect()
+        };
+        let cases = cases.as_array().unwrap();
+        assert!(cases.len() >= 15);
+        for c in cases {
+            let name = c["name"].as_str().unwrap();
+            let tz: chrono_tz::Tz = c["zone"].as_str().unwrap().parse().unwrap();
+            let (ex, rd) = (list(&c["exdates"]), list(&c["rdates"]));
+            let rule = check_rule(c["rule"].as_str().unwrap()).unwrap().unwrap();
+            let s = Series { rule: Some(&rule), tz, start: t(c["start"].as_str().unwrap()), exdates: &ex, rdates: &rd };
+            let got = occurrences(&s, t(c["from"].as_str().unwrap()), t(c["to"].as_str().unwrap()), 2500).unwrap().unwrap();
+            assert_eq!(got, list(&c["expected"]), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_cap_is_an_answer_not_a_truncation() {
+        let s = Series { rule: Some("FREQ=MINUTELY"), tz: chrono_tz::Tz::UTC, start: t("2025-01-01T00:00:00Z"), exdates: &[], rdates: &[] };
+        assert_eq!(occurrences(&s, t("2025-01-01T00:00:00Z"), t("2025-01-03T00:00:00Z"), 2500).unwrap(), Err(Stop::TooMany));
+    }
+
     #[test]
     fn until_count_and_the_end_of_a_rule() {
         assert_eq!(
