@@ -672,3 +672,112 @@ pub fn event_pb(tenant: &str, r: &Record, d: &EventDoc) -> pb::Event {
         temporal: r.temporal.as_ref().map(worktruck_kit::pbjson::temporal),
     }
 }
+
+/// The stored fields of an attendee.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct AttendeeDoc {
+    /// The event.
+    pub event_id: String,
+    /// Email (lower-cased).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The contact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_id: Option<String>,
+    /// Name shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// individual, group, resource, room.
+    pub participant_type: String,
+    /// chair, required, optional, non_participant.
+    pub role: String,
+    /// needs_action, accepted, declined, tentative, delegated.
+    pub response_status: String,
+    /// Comment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+impl AttendeeDoc {
+    /// The stored JSON.
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).expect("an attendee serialises")
+    }
+
+    /// Reads a stored document.
+    pub fn from_value(v: &Value) -> Result<AttendeeDoc> {
+        serde_json::from_value(v.clone()).map_err(Error::internal)
+    }
+}
+
+/// Participant type as stored.
+pub fn participant_name(v: i32) -> Result<&'static str> {
+    Ok(match pb::ParticipantType::try_from(v) {
+        Ok(pb::ParticipantType::Unspecified | pb::ParticipantType::Individual) => "individual",
+        Ok(pb::ParticipantType::Group) => "group",
+        Ok(pb::ParticipantType::Resource) => "resource",
+        Ok(pb::ParticipantType::Room) => "room",
+        Err(_) => return Err(Error::validation("participant_type must be individual, group, resource or room")),
+    })
+}
+
+/// Role as stored.
+pub fn role_name(v: i32) -> Result<&'static str> {
+    Ok(match pb::AttendeeRole::try_from(v) {
+        Ok(pb::AttendeeRole::Unspecified | pb::AttendeeRole::Required) => "required",
+        Ok(pb::AttendeeRole::Chair) => "chair",
+        Ok(pb::AttendeeRole::Optional) => "optional",
+        Ok(pb::AttendeeRole::NonParticipant) => "non_participant",
+        Err(_) => return Err(Error::validation("role must be chair, required, optional or non_participant")),
+    })
+}
+
+/// Response status as stored.
+pub fn response_name(v: i32) -> Result<&'static str> {
+    Ok(match pb::ResponseStatus::try_from(v) {
+        Ok(pb::ResponseStatus::Unspecified | pb::ResponseStatus::NeedsAction) => "needs_action",
+        Ok(pb::ResponseStatus::Accepted) => "accepted",
+        Ok(pb::ResponseStatus::Declined) => "declined",
+        Ok(pb::ResponseStatus::Tentative) => "tentative",
+        Ok(pb::ResponseStatus::Delegated) => "delegated",
+        Err(_) => {
+            return Err(Error::validation(
+                "response_status must be needs_action, accepted, declined, tentative or delegated",
+            ));
+        }
+    })
+}
+
+/// The wire attendee.
+pub fn attendee_pb(r: &Record, d: &AttendeeDoc) -> pb::Attendee {
+    pb::Attendee {
+        id: r.id.to_string(),
+        event_id: d.event_id.clone(),
+        email: d.email.clone(),
+        contact_id: d.contact_id.clone(),
+        display_name: d.display_name.clone(),
+        participant_type: match d.participant_type.as_str() {
+            "group" => pb::ParticipantType::Group,
+            "resource" => pb::ParticipantType::Resource,
+            "room" => pb::ParticipantType::Room,
+            _ => pb::ParticipantType::Individual,
+        } as i32,
+        role: match d.role.as_str() {
+            "chair" => pb::AttendeeRole::Chair,
+            "optional" => pb::AttendeeRole::Optional,
+            "non_participant" => pb::AttendeeRole::NonParticipant,
+            _ => pb::AttendeeRole::Required,
+        } as i32,
+        response_status: match d.response_status.as_str() {
+            "accepted" => pb::ResponseStatus::Accepted,
+            "declined" => pb::ResponseStatus::Declined,
+            "tentative" => pb::ResponseStatus::Tentative,
+            "delegated" => pb::ResponseStatus::Delegated,
+            _ => pb::ResponseStatus::NeedsAction,
+        } as i32,
+        comment: d.comment.clone(),
+        version: r.version,
+        created_at: Some(timestamp(r.created_at)),
+        updated_at: Some(timestamp(r.updated_at)),
+    }
+}

@@ -17,6 +17,7 @@ use sqlx::migrate::Migrator;
 use worktruck_kit::links::LinkTarget;
 use worktruck_kit::service::{Built, ServiceContext, ServiceDef};
 use worktruck_proto::calendar::v1::calendar_service_server::CalendarServiceServer;
+use worktruck_proto::contacts::v1::contacts_service_client::ContactsServiceClient;
 
 pub use service::{CALENDARS, Calendar, EVENTS};
 
@@ -35,7 +36,8 @@ pub fn migrators() -> (Migrator, Migrator) {
 pub static DEFINITION: ServiceDef = ServiceDef {
     name: SERVICE,
     grpc_services: &[GRPC_NAME],
-    calls: &[],
+    // Contact attendees are checked against the contacts service.
+    calls: &["contacts"],
     link_targets: &[
         LinkTarget { entity: "event", title: &["title"], key: None },
         LinkTarget { entity: "calendar", title: &["name"], key: None },
@@ -46,6 +48,7 @@ pub static DEFINITION: ServiceDef = ServiceDef {
 
 fn build(ctx: ServiceContext) -> anyhow::Result<Built> {
     let links = ctx.links();
-    let svc = Calendar::new(ctx.db, ctx.verifier, ctx.relay, links);
+    let contacts = ContactsServiceClient::new(ctx.client("contacts")?);
+    let svc = Calendar::new(ctx.db, ctx.verifier, ctx.relay, links, contacts);
     Ok(Built::new(tonic::service::Routes::new(CalendarServiceServer::new(svc))))
 }

@@ -141,3 +141,9 @@ pub async fn has_events(tx: &mut Tx, tenant: Uuid, calendar: Uuid) -> Result<boo
     let binds = vec![Bind::Id(tenant), Bind::Text("event".into()), Bind::Text(calendar.to_string())];
     Ok(!fetch(tx, format!("{SELECT} AND h.doc->>'calendar_id' = $3 LIMIT 1"), binds).await?.is_empty())
 }
+
+/// The live attendees of an event, oldest first.
+pub async fn attendees(tx: &mut Tx, tenant: Uuid, event: Uuid) -> Result<Vec<Record>> {
+    let binds = vec![Bind::Id(tenant), Bind::Text("attendee".into()), Bind::Text(event.to_string())];
+    fetch(tx, format!("{SELECT} AND h.doc->>'event_id' = $3 ORDER BY h.created_at ASC, h.id ASC"), binds).await
+}

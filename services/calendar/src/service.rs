@@ -4,7 +4,9 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
-use tonic::{Request, Response, Status};
+use tonic::metadata::MetadataMap;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
 use uuid::Uuid;
 use worktruck_kit::context::Verifier;
 use worktruck_kit::cursor::{self, Cursor};
@@ -14,12 +16,16 @@ use worktruck_kit::outbox::Relay;
 use worktruck_kit::pbjson::{from_struct, opt_datetime, uuid};
 use worktruck_kit::rpc::{self, Caller};
 use worktruck_kit::store::{ListQuery, Record, Store, Write, search_query};
-use worktruck_kit::{Error, Result};
+use worktruck_kit::context::METADATA_KEY;
+use worktruck_kit::{Error, ErrorCode, Result};
+use worktruck_proto::contacts::v1 as contacts_pb;
+use worktruck_proto::contacts::v1::contacts_service_client::ContactsServiceClient;
 use worktruck_proto::calendar::v1 as pb;
 use worktruck_proto::calendar::v1::calendar_service_server::CalendarService;
 use worktruck_proto::common::v1 as common;
 
 use crate::domain::{
+    AttendeeDoc, attendee_pb, participant_name, response_name, role_name,
     CalendarDoc, EVENT_HIDDEN, EventDoc, availability_name, calendar_pb, check_color, check_date, check_email,
     check_id, check_metadata, check_name, check_reminders, check_text, check_url, event_pb, event_type_name, fmt_ts,
     merge, parse_ts, status_name, visibility_name,
@@ -31,6 +37,10 @@ use crate::queries::{self, Window};
 pub const EVENTS: Store = Store::new("event");
 /// Calendars in kit's store.
 pub const CALENDARS: Store = Store::new("calendar");
+/// Attendees in kit's store.
+pub const ATTENDEES: Store = Store::new("attendee");
+/// Most attendees on one event.
+const MAX_ATTENDEES: usize = 500;
 
 /// Most occurrences one expanded list answers.
 pub const MAX_INSTANCES: usize = 2500;
@@ -46,6 +56,7 @@ pub struct Calendar {
     verifier: Verifier,
     relay: Relay,
     links: Links,
+    contacts: ContactsServiceClient<Channel>,
 }
 
 fn empty_object() -> serde_json::Value {
@@ -272,8 +283,47 @@ fn moments(list: &[prost_types::Timestamp], field: &str) -> Result<Vec<String>> 
 
 impl Calendar {
     /// A service over a migrated database.
-    pub fn new(db: Db, verifier: Verifier, relay: Relay, links: Links) -> Self {
-        Self { db, verifier, relay, links }
+    pub fn new(db: Db, verifier: Verifier, relay: Relay, links: Links, contacts: ContactsServiceClient<Channel>) -> Self {
+        Self { db, verifier, relay, links, contacts }
+    }
+
+    /// The contact `id` as the caller sees it through the contacts service (with the caller's
+    /// own signed context): a missing one, or one of another tenant, is a 400. Answers its
+    /// name. Called before any transaction begins.
+    async fn check_contact(&self, md: &MetadataMap, id: Uuid) -> Result<String> {
+        let mut req = Request::new(contacts_pb::GetContactRequest { id: id.to_string(), ..Default::default() });
+        for key in [METADATA_KEY, "x-request-id", "traceparent", "tracestate"] {
+            if let Some(v) = md.get(key) {
+                req.metadata_mut().insert(key, v.clone());
+            }
+        }
+        match self.contacts.clone().get_contact(req).await {
+            Ok(r) => Ok(r.into_inner().display_name),
+            Err(s) if s.code() == Code::NotFound => Err(Error::validation(format!("contact_id: no contact {id}"))),
+            Err(s) => {
+                let e = Error::from_status(&s);
+                if e.code == ErrorCode::InsufficientScope || e.code == ErrorCode::PermissionDenied {
+                    return Err(Error::new(e.code, "checking contact_id needs the contacts:read scope"));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn emit_attendee(&self, tx: &mut Tx, c: &Caller, action: &str, a: &pb::Attendee, t: DateTime<Utc>) -> Result<()> {
+        let id = uuid(&a.id, "id")?;
+        rpc::emit(tx, c, &format!("worktruck.calendar.attendee.{action}.v1"), id, a.version, a, t).await
+    }
+
+    /// The attendee `raw` of event `event` for a change (404 when it is another event's).
+    async fn attendee_for_update(&self, tx: &mut Tx, c: &Caller, event: Uuid, raw: &str) -> Result<(Record, AttendeeDoc)> {
+        let id = uuid(raw, "attendee_id")?;
+        let head = ATTENDEES.head_for_update(tx, c.tenant, id, None).await?;
+        let d = AttendeeDoc::from_value(&head.doc)?;
+        if d.event_id != event.to_string() {
+            return Err(Error::not_found("attendee"));
+        }
+        Ok((head, d))
     }
 
     fn caller<T>(&self, req: &Request<T>) -> Result<Caller> {
@@ -371,6 +421,11 @@ impl Calendar {
 
     /// Deletes an event and announces it.
     async fn remove(&self, tx: &mut Tx, c: &Caller, id: Uuid, t: DateTime<Utc>) -> Result<()> {
+        for a in queries::attendees(tx, c.tenant, id).await? {
+            let arec = ATTENDEES.delete(tx, c.tenant, a.id, c.actor(), t).await?;
+            let out = attendee_pb(&arec, &AttendeeDoc::from_value(&arec.doc)?);
+            self.emit_attendee(tx, c, "removed", &out, t).await?;
+        }
         let rec = EVENTS.delete(tx, c.tenant, id, c.actor(), t).await?;
         let out = render(c, &rec)?;
         self.emit_event(tx, c, "deleted", &out, t).await?;
@@ -948,6 +1003,110 @@ impl CalendarService for Calendar {
             has_more: more,
             next_cursor: if more { Cursor::Number(offset + limit).encode(&scope) } else { String::new() },
         }))
+    }
+
+    async fn add_attendee(&self, req: Request<pb::AddAttendeeRequest>) -> Result<Response<pb::Attendee>, Status> {
+        let c = self.caller(&req)?;
+        let md = req.metadata().clone();
+        let r = req.into_inner();
+        let event = uuid(&r.event_id, "event_id")?;
+        let mut doc = AttendeeDoc {
+            event_id: event.to_string(),
+            email: r.email.as_deref().map(|e| check_email("email", e)).transpose()?.flatten(),
+            contact_id: None,
+            display_name: r.display_name.as_deref().map(|n| check_name("display_name", n, 200)).transpose()?,
+            participant_type: participant_name(r.participant_type)?.into(),
+            role: role_name(r.role)?.into(),
+            response_status: response_name(r.response_status)?.into(),
+            comment: r.comment.as_deref().map(|x| check_text("comment", x, 2000)).transpose()?.flatten(),
+        };
+        if let Some(contact) = r.contact_id.as_deref().map(|v| check_id("contact_id", v)).transpose()?.flatten() {
+            let name = self.check_contact(&md, contact).await?;
+            doc.contact_id = Some(contact.to_string());
+            if doc.display_name.is_none() && !name.is_empty() {
+                doc.display_name = Some(name);
+            }
+        }
+        if doc.email.is_none() && doc.contact_id.is_none() {
+            return Err(Error::validation("an attendee needs an email or a contact_id").into());
+        }
+        let t = now();
+        let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
+        EVENTS.head_for_update(&mut tx, c.tenant, event, None).await?;
+        let existing = queries::attendees(&mut tx, c.tenant, event).await?;
+        if existing.len() >= MAX_ATTENDEES {
+            return Err(Error::validation(format!("an event has at most {MAX_ATTENDEES} attendees")).into());
+        }
+        for a in &existing {
+            let d = AttendeeDoc::from_value(&a.doc)?;
+            if (doc.email.is_some() && d.email == doc.email) || (doc.contact_id.is_some() && d.contact_id == doc.contact_id) {
+                return Err(Error::new(ErrorCode::AlreadyExists, "the event already has this attendee").into());
+            }
+        }
+        let id = Uuid::now_v7();
+        let w = Write { search_text: String::new(), doc: doc.to_value(), valid_from: None, actor: c.actor().to_owned() };
+        let rec = ATTENDEES.create(&mut tx, c.tenant, id, w, t).await?;
+        let out = attendee_pb(&rec, &doc);
+        self.emit_attendee(&mut tx, &c, "added", &out, t).await?;
+        self.commit(tx).await?;
+        Ok(Response::new(out))
+    }
+
+    async fn list_attendees(
+        &self,
+        req: Request<pb::ListAttendeesRequest>,
+    ) -> Result<Response<pb::ListAttendeesResponse>, Status> {
+        let c = self.caller(&req)?;
+        let event = uuid(&req.get_ref().event_id, "event_id")?;
+        let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
+        EVENTS.head(&mut tx, c.tenant, event).await?;
+        let data = queries::attendees(&mut tx, c.tenant, event)
+            .await?
+            .iter()
+            .map(|r| AttendeeDoc::from_value(&r.doc).map(|d| attendee_pb(r, &d)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Response::new(pb::ListAttendeesResponse { data }))
+    }
+
+    async fn remove_attendee(
+        &self,
+        req: Request<pb::RemoveAttendeeRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let c = self.caller(&req)?;
+        let r = req.into_inner();
+        let event = uuid(&r.event_id, "event_id")?;
+        let t = now();
+        let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
+        let (head, _) = self.attendee_for_update(&mut tx, &c, event, &r.attendee_id).await?;
+        let rec = ATTENDEES.delete(&mut tx, c.tenant, head.id, c.actor(), t).await?;
+        let out = attendee_pb(&rec, &AttendeeDoc::from_value(&rec.doc)?);
+        self.emit_attendee(&mut tx, &c, "removed", &out, t).await?;
+        self.commit(tx).await?;
+        Ok(Response::new(pb::DeleteResponse { id: head.id.to_string(), deleted: true }))
+    }
+
+    async fn respond_to_event(&self, req: Request<pb::RespondRequest>) -> Result<Response<pb::Attendee>, Status> {
+        let c = self.caller(&req)?;
+        let r = req.into_inner();
+        let event = uuid(&r.event_id, "event_id")?;
+        let status = response_name(r.response_status)?;
+        let t = now();
+        let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
+        let (head, old) = self.attendee_for_update(&mut tx, &c, event, &r.attendee_id).await?;
+        let mut doc = old.clone();
+        doc.response_status = status.into();
+        if let Some(x) = &r.comment {
+            doc.comment = check_text("comment", x, 2000)?;
+        }
+        if doc == old {
+            return Ok(Response::new(attendee_pb(&head, &old)));
+        }
+        let w = Write { search_text: String::new(), doc: doc.to_value(), valid_from: None, actor: c.actor().to_owned() };
+        let rec = ATTENDEES.update_head(&mut tx, c.tenant, &head, w, t).await?;
+        let out = attendee_pb(&rec, &doc);
+        self.emit_attendee(&mut tx, &c, "updated", &out, t).await?;
+        self.commit(tx).await?;
+        Ok(Response::new(out))
     }
 
     async fn create_event_link(&self, req: Request<common::CreateLinkRequest>) -> Result<Response<common::Link>, Status> {

@@ -3,6 +3,7 @@
 //! events on the bus, expansion of a long series in a far window across a DST change, the
 //! window and instance caps, per-occurrence edits and cancellations, series splits, search.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -10,6 +11,9 @@ use tonic::Code;
 use tonic::transport::Channel;
 use uuid::Uuid;
 use worktruck_kit::bus::Bus;
+use worktruck_kit::config::Config;
+use worktruck_proto::contacts::v1 as cpb;
+use worktruck_proto::contacts::v1::contacts_service_client::ContactsServiceClient;
 use worktruck_kit::pbjson::timestamp;
 use worktruck_kit::testing::{TestData, TestService, backends};
 use worktruck_proto::calendar::v1 as pb;
@@ -18,13 +22,25 @@ use worktruck_proto::common::v1::HistoryRequest;
 
 struct Svc {
     client: CalendarServiceClient<Channel>,
+    contacts: ContactsServiceClient<Channel>,
     service: TestService,
+    _contacts_service: TestService,
     tenant: Uuid,
 }
 
 async fn start(data: &TestData, bus: Bus) -> Svc {
-    let service = TestService::start(&worktruck_calendar::DEFINITION, data, bus).await;
-    Svc { client: CalendarServiceClient::new(service.channel.clone()), service, tenant: Uuid::now_v7() }
+    let contacts_service = TestService::start(&worktruck_contacts::DEFINITION, data, bus.clone()).await;
+    let mut clients = BTreeMap::new();
+    clients.insert("contacts", contacts_service.channel.clone());
+    let service =
+        TestService::start_with(&worktruck_calendar::DEFINITION, data, bus, Config::default(), clients).await;
+    Svc {
+        client: CalendarServiceClient::new(service.channel.clone()),
+        contacts: ContactsServiceClient::new(contacts_service.channel.clone()),
+        service,
+        _contacts_service: contacts_service,
+        tenant: Uuid::now_v7(),
+    }
 }
 
 fn ts(s: &str) -> Option<prost_types::Timestamp> {
@@ -356,5 +372,73 @@ async fn a_series_from_2015_expands_in_2030_across_dst_with_edits_and_cancellati
         assert!(subjects.contains(&"worktruck.calendar.event.updated.v1".to_owned()));
         assert!(subjects.contains(&"worktruck.calendar.event.deleted.v1".to_owned()));
         assert!(subjects.contains(&"worktruck.calendar.calendar.created.v1".to_owned()));
+    }
+}
+
+#[tokio::test]
+async fn attendees_are_checked_against_contacts_and_answer() {
+    for backend in backends() {
+        let data = TestData::new(backend).await;
+        let mut s = start(&data, Bus::memory()).await;
+        s.calendar("Work", None).await;
+        let ev = s
+            .create(pb::CreateEventRequest { title: "Kickoff".into(), start_at: ts("2025-05-05T10:00:00Z"), ..Default::default() })
+            .await
+            .unwrap();
+        let r = s.req(cpb::CreateContactRequest {
+            kind: cpb::ContactKind::Person as i32,
+            display_name: "Grace Hopper".into(),
+            ..Default::default()
+        });
+        let grace = s.contacts.create_contact(r).await.unwrap().into_inner();
+
+        let r = s.req(pb::AddAttendeeRequest {
+            event_id: ev.id.clone(),
+            contact_id: Some(grace.id.clone()),
+            role: pb::AttendeeRole::Chair as i32,
+            ..Default::default()
+        });
+        let a = s.client.add_attendee(r).await.unwrap().into_inner();
+        assert_eq!(a.display_name.as_deref(), Some("Grace Hopper"), "{backend:?}");
+        assert_eq!(a.response_status, pb::ResponseStatus::NeedsAction as i32);
+        // A contact that does not exist (or is another tenant's) is a 400.
+        let r = s.req(pb::AddAttendeeRequest { event_id: ev.id.clone(), contact_id: Some(Uuid::now_v7().to_string()), ..Default::default() });
+        let e = s.client.add_attendee(r).await.unwrap_err();
+        assert!(e.code() == Code::InvalidArgument && e.message().contains("contact_id"), "{e:?}");
+        let other = Uuid::now_v7();
+        let r = s.service.request(other, cpb::CreateContactRequest { kind: cpb::ContactKind::Person as i32, display_name: "Elsewhere".into(), ..Default::default() });
+        let foreign = s.contacts.create_contact(r).await.unwrap().into_inner();
+        let r = s.req(pb::AddAttendeeRequest { event_id: ev.id.clone(), contact_id: Some(foreign.id.clone()), ..Default::default() });
+        assert_eq!(s.client.add_attendee(r).await.unwrap_err().code(), Code::InvalidArgument);
+        // By email, once.
+        let r = s.req(pb::AddAttendeeRequest { event_id: ev.id.clone(), email: Some("Ada@Example.org".into()), ..Default::default() });
+        let ada = s.client.add_attendee(r).await.unwrap().into_inner();
+        assert_eq!(ada.email.as_deref(), Some("ada@example.org"));
+        let r = s.req(pb::AddAttendeeRequest { event_id: ev.id.clone(), email: Some("ada@example.org".into()), ..Default::default() });
+        assert_eq!(s.client.add_attendee(r).await.unwrap_err().code(), Code::AlreadyExists);
+        let r = s.req(pb::AddAttendeeRequest { event_id: ev.id.clone(), ..Default::default() });
+        assert_eq!(s.client.add_attendee(r).await.unwrap_err().code(), Code::InvalidArgument);
+
+        // RSVP, list, remove.
+        let r = s.req(pb::RespondRequest {
+            event_id: ev.id.clone(),
+            attendee_id: ada.id.clone(),
+            response_status: pb::ResponseStatus::Declined as i32,
+            comment: Some("Travelling".into()),
+        });
+        let d = s.client.respond_to_event(r).await.unwrap().into_inner();
+        assert_eq!((d.response_status, d.comment.as_deref(), d.version), (pb::ResponseStatus::Declined as i32, Some("Travelling"), 2));
+        let r = s.req(pb::ListAttendeesRequest { event_id: ev.id.clone() });
+        let list = s.client.list_attendees(r).await.unwrap().into_inner().data;
+        assert_eq!(list.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), [a.id.as_str(), ada.id.as_str()]);
+        let r = s.req(pb::RemoveAttendeeRequest { event_id: ev.id.clone(), attendee_id: a.id.clone() });
+        s.client.remove_attendee(r).await.unwrap();
+        let r = s.req(pb::RemoveAttendeeRequest { event_id: ev.id.clone(), attendee_id: a.id.clone() });
+        assert_eq!(s.client.remove_attendee(r).await.unwrap_err().code(), Code::NotFound);
+        // Deleting the event removes its attendees.
+        let r = s.req(pb::DeleteEventRequest { id: ev.id.clone(), ..Default::default() });
+        s.client.delete_event(r).await.unwrap();
+        let r = s.req(pb::ListAttendeesRequest { event_id: ev.id.clone() });
+        assert_eq!(s.client.list_attendees(r).await.unwrap_err().code(), Code::NotFound);
     }
 }

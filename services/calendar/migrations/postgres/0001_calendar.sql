@@ -18,3 +18,6 @@ CREATE INDEX events_by_next_occurrence ON entity_heads (tenant_id, (doc->>'next_
 -- One primary calendar per tenant: the second wall behind the service's own check.
 CREATE UNIQUE INDEX calendars_one_primary ON entity_heads (tenant_id)
     WHERE entity = 'calendar' AND deleted_at IS NULL AND doc->>'is_primary' = 'true';
+-- An event's attendees.
+CREATE INDEX attendees_by_event ON entity_heads (tenant_id, (doc->>'event_id'), created_at)
+    WHERE entity = 'attendee' AND deleted_at IS NULL;

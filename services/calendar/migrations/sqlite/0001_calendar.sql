@@ -12,3 +12,5 @@ CREATE INDEX events_by_next_occurrence ON entity_heads (tenant_id, doc->>'next_o
     WHERE entity = 'event' AND deleted_at IS NULL AND doc->>'next_occurrence' IS NOT NULL;
 CREATE UNIQUE INDEX calendars_one_primary ON entity_heads (tenant_id)
     WHERE entity = 'calendar' AND deleted_at IS NULL AND doc->>'is_primary' = 1;
+CREATE INDEX attendees_by_event ON entity_heads (tenant_id, doc->>'event_id', created_at)
+    WHERE entity = 'attendee' AND deleted_at IS NULL;
