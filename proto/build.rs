@@ -16,6 +16,7 @@ const FILES: &[&str] = &[
     "worktruck/notes/v1/notes.proto",
     "worktruck/crm/v1/crm.proto",
     "worktruck/tasks/v1/tasks.proto",
+    "worktruck/calendar/v1/calendar.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

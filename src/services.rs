@@ -13,6 +13,7 @@ pub static TABLE: &[&ServiceDef] = &[
     &worktruck_notes::DEFINITION,
     &worktruck_crm::DEFINITION,
     &worktruck_tasks::DEFINITION,
+    &worktruck_calendar::DEFINITION,
 ];
 
 /// The service named `name`.

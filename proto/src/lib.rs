@@ -99,3 +99,11 @@ pub mod tasks {
         tonic::include_proto!("worktruck.tasks.v1");
     }
 }
+
+/// Generated code for `worktruck.calendar.v1`.
+pub mod calendar {
+    #[allow(missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("worktruck.calendar.v1");
+    }
+}
