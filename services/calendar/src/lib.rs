@@ -11,6 +11,7 @@
 mod availability;
 mod domain;
 pub mod expand;
+mod ics;
 mod queries;
 mod service;
 

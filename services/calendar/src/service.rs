@@ -31,6 +31,7 @@ use crate::domain::{
     merge, parse_ts, status_name, visibility_name,
 };
 use crate::availability;
+use crate::ics;
 use crate::expand::{self, Stop};
 use crate::queries::{self, Window};
 
@@ -49,6 +50,8 @@ pub const MAX_INSTANCES: usize = 2500;
 pub const MAX_WINDOW_DAYS: i64 = 366;
 /// Most calendars one availability check names.
 const MAX_AVAILABILITY_CALENDARS: usize = 50;
+/// Most events one iCalendar export writes.
+const MAX_EXPORT_EVENTS: usize = 10_000;
 /// Most events a read of the past walks.
 const MAX_PAST_EVENTS: usize = 10_000;
 
@@ -366,6 +369,32 @@ impl Calendar {
             return Err(Error::not_found("attendee"));
         }
         Ok((head, d))
+    }
+
+    /// `recs` (series, their exceptions, single events) as one VCALENDAR.
+    async fn ics(&self, tx: &mut Tx, c: &Caller, name: Option<&str>, recs: Vec<Record>) -> Result<pb::IcsData> {
+        let docs: Vec<EventDoc> = recs.iter().map(|r| EventDoc::from_value(&r.doc)).collect::<Result<_>>()?;
+        let ids: Vec<Uuid> = recs.iter().map(|r| r.id).collect();
+        let attendees: Vec<AttendeeDoc> = queries::attendees_of(tx, c.tenant, &ids)
+            .await?
+            .iter()
+            .map(|a| AttendeeDoc::from_value(&a.doc))
+            .collect::<Result<_>>()?;
+        let uid_of: HashMap<String, &str> =
+            recs.iter().zip(&docs).map(|(r, d)| (r.id.to_string(), d.ical_uid.as_str())).collect();
+        let mut items = Vec::new();
+        for (r, d) in recs.iter().zip(&docs) {
+            let id = r.id.to_string();
+            items.push(ics::Item {
+                doc: d,
+                updated_at: r.updated_at,
+                attendees: attendees.iter().filter(|a| a.event_id == id).collect(),
+                series_uid: d.series_id.as_ref().and_then(|s| uid_of.get(s).copied()),
+            });
+        }
+        // Series first, so every RECURRENCE-ID follows its series.
+        items.sort_by_key(|i| i.doc.series_id.is_some());
+        Ok(pb::IcsData { ics: ics::calendar(name, &items)?, count: items.len() as i32 })
     }
 
     fn caller<T>(&self, req: &Request<T>) -> Result<Caller> {
@@ -1137,6 +1166,34 @@ impl CalendarService for Calendar {
             busy: busy.into_iter().map(span).collect(),
             free: free.into_iter().map(span).collect(),
         }))
+    }
+
+    async fn export_event_ics(&self, req: Request<pb::ExportEventIcsRequest>) -> Result<Response<pb::IcsData>, Status> {
+        let c = self.caller(&req)?;
+        let id = uuid(&req.get_ref().id, "id")?;
+        let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
+        let head = EVENTS.head(&mut tx, c.tenant, id).await?;
+        let mut recs = vec![head];
+        if EventDoc::from_value(&recs[0].doc)?.is_series() {
+            recs.extend(queries::exceptions(&mut tx, c.tenant, &[id]).await?);
+        }
+        Ok(Response::new(self.ics(&mut tx, &c, None, recs).await?))
+    }
+
+    async fn export_calendar_ics(
+        &self,
+        req: Request<pb::ExportCalendarIcsRequest>,
+    ) -> Result<Response<pb::IcsData>, Status> {
+        let c = self.caller(&req)?;
+        let id = uuid(&req.get_ref().id, "id")?;
+        let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
+        let cal = CalendarDoc::from_value(&CALENDARS.head(&mut tx, c.tenant, id).await?.doc)?;
+        let w = Window { calendar: Some(id.to_string()), ..Default::default() };
+        let recs = queries::events(&mut tx, c.tenant, &w, 0, Some(MAX_EXPORT_EVENTS as i64)).await?;
+        if recs.len() > MAX_EXPORT_EVENTS {
+            return Err(Error::invalid(format!("an export writes at most {MAX_EXPORT_EVENTS} events")).into());
+        }
+        Ok(Response::new(self.ics(&mut tx, &c, Some(&cal.name), recs).await?))
     }
 
     async fn add_attendee(&self, req: Request<pb::AddAttendeeRequest>) -> Result<Response<pb::Attendee>, Status> {

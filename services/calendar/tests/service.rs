@@ -642,3 +642,132 @@ async fn availability_merges_busy_time_across_calendars_and_finds_free_slots() {
         }
     }
 }
+
+/// Every instance of an iCalendar document in `[from, to)`, as calcard expands it (floating
+/// dates in Oslo time): (start, end).
+fn ics_instances(ics: &str, from: &str, to: &str) -> Vec<(String, String)> {
+    let calcard::Entry::ICalendar(cal) = calcard::Parser::new(ics).entry() else { panic!("not an iCalendar: {ics}") };
+    let expanded = cal.expand_dates(chrono_tz::Europe::Oslo, 10_000);
+    assert!(expanded.errors.is_empty(), "{:?}\n{ics}", expanded.errors);
+    let (from, to): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) = (from.parse().unwrap(), to.parse().unwrap());
+    let f = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let mut out: Vec<(String, String)> = expanded
+        .events
+        .iter()
+        .filter_map(|e| {
+            let s = e.start.with_timezone(&chrono::Utc);
+            let end = match &e.end {
+                calcard::icalendar::dates::TimeOrDelta::Time(t) => t.with_timezone(&chrono::Utc),
+                calcard::icalendar::dates::TimeOrDelta::Delta(d) => s + *d,
+            };
+            (s < to && end > from).then(|| (f(s), f(end)))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn a_calendar_exports_as_icalendar_that_reads_back_with_the_same_instances() {
+    for backend in backends() {
+        let data = TestData::new(backend).await;
+        let mut s = start(&data, Bus::memory()).await;
+        let cal = s.calendar("Team; Work", Some("America/New_York")).await;
+        // Weekly on Tuesday and Thursday at 09:00 New York time across the March DST change,
+        // one occurrence moved, one cancelled, one added.
+        let series = s
+            .create(pb::CreateEventRequest {
+                title: "Sync, weekly".into(),
+                description: Some("Line one\nline two; with, punctuation".into()),
+                start_at: ts("2025-03-04T14:00:00Z"),
+                end_at: ts("2025-03-04T14:30:00Z"),
+                rrule: Some("FREQ=WEEKLY;BYDAY=TU,TH;COUNT=12".into()),
+                exdates: vec![ts("2025-03-13T13:00:00Z").unwrap()],
+                rdates: vec![ts("2025-03-15T14:00:00Z").unwrap()],
+                organizer_email: Some("lead@example.org".into()),
+                reminders: vec![pb::Reminder { minutes_before: 10, method: pb::ReminderMethod::Popup as i32 }],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        s.update(pb::UpdateEventRequest {
+            id: series.id.clone(),
+            update_scope: pb::UpdateScope::This as i32,
+            recurrence_id: ts("2025-03-18T13:00:00Z"),
+            start_at: ts("2025-03-18T15:00:00Z"),
+            title: Some("Sync (moved)".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let r = s.req(pb::AddAttendeeRequest {
+            event_id: series.id.clone(),
+            email: Some("ada@example.org".into()),
+            display_name: Some("Ada, L.".into()),
+            response_status: pb::ResponseStatus::Accepted as i32,
+            ..Default::default()
+        });
+        s.client.add_attendee(r).await.unwrap();
+        s.create(pb::CreateEventRequest {
+            title: "Offsite".into(),
+            is_all_day: true,
+            start_date: Some("2025-03-20".into()),
+            end_date: Some("2025-03-22".into()),
+            timezone: Some("Europe/Oslo".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+        let (from, to) = ("2025-03-01T00:00:00Z", "2025-04-15T00:00:00Z");
+        let expected: Vec<(String, String)> = {
+            let mut v: Vec<_> = s.expand(from, to).await.iter().map(|e| {
+                if e.is_all_day {
+                    // Oslo midnight to midnight.
+                    let d = |x: &Option<String>| {
+                        let n = chrono::NaiveDate::parse_from_str(x.as_deref().unwrap(), "%Y-%m-%d").unwrap();
+                        let t = chrono::TimeZone::from_local_datetime(&chrono_tz::Europe::Oslo, &n.and_hms_opt(0, 0, 0).unwrap()).unwrap();
+                        t.with_timezone(&chrono::Utc).format("%Y-%m-%dT%H:%M:%SZ").to_string()
+                    };
+                    (d(&e.start_date), d(&e.end_date))
+                } else {
+                    (utc(&e.start_at), utc(&e.end_at))
+                }
+            }).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(expected.len(), 13, "{backend:?} {expected:?}");
+
+        let r = s.req(pb::ExportCalendarIcsRequest { id: cal.id.clone() });
+        let out = s.client.export_calendar_ics(r).await.unwrap().into_inner();
+        assert_eq!(out.count, 3, "{backend:?}");
+        let ics = out.ics;
+        for needle in [
+            "BEGIN:VTIMEZONE",
+            "TZID:America/New_York",
+            "DTSTART;TZID=America/New_York:20250304T090000",
+            "RRULE:FREQ=WEEKLY",
+            "EXDATE;TZID=America/New_York:20250313T090000",
+            "RDATE;TZID=America/New_York:20250315T100000",
+            "RECURRENCE-ID;TZID=America/New_York:20250318T090000",
+            "DTSTART;VALUE=DATE:20250320",
+            "BEGIN:VALARM",
+            "TRIGGER:-PT10M",
+            "PARTSTAT=ACCEPTED",
+            "mailto:ada@example.org",
+            "X-WR-CALNAME:Team\\; Work",
+        ] {
+            assert!(ics.replace("\r\n ", "").contains(needle), "{backend:?}: {needle} missing in\n{ics}");
+        }
+        assert_eq!(ics_instances(&ics, from, to), expected, "{backend:?}\n{ics}");
+
+        // One event: the series with its exception.
+        let r = s.req(pb::ExportEventIcsRequest { id: series.id.clone() });
+        let one = s.client.export_event_ics(r).await.unwrap().into_inner();
+        assert_eq!(one.count, 2);
+        assert_eq!(ics_instances(&one.ics, from, to).len(), expected.len() - 1, "the offsite aside: {}", one.ics);
+        let r = s.req(pb::ExportEventIcsRequest { id: Uuid::now_v7().to_string() });
+        assert_eq!(s.client.export_event_ics(r).await.unwrap_err().code(), Code::NotFound);
+    }
+}
