@@ -105,6 +105,23 @@ async fn calendars_events_and_expansion_over_rest() {
             ]),
             "{backend:?}"
         );
+        // The calendar as text/calendar, read back by calcard: the series, its exception.
+        let resp = s
+            .http
+            .get(format!("{}/api/v1/calendars/{}/export.ics", s.base, cal["id"].as_str().unwrap()))
+            .bearer_auth(&s.key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        assert!(ct.starts_with("text/calendar"), "{ct}");
+        let ics = resp.text().await.unwrap();
+        let calcard::Entry::ICalendar(parsed) = calcard::Parser::new(&ics).entry() else { panic!("{ics}") };
+        let events = parsed.components.iter().filter(|c| c.component_type == calcard::icalendar::ICalendarComponentType::VEvent);
+        assert_eq!(events.count(), 2, "{ics}");
+        assert!(ics.contains("RECURRENCE-ID;TZID=Europe/Oslo:20250331T090000") && ics.contains("TZID:Europe/Oslo"), "{ics}");
+
         let body = json!({"from": "2025-03-24T00:00:00Z", "to": "2025-04-01T00:00:00Z", "working_hours": {"timezone": "Oslo"}});
         let (st, e) = s.call(Method::POST, "/api/v1/availability", Some(body)).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
