@@ -44,6 +44,7 @@ pub const NOTES: &str = "worktruck.notes.v1.NotesService";
 pub const CRM: &str = "worktruck.crm.v1.CrmService";
 /// The tasks service (routed, never called by these tests).
 pub const TASKS: &str = "worktruck.tasks.v1.TasksService";
+pub const CALENDAR: &str = "worktruck.calendar.v1.CalendarService";
 
 /// A running fake backend and a gateway router in front of it.
 pub struct Stack {
@@ -87,7 +88,8 @@ pub async fn spawn_with(rewire: impl FnOnce(Upstreams, Channel) -> Upstreams) ->
         .with(TENANTS, channel.clone())
         .with(NOTES, channel.clone())
         .with(CRM, channel.clone())
-        .with(TASKS, channel.clone());
+        .with(TASKS, channel.clone())
+        .with(CALENDAR, channel.clone());
     let upstreams = rewire(upstreams, channel);
     let registry = Arc::new(Registry::embedded().unwrap());
     let cfg = GatewayConfig {

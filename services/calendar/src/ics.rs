@@ -23,13 +23,21 @@ pub struct Item<'a> {
 
 /// TEXT value escaping (RFC 5545 §3.3.11).
 fn text(s: &str) -> String {
-    s.replace('\\', "\\\\").replace(';', "\\;").replace(',', "\\,").replace("\r\n", "\\n").replace(['\n', '\r'], "\\n")
+    s.replace('\\', "\\\\")
+        .replace(';', "\\;")
+        .replace(',', "\\,")
+        .replace("\r\n", "\\n")
+        .replace(['\n', '\r'], "\\n")
 }
 
 /// A parameter value, quoted when it holds `:`, `;` or `,`.
 fn param(s: &str) -> String {
     let s = s.replace('"', "'");
-    if s.contains([':', ';', ',']) { format!("\"{s}\"") } else { s }
+    if s.contains([':', ';', ',']) {
+        format!("\"{s}\"")
+    } else {
+        s
+    }
 }
 
 fn date(s: &str) -> Result<String> {
@@ -44,16 +52,25 @@ fn moments(out: &mut String, name: &str, doc: &EventDoc, list: &[DateTime<Utc>])
         return Ok(());
     }
     if doc.is_all_day {
-        let v: Vec<String> = list.iter().map(|t| t.format("%Y%m%d").to_string()).collect();
+        let v: Vec<String> = list
+            .iter()
+            .map(|t| t.format("%Y%m%d").to_string())
+            .collect();
         out.push_str(&format!("{name};VALUE=DATE:{}\r\n", v.join(",")));
         return Ok(());
     }
     let tz = doc.tz()?;
     if tz == chrono_tz::Tz::UTC {
-        let v: Vec<String> = list.iter().map(|t| t.format("%Y%m%dT%H%M%SZ").to_string()).collect();
+        let v: Vec<String> = list
+            .iter()
+            .map(|t| t.format("%Y%m%dT%H%M%SZ").to_string())
+            .collect();
         out.push_str(&format!("{name}:{}\r\n", v.join(",")));
     } else {
-        let v: Vec<String> = list.iter().map(|t| t.with_timezone(&tz).format("%Y%m%dT%H%M%S").to_string()).collect();
+        let v: Vec<String> = list
+            .iter()
+            .map(|t| t.with_timezone(&tz).format("%Y%m%dT%H%M%S").to_string())
+            .collect();
         out.push_str(&format!("{name};TZID={}:{}\r\n", tz.name(), v.join(",")));
     }
     Ok(())
@@ -62,12 +79,24 @@ fn moments(out: &mut String, name: &str, doc: &EventDoc, list: &[DateTime<Utc>])
 fn vevent(out: &mut String, item: &Item) -> Result<()> {
     let d = item.doc;
     out.push_str("BEGIN:VEVENT\r\n");
-    out.push_str(&format!("UID:{}\r\n", text(item.series_uid.unwrap_or(&d.ical_uid))));
-    out.push_str(&format!("DTSTAMP:{}\r\n", item.updated_at.format("%Y%m%dT%H%M%SZ")));
+    out.push_str(&format!(
+        "UID:{}\r\n",
+        text(item.series_uid.unwrap_or(&d.ical_uid))
+    ));
+    out.push_str(&format!(
+        "DTSTAMP:{}\r\n",
+        item.updated_at.format("%Y%m%dT%H%M%SZ")
+    ));
     out.push_str(&format!("SEQUENCE:{}\r\n", d.sequence));
     if d.is_all_day {
-        out.push_str(&format!("DTSTART;VALUE=DATE:{}\r\n", date(d.start_date.as_deref().unwrap_or_default())?));
-        out.push_str(&format!("DTEND;VALUE=DATE:{}\r\n", date(d.end_date.as_deref().unwrap_or_default())?));
+        out.push_str(&format!(
+            "DTSTART;VALUE=DATE:{}\r\n",
+            date(d.start_date.as_deref().unwrap_or_default())?
+        ));
+        out.push_str(&format!(
+            "DTEND;VALUE=DATE:{}\r\n",
+            date(d.end_date.as_deref().unwrap_or_default())?
+        ));
     } else {
         let t = d.times()?;
         moments(out, "DTSTART", d, &[t.start])?;
@@ -90,7 +119,14 @@ fn vevent(out: &mut String, item: &Item) -> Result<()> {
         out.push_str(&format!("URL:{v}\r\n"));
     }
     out.push_str(&format!("STATUS:{}\r\n", d.status.to_ascii_uppercase()));
-    out.push_str(&format!("TRANSP:{}\r\n", if d.availability == "free" { "TRANSPARENT" } else { "OPAQUE" }));
+    out.push_str(&format!(
+        "TRANSP:{}\r\n",
+        if d.availability == "free" {
+            "TRANSPARENT"
+        } else {
+            "OPAQUE"
+        }
+    ));
     match d.visibility.as_str() {
         "public" => out.push_str("CLASS:PUBLIC\r\n"),
         "private" => out.push_str("CLASS:PRIVATE\r\n"),
@@ -127,10 +163,21 @@ fn vevent(out: &mut String, item: &Item) -> Result<()> {
         out.push_str("\r\n");
     }
     for r in &d.reminders {
-        let action = if r.method == "email" { "EMAIL" } else { "DISPLAY" };
+        let action = if r.method == "email" {
+            "EMAIL"
+        } else {
+            "DISPLAY"
+        };
         out.push_str("BEGIN:VALARM\r\n");
-        out.push_str(&format!("ACTION:{action}\r\nTRIGGER:-PT{}M\r\n", r.minutes_before));
-        out.push_str(&format!("SUMMARY:{}\r\nDESCRIPTION:{}\r\n", text(&d.title), text(&d.title)));
+        out.push_str(&format!(
+            "ACTION:{action}\r\nTRIGGER:-PT{}M\r\n",
+            r.minutes_before
+        ));
+        out.push_str(&format!(
+            "SUMMARY:{}\r\nDESCRIPTION:{}\r\n",
+            text(&d.title),
+            text(&d.title)
+        ));
         if action == "EMAIL"
             && let Some(e) = &d.organizer_email
         {
@@ -144,7 +191,9 @@ fn vevent(out: &mut String, item: &Item) -> Result<()> {
 
 /// A VCALENDAR of `items` (named `name` when given), with the VTIMEZONEs of the zones used.
 pub fn calendar(name: Option<&str>, items: &[Item]) -> Result<String> {
-    let mut out = String::from("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Worktruck//Calendar//EN\r\nCALSCALE:GREGORIAN\r\n");
+    let mut out = String::from(
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Worktruck//Calendar//EN\r\nCALSCALE:GREGORIAN\r\n",
+    );
     if let Some(n) = name {
         out.push_str(&format!("X-WR-CALNAME:{}\r\n", text(n)));
     }
@@ -157,6 +206,8 @@ pub fn calendar(name: Option<&str>, items: &[Item]) -> Result<String> {
             ical.add_missing_timezones();
             Ok(ical.to_string())
         }
-        other => Err(Error::internal(format!("the iCalendar written does not read back: {other:?}"))),
+        other => Err(Error::internal(format!(
+            "the iCalendar written does not read back: {other:?}"
+        ))),
     }
 }
