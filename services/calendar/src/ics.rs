@@ -76,6 +76,20 @@ fn moments(out: &mut String, name: &str, doc: &EventDoc, list: &[DateTime<Utc>])
     Ok(())
 }
 
+/// An all-day rule with its UNTIL as a DATE, as RFC 5545 wants with a DATE DTSTART (a split
+/// stores UNTIL as the UTC moment one second before the occurrence's midnight).
+fn date_until(rule: &str) -> String {
+    rule.split(';')
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if k.trim().eq_ignore_ascii_case("UNTIL") && v.len() > 8 => {
+                format!("UNTIL={}", &v[..8])
+            }
+            _ => p.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
 fn vevent(out: &mut String, item: &Item) -> Result<()> {
     let d = item.doc;
     out.push_str("BEGIN:VEVENT\r\n");
@@ -133,6 +147,11 @@ fn vevent(out: &mut String, item: &Item) -> Result<()> {
         _ => {}
     }
     if let Some(rule) = &d.rrule {
+        let rule = if d.is_all_day {
+            date_until(rule)
+        } else {
+            rule.clone()
+        };
         out.push_str(&format!("RRULE:{rule}\r\n"));
     }
     moments(out, "EXDATE", d, &EventDoc::moments(&d.exdates)?)?;
@@ -209,5 +228,21 @@ pub fn calendar(name: Option<&str>, items: &[Item]) -> Result<String> {
         other => Err(Error::internal(format!(
             "the iCalendar written does not read back: {other:?}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_all_day_until_is_a_date_and_text_is_escaped() {
+        assert_eq!(
+            super::date_until("FREQ=DAILY;UNTIL=20250309T235959Z;BYDAY=MO"),
+            "FREQ=DAILY;UNTIL=20250309;BYDAY=MO"
+        );
+        assert_eq!(
+            super::date_until("FREQ=DAILY;COUNT=3"),
+            "FREQ=DAILY;COUNT=3"
+        );
+        assert_eq!(super::text("a,b;c\\d\ne"), "a\\,b\\;c\\\\d\\ne");
     }
 }
