@@ -76,5 +76,55 @@ async fn calendars_events_and_expansion_over_rest() {
         let (st, found) = s.call(Method::GET, "/api/v1/events/search?q=review", None).await;
         assert_eq!(st, StatusCode::OK, "{found}");
         assert_eq!(found["data"].as_array().unwrap().len(), 2, "the series and its exception");
+
+        // Availability over REST: the weekly review is busy (its renamed occurrence too),
+        // free slots only within Monday's working hours, Oslo time (summer time from 30 March).
+        let body = json!({
+            "from": "2025-03-24T00:00:00Z",
+            "to": "2025-04-01T00:00:00Z",
+            "slot_minutes": 30,
+            "working_hours": {"timezone": "Europe/Oslo", "days": [{"weekday": "monday", "start": "08:00", "end": "12:00"}]}
+        });
+        let (st, av) = s.call(Method::POST, "/api/v1/availability", Some(body)).await;
+        assert_eq!(st, StatusCode::OK, "{av}");
+        assert_eq!(
+            av["busy"],
+            json!([
+                {"start": "2025-03-24T08:00:00Z", "end": "2025-03-24T09:00:00Z"},
+                {"start": "2025-03-31T07:00:00Z", "end": "2025-03-31T08:00:00Z"}
+            ]),
+            "{backend:?}"
+        );
+        assert_eq!(
+            av["free"],
+            json!([
+                {"start": "2025-03-24T07:00:00Z", "end": "2025-03-24T08:00:00Z"},
+                {"start": "2025-03-24T09:00:00Z", "end": "2025-03-24T11:00:00Z"},
+                {"start": "2025-03-31T06:00:00Z", "end": "2025-03-31T07:00:00Z"},
+                {"start": "2025-03-31T08:00:00Z", "end": "2025-03-31T10:00:00Z"}
+            ]),
+            "{backend:?}"
+        );
+        // The calendar as text/calendar, read back by calcard: the series, its exception.
+        let resp = s
+            .http
+            .get(format!("{}/api/v1/calendars/{}/export.ics", s.base, cal["id"].as_str().unwrap()))
+            .bearer_auth(&s.key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        assert!(ct.starts_with("text/calendar"), "{ct}");
+        let ics = resp.text().await.unwrap();
+        let calcard::Entry::ICalendar(parsed) = calcard::Parser::new(&ics).entry() else { panic!("{ics}") };
+        let events = parsed.components.iter().filter(|c| c.component_type == calcard::icalendar::ICalendarComponentType::VEvent);
+        assert_eq!(events.count(), 2, "{ics}");
+        assert!(ics.contains("RECURRENCE-ID;TZID=Europe/Oslo:20250331T090000") && ics.contains("TZID:Europe/Oslo"), "{ics}");
+
+        let body = json!({"from": "2025-03-24T00:00:00Z", "to": "2025-04-01T00:00:00Z", "working_hours": {"timezone": "Oslo"}});
+        let (st, e) = s.call(Method::POST, "/api/v1/availability", Some(body)).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
+        assert_eq!(error_code(&e), "validation_failed");
     }
 }

@@ -118,6 +118,7 @@ async fn tools_from_the_registry_over_streamable_http() {
                 "deals_list",
                 "deals_move",
                 "deals_update",
+                "events_check_availability",
                 "events_create",
                 "events_delete",
                 "events_get",

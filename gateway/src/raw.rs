@@ -1,4 +1,4 @@
-//! The few REST endpoints whose bodies are not JSON (vCard). They stay ordinary RPCs with
+//! The few REST endpoints whose bodies are not JSON (vCard, iCalendar). They stay ordinary RPCs with
 //! ordinary routes (their JSON forms work, and OpenAPI and scopes come from the descriptors);
 //! this table only says which string field carries the raw body: a request body of the media
 //! type becomes that field, and unless the caller asks for JSON (`Accept: application/json`)
@@ -35,6 +35,8 @@ pub(crate) struct RawBody {
 
 const VCARD: &str = "text/vcard; charset=utf-8";
 const VCARD_ALSO: &[&str] = &["text/vcard", "text/x-vcard", "text/directory", "text/plain"];
+const ICS: &str = "text/calendar; charset=utf-8";
+const ICS_ALSO: &[&str] = &["text/calendar", "text/plain"];
 
 /// Every RPC with a raw body.
 const RAW: &[RawBody] = &[
@@ -61,6 +63,22 @@ const RAW: &[RawBody] = &[
         media_type: VCARD,
         also: VCARD_ALSO,
         paged: true,
+    },
+    RawBody {
+        rpc: "worktruck.calendar.v1.CalendarService.ExportEventIcs",
+        request_field: None,
+        response_field: Some("ics"),
+        media_type: ICS,
+        also: ICS_ALSO,
+        paged: false,
+    },
+    RawBody {
+        rpc: "worktruck.calendar.v1.CalendarService.ExportCalendarIcs",
+        request_field: None,
+        response_field: Some("ics"),
+        media_type: ICS,
+        also: ICS_ALSO,
+        paged: false,
     },
 ];
 

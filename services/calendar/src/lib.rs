@@ -8,8 +8,10 @@
 //! It owns the `calendar` schema (or `calendar.db`); other services reach it only over gRPC or
 //! events. Links to other domains are kit's cross-domain links.
 
+mod availability;
 mod domain;
 pub mod expand;
+mod ics;
 mod queries;
 mod service;
 

@@ -147,3 +147,18 @@ pub async fn attendees(tx: &mut Tx, tenant: Uuid, event: Uuid) -> Result<Vec<Rec
     let binds = vec![Bind::Id(tenant), Bind::Text("attendee".into()), Bind::Text(event.to_string())];
     fetch(tx, format!("{SELECT} AND h.doc->>'event_id' = $3 ORDER BY h.created_at ASC, h.id ASC"), binds).await
 }
+
+/// The live attendees of the events `ids`.
+pub async fn attendees_of(tx: &mut Tx, tenant: Uuid, ids: &[Uuid]) -> Result<Vec<Record>> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(500) {
+        let mut binds = vec![Bind::Id(tenant), Bind::Text("attendee".into())];
+        let mut marks = Vec::new();
+        for id in chunk {
+            marks.push(format!("${}", push(&mut binds, Bind::Text(id.to_string()))));
+        }
+        let sql = format!("{SELECT} AND h.doc->>'event_id' IN ({})", marks.join(", "));
+        out.extend(fetch(tx, sql, binds).await?);
+    }
+    Ok(out)
+}

@@ -26,10 +26,12 @@ use worktruck_proto::common::v1 as common;
 
 use crate::domain::{
     AttendeeDoc, attendee_pb, participant_name, response_name, role_name,
-    CalendarDoc, EVENT_HIDDEN, EventDoc, availability_name, calendar_pb, check_color, check_date, check_email,
+    CalendarDoc, EVENT_HIDDEN, EventDoc, availability_name, day_start, calendar_pb, check_color, check_date, check_email,
     check_id, check_metadata, check_name, check_reminders, check_text, check_url, event_pb, event_type_name, fmt_ts,
     merge, parse_ts, status_name, visibility_name,
 };
+use crate::availability;
+use crate::ics;
 use crate::expand::{self, Stop};
 use crate::queries::{self, Window};
 
@@ -46,6 +48,10 @@ const MAX_ATTENDEES: usize = 500;
 pub const MAX_INSTANCES: usize = 2500;
 /// Longest window of an expanded list, in days.
 pub const MAX_WINDOW_DAYS: i64 = 366;
+/// Most calendars one availability check names.
+const MAX_AVAILABILITY_CALENDARS: usize = 50;
+/// Most events one iCalendar export writes.
+const MAX_EXPORT_EVENTS: usize = 10_000;
 /// Most events a read of the past walks.
 const MAX_PAST_EVENTS: usize = 10_000;
 
@@ -181,6 +187,45 @@ fn expand_window(
     }
     out.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
     Ok(out.into_iter().map(|(_, e)| e).collect())
+}
+
+/// The live events of `calendar` (or every calendar) that meet `[from, to)`, with every
+/// exception of the series among them.
+async fn window_records(
+    tx: &mut Tx,
+    c: &Caller,
+    calendar: Option<String>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<Record>> {
+    let w = Window { calendar, from: Some(fmt_ts(from)), to: Some(fmt_ts(to)), search: None };
+    let mut recs = queries::events(tx, c.tenant, &w, 0, None).await?;
+    let series: Vec<Uuid> = recs
+        .iter()
+        .filter(|r| EventDoc::from_value(&r.doc).map(|d| d.is_series()).unwrap_or(false))
+        .map(|r| r.id)
+        .collect();
+    let seen: HashSet<Uuid> = recs.iter().map(|r| r.id).collect();
+    let extra = queries::exceptions(tx, c.tenant, &series).await?;
+    recs.extend(extra.into_iter().filter(|r| !seen.contains(&r.id)));
+    Ok(recs)
+}
+
+/// An expanded occurrence's start and end as moments (an all-day one from midnight of its
+/// first day to midnight after its last, in the event's zone).
+fn instance_span(e: &pb::Event) -> Result<(DateTime<Utc>, DateTime<Utc>)> {
+    if e.is_all_day {
+        let tz = expand::check_time_zone(&e.timezone)?;
+        let date = |v: &Option<String>| -> Result<chrono::NaiveDate> {
+            chrono::NaiveDate::parse_from_str(v.as_deref().unwrap_or_default(), "%Y-%m-%d").map_err(Error::internal)
+        };
+        Ok((day_start(date(&e.start_date)?, tz), day_start(date(&e.end_date)?, tz)))
+    } else {
+        let at = |t: &Option<prost_types::Timestamp>, f: &str| -> Result<DateTime<Utc>> {
+            worktruck_kit::pbjson::datetime(t.as_ref().ok_or_else(|| Error::internal("timed without times"))?, f)
+        };
+        Ok((at(&e.start_at, "start_at")?, at(&e.end_at, "end_at")?))
+    }
 }
 
 /// Applies the changes of `r` to `doc` (not the derived fields: [`EventDoc::finish`] does).
@@ -324,6 +369,32 @@ impl Calendar {
             return Err(Error::not_found("attendee"));
         }
         Ok((head, d))
+    }
+
+    /// `recs` (series, their exceptions, single events) as one VCALENDAR.
+    async fn ics(&self, tx: &mut Tx, c: &Caller, name: Option<&str>, recs: Vec<Record>) -> Result<pb::IcsData> {
+        let docs: Vec<EventDoc> = recs.iter().map(|r| EventDoc::from_value(&r.doc)).collect::<Result<_>>()?;
+        let ids: Vec<Uuid> = recs.iter().map(|r| r.id).collect();
+        let attendees: Vec<AttendeeDoc> = queries::attendees_of(tx, c.tenant, &ids)
+            .await?
+            .iter()
+            .map(|a| AttendeeDoc::from_value(&a.doc))
+            .collect::<Result<_>>()?;
+        let uid_of: HashMap<String, &str> =
+            recs.iter().zip(&docs).map(|(r, d)| (r.id.to_string(), d.ical_uid.as_str())).collect();
+        let mut items = Vec::new();
+        for (r, d) in recs.iter().zip(&docs) {
+            let id = r.id.to_string();
+            items.push(ics::Item {
+                doc: d,
+                updated_at: r.updated_at,
+                attendees: attendees.iter().filter(|a| a.event_id == id).collect(),
+                series_uid: d.series_id.as_ref().and_then(|s| uid_of.get(s).copied()),
+            });
+        }
+        // Series first, so every RECURRENCE-ID follows its series.
+        items.sort_by_key(|i| i.doc.series_id.is_some());
+        Ok(pb::IcsData { ics: ics::calendar(name, &items)?, count: items.len() as i32 })
     }
 
     fn caller<T>(&self, req: &Request<T>) -> Result<Caller> {
@@ -921,19 +992,7 @@ impl CalendarService for Calendar {
             }
             let recs = match at {
                 Some(at) => self.events_at(&mut tx, &c, at, calendar.as_deref(), t).await?,
-                None => {
-                    let w = Window { calendar: calendar.clone(), from: Some(fmt_ts(from)), to: Some(fmt_ts(to)), search: None };
-                    let mut recs = queries::events(&mut tx, c.tenant, &w, 0, None).await?;
-                    let series: Vec<Uuid> = recs
-                        .iter()
-                        .filter(|r| EventDoc::from_value(&r.doc).map(|d| d.is_series()).unwrap_or(false))
-                        .map(|r| r.id)
-                        .collect();
-                    let seen: HashSet<Uuid> = recs.iter().map(|r| r.id).collect();
-                    let extra = queries::exceptions(&mut tx, c.tenant, &series).await?;
-                    recs.extend(extra.into_iter().filter(|r| !seen.contains(&r.id)));
-                    recs
-                }
+                None => window_records(&mut tx, &c, calendar.clone(), from, to).await?,
             };
             let data = expand_window(&c, &recs, from, to)?;
             return Ok(Response::new(pb::ListEventsResponse { data, next_cursor: String::new(), has_more: false }));
@@ -1003,6 +1062,138 @@ impl CalendarService for Calendar {
             has_more: more,
             next_cursor: if more { Cursor::Number(offset + limit).encode(&scope) } else { String::new() },
         }))
+    }
+
+    async fn check_availability(
+        &self,
+        req: Request<pb::CheckAvailabilityRequest>,
+    ) -> Result<Response<pb::CheckAvailabilityResponse>, Status> {
+        let c = self.caller(&req)?;
+        let r = req.into_inner();
+        let from = opt_datetime(r.from.as_ref(), "from")?.ok_or_else(|| Error::invalid("from is required"))?;
+        let to = opt_datetime(r.to.as_ref(), "to")?.ok_or_else(|| Error::invalid("to is required"))?;
+        if to <= from {
+            return Err(Error::invalid("to must be after from").into());
+        }
+        if to - from > Duration::days(MAX_WINDOW_DAYS) {
+            return Err(Error::invalid(format!("an availability window spans at most {MAX_WINDOW_DAYS} days")).into());
+        }
+        let min = match r.slot_minutes {
+            None => Duration::zero(),
+            Some(m) if (1..=1440).contains(&m) => Duration::minutes(i64::from(m)),
+            Some(_) => return Err(Error::validation("slot_minutes must be between 1 and 1440").into()),
+        };
+        let hours = r.working_hours.as_ref().map(availability::check_hours).transpose()?;
+        if r.calendar_ids.len() > MAX_AVAILABILITY_CALENDARS {
+            return Err(Error::validation(format!("calendar_ids has at most {MAX_AVAILABILITY_CALENDARS} calendars")).into());
+        }
+        let mut named = Vec::new();
+        for raw in &r.calendar_ids {
+            let id = check_id("calendar_ids", raw)?.ok_or_else(|| Error::validation("calendar_ids must not hold an empty id"))?;
+            if !named.contains(&id) {
+                named.push(id);
+            }
+        }
+        let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
+        let calendars: Vec<Uuid> = if named.is_empty() {
+            let mut v = Vec::new();
+            for rec in queries::calendars(&mut tx, c.tenant).await? {
+                if CalendarDoc::from_value(&rec.doc)?.is_visible {
+                    v.push(rec.id);
+                }
+            }
+            v
+        } else {
+            for id in &named {
+                CALENDARS
+                    .head(&mut tx, c.tenant, *id)
+                    .await
+                    .map_err(|_| Error::validation(format!("calendar_ids: no calendar {id}")))?;
+            }
+            named
+        };
+        let mut recs: Vec<Record> = Vec::new();
+        let mut seen = HashSet::new();
+        for cal in &calendars {
+            for rec in window_records(&mut tx, &c, Some(cal.to_string()), from, to).await? {
+                if seen.insert(rec.id) {
+                    recs.push(rec);
+                }
+            }
+        }
+        // The organizer's answer per event, from its attendees (the attendee with the
+        // organizer's email or contact).
+        let mut owners: HashMap<Uuid, (Option<String>, Option<String>)> = HashMap::new();
+        for rec in &recs {
+            let d = EventDoc::from_value(&rec.doc)?;
+            let email = d.organizer_email.map(|e| e.to_lowercase());
+            if email.is_some() || d.organizer_id.is_some() {
+                owners.insert(rec.id, (email, d.organizer_id));
+            }
+        }
+        let ids: Vec<Uuid> = owners.keys().copied().collect();
+        let mut answer: HashMap<String, String> = HashMap::new();
+        for a in queries::attendees_of(&mut tx, c.tenant, &ids).await? {
+            let d = AttendeeDoc::from_value(&a.doc)?;
+            let Some((email, contact)) = d.event_id.parse::<Uuid>().ok().and_then(|u| owners.get(&u)) else { continue };
+            let is_organizer = (email.is_some() && d.email.as_ref().map(|e| e.to_lowercase()) == *email)
+                || (contact.is_some() && d.contact_id == *contact);
+            if is_organizer {
+                answer.insert(d.event_id.clone(), d.response_status.clone());
+            }
+        }
+        let mut busy = Vec::new();
+        for e in expand_window(&c, &recs, from, to)? {
+            if e.status == pb::EventStatus::Cancelled as i32 || e.availability == pb::Availability::Free as i32 {
+                continue;
+            }
+            // An exception without an answer of its own follows its series'.
+            let said = answer.get(&e.id).or_else(|| e.series_id.as_ref().and_then(|s| answer.get(s)));
+            if said.is_some_and(|a| a == "declined") {
+                continue;
+            }
+            let (s, t) = instance_span(&e)?;
+            busy.push((s.max(from), t.min(to)));
+        }
+        let busy = availability::merge(busy);
+        let free = availability::free(&availability::windows(hours.as_ref(), from, to), &busy, min);
+        let span = |(s, e): (DateTime<Utc>, DateTime<Utc>)| pb::TimeInterval {
+            start: Some(worktruck_kit::pbjson::timestamp(s)),
+            end: Some(worktruck_kit::pbjson::timestamp(e)),
+        };
+        Ok(Response::new(pb::CheckAvailabilityResponse {
+            calendar_ids: calendars.iter().map(Uuid::to_string).collect(),
+            busy: busy.into_iter().map(span).collect(),
+            free: free.into_iter().map(span).collect(),
+        }))
+    }
+
+    async fn export_event_ics(&self, req: Request<pb::ExportEventIcsRequest>) -> Result<Response<pb::IcsData>, Status> {
+        let c = self.caller(&req)?;
+        let id = uuid(&req.get_ref().id, "id")?;
+        let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
+        let head = EVENTS.head(&mut tx, c.tenant, id).await?;
+        let mut recs = vec![head];
+        if EventDoc::from_value(&recs[0].doc)?.is_series() {
+            recs.extend(queries::exceptions(&mut tx, c.tenant, &[id]).await?);
+        }
+        Ok(Response::new(self.ics(&mut tx, &c, None, recs).await?))
+    }
+
+    async fn export_calendar_ics(
+        &self,
+        req: Request<pb::ExportCalendarIcsRequest>,
+    ) -> Result<Response<pb::IcsData>, Status> {
+        let c = self.caller(&req)?;
+        let id = uuid(&req.get_ref().id, "id")?;
+        let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
+        let cal = CalendarDoc::from_value(&CALENDARS.head(&mut tx, c.tenant, id).await?.doc)?;
+        let w = Window { calendar: Some(id.to_string()), ..Default::default() };
+        let recs = queries::events(&mut tx, c.tenant, &w, 0, Some(MAX_EXPORT_EVENTS as i64)).await?;
+        if recs.len() > MAX_EXPORT_EVENTS {
+            return Err(Error::invalid(format!("an export writes at most {MAX_EXPORT_EVENTS} events")).into());
+        }
+        Ok(Response::new(self.ics(&mut tx, &c, Some(&cal.name), recs).await?))
     }
 
     async fn add_attendee(&self, req: Request<pb::AddAttendeeRequest>) -> Result<Response<pb::Attendee>, Status> {

@@ -442,3 +442,332 @@ async fn attendees_are_checked_against_contacts_and_answer() {
         assert_eq!(s.client.list_attendees(r).await.unwrap_err().code(), Code::NotFound);
     }
 }
+
+fn spans(v: &[pb::TimeInterval]) -> Vec<(String, String)> {
+    v.iter().map(|i| (utc(&i.start), utc(&i.end))).collect()
+}
+
+fn span(s: &str, e: &str) -> (String, String) {
+    (s.to_owned(), e.to_owned())
+}
+
+#[tokio::test]
+async fn availability_merges_busy_time_across_calendars_and_finds_free_slots() {
+    for backend in backends() {
+        let data = TestData::new(backend).await;
+        let mut s = start(&data, Bus::memory()).await;
+        let work = s.calendar("Work", Some("Europe/Oslo")).await;
+        let home = s.calendar("Home", Some("Europe/Oslo")).await;
+        let r = s.req(pb::CreateCalendarRequest { name: "Hidden".into(), is_visible: Some(false), ..Default::default() });
+        let hidden = s.client.create_calendar(r).await.unwrap().into_inner();
+        let event = |cal: &pb::Calendar, title: &str, start: &str, end: &str| pb::CreateEventRequest {
+            calendar_id: Some(cal.id.clone()),
+            title: title.into(),
+            start_at: ts(start),
+            end_at: ts(end),
+            ..Default::default()
+        };
+
+        // Stand-up on weekdays at 09:00 Oslo time (08:00Z in March); Wednesday's is moved to
+        // 10:00, Thursday's is cancelled.
+        let standup = s
+            .create(pb::CreateEventRequest {
+                rrule: Some("FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR".into()),
+                ..event(&work, "Stand-up", "2025-03-03T08:00:00Z", "2025-03-03T08:30:00Z")
+            })
+            .await
+            .unwrap();
+        s.update(pb::UpdateEventRequest {
+            id: standup.id.clone(),
+            update_scope: pb::UpdateScope::This as i32,
+            recurrence_id: ts("2025-03-05T08:00:00Z"),
+            start_at: ts("2025-03-05T09:00:00Z"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let r = s.req(pb::DeleteEventRequest {
+            id: standup.id.clone(),
+            update_scope: pb::UpdateScope::This as i32,
+            recurrence_id: ts("2025-03-06T08:00:00Z"),
+        });
+        s.client.delete_event(r).await.unwrap();
+        // Overlaps Monday's stand-up: merged into one busy interval.
+        s.create(event(&work, "Planning", "2025-03-03T08:15:00Z", "2025-03-03T09:00:00Z")).await.unwrap();
+        // Free time and a cancelled event do not count.
+        s.create(pb::CreateEventRequest {
+            availability: pb::Availability::Free as i32,
+            ..event(&work, "Lunch", "2025-03-03T11:00:00Z", "2025-03-03T13:00:00Z")
+        })
+        .await
+        .unwrap();
+        s.create(pb::CreateEventRequest {
+            status: pb::EventStatus::Cancelled as i32,
+            ..event(&home, "Dentist", "2025-03-04T14:00:00Z", "2025-03-04T15:00:00Z")
+        })
+        .await
+        .unwrap();
+        // Declined by its organizer: not busy. Declined only by someone else: busy.
+        let pitch = s
+            .create(pb::CreateEventRequest {
+                organizer_email: Some("me@example.org".into()),
+                ..event(&work, "Vendor pitch", "2025-03-04T12:00:00Z", "2025-03-04T13:00:00Z")
+            })
+            .await
+            .unwrap();
+        let review = s
+            .create(pb::CreateEventRequest {
+                organizer_email: Some("me@example.org".into()),
+                ..event(&home, "Design review", "2025-03-05T13:00:00Z", "2025-03-05T14:00:00Z")
+            })
+            .await
+            .unwrap();
+        for (ev, email) in [(&pitch, "Me@Example.org"), (&review, "someone@example.org")] {
+            let r = s.req(pb::AddAttendeeRequest {
+                event_id: ev.id.clone(),
+                email: Some(email.into()),
+                response_status: pb::ResponseStatus::Declined as i32,
+                ..Default::default()
+            });
+            s.client.add_attendee(r).await.unwrap();
+        }
+        // Out of office all Friday, Oslo time.
+        s.create(pb::CreateEventRequest {
+            calendar_id: Some(home.id.clone()),
+            title: "Out of office".into(),
+            event_type: pb::EventType::OutOfOffice as i32,
+            is_all_day: true,
+            start_date: Some("2025-03-07".into()),
+            end_date: Some("2025-03-08".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        // A hidden calendar counts only when named.
+        s.create(event(&hidden, "Private", "2025-03-04T10:00:00Z", "2025-03-04T11:00:00Z")).await.unwrap();
+
+        let weekdays = ["monday", "tuesday", "wednesday", "thursday", "friday"];
+        let hours = pb::WorkingHours {
+            timezone: "Europe/Oslo".into(),
+            days: weekdays
+                .iter()
+                .map(|d| pb::WorkingDay { weekday: (*d).into(), start: "09:00".into(), end: "17:00".into() })
+                .collect(),
+        };
+        let ask = |calendar_ids: Vec<String>, slot: Option<i32>, hours: Option<pb::WorkingHours>| pb::CheckAvailabilityRequest {
+            calendar_ids,
+            from: ts("2025-03-03T00:00:00Z"),
+            to: ts("2025-03-08T00:00:00Z"),
+            slot_minutes: slot,
+            working_hours: hours,
+        };
+        let r = s.req(ask(vec![], Some(60), Some(hours.clone())));
+        let got = s.client.check_availability(r).await.unwrap().into_inner();
+        assert_eq!(got.calendar_ids, [work.id.clone(), home.id.clone()], "{backend:?}");
+        assert_eq!(
+            spans(&got.busy),
+            [
+                span("2025-03-03T08:00:00Z", "2025-03-03T09:00:00Z"),
+                span("2025-03-04T08:00:00Z", "2025-03-04T08:30:00Z"),
+                span("2025-03-05T09:00:00Z", "2025-03-05T09:30:00Z"),
+                span("2025-03-05T13:00:00Z", "2025-03-05T14:00:00Z"),
+                span("2025-03-06T23:00:00Z", "2025-03-07T23:00:00Z"),
+            ],
+            "{backend:?}"
+        );
+        assert_eq!(
+            spans(&got.free),
+            [
+                span("2025-03-03T09:00:00Z", "2025-03-03T16:00:00Z"),
+                span("2025-03-04T08:30:00Z", "2025-03-04T16:00:00Z"),
+                span("2025-03-05T08:00:00Z", "2025-03-05T09:00:00Z"),
+                span("2025-03-05T09:30:00Z", "2025-03-05T13:00:00Z"),
+                span("2025-03-05T14:00:00Z", "2025-03-05T16:00:00Z"),
+                span("2025-03-06T08:00:00Z", "2025-03-06T16:00:00Z"),
+            ],
+            "{backend:?}"
+        );
+        // Longer slots only: the hour before Wednesday's stand-up and after the review go.
+        let r = s.req(ask(vec![], Some(180), Some(hours.clone())));
+        let got = s.client.check_availability(r).await.unwrap().into_inner();
+        assert_eq!(
+            spans(&got.free),
+            [
+                span("2025-03-03T09:00:00Z", "2025-03-03T16:00:00Z"),
+                span("2025-03-04T08:30:00Z", "2025-03-04T16:00:00Z"),
+                span("2025-03-05T09:30:00Z", "2025-03-05T13:00:00Z"),
+                span("2025-03-06T08:00:00Z", "2025-03-06T16:00:00Z"),
+            ],
+            "{backend:?}"
+        );
+        // Named calendars (the hidden one included), no working hours: the whole window.
+        let r = s.req(ask(vec![work.id.clone(), hidden.id.clone()], None, None));
+        let got = s.client.check_availability(r).await.unwrap().into_inner();
+        assert_eq!(
+            spans(&got.busy),
+            [
+                span("2025-03-03T08:00:00Z", "2025-03-03T09:00:00Z"),
+                span("2025-03-04T08:00:00Z", "2025-03-04T08:30:00Z"),
+                span("2025-03-04T10:00:00Z", "2025-03-04T11:00:00Z"),
+                span("2025-03-05T09:00:00Z", "2025-03-05T09:30:00Z"),
+                span("2025-03-07T08:00:00Z", "2025-03-07T08:30:00Z"),
+            ],
+            "{backend:?}"
+        );
+        assert_eq!(spans(&got.free).first(), Some(&span("2025-03-03T00:00:00Z", "2025-03-03T08:00:00Z")));
+        assert_eq!(spans(&got.free).last(), Some(&span("2025-03-07T08:30:00Z", "2025-03-08T00:00:00Z")));
+        assert_eq!(got.free.len(), 6);
+
+        // Bad requests are 400s.
+        let mut bad = vec![
+            ask(vec![Uuid::now_v7().to_string()], None, None),
+            ask(vec!["nope".into()], None, None),
+            ask(vec![], Some(0), None),
+            ask(vec![], None, Some(pb::WorkingHours { timezone: "Oslo".into(), days: vec![] })),
+            ask(vec![], None, Some(pb::WorkingHours {
+                timezone: "Europe/Oslo".into(),
+                days: vec![pb::WorkingDay { weekday: "monday".into(), start: "17:00".into(), end: "09:00".into() }],
+            })),
+        ];
+        let mut long = ask(vec![], None, None);
+        long.to = ts("2026-06-01T00:00:00Z");
+        bad.push(long);
+        let mut backwards = ask(vec![], None, None);
+        backwards.to = backwards.from;
+        bad.push(backwards);
+        for b in bad {
+            let r = s.req(b.clone());
+            let e = s.client.check_availability(r).await.unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument, "{b:?}: {e:?}");
+        }
+    }
+}
+
+/// Every instance of an iCalendar document in `[from, to)`, as calcard expands it (floating
+/// dates in Oslo time): (start, end).
+fn ics_instances(ics: &str, from: &str, to: &str) -> Vec<(String, String)> {
+    let calcard::Entry::ICalendar(cal) = calcard::Parser::new(ics).entry() else { panic!("not an iCalendar: {ics}") };
+    let expanded = cal.expand_dates(chrono_tz::Europe::Oslo, 10_000);
+    assert!(expanded.errors.is_empty(), "{:?}\n{ics}", expanded.errors);
+    let (from, to): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) = (from.parse().unwrap(), to.parse().unwrap());
+    let f = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let mut out: Vec<(String, String)> = expanded
+        .events
+        .iter()
+        .filter_map(|e| {
+            let s = e.start.with_timezone(&chrono::Utc);
+            let end = match &e.end {
+                calcard::icalendar::dates::TimeOrDelta::Time(t) => t.with_timezone(&chrono::Utc),
+                calcard::icalendar::dates::TimeOrDelta::Delta(d) => s + *d,
+            };
+            (s < to && end > from).then(|| (f(s), f(end)))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn a_calendar_exports_as_icalendar_that_reads_back_with_the_same_instances() {
+    for backend in backends() {
+        let data = TestData::new(backend).await;
+        let mut s = start(&data, Bus::memory()).await;
+        let cal = s.calendar("Team; Work", Some("America/New_York")).await;
+        // Weekly on Tuesday and Thursday at 09:00 New York time across the March DST change,
+        // one occurrence moved, one cancelled, one added.
+        let series = s
+            .create(pb::CreateEventRequest {
+                title: "Sync, weekly".into(),
+                description: Some("Line one\nline two; with, punctuation".into()),
+                start_at: ts("2025-03-04T14:00:00Z"),
+                end_at: ts("2025-03-04T14:30:00Z"),
+                rrule: Some("FREQ=WEEKLY;BYDAY=TU,TH;COUNT=12".into()),
+                exdates: vec![ts("2025-03-13T13:00:00Z").unwrap()],
+                rdates: vec![ts("2025-03-15T14:00:00Z").unwrap()],
+                organizer_email: Some("lead@example.org".into()),
+                reminders: vec![pb::Reminder { minutes_before: 10, method: pb::ReminderMethod::Popup as i32 }],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        s.update(pb::UpdateEventRequest {
+            id: series.id.clone(),
+            update_scope: pb::UpdateScope::This as i32,
+            recurrence_id: ts("2025-03-18T13:00:00Z"),
+            start_at: ts("2025-03-18T15:00:00Z"),
+            title: Some("Sync (moved)".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let r = s.req(pb::AddAttendeeRequest {
+            event_id: series.id.clone(),
+            email: Some("ada@example.org".into()),
+            display_name: Some("Ada, L.".into()),
+            response_status: pb::ResponseStatus::Accepted as i32,
+            ..Default::default()
+        });
+        s.client.add_attendee(r).await.unwrap();
+        s.create(pb::CreateEventRequest {
+            title: "Offsite".into(),
+            is_all_day: true,
+            start_date: Some("2025-03-20".into()),
+            end_date: Some("2025-03-22".into()),
+            timezone: Some("Europe/Oslo".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+        let (from, to) = ("2025-03-01T00:00:00Z", "2025-04-15T00:00:00Z");
+        let expected: Vec<(String, String)> = {
+            let mut v: Vec<_> = s.expand(from, to).await.iter().map(|e| {
+                if e.is_all_day {
+                    // Oslo midnight to midnight.
+                    let d = |x: &Option<String>| {
+                        let n = chrono::NaiveDate::parse_from_str(x.as_deref().unwrap(), "%Y-%m-%d").unwrap();
+                        let t = chrono::TimeZone::from_local_datetime(&chrono_tz::Europe::Oslo, &n.and_hms_opt(0, 0, 0).unwrap()).unwrap();
+                        t.with_timezone(&chrono::Utc).format("%Y-%m-%dT%H:%M:%SZ").to_string()
+                    };
+                    (d(&e.start_date), d(&e.end_date))
+                } else {
+                    (utc(&e.start_at), utc(&e.end_at))
+                }
+            }).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(expected.len(), 13, "{backend:?} {expected:?}");
+
+        let r = s.req(pb::ExportCalendarIcsRequest { id: cal.id.clone() });
+        let out = s.client.export_calendar_ics(r).await.unwrap().into_inner();
+        assert_eq!(out.count, 3, "{backend:?}");
+        let ics = out.ics;
+        for needle in [
+            "BEGIN:VTIMEZONE",
+            "TZID:America/New_York",
+            "DTSTART;TZID=America/New_York:20250304T090000",
+            "RRULE:FREQ=WEEKLY",
+            "EXDATE;TZID=America/New_York:20250313T090000",
+            "RDATE;TZID=America/New_York:20250315T100000",
+            "RECURRENCE-ID;TZID=America/New_York:20250318T090000",
+            "DTSTART;VALUE=DATE:20250320",
+            "BEGIN:VALARM",
+            "TRIGGER:-PT10M",
+            "PARTSTAT=ACCEPTED",
+            "mailto:ada@example.org",
+            "X-WR-CALNAME:Team\\; Work",
+        ] {
+            assert!(ics.replace("\r\n ", "").contains(needle), "{backend:?}: {needle} missing in\n{ics}");
+        }
+        assert_eq!(ics_instances(&ics, from, to), expected, "{backend:?}\n{ics}");
+
+        // One event: the series with its exception.
+        let r = s.req(pb::ExportEventIcsRequest { id: series.id.clone() });
+        let one = s.client.export_event_ics(r).await.unwrap().into_inner();
+        assert_eq!(one.count, 2);
+        assert_eq!(ics_instances(&one.ics, from, to).len(), expected.len() - 1, "the offsite aside: {}", one.ics);
+        let r = s.req(pb::ExportEventIcsRequest { id: Uuid::now_v7().to_string() });
+        assert_eq!(s.client.export_event_ics(r).await.unwrap_err().code(), Code::NotFound);
+    }
+}
