@@ -1,5 +1,6 @@
-//! The services behind the gateway and the generic unary call to them: request and response
-//! travel as already-encoded protobuf bytes, so no per-service client code exists.
+//! The services behind a caller (the gateways, the agents worker) and the generic unary call
+//! to them: request and response travel as already-encoded protobuf bytes, so no per-service
+//! client code exists.
 
 use std::collections::HashMap;
 
