@@ -21,6 +21,11 @@ pub fn find(name: &str) -> Option<&'static ServiceDef> {
     TABLE.iter().copied().find(|d| d.name == name)
 }
 
+/// The worker role named `role`, with the service that declares it.
+pub fn find_worker(role: &str) -> Option<(&'static ServiceDef, &'static worktruck_kit::service::WorkerDef)> {
+    TABLE.iter().copied().find_map(|d| d.workers.iter().find(|w| w.role == role).map(|w| (d, w)))
+}
+
 /// The names of every service, comma-separated, for messages.
 pub fn names() -> String {
     TABLE.iter().map(|d| d.name).collect::<Vec<_>>().join(", ")
