@@ -107,3 +107,11 @@ pub mod calendar {
         tonic::include_proto!("worktruck.calendar.v1");
     }
 }
+
+/// Generated code for `worktruck.agents.v1`.
+pub mod agents {
+    #[allow(missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("worktruck.agents.v1");
+    }
+}
