@@ -11,6 +11,7 @@ pub mod config;
 pub mod context;
 pub mod cursor;
 pub mod db;
+pub mod envelope;
 pub mod error;
 pub mod http;
 pub mod links;
