@@ -10,6 +10,7 @@ pub mod bus;
 pub mod config;
 pub mod context;
 pub mod cursor;
+pub mod check;
 pub mod db;
 pub mod envelope;
 pub mod error;
