@@ -46,6 +46,53 @@ struct Fake {
     delay: Duration,
     /// Answers sent.
     answered: AtomicUsize,
+    /// The `x-api-key` of every Messages request.
+    keys: Mutex<Vec<String>>,
+    /// Refuse the tenant's key from now on (as revoked).
+    revoke_tenant: std::sync::atomic::AtomicBool,
+}
+
+/// The tenant's own key (BYOK), which the fake accepts.
+const TENANT_KEY: &str = "sk-ant-tenant-own-key-9f3a7c1d";
+
+/// `GET /v1/models`: how a key is probed.
+async fn models(headers: HeaderMap) -> impl IntoResponse {
+    let key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let error = |status: AxumStatus, kind: &str, message: &str| {
+        (
+            status,
+            axum::Json(json!({"type": "error", "error": {"type": kind, "message": message}})),
+        )
+    };
+    match key {
+        TENANT_KEY | FAKE_KEY => (
+            AxumStatus::OK,
+            axum::Json(json!({"data": [{"id": MODEL, "type": "model"}], "has_more": false})),
+        ),
+        "sk-ant-revoked-key-0000" => error(
+            AxumStatus::UNAUTHORIZED,
+            "authentication_error",
+            "This API key has been revoked",
+        ),
+        "sk-ant-noperm-key-0000" => error(
+            AxumStatus::FORBIDDEN,
+            "permission_error",
+            "not allowed to use the API",
+        ),
+        "sk-ant-busy-key-000000" => error(
+            AxumStatus::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "slow down",
+        ),
+        _ => error(
+            AxumStatus::UNAUTHORIZED,
+            "authentication_error",
+            "invalid x-api-key",
+        ),
+    }
 }
 
 async fn messages(
@@ -54,10 +101,17 @@ async fn messages(
     body: axum::Json<Value>,
 ) -> impl IntoResponse {
     let body = body.0;
-    assert_eq!(
-        headers.get("x-api-key").and_then(|v| v.to_str().ok()),
-        Some(FAKE_KEY)
-    );
+    let key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(key == FAKE_KEY || key == TENANT_KEY, "{key}");
+    fake.keys.lock().unwrap().push(key.clone());
+    if key == TENANT_KEY && fake.revoke_tenant.load(Ordering::SeqCst) {
+        let e = json!({"type": "error", "error": {"type": "authentication_error", "message": "This API key has been revoked"}});
+        return (AxumStatus::UNAUTHORIZED, axum::Json(e));
+    }
     assert_eq!(
         headers
             .get("anthropic-version")
@@ -97,9 +151,12 @@ impl Fake {
             reached: AtomicUsize::new(0),
             delay,
             answered: AtomicUsize::new(0),
+            keys: Mutex::default(),
+            revoke_tenant: Default::default(),
         });
         let app = axum::Router::new()
             .route("/v1/messages", axum::routing::post(messages))
+            .route("/v1/models", axum::routing::get(models))
             .with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -872,4 +929,173 @@ async fn a_killed_worker_s_run_resumes_on_another_worker_process_postgres_nats()
     let run = ended(&http, &base, &key, &id).await;
     let titles = note_titles(&http, &base, &key).await;
     check_resumed(&run, &titles, &fake, backend);
+}
+
+/// Every byte of the agents service's storage: the SQLite files under the data folder, or a
+/// `pg_dump` of the PostgreSQL database.
+fn storage_bytes(s: &Stack) -> Vec<u8> {
+    match &s.data.database_url {
+        Some(url) if s.data.backend == Backend::Postgres => {
+            let out = Command::new("pg_dump")
+                .args(["--data-only", url])
+                .output()
+                .expect("pg_dump runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        }
+        _ => {
+            let mut all = Vec::new();
+            let mut dirs = vec![s.data.path()];
+            while let Some(d) = dirs.pop() {
+                for e in std::fs::read_dir(d).unwrap().map(Result::unwrap) {
+                    if e.file_type().unwrap().is_dir() {
+                        dirs.push(e.path());
+                    } else {
+                        all.extend(std::fs::read(e.path()).unwrap());
+                    }
+                }
+            }
+            all
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn a_tenant_s_own_key_is_probed_sealed_used_and_never_shown() {
+    for backend in backends() {
+        let (fake, url) = Fake::start(Box::new(two_tools), None, Duration::ZERO).await;
+        let s = stack(backend, &url).await;
+        let (st, _) = s
+            .call(
+                Method::PUT,
+                "/api/v1/agent-configs/site_health",
+                Some(json!({"model": MODEL})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK);
+
+        // Probes only.
+        for (key, status, category) in [
+            (TENANT_KEY, "valid", ""),
+            ("sk-ant-wrong-key-0000", "invalid", "invalid_key"),
+            ("sk-ant-revoked-key-0000", "invalid", "revoked_or_expired"),
+            (
+                "sk-ant-noperm-key-0000",
+                "invalid",
+                "insufficient_permissions",
+            ),
+            ("sk-ant-busy-key-000000", "invalid", "rate_limited"),
+            ("short", "invalid", "invalid_key"),
+        ] {
+            let (st, v) = s
+                .call(
+                    Method::POST,
+                    "/api/v1/agent-configs/validate-key",
+                    Some(json!({"api_key": key})),
+                )
+                .await;
+            assert_eq!(st, StatusCode::OK, "{key}: {v}");
+            assert_eq!(
+                (
+                    v["status"].as_str(),
+                    v["category"].as_str().unwrap_or_default()
+                ),
+                (Some(status), category),
+                "{key}: {v}"
+            );
+        }
+
+        // A refused key changes nothing.
+        let (st, e) = s
+            .call(
+                Method::PUT,
+                "/api/v1/agent-configs/site_health/byok-key",
+                Some(json!({"api_key": "sk-ant-revoked-key-0000"})),
+            )
+            .await;
+        assert_eq!(
+            (st, error_code(&e).as_str()),
+            (StatusCode::BAD_REQUEST, "validation_failed"),
+            "{e}"
+        );
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("revoked_or_expired"),
+            "{e}"
+        );
+        let (_, list) = s.call(Method::GET, "/api/v1/agent-configs", None).await;
+        assert_eq!(list["data"][1]["byok_status"], "inactive", "{list}");
+
+        // A valid one is stored sealed; the answer shows a hint only.
+        let (st, cfg) = s
+            .call(
+                Method::PUT,
+                "/api/v1/agent-configs/site_health/byok-key",
+                Some(json!({"api_key": TENANT_KEY})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{cfg}");
+        assert_eq!(
+            (cfg["byok_status"].as_str(), cfg["byok_key_hint"].as_str()),
+            (Some("active"), Some("…7c1d")),
+            "{cfg}"
+        );
+        assert!(cfg["byok_last_probed_at"].is_string(), "{cfg}");
+        assert_eq!(cfg["model"], MODEL, "the config is kept: {cfg}");
+        let (_, list) = s.call(Method::GET, "/api/v1/agent-configs", None).await;
+        assert!(!list.to_string().contains(TENANT_KEY) && !cfg.to_string().contains(TENANT_KEY));
+
+        // Runs of the blueprint use it; the other blueprint's would not.
+        let id = enqueue(&s, json!({"input": {"prompt": "Check"}})).await;
+        let run = ended(&s.http, &s.base, &s.key, &id).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        assert!(
+            fake.keys.lock().unwrap().iter().all(|k| k == TENANT_KEY),
+            "every turn on the tenant's key"
+        );
+        assert!(!run.to_string().contains(TENANT_KEY));
+
+        // The storage holds only ciphertext.
+        let bytes = storage_bytes(&s);
+        assert!(!bytes.is_empty());
+        assert!(
+            !contains(&bytes, TENANT_KEY),
+            "{backend:?}: the plaintext key is in the storage"
+        );
+        assert!(
+            contains(&bytes, "Health first"),
+            "{backend:?}: the search reads the storage (a note's title is there)"
+        );
+
+        // Revoked later: the run fails clearly, the config says so.
+        fake.revoke_tenant.store(true, Ordering::SeqCst);
+        let before = fake.keys.lock().unwrap().len();
+        let id = enqueue(&s, json!({"input": {"prompt": "again"}})).await;
+        let run = ended(&s.http, &s.base, &s.key, &id).await;
+        assert_eq!(
+            (run["status"].as_str(), run["failure_category"].as_str()),
+            (Some("failed"), Some("revoked_or_expired")),
+            "{run}"
+        );
+        assert_eq!(
+            fake.keys.lock().unwrap().len(),
+            before + 1,
+            "a revoked key is not retried"
+        );
+        let (_, list) = s.call(Method::GET, "/api/v1/agent-configs", None).await;
+        assert_eq!(list["data"][1]["byok_status"], "auth_failed", "{list}");
+        s.stop().await;
+    }
 }

@@ -19,7 +19,7 @@ const MAX_ANSWER: usize = 8 * 1024 * 1024;
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
-    url: String,
+    base: String,
     version: String,
     max_retries: u32,
     backoff: Duration,
@@ -59,10 +59,7 @@ impl Client {
         let http = worktruck_kit::http::outbound(outbound, timeouts)?;
         Ok(Self {
             http,
-            url: format!(
-                "{}/v1/messages",
-                settings.anthropic_base_url.trim_end_matches('/')
-            ),
+            base: settings.anthropic_base_url.trim_end_matches('/').to_owned(),
             version: settings.anthropic_version.clone(),
             max_retries: settings.max_retries,
             backoff: Duration::from_millis(settings.backoff_ms),
@@ -123,58 +120,15 @@ impl Client {
     }
 
     async fn once(&self, key: &SecretString, body: &Value) -> Attempt {
-        let sent = self
+        let request = self
             .http
-            .post(&self.url)
+            .post(format!("{}/v1/messages", self.base))
             .header("x-api-key", key.expose_secret())
             .header("anthropic-version", &self.version)
-            .json(body)
-            .send()
-            .await;
-        let response = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                return Attempt::Retry(
-                    Failure {
-                        category: "provider_unavailable",
-                        detail: format!(
-                            "Anthropic did not answer: {}",
-                            worktruck_kit::http::root_cause(&e)
-                        ),
-                    },
-                    None,
-                );
-            }
-        };
-        let status = response.status().as_u16();
-        let request_id = response
-            .headers()
-            .get("request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(|s| Duration::from_secs_f64(s.min(600.0)));
-        let bytes = match worktruck_kit::http::read_capped(response, MAX_ANSWER).await {
-            Ok(b) => b,
-            Err(e) => {
-                return Attempt::Retry(
-                    Failure {
-                        category: "provider_unavailable",
-                        detail: format!("Anthropic's answer: {e}"),
-                    },
-                    None,
-                );
-            }
-        };
-        let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        if status == 200 {
-            return match parse_turn(&json) {
+            .json(body);
+        match self.exchange(request).await {
+            Err(f) => Attempt::Retry(f, None),
+            Ok((200, json, _)) => match parse_turn(&json) {
                 Some(turn) => Attempt::Done(turn),
                 None => Attempt::Retry(
                     Failure {
@@ -183,53 +137,128 @@ impl Client {
                     },
                     None,
                 ),
-            };
+            },
+            Ok((status, json, retry_after)) => classify(status, &json, retry_after),
         }
-        let error_type = json
-            .pointer("/error/type")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let message = json
-            .pointer("/error/message")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let message: String = message.chars().take(300).collect();
-        let detail = format!(
-            "Anthropic answered {status} {error_type}: {message} (request-id {request_id})"
-        );
-        tracing::info!(status, error_type, request_id, "anthropic refused a call");
-        let spend_limit = json
-            .pointer("/error/details/error_code")
-            .and_then(Value::as_str)
-            == Some("enforced_spend_limit_reached");
-        let fatal = |category| {
-            Attempt::Fatal(Failure {
-                category,
-                detail: detail.clone(),
-            })
-        };
-        match status {
-            401 => fatal("invalid_key"),
-            403 => fatal("insufficient_permissions"),
-            402 => fatal("quota_exhausted"),
-            429 if spend_limit => fatal("quota_exhausted"),
-            429 => Attempt::Retry(
-                Failure {
-                    category: "rate_limited",
-                    detail,
-                },
-                retry_after,
-            ),
-            409 | 500..=599 => Attempt::Retry(
-                Failure {
-                    category: "provider_unavailable",
-                    detail,
-                },
-                retry_after,
-            ),
-            _ if error_type == "billing_error" => fatal("quota_exhausted"),
-            _ => fatal("provider_rejected"),
+    }
+
+    /// Probes `key` once, without spending tokens (`GET /v1/models?limit=1`): `Ok` when
+    /// Anthropic accepts it, else the category of the refusal (transient ones too).
+    pub async fn probe(&self, key: &SecretString) -> Result<(), Failure> {
+        let request = self
+            .http
+            .get(format!("{}/v1/models?limit=1", self.base))
+            .header("x-api-key", key.expose_secret())
+            .header("anthropic-version", &self.version);
+        match self.exchange(request).await {
+            Err(f) => Err(f),
+            Ok((200, _, _)) => Ok(()),
+            Ok((status, json, retry_after)) => match classify(status, &json, retry_after) {
+                Attempt::Fatal(f) | Attempt::Retry(f, _) => Err(f),
+                Attempt::Done(_) => unreachable!("a refusal is never a turn"),
+            },
         }
+    }
+
+    /// Sends `request`: the status, the JSON answer (null when none) and `retry-after`, or a
+    /// transport failure.
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(u16, Value, Option<Duration>), Failure> {
+        let response = request.send().await.map_err(|e| Failure {
+            category: "provider_unavailable",
+            detail: format!(
+                "Anthropic did not answer: {}",
+                worktruck_kit::http::root_cause(&e)
+            ),
+        })?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(|s| Duration::from_secs_f64(s.min(600.0)));
+        let request_id = response
+            .headers()
+            .get("request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let bytes = worktruck_kit::http::read_capped(response, MAX_ANSWER)
+            .await
+            .map_err(|e| Failure {
+                category: "provider_unavailable",
+                detail: format!("Anthropic's answer: {e}"),
+            })?;
+        let mut json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if status != 200 {
+            tracing::info!(status, request_id, "anthropic refused a call");
+            if let Some(o) = json.as_object_mut() {
+                o.insert("request_id".into(), Value::String(request_id));
+            }
+        }
+        Ok((status, json, retry_after))
+    }
+}
+
+/// What an answer other than 200 means: a failure to retry, or one that ends the run.
+fn classify(status: u16, json: &Value, retry_after: Option<Duration>) -> Attempt {
+    let error_type = json
+        .pointer("/error/type")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let message: String = json
+        .pointer("/error/message")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .chars()
+        .take(300)
+        .collect();
+    let request_id = json
+        .get("request_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let detail =
+        format!("Anthropic answered {status} {error_type}: {message} (request-id {request_id})");
+    let spend_limit = json
+        .pointer("/error/details/error_code")
+        .and_then(Value::as_str)
+        == Some("enforced_spend_limit_reached");
+    let lower = message.to_ascii_lowercase();
+    let revoked = ["revoked", "expired", "disabled"]
+        .iter()
+        .any(|w| lower.contains(w));
+    let fatal = |category| {
+        Attempt::Fatal(Failure {
+            category,
+            detail: detail.clone(),
+        })
+    };
+    match status {
+        401 if revoked => fatal("revoked_or_expired"),
+        401 => fatal("invalid_key"),
+        403 => fatal("insufficient_permissions"),
+        402 => fatal("quota_exhausted"),
+        429 if spend_limit => fatal("quota_exhausted"),
+        429 => Attempt::Retry(
+            Failure {
+                category: "rate_limited",
+                detail,
+            },
+            retry_after,
+        ),
+        409 | 500..=599 => Attempt::Retry(
+            Failure {
+                category: "provider_unavailable",
+                detail,
+            },
+            retry_after,
+        ),
+        _ if error_type == "billing_error" => fatal("quota_exhausted"),
+        _ => fatal("provider_rejected"),
     }
 }
 

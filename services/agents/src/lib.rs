@@ -60,7 +60,16 @@ pub static DEFINITION: ServiceDef = ServiceDef {
 fn build(ctx: ServiceContext) -> anyhow::Result<Built> {
     let settings: settings::Settings = ctx.settings()?;
     settings.check()?;
-    let svc = Agents::new(ctx.db, ctx.verifier, ctx.relay, settings);
+    let envelope = ctx.envelope()?;
+    let anthropic = anthropic::Client::new(&settings, &ctx.config.outbound)?;
+    let svc = Agents::new(
+        ctx.db,
+        ctx.verifier,
+        ctx.relay,
+        settings,
+        anthropic,
+        envelope,
+    );
     Ok(Built::new(tonic::service::Routes::new(
         AgentsServiceServer::new(svc),
     )))

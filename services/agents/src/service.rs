@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tonic::{Request, Response, Status};
@@ -11,6 +12,7 @@ use uuid::Uuid;
 use worktruck_kit::context::{Ctx, Verifier};
 use worktruck_kit::cursor::{self, Cursor};
 use worktruck_kit::db::{Db, Scope, now};
+use worktruck_kit::envelope::Envelope;
 use worktruck_kit::outbox::Relay;
 use worktruck_kit::pbjson::{from_struct, timestamp, to_struct, uuid};
 use worktruck_kit::rpc::Caller;
@@ -29,18 +31,47 @@ pub struct Agents {
     verifier: Verifier,
     relay: Relay,
     settings: Arc<Settings>,
+    anthropic: crate::anthropic::Client,
+    envelope: Envelope,
 }
 
 impl Agents {
-    /// The service on its database.
-    pub fn new(db: Db, verifier: Verifier, relay: Relay, settings: Settings) -> Self {
+    /// The service on its database; `anthropic` probes keys, `envelope` seals them.
+    pub fn new(
+        db: Db,
+        verifier: Verifier,
+        relay: Relay,
+        settings: Settings,
+        anthropic: crate::anthropic::Client,
+        envelope: Envelope,
+    ) -> Self {
         Self {
             db,
             verifier,
             relay,
             settings: Arc::new(settings),
+            anthropic,
+            envelope,
         }
     }
+}
+
+/// The envelope purpose of a blueprint's key: a sealed key copied to another blueprint's row
+/// does not open.
+pub(crate) fn byok_purpose(blueprint: &str) -> String {
+    format!("agents.byok.{blueprint}")
+}
+
+/// The smallest and largest key accepted before probing.
+const KEY_LEN: std::ops::RangeInclusive<usize> = 8..=512;
+
+fn check_key(key: &str) -> Result<SecretString> {
+    if !KEY_LEN.contains(&key.len()) || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::validation(
+            "api_key must be 8 to 512 visible ASCII characters",
+        ));
+    }
+    Ok(SecretString::from(key.to_owned()))
 }
 
 /// A config as stored (`agent_configs.doc`).
@@ -230,8 +261,14 @@ fn render_config(b: &Blueprint, row: Option<&ConfigRow>) -> Result<pb::AgentConf
             } as i32,
         }),
         disabled: doc.disabled,
-        // The tenant's own key (BYOK) arrives with kit's envelope encryption.
-        byok_status: "inactive".to_owned(),
+        byok_status: row
+            .and_then(|r| r.byok_status.clone())
+            .unwrap_or_else(|| "inactive".to_owned()),
+        byok_key_hint: row.and_then(|r| r.byok_hint.clone()).unwrap_or_default(),
+        byok_last_probed_at: row.and_then(|r| r.byok_probed_at).map(timestamp),
+        byok_status_reason: row
+            .and_then(|r| r.byok_status_reason.clone())
+            .unwrap_or_default(),
         version: row.map_or(0, |r| r.version),
         created_at: row.map(|r| timestamp(r.created_at)),
         updated_at: row.map(|r| timestamp(r.updated_at)),
@@ -377,6 +414,79 @@ impl AgentsService for Agents {
         let row = store::put_config(&mut tx, c.tenant, b.name, &doc, now()).await?;
         tx.commit().await?;
         Ok(Response::new(render_config(b, Some(&row))?))
+    }
+
+    async fn put_byok_key(
+        &self,
+        req: Request<pb::PutByokKeyRequest>,
+    ) -> Result<Response<pb::AgentConfig>, Status> {
+        let c = self.caller(&req)?;
+        let r = req.into_inner();
+        let b = blueprint(&r.blueprint)?;
+        let key = check_key(&r.api_key)?;
+        drop(r);
+        if let Err(f) = self.anthropic.probe(&key).await {
+            let code = match f.category {
+                "rate_limited" => ErrorCode::RateLimited,
+                "provider_unavailable" => ErrorCode::Unavailable,
+                _ => ErrorCode::ValidationFailed,
+            };
+            tracing::info!(
+                blueprint = b.name,
+                category = f.category,
+                "a key was refused by its probe; nothing stored"
+            );
+            return Err(Error::new(code, format!("{}: {}", f.category, f.detail)).into());
+        }
+        let t = now();
+        let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
+        let sealed = self
+            .envelope
+            .seal(
+                &mut tx,
+                c.tenant,
+                &byok_purpose(b.name),
+                key.expose_secret().as_bytes(),
+            )
+            .await?;
+        let hint = worktruck_kit::envelope::hint(key.expose_secret());
+        let row = store::put_byok(&mut tx, c.tenant, b.name, &sealed, &hint, t).await?;
+        tx.commit().await?;
+        tracing::info!(
+            blueprint = b.name,
+            "a tenant's Anthropic key was probed and stored"
+        );
+        Ok(Response::new(render_config(b, Some(&row))?))
+    }
+
+    async fn validate_key(
+        &self,
+        req: Request<pb::ValidateKeyRequest>,
+    ) -> Result<Response<pb::ProbeResult>, Status> {
+        let _ = self.caller(&req)?;
+        let key = match check_key(&req.into_inner().api_key) {
+            Ok(k) => k,
+            Err(e) => {
+                return Ok(Response::new(pb::ProbeResult {
+                    status: "invalid".into(),
+                    category: "invalid_key".into(),
+                    message: e.message,
+                }));
+            }
+        };
+        let result = match self.anthropic.probe(&key).await {
+            Ok(()) => pb::ProbeResult {
+                status: "valid".into(),
+                category: String::new(),
+                message: String::new(),
+            },
+            Err(f) => pb::ProbeResult {
+                status: "invalid".into(),
+                category: f.category.to_owned(),
+                message: f.detail,
+            },
+        };
+        Ok(Response::new(result))
     }
 
     async fn enqueue_run(

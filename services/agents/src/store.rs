@@ -20,23 +20,34 @@ pub struct ConfigRow {
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub byok_hint: Option<String>,
+    pub byok_status: Option<String>,
+    pub byok_status_reason: Option<String>,
+    pub byok_probed_at: Option<DateTime<Utc>>,
 }
+
+/// A config's columns, the sealed key left out.
+const CONFIG_COLUMNS: &str = "blueprint, id, doc, version, created_at, updated_at, byok_hint, byok_status, byok_status_reason, byok_probed_at";
 
 /// The tenant's stored config of `blueprint`.
 pub async fn config(tx: &mut Tx, tenant: Uuid, blueprint: &str) -> Result<Option<ConfigRow>> {
-    const SQL: &str = "SELECT blueprint, id, doc, version, created_at, updated_at FROM agent_configs \
-        WHERE tenant_id = $1 AND blueprint = $2";
-    Ok(on_tx!(tx, c => sqlx::query_as(SQL).bind(tenant).bind(blueprint).fetch_optional(c).await)?)
+    let sql = format!(
+        "SELECT {CONFIG_COLUMNS} FROM agent_configs WHERE tenant_id = $1 AND blueprint = $2"
+    );
+    Ok(
+        on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tenant).bind(blueprint).fetch_optional(c).await)?,
+    )
 }
 
 /// Every stored config of the tenant.
 pub async fn configs(tx: &mut Tx, tenant: Uuid) -> Result<Vec<ConfigRow>> {
-    const SQL: &str = "SELECT blueprint, id, doc, version, created_at, updated_at FROM agent_configs \
-        WHERE tenant_id = $1 ORDER BY blueprint";
-    Ok(on_tx!(tx, c => sqlx::query_as(SQL).bind(tenant).fetch_all(c).await)?)
+    let sql = format!(
+        "SELECT {CONFIG_COLUMNS} FROM agent_configs WHERE tenant_id = $1 ORDER BY blueprint"
+    );
+    Ok(on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tenant).fetch_all(c).await)?)
 }
 
-/// Writes the config of `blueprint` (a new version of it when one exists).
+/// Writes the config of `blueprint` (a new version of it when one exists); its key stays.
 pub async fn put_config(
     tx: &mut Tx,
     tenant: Uuid,
@@ -44,15 +55,69 @@ pub async fn put_config(
     doc: &Value,
     now: DateTime<Utc>,
 ) -> Result<ConfigRow> {
-    const SQL: &str = "INSERT INTO agent_configs (tenant_id, blueprint, id, doc, version, created_at, updated_at) \
-        VALUES ($1, $2, $3, $4, 1, $5, $5) \
-        ON CONFLICT (tenant_id, blueprint) DO UPDATE SET doc = excluded.doc, version = agent_configs.version + 1, \
-        updated_at = excluded.updated_at \
-        RETURNING blueprint, id, doc, version, created_at, updated_at";
+    let sql = format!(
+        "INSERT INTO agent_configs (tenant_id, blueprint, id, doc, version, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 1, $5, $5) \
+         ON CONFLICT (tenant_id, blueprint) DO UPDATE SET doc = excluded.doc, version = agent_configs.version + 1, \
+         updated_at = excluded.updated_at RETURNING {CONFIG_COLUMNS}"
+    );
     Ok(
-        on_tx!(tx, c => sqlx::query_as(SQL).bind(tenant).bind(blueprint).bind(Uuid::now_v7()).bind(doc).bind(now)
-        .fetch_one(c).await)?,
+        on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tenant).bind(blueprint).bind(Uuid::now_v7()).bind(doc)
+        .bind(now).fetch_one(c).await)?,
     )
+}
+
+/// Stores the sealed key of `blueprint` (making a config of the blueprint's defaults when there
+/// is none), `active`, probed at `now`.
+pub async fn put_byok(
+    tx: &mut Tx,
+    tenant: Uuid,
+    blueprint: &str,
+    sealed: &[u8],
+    hint: &str,
+    now: DateTime<Utc>,
+) -> Result<ConfigRow> {
+    let sql = format!(
+        "INSERT INTO agent_configs (tenant_id, blueprint, id, doc, version, created_at, updated_at, byok_sealed, byok_hint, \
+         byok_status, byok_status_reason, byok_probed_at) VALUES ($1, $2, $3, $4, 1, $5, $5, $6, $7, 'active', NULL, $5) \
+         ON CONFLICT (tenant_id, blueprint) DO UPDATE SET byok_sealed = excluded.byok_sealed, byok_hint = excluded.byok_hint, \
+         byok_status = 'active', byok_status_reason = NULL, byok_probed_at = excluded.byok_probed_at, \
+         version = agent_configs.version + 1, updated_at = excluded.updated_at RETURNING {CONFIG_COLUMNS}"
+    );
+    let empty = Value::Object(Default::default());
+    Ok(
+        on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tenant).bind(blueprint).bind(Uuid::now_v7()).bind(&empty)
+        .bind(now).bind(sealed).bind(hint).fetch_one(c).await)?,
+    )
+}
+
+/// The sealed key of `blueprint`, if the tenant stored one.
+pub async fn byok_sealed(tx: &mut Tx, tenant: Uuid, blueprint: &str) -> Result<Option<Vec<u8>>> {
+    const SQL: &str = "SELECT byok_sealed FROM agent_configs WHERE tenant_id = $1 AND blueprint = $2 AND byok_sealed IS NOT NULL";
+    let row: Option<Option<Vec<u8>>> = on_tx!(tx, c => sqlx::query_scalar(SQL).bind(tenant).bind(blueprint).fetch_optional(c).await)?;
+    Ok(row.flatten())
+}
+
+/// Marks the stored key of `blueprint` refused (`auth_failed`, with why), unless it changed
+/// since `sealed` was read.
+pub async fn byok_failed(
+    tx: &mut Tx,
+    tenant: Uuid,
+    blueprint: &str,
+    sealed: &[u8],
+    reason: &str,
+) -> Result<()> {
+    const SQL: &str = "UPDATE agent_configs SET byok_status = 'auth_failed', byok_status_reason = $4 \
+        WHERE tenant_id = $1 AND blueprint = $2 AND byok_sealed = $3";
+    exec!(
+        tx,
+        sqlx::query(SQL)
+            .bind(tenant)
+            .bind(blueprint)
+            .bind(sealed)
+            .bind(reason)
+    )?;
+    Ok(())
 }
 
 /// A run as stored.

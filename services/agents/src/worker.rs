@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use secrecy::SecretString;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
@@ -45,6 +46,7 @@ pub fn build(ctx: WorkerContext) -> anyhow::Result<Vec<Task>> {
     settings.check()?;
     let client = anthropic::Client::new(&settings, &ctx.service.config.outbound)?;
     let tools = Tools::new(&ctx.upstreams, ctx.signer.clone())?;
+    let envelope = ctx.service.envelope()?;
     let id = format!(
         "{}-{}-{}",
         std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),
@@ -60,6 +62,7 @@ pub fn build(ctx: WorkerContext) -> anyhow::Result<Vec<Task>> {
         settings: Arc::new(settings),
         client,
         tools,
+        envelope,
         shutdown: ctx.service.shutdown,
     });
     Ok(vec![("agent-worker".to_owned(), Box::pin(worker.run()))])
@@ -74,6 +77,7 @@ struct Worker {
     settings: Arc<Settings>,
     client: anthropic::Client,
     tools: Tools,
+    envelope: worktruck_kit::envelope::Envelope,
     shutdown: Shutdown,
 }
 
@@ -394,9 +398,28 @@ impl Worker {
                 )
                 .await;
         };
-        // The tenant's own key (BYOK) arrives with kit's envelope encryption; until then, the
-        // operator's.
-        let key = self.settings.anthropic_api_key.clone();
+        // The tenant's own key for this blueprint when it stored one (BYOK), else the operator's.
+        let mut tx = self.db.begin(Scope::Tenant(tenant), false).await?;
+        let sealed = store::byok_sealed(&mut tx, tenant, &run.blueprint).await?;
+        let key = match &sealed {
+            Some(sealed) => {
+                let plain = self
+                    .envelope
+                    .open(
+                        &mut tx,
+                        tenant,
+                        &crate::service::byok_purpose(&run.blueprint),
+                        sealed,
+                    )
+                    .await?;
+                SecretString::from(
+                    String::from_utf8(plain.to_vec())
+                        .map_err(|_| Error::internal("a stored key is not UTF-8"))?,
+                )
+            }
+            None => self.settings.anthropic_api_key.clone(),
+        };
+        drop(tx);
         let budget_micros = run.budget_cents.map(|c| c.saturating_mul(10_000));
         let tools = self.tools.definitions(&spec.tools);
         let mut messages = vec![json!({"role": "user", "content": prompt_of(&run.input)})];
@@ -443,7 +466,28 @@ impl Worker {
                     };
                     let turn = match turn {
                         Ok(t) => t,
-                        Err(f) => return self.end(&run, Err(f)).await,
+                        Err(f) => {
+                            if let Some(sealed) = &sealed
+                                && [
+                                    "invalid_key",
+                                    "revoked_or_expired",
+                                    "insufficient_permissions",
+                                ]
+                                .contains(&f.category)
+                            {
+                                let mut tx = self.db.begin(Scope::Tenant(tenant), true).await?;
+                                store::byok_failed(
+                                    &mut tx,
+                                    tenant,
+                                    &run.blueprint,
+                                    sealed,
+                                    f.category,
+                                )
+                                .await?;
+                                tx.commit().await?;
+                            }
+                            return self.end(&run, Err(f)).await;
+                        }
                     };
                     let step_cost = price.cost_micros(turn.usage);
                     let output = json!({"content": turn.content, "stop_reason": turn.stop_reason});
