@@ -118,6 +118,7 @@ pub fn router_with_gate(
     let keeper = idempotency::Keeper::new(
         worktruck_proto::tenants::v1::tenants_service_client::TenantsServiceClient::new(tenants.clone()),
         signer.clone(),
+        "gateway",
     );
     let shared = Arc::new(routes::Shared {
         gate,

@@ -68,6 +68,7 @@ impl McpGateway {
         let keeper = Keeper::new(
             worktruck_proto::tenants::v1::tenants_service_client::TenantsServiceClient::new(tenants),
             signer.clone(),
+            "gateway",
         );
         let mut entries = Vec::new();
         for t in registry.tools() {
@@ -201,7 +202,7 @@ impl McpGateway {
         let body = serde_json::to_vec(&arguments).unwrap_or_default();
         let fingerprint = idempotency::fingerprint(&[b"mcp tools/call", entry.tool.name.as_bytes(), &body]);
         let held = match self.keeper.claim(tenant, key, fingerprint, &request_id).await {
-            Err(e) => return refused(e.code(), e.message()),
+            Err(e) => return answer(Err(e)),
             Ok(Claim::Replay(kept)) => {
                 let value: Value = serde_json::from_slice(&kept.body).unwrap_or(Value::Null);
                 let mut result = if kept.status < 300 {

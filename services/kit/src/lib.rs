@@ -15,6 +15,7 @@ pub mod db;
 pub mod envelope;
 pub mod error;
 pub mod http;
+pub mod idempotency;
 pub mod links;
 pub mod ops;
 pub mod outbox;
