@@ -1099,3 +1099,57 @@ async fn a_tenant_s_own_key_is_probed_sealed_used_and_never_shown() {
         s.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_tool_call_whose_completion_was_not_journaled_gets_its_first_answer_again() {
+    for backend in backends() {
+        let (fake, url) = Fake::start(Box::new(two_tools), None, Duration::ZERO).await;
+        let s = stack(backend, &url).await;
+        let (st, _) = s
+            .call(
+                Method::PUT,
+                "/api/v1/agent-configs/site_health",
+                Some(json!({"model": MODEL})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK);
+        let id = enqueue(&s, json!({"input": {"prompt": "Check"}})).await;
+        let first = ended(&s.http, &s.base, &s.key, &id).await;
+        assert_eq!(first["status"], "succeeded", "{first}");
+        let asked = fake.requests().len();
+
+        // As if the worker had died after the second tool call ran but before its completion
+        // was journaled: the step is started only, and the run is back in the queue.
+        let db = worktruck_kit::db::Db::connect(&s.data.db_options("agents"), false)
+            .await
+            .unwrap();
+        let run_id = uuid::Uuid::parse_str(&id).unwrap();
+        let mut tx = db
+            .begin(worktruck_kit::db::Scope::System, true)
+            .await
+            .unwrap();
+        worktruck_kit::exec!(&mut tx, sqlx::query("UPDATE agent_steps SET output = NULL, completed_at = NULL WHERE run_id = $1 AND seq = 4").bind(run_id))
+            .unwrap();
+        worktruck_kit::exec!(&mut tx, sqlx::query(
+            "UPDATE agent_runs SET status = 'queued', worker_id = NULL, lease_until = NULL, output = NULL, finished_at = NULL WHERE id = $1")
+            .bind(run_id))
+        .unwrap();
+        tx.commit().await.unwrap();
+        db.close().await;
+
+        let again = ended(&s.http, &s.base, &s.key, &id).await;
+        assert_eq!(again["status"], "succeeded", "{again}");
+        assert_eq!(
+            note_titles(&s.http, &s.base, &s.key).await,
+            ["Health first", "Health second"],
+            "{backend:?}: the repeated call did not write again"
+        );
+        assert_eq!(
+            again["steps"][3]["output"], first["steps"][3]["output"],
+            "the first call's answer, kept"
+        );
+        assert_eq!(again["cost_usd_micros"], 3 * TURN_MICROS, "{again}");
+        assert_eq!(fake.requests().len(), asked, "no LLM turn is asked again");
+        s.stop().await;
+    }
+}

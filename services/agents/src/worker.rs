@@ -491,7 +491,7 @@ impl Worker {
                     };
                     let step_cost = price.cost_micros(turn.usage);
                     let output = json!({"content": turn.content, "stop_reason": turn.stop_reason});
-                    let hash = sha256_hex(&serde_json::to_vec(&body).unwrap_or_default());
+                    let hash = sha256_hex(&crate::tools::canonical_bytes(&body));
                     let step = NewStep {
                         seq,
                         kind: "llm",
@@ -581,9 +581,8 @@ impl Worker {
                             return self.end(&run, Err(deadline_failure())).await;
                         }
                         if !journal.contains_key(&seq) {
-                            let hash = sha256_hex(
-                                &serde_json::to_vec(&json!([name, input])).unwrap_or_default(),
-                            );
+                            let hash =
+                                sha256_hex(&crate::tools::canonical_bytes(&json!([name, input])));
                             let step = NewStep {
                                 seq,
                                 kind: "tool",
