@@ -1153,3 +1153,181 @@ async fn a_tool_call_whose_completion_was_not_journaled_gets_its_first_answer_ag
         s.stop().await;
     }
 }
+
+/// Polls the run until it has `status`.
+async fn reaches(s: &Stack, id: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, v) = s
+            .call(
+                Method::GET,
+                &format!("/api/v1/agents/site_health/runs/{id}"),
+                None,
+            )
+            .await;
+        if v["status"] == status {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run never became {status}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_guardrail_pauses_a_run_that_survives_a_restart_and_resumes_on_approval() {
+    for backend in backends() {
+        let (fake, url) = Fake::start(Box::new(two_tools), None, Duration::ZERO).await;
+        let mut s = stack(backend, &url).await;
+        let (st, e) = s
+            .call(
+                Method::PUT,
+                "/api/v1/agent-configs/site_health",
+                Some(json!({"model": MODEL, "guardrails": [{"tool": 3}]})),
+            )
+            .await;
+        assert_eq!(
+            (st, error_code(&e).as_str()),
+            (StatusCode::BAD_REQUEST, "validation_failed"),
+            "{e}"
+        );
+        let guarded =
+            json!({"model": MODEL, "guardrails": [{"tool": "notes_*", "require_approval": true}]});
+        let (st, _) = s
+            .call(
+                Method::PUT,
+                "/api/v1/agent-configs/site_health",
+                Some(guarded),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK);
+        let id = enqueue(&s, json!({"input": {"prompt": "Check"}})).await;
+
+        // Paused before the first tool call, the pending call visible; nothing written.
+        let run = reaches(&s, &id, "waiting").await;
+        let steps = run["steps"].as_array().unwrap();
+        assert_eq!(steps.len(), 2, "{run}");
+        assert_eq!(
+            (steps[1]["kind"].as_str(), steps[1]["name"].as_str()),
+            (Some("guardrail"), Some("notes_create")),
+            "{run}"
+        );
+        assert_eq!(steps[1]["input"]["title"], "Health first", "{run}");
+        assert_eq!(steps[1]["output"]["decision"], "pending", "{run}");
+        assert!(note_titles(&s.http, &s.base, &s.key).await.is_empty());
+        // A waiting run may be cancelled; then there is nothing to approve.
+        let (st, run) = s
+            .call(
+                Method::POST,
+                &format!("/api/v1/agents/site_health/runs/{id}/cancel"),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(
+            (st, run["status"].as_str()),
+            (StatusCode::OK, Some("cancelled")),
+            "{run}"
+        );
+        let (st, e) = s
+            .call(
+                Method::POST,
+                &format!("/api/v1/agents/site_health/runs/{id}/approve"),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(
+            (st, error_code(&e).as_str()),
+            (StatusCode::CONFLICT, "conflict"),
+            "{e}"
+        );
+
+        // Waiting survives a restart of everything (its worker included).
+        let id = enqueue(&s, json!({"input": {"prompt": "Check"}})).await;
+        reaches(&s, &id, "waiting").await;
+        s.restart().await;
+        let run = reaches(&s, &id, "waiting").await;
+        assert_eq!(run["steps"].as_array().unwrap().len(), 2, "{run}");
+
+        // Approve the first call, reject the second: one note, and the model hears why.
+        let (st, run) = s
+            .call(
+                Method::POST,
+                &format!("/api/v1/agents/site_health/runs/{id}/approve"),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{run}");
+        let run = reaches(&s, &id, "waiting").await;
+        assert_eq!(
+            run["steps"].as_array().unwrap().len(),
+            5,
+            "llm, guardrail, tool, llm, guardrail: {run}"
+        );
+        let (st, _) = s
+            .call(
+                Method::POST,
+                &format!("/api/v1/agents/site_health/runs/{id}/reject"),
+                Some(json!({"reason": "one note is enough"})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK);
+        let run = ended(&s.http, &s.base, &s.key, &id).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        let kinds: Vec<&str> = run["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            ["llm", "guardrail", "tool", "llm", "guardrail", "llm"],
+            "{run}"
+        );
+        assert_eq!(run["steps"][4]["output"]["decision"], "rejected", "{run}");
+        assert_eq!(run["cost_usd_micros"], 3 * TURN_MICROS, "{run}");
+        let titles = note_titles(&s.http, &s.base, &s.key).await;
+        assert_eq!(titles, ["Health first"], "{backend:?}");
+        let last = fake.requests().into_iter().last().unwrap();
+        let result = &last["messages"][4]["content"][0];
+        assert_eq!(
+            (result["is_error"].as_bool(), result["content"].as_str()),
+            (
+                Some(true),
+                Some("A reviewer rejected this call: one note is enough")
+            ),
+            "{last}"
+        );
+        let (_, events) = s
+            .call(
+                Method::GET,
+                &format!("/api/v1/agents/site_health/runs/{id}/events"),
+                None,
+            )
+            .await;
+        let kinds: Vec<&str> = events["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "queued",
+                "running",
+                "waiting",
+                "queued",
+                "running",
+                "waiting",
+                "queued",
+                "running",
+                "succeeded"
+            ],
+            "{events}"
+        );
+        s.stop().await;
+    }
+}

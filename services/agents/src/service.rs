@@ -108,6 +108,58 @@ pub(crate) struct RunSpec {
     /// The enqueuing principal's context (no expiry): its tool calls are signed with it, so a
     /// run can do no more than whoever started it.
     pub ctx: Ctx,
+    /// Tool-name patterns whose calls wait for approval (from the config's guardrails).
+    #[serde(default)]
+    pub approvals: Vec<String>,
+}
+
+/// Whether tool `name` matches `pattern`, where `*` matches any run of characters.
+pub(crate) fn matches(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first)
+        || !name[first.len()..].ends_with(last)
+        || name.len() < first.len() + last.len()
+    {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// The patterns of the guardrails that ask for approval.
+fn approvals(guardrails: &[Value]) -> Vec<String> {
+    guardrails
+        .iter()
+        .filter(|g| g["require_approval"] == Value::Bool(true))
+        .filter_map(|g| g["tool"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn check_guardrail(g: &Value) -> Result<()> {
+    let ok = g.as_object().is_some_and(|o| {
+        o.keys().all(|k| k == "tool" || k == "require_approval")
+            && o.get("tool")
+                .and_then(Value::as_str)
+                .is_some_and(|t| !t.is_empty() && t.len() <= 64)
+            && o.get("require_approval").is_none_or(Value::is_boolean)
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::validation(
+            "a guardrail is {\"tool\": \"<tool name, * for any characters>\", \"require_approval\": true|false}",
+        ))
+    }
 }
 
 fn blueprint(name: &str) -> Result<&'static Blueprint> {
@@ -222,6 +274,9 @@ fn check_config(
     }
     if r.guardrails.len() > 100 {
         return Err(Error::validation("at most 100 guardrails"));
+    }
+    for g in &r.guardrails {
+        check_guardrail(&from_struct(g))?;
     }
     let mut allowed = r.allowed_tools.clone();
     allowed.dedup();
@@ -360,6 +415,55 @@ fn limit_of(limit: i32) -> Result<i64> {
 }
 
 impl Agents {
+    /// Approves or rejects the pending tool call of a waiting run, and queues it again.
+    async fn decide(
+        &self,
+        req: Request<pb::DecideRunRequest>,
+        approve: bool,
+    ) -> Result<pb::AgentRun> {
+        let c = self.caller(&req)?;
+        let r = req.into_inner();
+        let b = blueprint(&r.blueprint)?;
+        let id = uuid(&r.id, "id")?;
+        let reason = r.reason.unwrap_or_default();
+        if reason.len() > 2000 {
+            return Err(Error::validation("reason is longer than 2,000 bytes"));
+        }
+        let t = now();
+        let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
+        let run = store::run(&mut tx, c.tenant, id, Some(b.name))
+            .await?
+            .ok_or_else(|| Error::not_found("run"))?;
+        let decision = if approve { "approved" } else { "rejected" };
+        let output = serde_json::json!({"decision": decision, "reason": reason, "by": c.actor()});
+        if !store::decide(&mut tx, c.tenant, id, &output, t).await? {
+            return Err(Error::conflict(format!(
+                "the run is not waiting for an approval ({})",
+                run.status
+            )));
+        }
+        let detail = format!("{decision} by {}", c.actor());
+        store::event(
+            &mut tx,
+            c.tenant,
+            &run,
+            "queued",
+            "queued",
+            &detail,
+            run.cost_micros,
+            "",
+            t,
+        )
+        .await?;
+        let run = store::run(&mut tx, c.tenant, id, None)
+            .await?
+            .ok_or_else(|| Error::internal("the run is gone"))?;
+        let steps = store::steps(&mut tx, c.tenant, id).await?;
+        tx.commit().await?;
+        self.relay.notify();
+        Ok(render_run(&run, &steps))
+    }
+
     fn caller<T>(&self, req: &Request<T>) -> Result<Caller> {
         Caller::verify(&self.verifier, req)
     }
@@ -533,6 +637,7 @@ impl AgentsService for Agents {
                 .unwrap_or_else(|| b.system_prompt.to_owned()),
             tools: doc.tools(b),
             ctx,
+            approvals: approvals(&doc.guardrails),
         };
         let spec = serde_json::to_value(&spec).map_err(Error::internal)?;
         let budget = r
@@ -647,6 +752,26 @@ impl AgentsService for Agents {
         Ok(Response::new(render_run(&run, &steps)))
     }
 
+    async fn approve_run(
+        &self,
+        req: Request<pb::DecideRunRequest>,
+    ) -> Result<Response<pb::AgentRun>, Status> {
+        self.decide(req, true)
+            .await
+            .map(Response::new)
+            .map_err(Into::into)
+    }
+
+    async fn reject_run(
+        &self,
+        req: Request<pb::DecideRunRequest>,
+    ) -> Result<Response<pb::AgentRun>, Status> {
+        self.decide(req, false)
+            .await
+            .map(Response::new)
+            .map_err(Into::into)
+    }
+
     async fn list_run_events(
         &self,
         req: Request<pb::ListRunEventsRequest>,
@@ -685,5 +810,22 @@ mod tests {
         assert_eq!(cents(1), 1);
         assert_eq!(cents(10_000), 1);
         assert_eq!(cents(10_001), 2);
+    }
+}
+
+#[cfg(test)]
+mod glob_tests {
+    use super::matches;
+
+    #[test]
+    fn stars_match_any_run_of_characters() {
+        assert!(matches("notes_create", "notes_create"));
+        assert!(!matches("notes_create", "notes_created"));
+        assert!(matches("notes_*", "notes_create"));
+        assert!(matches("*_delete", "contacts_delete"));
+        assert!(matches("*", "anything"));
+        assert!(matches("c*_m*e", "contacts_merge"));
+        assert!(!matches("c*_m*e", "contacts_merge_preview"));
+        assert!(!matches("ab*ba", "aba"));
     }
 }

@@ -517,3 +517,51 @@ pub async fn finish(
             .bind(now)
     )? == 1)
 }
+
+/// Pauses run `id` held by `worker` in `waiting` (no worker holds it then); `false` when the
+/// worker no longer holds it.
+pub async fn wait(
+    tx: &mut Tx,
+    tenant: Uuid,
+    id: Uuid,
+    worker: &str,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    const SQL: &str = "UPDATE agent_runs SET status = 'waiting', worker_id = NULL, lease_until = NULL, updated_at = $4 \
+        WHERE tenant_id = $1 AND id = $2 AND worker_id = $3 AND status = 'running'";
+    Ok(exec!(
+        tx,
+        sqlx::query(SQL)
+            .bind(tenant)
+            .bind(id)
+            .bind(worker)
+            .bind(now)
+    )? == 1)
+}
+
+/// Completes the pending guardrail step of waiting run `id` with `output` and queues the run
+/// again; `false` when the run is not waiting.
+pub async fn decide(
+    tx: &mut Tx,
+    tenant: Uuid,
+    id: Uuid,
+    output: &Value,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    const QUEUE: &str = "UPDATE agent_runs SET status = 'queued', updated_at = $3 \
+        WHERE tenant_id = $1 AND id = $2 AND status = 'waiting'";
+    const STEP: &str = "UPDATE agent_steps SET output = $3, completed_at = $4 \
+        WHERE tenant_id = $1 AND run_id = $2 AND kind = 'guardrail' AND completed_at IS NULL";
+    if exec!(tx, sqlx::query(QUEUE).bind(tenant).bind(id).bind(now))? != 1 {
+        return Ok(false);
+    }
+    exec!(
+        tx,
+        sqlx::query(STEP)
+            .bind(tenant)
+            .bind(id)
+            .bind(output)
+            .bind(now)
+    )?;
+    Ok(true)
+}

@@ -304,6 +304,66 @@ impl Worker {
         Ok(true)
     }
 
+    /// Journals a pending guardrail step for the tool call and pauses the run in `waiting`.
+    async fn pause(
+        &self,
+        run: &RunRow,
+        seq: i32,
+        name: &str,
+        input: &Value,
+        tool_use_id: &str,
+    ) -> Result<End> {
+        let t = now();
+        let hash = sha256_hex(&crate::tools::canonical_bytes(&json!([name, input])));
+        let output = json!({"decision": "pending", "tool_use_id": tool_use_id});
+        let step = NewStep {
+            seq,
+            kind: "guardrail",
+            name,
+            input_hash: &hash,
+            input: Some(input),
+            output: Some(&output),
+            model: None,
+            usage: Usage::default(),
+            cost_micros: 0,
+            started_at: t,
+            completed_at: None,
+        };
+        let mut tx = self.db.begin(Scope::Tenant(run.tenant_id), true).await?;
+        if !store::hold(
+            &mut tx,
+            run.tenant_id,
+            run.id,
+            &self.id,
+            t + self.lease(),
+            0,
+            t,
+        )
+        .await?
+        {
+            return Ok(End::Lost);
+        }
+        store::insert_step(&mut tx, run.tenant_id, run.id, &step).await?;
+        store::wait(&mut tx, run.tenant_id, run.id, &self.id, t).await?;
+        let detail = format!("{name} needs an approval");
+        store::event(
+            &mut tx,
+            run.tenant_id,
+            run,
+            "waiting",
+            "waiting",
+            &detail,
+            run.cost_micros,
+            "",
+            t,
+        )
+        .await?;
+        tx.commit().await?;
+        self.relay.notify();
+        tracing::info!(run.id = %run.id, tool = name, "run waiting for an approval");
+        Ok(End::Done)
+    }
+
     /// Ends the run: `Ok` with its output, or `Err` with a failure.
     async fn end(&self, run: &RunRow, result: std::result::Result<Value, Failure>) -> Result<End> {
         let t = now();
@@ -567,10 +627,32 @@ impl Worker {
             }
             let mut results = Vec::new();
             for block in content.iter().filter(|b| b["type"] == "tool_use") {
-                seq += 1;
                 let tool_use_id = block["id"].as_str().unwrap_or_default();
                 let name = block["name"].as_str().unwrap_or_default();
                 let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
+                // A guardrail asks for approval first: a step of its own, completed by the
+                // decision; the run waits, holding no worker, until there is one.
+                if spec
+                    .approvals
+                    .iter()
+                    .any(|p| crate::service::matches(p, name))
+                {
+                    seq += 1;
+                    let decision = match journal.get(&seq).filter(|s| s.completed_at.is_some()) {
+                        Some(step) => step.output.clone().unwrap_or(Value::Null),
+                        None => return self.pause(&run, seq, name, &input, tool_use_id).await,
+                    };
+                    if decision["decision"] != "approved" {
+                        let reason = decision["reason"]
+                            .as_str()
+                            .filter(|r| !r.is_empty())
+                            .unwrap_or("no reason given");
+                        let text = format!("A reviewer rejected this call: {reason}");
+                        results.push(json!({"type": "tool_result", "tool_use_id": tool_use_id, "content": text, "is_error": true}));
+                        continue;
+                    }
+                }
+                seq += 1;
                 let output = match journal.get(&seq).filter(|s| s.completed_at.is_some()) {
                     Some(step) => step.output.clone().unwrap_or(Value::Null),
                     None => {
