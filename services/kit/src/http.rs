@@ -116,6 +116,28 @@ pub struct Refusal(pub String);
 pub struct Guard {
     allow_http: bool,
     allow: Vec<IpNet>,
+    /// Where a [`Guard::recording`] copy keeps its first refusal.
+    log: Option<RefusalLog>,
+}
+
+/// The first refusal of a [`Guard::recording`] copy: how a caller learns why a connection
+/// failed when the client library in between keeps only the error's text.
+#[derive(Debug, Clone, Default)]
+pub struct RefusalLog(Arc<std::sync::Mutex<Option<Refusal>>>);
+
+impl RefusalLog {
+    /// The first refusal recorded, if any.
+    pub fn first(&self) -> Option<Refusal> {
+        self.0.lock().ok().and_then(|r| r.clone())
+    }
+
+    fn record(&self, r: &Refusal) {
+        if let Ok(mut slot) = self.0.lock()
+            && slot.is_none()
+        {
+            *slot = Some(r.clone());
+        }
+    }
 }
 
 impl Guard {
@@ -130,7 +152,21 @@ impl Guard {
                 .map_err(|_| ClientError(format!("{r:?} is not a CIDR range such as 10.0.0.0/8 or fd00::/8")))?;
             allow.push(net.trunc());
         }
-        Ok(Guard { allow_http: cfg.allow_http, allow })
+        Ok(Guard { allow_http: cfg.allow_http, allow, log: None })
+    }
+
+    /// A copy of the guard that records its first refusal (URL, resolution or redirect) in the
+    /// returned log; give it to [`guarded`] for one task's client.
+    pub fn recording(&self) -> (Guard, RefusalLog) {
+        let log = RefusalLog::default();
+        (Guard { log: Some(log.clone()), ..self.clone() }, log)
+    }
+
+    fn refuse(&self, r: Refusal) -> Refusal {
+        if let Some(log) = &self.log {
+            log.record(&r);
+        }
+        r
     }
 
     /// Checks a URL before anything is sent: http(s) only (plain http only with
@@ -161,6 +197,10 @@ impl Guard {
 
     /// Checks one address: refused when it is not public, unless an allowed range holds it.
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), Refusal> {
+        self.check_ip_quiet(ip).map_err(|r| self.refuse(r))
+    }
+
+    fn check_ip_quiet(&self, ip: IpAddr) -> Result<(), Refusal> {
         let ip = canonical(ip);
         if self.allow.iter().any(|net| net.contains(&ip)) {
             return Ok(());
@@ -189,7 +229,9 @@ impl Guard {
             return Err(Refusal(format!("{host} resolves to no address")));
         }
         for a in &addrs {
-            self.check_ip(a.ip()).map_err(|r| Refusal(format!("{host} resolves to {r}")))?;
+            if let Err(r) = self.check_ip_quiet(a.ip()) {
+                return Err(self.refuse(Refusal(format!("{host} resolves to {r}"))));
+            }
         }
         Ok(addrs)
     }
@@ -306,11 +348,12 @@ pub fn guarded(cfg: &OutboundConfig, guard: Guard, timeouts: Timeouts) -> Result
     let redirects = guard.clone();
     let policy = reqwest::redirect::Policy::custom(move |attempt| {
         let target = attempt.url().to_string();
-        let why = match redirects.check_url(&target) {
+        let quiet = Guard { log: None, ..(*redirects).clone() };
+        let why = match quiet.check_url(&target) {
             Err(r) => format!("the server redirected to {target}, which is refused: {r}"),
             Ok(_) => format!("the server redirected to {target}; redirects are not followed"),
         };
-        attempt.error(Refusal(why))
+        attempt.error(redirects.refuse(Refusal(why)))
     });
     let mut b = builder()
         .connect_timeout(timeouts.connect)
@@ -566,6 +609,10 @@ mod tests {
         assert!(r.0.contains("169.254.169.254") && r.0.contains("metadata"), "{r}");
         let err = ok.get(format!("http://localhost:{port}/local")).send().await.unwrap_err();
         assert!(refusal_in(&err).unwrap().0.contains("redirects are not followed"));
+        // A recording copy keeps its first refusal for a caller that sees only text.
+        let (g, log) = guard(true, &["127.0.0.0/8", "::1/128"]).recording();
+        let _ = guarded_with(g).get(format!("http://localhost:{port}/metadata")).send().await.unwrap_err();
+        assert!(log.first().unwrap().0.contains("metadata"));
     }
 
     #[test]
