@@ -2,7 +2,8 @@
 
 use worktruck_kit::config::Config;
 
-use crate::app::open_tenants_for_admin;
+use crate::app::{open_service_db, open_tenants_for_admin};
+use crate::services;
 
 /// Creates a tenant with its first API key; the key works at once against a server running on
 /// the same data. Returns `{"tenant": {...}, "api_key": "bsk_live_..."}`.
@@ -29,4 +30,28 @@ pub async fn create_tenant(cfg: &Config, name: &str, plan: &str) -> anyhow::Resu
         },
         "api_key": out.api_key.map(|k| k.key).unwrap_or_default(),
     }))
+}
+
+/// Re-wraps every tenant's data keys, in every service's database, under the active master key
+/// (`encryption.active_key`); sealed secrets are not touched. Each database is one transaction;
+/// run it again after a failure. Returns one line per service.
+pub async fn rotate_master_key(cfg: &Config) -> anyhow::Result<Vec<String>> {
+    services::check_config(cfg)?;
+    let secrets = cfg.master_secret_if_present()?;
+    let envelope = worktruck_kit::envelope::Envelope::new(cfg, secrets.as_ref())?;
+    let mut lines = Vec::new();
+    for def in services::TABLE {
+        let db = open_service_db(cfg, def).await?;
+        let done = envelope.rotate(&db).await;
+        db.close().await;
+        let done = done.map_err(|e| anyhow::anyhow!("{}: {e}", def.name))?;
+        lines.push(format!(
+            "{}: {} data keys re-wrapped under {:?}, {} already were",
+            def.name,
+            done.rewrapped,
+            envelope.active_key(),
+            done.current
+        ));
+    }
+    Ok(lines)
 }

@@ -82,6 +82,12 @@ struct DataArgs {
 
 #[derive(Subcommand)]
 enum AdminCommand {
+    /// Re-wrap every tenant's data keys under encryption.active_key (after adding a master
+    /// key and making it active); stored secrets are not rewritten.
+    RotateMasterKey {
+        #[command(flatten)]
+        data: DataArgs,
+    },
     /// Create a tenant and print its first API key.
     CreateTenant {
         /// Tenant name.
@@ -149,6 +155,13 @@ async fn main() -> anyhow::Result<()> {
             let _telemetry = worktruck_kit::telemetry::init(&cfg, "worktruck-migrate")?;
             let done = app::migrate(&cfg, service.as_deref()).await?;
             println!("migrated: {}", done.join(", "));
+            Ok(())
+        }
+        Some(Command::Admin { command: AdminCommand::RotateMasterKey { data } }) => {
+            apply_data(&mut cfg, &data);
+            for line in admin::rotate_master_key(&cfg).await? {
+                println!("{line}");
+            }
             Ok(())
         }
         Some(Command::Admin { command: AdminCommand::CreateTenant { name, plan, data, json } }) => {

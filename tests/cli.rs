@@ -146,3 +146,57 @@ fn serve_help_lists_every_role_of_the_table() {
     assert_eq!(listed, worktruck::role_names(), "{help}");
     assert!(listed.contains(&"mcp-gateway"), "{help}");
 }
+
+#[tokio::test]
+async fn admin_rotate_master_key_rewraps_every_services_data_keys() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_worktruck");
+    let run = |args: &[&str], envs: &[(&str, String)]| {
+        let mut cmd = Command::new(bin);
+        cmd.args(args).arg("--data-dir").arg(dir.path()).env_remove("WORKTRUCK_DATABASE__URL").env("RUST_BACKTRACE", "0");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    // A first start's data: the master key file and every service's database.
+    let out = run(&["migrate"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A secret sealed in the contacts database under the default key (from the master secret).
+    let mut cfg = worktruck_kit::config::Config { data_dir: dir.path().to_owned(), ..Default::default() };
+    let secrets = cfg.master_secret().unwrap();
+    let contacts = worktruck::services::find("contacts").unwrap();
+    let tenant = uuid::Uuid::now_v7();
+    let db = worktruck::app::open_service_db(&cfg, contacts).await.unwrap();
+    let env = worktruck_kit::envelope::Envelope::new(&cfg, Some(&secrets)).unwrap();
+    let mut tx = db.begin(worktruck_kit::db::Scope::Tenant(tenant), true).await.unwrap();
+    let sealed = env.seal(&mut tx, tenant, "test.secret", b"the plaintext").await.unwrap();
+    tx.commit().await.unwrap();
+    db.close().await;
+
+    // A new key, made active: the command re-wraps, naming each service.
+    let k2 = base64::engine::general_purpose::STANDARD.encode([5u8; 32]);
+    let envs = [("WORKTRUCK_ENCRYPTION__MASTER_KEYS__K2", k2.clone()), ("WORKTRUCK_ENCRYPTION__ACTIVE_KEY", "k2".to_owned())];
+    let out = run(&["admin", "rotate-master-key"], &envs);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("contacts: 1 data keys re-wrapped under \"k2\", 0 already were"), "{stdout}");
+    assert!(stdout.contains("notes: 0 data keys re-wrapped"), "{stdout}");
+
+    // The secret opens under k2 alone, the default key no longer being needed.
+    cfg.encryption.master_keys.insert("k2".into(), k2.into());
+    cfg.encryption.active_key = "k2".into();
+    let env = worktruck_kit::envelope::Envelope::new(&cfg, None).unwrap();
+    let db = worktruck::app::open_service_db(&cfg, contacts).await.unwrap();
+    let mut tx = db.begin(worktruck_kit::db::Scope::Tenant(tenant), false).await.unwrap();
+    assert_eq!(&env.open(&mut tx, tenant, "test.secret", &sealed).await.unwrap()[..], b"the plaintext");
+    drop(tx);
+    db.close().await;
+
+    // An active key that is not configured is refused before anything is touched.
+    let out = run(&["admin", "rotate-master-key"], &[("WORKTRUCK_ENCRYPTION__ACTIVE_KEY", "k9".to_owned())]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not among encryption.master_keys"), "{}", String::from_utf8_lossy(&out.stderr));
+}

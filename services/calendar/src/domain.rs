@@ -4,7 +4,6 @@
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use uuid::Uuid;
 use worktruck_kit::error::quote;
 use worktruck_kit::pbjson::{timestamp, to_struct};
 use worktruck_kit::store::Record;
@@ -12,9 +11,8 @@ use worktruck_kit::{Error, Result};
 use worktruck_proto::calendar::v1 as pb;
 
 use crate::expand::{self, Series};
+pub use worktruck_kit::check::{check_name, check_text, check_date, check_color, check_id, check_metadata, merge, check_url};
 
-/// Largest accepted `metadata`, serialised.
-const MAX_METADATA_BYTES: usize = 64 * 1024;
 /// Most reminders on one event.
 const MAX_REMINDERS: usize = 5;
 /// Most EXDATEs or RDATEs on one series.
@@ -34,107 +32,6 @@ pub fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
 
 fn parse_date(s: &str) -> Result<NaiveDate> {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(Error::internal)
-}
-
-/// Validates a trimmed name of 1 to `max` characters without control characters.
-pub fn check_name(field: &str, v: &str, max: usize) -> Result<String> {
-    let v = v.trim();
-    if v.is_empty() || v.chars().count() > max {
-        return Err(Error::validation(format!("{field} must be 1 to {max} characters")));
-    }
-    if v.chars().any(char::is_control) {
-        return Err(Error::validation(format!("{field} must not contain control characters")));
-    }
-    Ok(v.to_owned())
-}
-
-/// Validates free text of at most `max` characters; `None` for an empty string.
-pub fn check_text(field: &str, v: &str, max: usize) -> Result<Option<String>> {
-    if v.trim().is_empty() {
-        return Ok(None);
-    }
-    if v.chars().count() > max {
-        return Err(Error::validation(format!("{field} must be at most {max} characters")));
-    }
-    Ok(Some(v.to_owned()))
-}
-
-/// Validates a calendar date `YYYY-MM-DD`; `None` for an empty string.
-pub fn check_date(field: &str, v: &str) -> Result<Option<String>> {
-    let v = v.trim();
-    if v.is_empty() {
-        return Ok(None);
-    }
-    let ok = v.len() == 10 && NaiveDate::parse_from_str(v, "%Y-%m-%d").is_ok();
-    if !ok {
-        return Err(Error::validation(format!("{field} {} is not a calendar date YYYY-MM-DD", quote(v))));
-    }
-    Ok(Some(v.to_owned()))
-}
-
-/// Validates a colour `#rrggbb`; `None` for an empty string.
-pub fn check_color(v: &str) -> Result<Option<String>> {
-    let v = v.trim();
-    if v.is_empty() {
-        return Ok(None);
-    }
-    let ok = v.len() == 7 && v.starts_with('#') && v[1..].chars().all(|c| c.is_ascii_hexdigit());
-    if !ok {
-        return Err(Error::validation("color must be #rrggbb"));
-    }
-    Ok(Some(v.to_ascii_lowercase()))
-}
-
-/// Validates an optional id field; `None` for an empty string.
-pub fn check_id(field: &str, v: &str) -> Result<Option<Uuid>> {
-    let v = v.trim();
-    if v.is_empty() {
-        return Ok(None);
-    }
-    Uuid::parse_str(v).map(Some).map_err(|_| Error::validation(format!("{field} must be a UUID")))
-}
-
-/// Validates a metadata object.
-pub fn check_metadata(m: &Value) -> Result<()> {
-    if !m.is_object() {
-        return Err(Error::validation("metadata must be a JSON object"));
-    }
-    if serde_json::to_vec(m).map(|b| b.len()).unwrap_or(usize::MAX) > MAX_METADATA_BYTES {
-        return Err(Error::validation("metadata must be at most 64 KiB"));
-    }
-    Ok(())
-}
-
-/// Merges `patch` into `base`: a null value removes the key.
-pub fn merge(base: &Value, patch: &Value) -> Value {
-    let mut merged = base.as_object().cloned().unwrap_or_default();
-    for (k, v) in patch.as_object().cloned().unwrap_or_default() {
-        if v.is_null() {
-            merged.remove(&k);
-        } else {
-            merged.insert(k, v);
-        }
-    }
-    Value::Object(merged)
-}
-
-/// Validates an http(s) URL of at most 2,048 characters; `None` for an empty string.
-pub fn check_url(field: &str, v: &str) -> Result<Option<String>> {
-    let v = v.trim();
-    if v.is_empty() {
-        return Ok(None);
-    }
-    let ok = (v.starts_with("https://") || v.starts_with("http://"))
-        && v.len() > "https://".len()
-        && v.chars().count() <= 2048
-        && !v.chars().any(|c| c.is_whitespace() || c.is_control());
-    if !ok {
-        return Err(Error::validation(format!(
-            "{field} {} must be an http or https URL of at most 2048 characters",
-            quote(v)
-        )));
-    }
-    Ok(Some(v.to_owned()))
 }
 
 /// Validates an email address (loosely: one `@`, no spaces); `None` for an empty string.

@@ -11,8 +11,6 @@ use worktruck_proto::contacts::v1 as pb;
 
 use crate::children::{AddressDoc, AffiliationDoc, ChannelDoc, DateDoc, check_region};
 
-/// Largest accepted `metadata`, serialised.
-const MAX_METADATA_BYTES: usize = 64 * 1024;
 
 /// The stored fields of a contact (the bitemporal document).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -154,17 +152,6 @@ fn check_cadence(days: i32) -> Result<Option<i32>> {
         1..=3650 => Ok(Some(days)),
         _ => Err(Error::validation("stay_in_touch_days must be between 1 and 3650 (0 clears it)")),
     }
-}
-
-/// Checks a `metadata` object.
-pub fn check_metadata(m: &Value) -> Result<()> {
-    if !m.is_object() {
-        return Err(Error::validation("metadata must be a JSON object"));
-    }
-    if serde_json::to_vec(m).map(|b| b.len()).unwrap_or(usize::MAX) > MAX_METADATA_BYTES {
-        return Err(Error::validation("metadata must be at most 64 KiB"));
-    }
-    Ok(())
 }
 
 impl ContactDoc {
@@ -313,6 +300,7 @@ macro_rules! optionals {
     };
 }
 use optionals;
+pub use worktruck_kit::check::{check_metadata};
 
 /// Names a contact's wire form shows beside its stored ids: tags and organizations, as they are
 /// now.

@@ -7,14 +7,12 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use uuid::Uuid;
 use worktruck_kit::pbjson::{timestamp, to_struct};
 use worktruck_kit::store::Record;
 use worktruck_kit::{Error, Result};
 use worktruck_proto::crm::v1 as pb;
+pub use worktruck_kit::check::{check_id, check_metadata, merge};
 
-/// Largest accepted `metadata`, serialised.
-const MAX_METADATA_BYTES: usize = 64 * 1024;
 /// Digits an amount may have before its decimal point.
 const MAX_INTEGER_DIGITS: usize = 15;
 /// Digits an amount may have after its decimal point.
@@ -315,39 +313,6 @@ pub fn check_date(field: &str, s: &str) -> Result<Option<String>> {
         .filter(|_| s.len() == 10)
         .map(|d| Some(d.format("%Y-%m-%d").to_string()))
         .ok_or_else(|| Error::validation(format!("{field} must be a date YYYY-MM-DD, got {}", worktruck_proto::text::quote(s))))
-}
-
-/// An optional id field; `None` for an empty string.
-pub fn check_id(field: &str, v: &str) -> Result<Option<Uuid>> {
-    let v = v.trim();
-    if v.is_empty() {
-        return Ok(None);
-    }
-    Uuid::parse_str(v).map(Some).map_err(|_| Error::validation(format!("{field} must be a UUID")))
-}
-
-/// Validates a metadata object.
-pub fn check_metadata(m: &Value) -> Result<()> {
-    if !m.is_object() {
-        return Err(Error::validation("metadata must be a JSON object"));
-    }
-    if serde_json::to_vec(m).map(|b| b.len()).unwrap_or(usize::MAX) > MAX_METADATA_BYTES {
-        return Err(Error::validation("metadata must be at most 64 KiB"));
-    }
-    Ok(())
-}
-
-/// Merges `patch` into `base`: a null value removes the key.
-pub fn merge(base: &Value, patch: &Value) -> Value {
-    let mut merged = base.as_object().cloned().unwrap_or_default();
-    for (k, v) in patch.as_object().cloned().unwrap_or_default() {
-        if v.is_null() {
-            merged.remove(&k);
-        } else {
-            merged.insert(k, v);
-        }
-    }
-    Value::Object(merged)
 }
 
 /// The stored value period of a wire one; `None` for unspecified.

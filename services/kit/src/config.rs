@@ -63,6 +63,25 @@ pub struct Config {
     pub outbound: OutboundConfig,
     /// Where uploaded files are kept (`kit::blobs`).
     pub blobs: crate::blobs::BlobsConfig,
+    /// The master keys that wrap each tenant's data keys (`kit::envelope`).
+    pub encryption: EncryptionConfig,
+}
+
+/// `[encryption]`: the master keys of envelope encryption (`kit::envelope`). Stored secrets
+/// (BYOK keys, integration keys, app credentials) are sealed under a per-tenant data key; the
+/// data keys are kept wrapped under a master key. With no keys configured, one master key
+/// named `default` is derived from the master secret. To rotate: add a key, make it
+/// `active_key`, restart, run `worktruck admin rotate-master-key`, then remove the old one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// Master keys by id (`[a-z0-9_-]{1,32}`): base64 of 32 random bytes
+    /// (`WORKTRUCK_ENCRYPTION__MASTER_KEYS__K2027=…`).
+    #[serde(skip_serializing)]
+    pub master_keys: BTreeMap<String, SecretString>,
+    /// The id of the key new data keys are wrapped under (and rotation re-wraps to). Empty:
+    /// `default`, derived from the master secret.
+    pub active_key: String,
 }
 
 /// Outbound HTTPS (`[outbound]`). Servers are verified against the system's trust store
@@ -431,6 +450,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             outbound: OutboundConfig::default(),
             blobs: crate::blobs::BlobsConfig::default(),
+            encryption: EncryptionConfig::default(),
         }
     }
 }
@@ -521,7 +541,7 @@ impl Default for TenantsConfig {
 /// The top-level configuration keys (sections and plain values).
 const TOP_LEVEL_KEYS: &[&str] = &[
     "data_dir", "secret_key", "rest", "mcp", "database", "nats", "grpc", "admin", "services",
-    "context", "log", "telemetry", "metrics", "tenants", "auth", "outbound", "enabled_services", "settings", "blobs",
+    "context", "log", "telemetry", "metrics", "tenants", "auth", "outbound", "enabled_services", "settings", "blobs", "encryption",
 ];
 
 /// A configuration problem, reported before start.
@@ -644,6 +664,19 @@ impl Config {
         crate::http::Guard::from_config(&self.outbound).map_err(|e| ConfigError(format!("outbound.allow_ranges: {e}")))?;
         if self.auth.principal_cache_seconds > 300 {
             return Err(ConfigError("auth.principal_cache_seconds must be at most 300 (it bounds how long a revoked key may still work while the bus is down)".into()));
+        }
+        let enc = &self.encryption;
+        for (id, key) in &enc.master_keys {
+            if id.is_empty() || id.len() > 32 || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_') {
+                return Err(ConfigError(format!("encryption.master_keys: the id {id:?} must match [a-z0-9_-]{{1,32}}")));
+            }
+            if id == crate::envelope::DEFAULT_KEY_ID {
+                return Err(ConfigError("encryption.master_keys: \"default\" is the key derived from the master secret; give yours another id".into()));
+            }
+            decode_key32(key.expose_secret(), &format!("encryption.master_keys.{id}"))?;
+        }
+        if !enc.active_key.is_empty() && enc.active_key != crate::envelope::DEFAULT_KEY_ID && !enc.master_keys.contains_key(&enc.active_key) {
+            return Err(ConfigError(format!("encryption.active_key: {:?} is not among encryption.master_keys", enc.active_key)));
         }
         if !(1..=36_500).contains(&self.tenants.default_retention_days) {
             return Err(ConfigError("tenants.default_retention_days must be 1..=36500".into()));

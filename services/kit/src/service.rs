@@ -150,6 +150,13 @@ impl ServiceContext {
         Ok(secrets.derive(purpose))
     }
 
+    /// Envelope encryption for the secrets this service keeps (`kit::envelope`), under the
+    /// master keys of `[encryption]`; an error naming the settings when there are none.
+    pub fn envelope(&self) -> anyhow::Result<crate::envelope::Envelope> {
+        crate::envelope::Envelope::new(&self.config, self.secrets.as_ref())
+            .map_err(|e| anyhow::anyhow!("the {} service keeps secrets: {e}", self.name))
+    }
+
     /// The service's own settings, `[settings.<name>]` (`WORKTRUCK_SETTINGS__<NAME>__<KEY>`),
     /// or `T::default()` when the section is absent. Give `T` `#[serde(deny_unknown_fields)]`
     /// so a misspelt setting fails the start.

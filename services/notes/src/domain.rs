@@ -10,11 +10,10 @@ use worktruck_kit::{Error, Result};
 use worktruck_proto::notes::v1 as pb;
 
 use crate::markdown::{self, Frontmatter};
+pub use worktruck_kit::check::{check_metadata};
 
 /// Largest accepted body.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-/// Largest accepted `metadata`, serialised.
-const MAX_METADATA_BYTES: usize = 64 * 1024;
 /// Most tags on one note.
 const MAX_TAGS: usize = 50;
 
@@ -94,17 +93,6 @@ pub fn check_url(field: &str, v: &str) -> Result<Option<String>> {
         return Err(Error::validation(format!("{field} must be an http or https URL of at most 2048 characters")));
     }
     Ok(Some(v.to_owned()))
-}
-
-/// Validates a metadata object.
-pub fn check_metadata(m: &Value) -> Result<()> {
-    if !m.is_object() {
-        return Err(Error::validation("metadata must be a JSON object"));
-    }
-    if serde_json::to_vec(m).map(|b| b.len()).unwrap_or(usize::MAX) > MAX_METADATA_BYTES {
-        return Err(Error::validation("metadata must be at most 64 KiB"));
-    }
-    Ok(())
 }
 
 /// Merges `patch` into `base`: a null value removes the key.

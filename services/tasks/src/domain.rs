@@ -12,9 +12,8 @@ use worktruck_kit::{Error, Result};
 use worktruck_proto::tasks::v1 as pb;
 
 use crate::recur::Due;
+pub use worktruck_kit::check::{check_name, check_text, check_date, check_color, check_id, check_metadata, merge};
 
-/// Largest accepted `metadata`, serialised.
-const MAX_METADATA_BYTES: usize = 64 * 1024;
 /// Most labels or URL links on one task.
 pub const MAX_LIST: usize = 50;
 /// Most completions kept on a recurring task (the oldest drop out; history keeps them all).
@@ -42,29 +41,6 @@ fn opt_ts(s: &Option<String>) -> Option<prost_types::Timestamp> {
     s.as_deref().and_then(|s| parse_ts(s).ok()).map(timestamp)
 }
 
-/// Validates a trimmed name of 1 to `max` characters without control characters.
-pub fn check_name(field: &str, v: &str, max: usize) -> Result<String> {
-    let v = v.trim();
-    if v.is_empty() || v.chars().count() > max {
-        return Err(Error::validation(format!("{field} must be 1 to {max} characters")));
-    }
-    if v.chars().any(char::is_control) {
-        return Err(Error::validation(format!("{field} must not contain control characters")));
-    }
-    Ok(v.to_owned())
-}
-
-/// Validates free text of at most `max` characters; `None` for an empty string.
-pub fn check_text(field: &str, v: &str, max: usize) -> Result<Option<String>> {
-    if v.trim().is_empty() {
-        return Ok(None);
-    }
-    if v.chars().count() > max {
-        return Err(Error::validation(format!("{field} must be at most {max} characters")));
-    }
-    Ok(Some(v.to_owned()))
-}
-
 /// Validates an identifier prefix: 1 to 10 upper-case ASCII letters or digits.
 pub fn check_prefix(v: &str) -> Result<String> {
     let ok = !v.is_empty() && v.len() <= 10 && v.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
@@ -75,65 +51,6 @@ pub fn check_prefix(v: &str) -> Result<String> {
         )));
     }
     Ok(v.to_owned())
-}
-
-/// Validates a calendar date `YYYY-MM-DD`; `None` for an empty string.
-pub fn check_date(field: &str, v: &str) -> Result<Option<String>> {
-    let v = v.trim();
-    if v.is_empty() {
-        return Ok(None);
-    }
-    let ok = v.len() == 10 && NaiveDate::parse_from_str(v, "%Y-%m-%d").is_ok();
-    if !ok {
-        return Err(Error::validation(format!("{field} {} is not a calendar date YYYY-MM-DD", quote(v))));
-    }
-    Ok(Some(v.to_owned()))
-}
-
-/// Validates a colour `#rrggbb`; `None` for an empty string.
-pub fn check_color(v: &str) -> Result<Option<String>> {
-    let v = v.trim();
-    if v.is_empty() {
-        return Ok(None);
-    }
-    let ok = v.len() == 7 && v.starts_with('#') && v[1..].chars().all(|c| c.is_ascii_hexdigit());
-    if !ok {
-        return Err(Error::validation("color must be #rrggbb"));
-    }
-    Ok(Some(v.to_ascii_lowercase()))
-}
-
-/// Validates an optional id field; `None` for an empty string.
-pub fn check_id(field: &str, v: &str) -> Result<Option<Uuid>> {
-    let v = v.trim();
-    if v.is_empty() {
-        return Ok(None);
-    }
-    Uuid::parse_str(v).map(Some).map_err(|_| Error::validation(format!("{field} must be a UUID")))
-}
-
-/// Validates a metadata object.
-pub fn check_metadata(m: &Value) -> Result<()> {
-    if !m.is_object() {
-        return Err(Error::validation("metadata must be a JSON object"));
-    }
-    if serde_json::to_vec(m).map(|b| b.len()).unwrap_or(usize::MAX) > MAX_METADATA_BYTES {
-        return Err(Error::validation("metadata must be at most 64 KiB"));
-    }
-    Ok(())
-}
-
-/// Merges `patch` into `base`: a null value removes the key.
-pub fn merge(base: &Value, patch: &Value) -> Value {
-    let mut merged = base.as_object().cloned().unwrap_or_default();
-    for (k, v) in patch.as_object().cloned().unwrap_or_default() {
-        if v.is_null() {
-            merged.remove(&k);
-        } else {
-            merged.insert(k, v);
-        }
-    }
-    Value::Object(merged)
 }
 
 /// The priority from a number and/or a name (which must agree); `None` when neither is given.
