@@ -41,7 +41,9 @@ struct Fake {
     kind: Kind,
     tools: Mutex<Vec<Value>>,
     up: Mutex<bool>,
+    /// A token the server requires, in `Authorization: Bearer` or in `header`.
     token: Option<String>,
+    header: &'static str,
     seen_auth: Mutex<Vec<String>>,
 }
 
@@ -64,13 +66,20 @@ async fn mcp(State(f): State<Shared>, headers: HeaderMap, body: axum::body::Byte
             .into_response();
     }
     let auth = headers
-        .get("authorization")
+        .get(f.header)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
     f.seen_auth.lock().unwrap().push(auth.clone());
-    if let Some(token) = &f.token
-        && auth != format!("Bearer {token}")
+    let wanted = f.token.as_ref().map(|t| {
+        if f.header == "authorization" {
+            format!("Bearer {t}")
+        } else {
+            t.clone()
+        }
+    });
+    if let Some(wanted) = wanted
+        && auth != wanted
     {
         return (AxumStatus::UNAUTHORIZED, [("www-authenticate", "Bearer")]).into_response();
     }
@@ -119,11 +128,22 @@ async fn mcp(State(f): State<Shared>, headers: HeaderMap, body: axum::body::Byte
 
 /// Starts a fake server; returns its state and its endpoint URL.
 async fn fake(kind: Kind, tools: Vec<Value>, token: Option<&str>) -> (Shared, String) {
+    fake_with(kind, tools, token, "authorization").await
+}
+
+/// A fake server wanting `token` in `header` (`authorization` means a bearer token).
+async fn fake_with(
+    kind: Kind,
+    tools: Vec<Value>,
+    token: Option<&str>,
+    header: &'static str,
+) -> (Shared, String) {
     let f = Arc::new(Fake {
         kind,
         tools: Mutex::new(tools),
         up: Mutex::new(true),
         token: token.map(str::to_owned),
+        header,
         seen_auth: Mutex::new(Vec::new()),
     });
     let app = axum::Router::new()
@@ -506,5 +526,183 @@ async fn hostile_servers_are_bounded_and_nothing_hangs() {
         let (st, e) = register(&s, "meta", "http://169.254.169.254/latest").await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
         s.stop().await;
+    }
+}
+
+/// Everything the apps service stored: the SQLite file and its WAL, or a `pg_dump` of its
+/// schema (bytea as hex, so the secret's hex is searched too).
+fn stored_bytes(s: &Stack) -> Vec<u8> {
+    match &s.data.database_url {
+        None => {
+            let mut all = Vec::new();
+            for name in ["apps.db", "apps.db-wal"] {
+                if let Ok(b) = std::fs::read(s.data.path().join(name)) {
+                    all.extend(b);
+                }
+            }
+            assert!(!all.is_empty(), "the apps database file exists");
+            all
+        }
+        Some(url) => {
+            let out = std::process::Command::new("pg_dump")
+                .args(["--schema=apps", "--data-only", url])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn credentials_reach_the_server_and_never_show() {
+    // Every log line of this test binary, at debug level.
+    let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let sink = logs.clone();
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || Capture(sink.clone()))
+        .try_init();
+    const SECRET: &str = "s3cret-bearer-token-0123456789";
+    const KEY: &str = "k3y-in-a-header-abcdefghijkl";
+    for backend in backends() {
+        let s = Stack::start_with(backend, local).await;
+        let (bearer, bearer_url) =
+            fake(Kind::Honest, vec![tool("add", "adds")], Some(SECRET)).await;
+        let (header, header_url) = fake_with(
+            Kind::Honest,
+            vec![tool("sub", "subtracts")],
+            Some(KEY),
+            "x-api-key",
+        )
+        .await;
+
+        // Without the token the server says 401: registered, unhealthy, with the reason.
+        let (st, v) = register(&s, "noauth", &bearer_url).await;
+        assert_eq!(
+            (st, v["app"]["status"].as_str()),
+            (StatusCode::CREATED, Some("unhealthy")),
+            "{v}"
+        );
+        assert!(
+            v["probe"]["reason"]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+                .contains("auth"),
+            "{v}"
+        );
+
+        let (st, b) = s
+            .call(
+                Method::POST,
+                "/api/v1/apps",
+                Some(
+                    json!({"slug": "bearer", "display_name": "B", "mcp_server_url": bearer_url,
+                            "auth": {"type": "bearer", "secret": SECRET}}),
+                ),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{backend:?}: {b}");
+        assert_eq!(
+            (b["app"]["status"].as_str(), b["app"]["auth_type"].as_str()),
+            (Some("active"), Some("bearer")),
+            "{b}"
+        );
+        assert_eq!(b["app"]["auth_hint"], "…6789");
+        let (st, h) = s
+            .call(
+                Method::POST,
+                "/api/v1/apps",
+                Some(
+                    json!({"slug": "header", "display_name": "H", "mcp_server_url": header_url,
+                            "auth": {"type": "header", "header_name": "X-Api-Key", "secret": KEY}}),
+                ),
+            )
+            .await;
+        assert_eq!(
+            (st, h["app"]["status"].as_str()),
+            (StatusCode::CREATED, Some("active")),
+            "{h}"
+        );
+        assert_eq!(h["app"]["auth_header_name"], "X-Api-Key");
+
+        // A probe later opens the sealed secret and sends it again.
+        let (_, p) = s
+            .call(Method::POST, "/api/v1/apps/bearer/probe", Some(json!({})))
+            .await;
+        assert_eq!(p["probe"]["reachable"], true, "{p}");
+        let (_, p) = s
+            .call(Method::POST, "/api/v1/apps/header/probe", Some(json!({})))
+            .await;
+        assert_eq!(p["probe"]["reachable"], true, "{p}");
+        assert!(
+            bearer
+                .seen_auth
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|a| *a == &format!("Bearer {SECRET}"))
+                .count()
+                >= 4
+        );
+        assert!(
+            header
+                .seen_auth
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|a| *a == KEY)
+                .count()
+                >= 4
+        );
+
+        // Never in an answer, the database or a log line.
+        let (_, list) = s.call(Method::GET, "/api/v1/apps", None).await;
+        let (_, one) = s.call(Method::GET, "/api/v1/apps/bearer", None).await;
+        for answer in [&b, &h, &list, &one, &p] {
+            let text = answer.to_string();
+            assert!(!text.contains(SECRET) && !text.contains(KEY), "{text}");
+        }
+        let stored = stored_bytes(&s);
+        for secret in [SECRET, KEY] {
+            let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+            assert!(
+                !contains(&stored, secret.as_bytes()) && !contains(&stored, hex.as_bytes()),
+                "{backend:?}: {secret} stored in clear"
+            );
+        }
+        assert!(
+            contains(&stored, b"bearer"),
+            "the dump holds the apps' rows"
+        );
+        s.stop().await;
+    }
+    let logs = logs.lock().unwrap();
+    assert!(!logs.is_empty(), "the services logged at debug level");
+    assert!(
+        !contains(&logs, SECRET.as_bytes()) && !contains(&logs, KEY.as_bytes()),
+        "a secret in a log line"
+    );
+}
+
+/// A log writer into a shared buffer.
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

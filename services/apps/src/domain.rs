@@ -2,6 +2,7 @@
 //! stored rows to the wire types (which never carry a secret).
 
 use serde_json::Value;
+pub use worktruck_kit::check::{check_metadata, check_name, check_text, merge};
 use worktruck_kit::error::quote;
 use worktruck_kit::pbjson::{from_struct, timestamp, to_struct};
 use worktruck_kit::{Error, Result};
@@ -9,8 +10,6 @@ use worktruck_proto::apps::v1 as pb;
 
 use crate::queries::{AppRow, ToolRow};
 
-/// Largest accepted `metadata`, serialised.
-const MAX_METADATA_BYTES: usize = 64 * 1024;
 /// Longest accepted secret.
 const MAX_SECRET_CHARS: usize = 4096;
 /// Longest accepted URL.
@@ -43,59 +42,6 @@ pub fn check_slug(v: &str) -> Result<String> {
         )));
     }
     Ok(v.to_owned())
-}
-
-/// Validates a trimmed name of 1 to `max` characters without control characters.
-pub fn check_name(field: &str, v: &str, max: usize) -> Result<String> {
-    let v = v.trim();
-    if v.is_empty() || v.chars().count() > max {
-        return Err(Error::validation(format!(
-            "{field} must be 1 to {max} characters"
-        )));
-    }
-    if v.chars().any(char::is_control) {
-        return Err(Error::validation(format!(
-            "{field} must not contain control characters"
-        )));
-    }
-    Ok(v.to_owned())
-}
-
-/// Validates free text of at most `max` characters; `None` for an empty string.
-pub fn check_text(field: &str, v: &str, max: usize) -> Result<Option<String>> {
-    if v.trim().is_empty() {
-        return Ok(None);
-    }
-    if v.chars().count() > max {
-        return Err(Error::validation(format!(
-            "{field} must be at most {max} characters"
-        )));
-    }
-    Ok(Some(v.to_owned()))
-}
-
-/// Validates a metadata object.
-pub fn check_metadata(m: &Value) -> Result<()> {
-    if !m.is_object() {
-        return Err(Error::validation("metadata must be a JSON object"));
-    }
-    if serde_json::to_vec(m).map(|b| b.len()).unwrap_or(usize::MAX) > MAX_METADATA_BYTES {
-        return Err(Error::validation("metadata must be at most 64 KiB"));
-    }
-    Ok(())
-}
-
-/// Merges `patch` into `base`: a null value removes the key.
-pub fn merge(base: &Value, patch: &Value) -> Value {
-    let mut merged = base.as_object().cloned().unwrap_or_default();
-    for (k, v) in patch.as_object().cloned().unwrap_or_default() {
-        if v.is_null() {
-            merged.remove(&k);
-        } else {
-            merged.insert(k, v);
-        }
-    }
-    Value::Object(merged)
 }
 
 /// The length check of a URL (the SSRF guard checks the rest).
@@ -324,10 +270,9 @@ pub fn metadata(m: Option<&prost_types::Struct>) -> Result<Value> {
     Ok(v)
 }
 
-/// A secret's hint: its last four characters (`…a1b2`), or none for a short one.
+/// A secret's hint for answers: kit's masked last four characters (`…a1b2`).
 pub fn hint(secret: &str) -> Option<String> {
-    let n = secret.chars().count();
-    (n >= 12).then(|| format!("…{}", secret.chars().skip(n - 4).collect::<String>()))
+    Some(worktruck_kit::envelope::hint(secret))
 }
 
 #[cfg(test)]
@@ -387,6 +332,5 @@ mod tests {
         assert!(bad(pb::AuthType::Bearer, None, Some("line\nbreak")));
         assert!(!bad(pb::AuthType::Header, Some("X-Api-Key"), Some("k")));
         assert_eq!(hint("0123456789abcdef").as_deref(), Some("…cdef"));
-        assert_eq!(hint("short"), None);
     }
 }

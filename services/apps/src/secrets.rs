@@ -1,57 +1,57 @@
 //! App secrets at rest: sealed with kit's envelope encryption under the tenant's data key, the
-//! purpose (`apps:auth:<app id>`) bound as associated data, so a sealed value copied onto
-//! another app's row does not open.
+//! purpose `apps.auth:<app id>` bound as associated data, so a sealed value copied onto another
+//! app's row (or another tenant's) does not open.
 
 use uuid::Uuid;
 use worktruck_kit::db::Tx;
-use worktruck_kit::error::ErrorCode;
+use worktruck_kit::envelope::Envelope;
 use worktruck_kit::service::ServiceContext;
 use worktruck_kit::{Error, Result};
 
 /// Seals and opens app secrets.
 #[derive(Clone)]
 pub struct Sealer {
-    _private: (),
+    envelope: Envelope,
 }
 
 /// The purpose an app's secret is sealed for.
 fn purpose(app: Uuid) -> String {
-    format!("apps:auth:{app}")
+    format!("apps.auth:{app}")
 }
 
 impl Sealer {
-    /// The sealer of this process.
-    pub fn new(_ctx: &ServiceContext) -> anyhow::Result<Sealer> {
-        Ok(Sealer { _private: () })
+    /// The sealer of this process (its master keys from `[encryption]` or the master secret).
+    pub fn new(ctx: &ServiceContext) -> anyhow::Result<Sealer> {
+        Ok(Sealer {
+            envelope: ctx.envelope()?,
+        })
     }
 
     /// Seals `secret` for `app`.
     pub async fn seal(
         &self,
-        _tx: &mut Tx,
-        _tenant: Uuid,
+        tx: &mut Tx,
+        tenant: Uuid,
         app: Uuid,
-        _secret: &str,
+        secret: &str,
     ) -> Result<Vec<u8>> {
-        let _ = purpose(app);
-        Err(Error::new(
-            ErrorCode::Unavailable,
-            "app secrets cannot be stored yet: this build lacks kit's envelope encryption",
-        ))
+        self.envelope
+            .seal(tx, tenant, &purpose(app), secret.as_bytes())
+            .await
     }
 
     /// Opens the sealed secret of `app`.
     pub async fn open(
         &self,
-        _tx: &mut Tx,
-        _tenant: Uuid,
+        tx: &mut Tx,
+        tenant: Uuid,
         app: Uuid,
-        _sealed: &[u8],
+        sealed: &[u8],
     ) -> Result<String> {
-        let _ = purpose(app);
-        Err(Error::new(
-            ErrorCode::Unavailable,
-            "app secrets cannot be read yet: this build lacks kit's envelope encryption",
-        ))
+        let plain = self
+            .envelope
+            .open(tx, tenant, &purpose(app), sealed)
+            .await?;
+        String::from_utf8(plain.to_vec()).map_err(|_| Error::internal("an app secret is not UTF-8"))
     }
 }
