@@ -56,7 +56,7 @@ impl ServerHandler for Upstream {
             .as_object()
             .cloned()
             .unwrap();
-        let all = vec![
+        let all = [
             Tool::new(
                 "add",
                 self.description.lock().unwrap().clone(),
