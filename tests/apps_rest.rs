@@ -121,6 +121,21 @@ async fn mcp(State(f): State<Shared>, headers: HeaderMap, body: axum::body::Byte
                 }
             }
         }
+        "tools/call" => {
+            let args = msg["params"]["arguments"].clone();
+            match msg["params"]["name"].as_str().unwrap_or_default() {
+                "flood" => rpc_result(&id, json!({"content": [{"type": "text", "text": "x".repeat(2 * 1024 * 1024)}]})),
+                "sleepy" => {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    rpc_result(&id, json!({"content": []}))
+                }
+                "fail" => rpc_result(&id, json!({"content": [{"type": "text", "text": "no"}], "isError": true})),
+                _ => rpc_result(
+                    &id,
+                    json!({"content": [{"type": "text", "text": args.to_string()}], "structuredContent": {"echo": args}}),
+                ),
+            }
+        }
         "ping" => rpc_result(&id, json!({})),
         _ => axum::Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "no such method"}})).into_response(),
     }
@@ -161,7 +176,8 @@ fn local(cfg: &mut Config) {
     cfg.outbound.allow_ranges = vec!["127.0.0.0/8".into(), "::1/128".into()];
     cfg.settings.insert(
         "apps".into(),
-        json!({"probe_deadline_ms": 1500, "max_pages": 5, "max_bytes": 1048576, "reprobe_interval_seconds": 3600, "unhealthy_after": 3}),
+        json!({"probe_deadline_ms": 1500, "max_pages": 5, "max_bytes": 1048576, "reprobe_interval_seconds": 3600,
+               "unhealthy_after": 3, "call_timeout_ms": 1500, "max_result_bytes": 1048576}),
     );
 }
 
@@ -665,6 +681,20 @@ async fn credentials_reach_the_server_and_never_show() {
                 >= 4
         );
 
+        // A call carries the credentials too.
+        let (st, called) = s
+            .call(
+                Method::POST,
+                "/api/v1/apps/bearer/call",
+                Some(json!({"tool": "add", "arguments": {"a": 1}})),
+            )
+            .await;
+        assert_eq!(
+            (st, called["structured_content"]["echo"]["a"].as_i64()),
+            (StatusCode::OK, Some(1)),
+            "{called}"
+        );
+
         // Never in an answer, the database or a log line.
         let (_, list) = s.call(Method::GET, "/api/v1/apps", None).await;
         let (_, one) = s.call(Method::GET, "/api/v1/apps/bearer", None).await;
@@ -704,5 +734,145 @@ impl std::io::Write for Capture {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[tokio::test]
+async fn enabled_tools_are_called_with_checked_arguments_and_bounded_answers() {
+    for backend in backends() {
+        let s = Stack::start_with(backend, local).await;
+        let tools = vec![
+            tool("add", "Adds."),
+            tool("search", "Searches."),
+            tool("flood", "Answers 2 MB."),
+            tool("sleepy", "Answers after 60 s."),
+            tool("fail", "Fails."),
+        ];
+        let (_, url) = fake(Kind::Honest, tools, None).await;
+        let (st, v) = register(&s, "calc", &url).await;
+        assert_eq!(
+            (st, v["probe"]["tools_discovered"].as_i64()),
+            (StatusCode::CREATED, Some(5)),
+            "{v}"
+        );
+        let call = |tool: &str, arguments: Value| {
+            let body = json!({"tool": tool, "arguments": arguments});
+            let s = &s;
+            async move {
+                s.call(Method::POST, "/api/v1/apps/calc/call", Some(body))
+                    .await
+            }
+        };
+
+        let (st, r) = call("add", json!({"a": 2})).await;
+        assert_eq!(st, StatusCode::OK, "{backend:?}: {r}");
+        assert_eq!(
+            (
+                r["is_error"].as_bool(),
+                r["structured_content"]["echo"]["a"].as_i64()
+            ),
+            (Some(false), Some(2)),
+            "{r}"
+        );
+        assert_eq!(r["content"][0]["type"], "text");
+        let (st, r) = call("fail", json!({})).await;
+        assert_eq!(
+            (st, r["is_error"].as_bool()),
+            (StatusCode::OK, Some(true)),
+            "a tool's own failure: {r}"
+        );
+
+        // Arguments are checked against the mirrored input schema before anything is sent.
+        let (st, e) = call("add", json!({"a": "two"})).await;
+        assert_eq!(
+            (st, error_code(&e).as_str()),
+            (StatusCode::BAD_REQUEST, "validation_failed"),
+            "{e}"
+        );
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("arguments/a"),
+            "{e}"
+        );
+        let (st, e) = call("add", json!({"a": 1, "pad": "x".repeat(300 * 1024)})).await;
+        assert_eq!(
+            (st, error_code(&e).as_str()),
+            (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            "{e}"
+        );
+
+        // Only enabled tools.
+        let (st, e) = call("nope", json!({})).await;
+        assert_eq!(
+            (st, error_code(&e).as_str()),
+            (StatusCode::FORBIDDEN, "permission_denied"),
+            "{e}"
+        );
+        let (st, _) = s
+            .call(
+                Method::PATCH,
+                "/api/v1/apps/calc",
+                Some(json!({"enabled_tools": ["add", "flood", "sleepy"]})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK);
+        let (st, e) = call("search", json!({})).await;
+        assert_eq!(
+            (st, error_code(&e).as_str()),
+            (StatusCode::FORBIDDEN, "permission_denied"),
+            "{e}"
+        );
+
+        // An answer past the limit, or after the timeout, is a 503 with the reason.
+        let (st, e) = call("flood", json!({})).await;
+        assert_eq!(
+            (st, error_code(&e).as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            "{e}"
+        );
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains("1048576"),
+            "{e}"
+        );
+        let (st, e) = call("sleepy", json!({})).await;
+        assert_eq!(
+            (st, error_code(&e).as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            "{e}"
+        );
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("call timeout of 1500 ms"),
+            "{e}"
+        );
+
+        // A disabled app is not called; another tenant has no such app.
+        let other = s.new_tenant("other").await;
+        let (st, _) = s
+            .call_as(
+                &other,
+                Method::POST,
+                "/api/v1/apps/calc/call",
+                Some(json!({"tool": "add", "arguments": {"a": 1}})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::NOT_FOUND);
+        s.call(
+            Method::PATCH,
+            "/api/v1/apps/calc",
+            Some(json!({"status": "disabled"})),
+        )
+        .await;
+        let (st, e) = call("add", json!({"a": 1})).await;
+        assert_eq!(
+            (st, error_code(&e).as_str()),
+            (StatusCode::CONFLICT, "conflict"),
+            "{e}"
+        );
+        s.stop().await;
     }
 }

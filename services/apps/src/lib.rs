@@ -72,6 +72,12 @@ pub struct Settings {
     pub unhealthy_after: i32,
     /// Apps probed at once by the periodic re-probe.
     pub reprobe_concurrency: usize,
+    /// A `CallAppTool` (its own `initialize` and `tools/call`) ends after this.
+    pub call_timeout_ms: u64,
+    /// The largest `arguments` of a call, as JSON.
+    pub max_argument_bytes: usize,
+    /// The largest answer of a call.
+    pub max_result_bytes: usize,
 }
 
 impl Default for Settings {
@@ -85,6 +91,9 @@ impl Default for Settings {
             reprobe_interval_seconds: 300,
             unhealthy_after: 3,
             reprobe_concurrency: 4,
+            call_timeout_ms: 30_000,
+            max_argument_bytes: 256 * 1024,
+            max_result_bytes: 1024 * 1024,
         }
     }
 }
@@ -122,6 +131,18 @@ impl Settings {
         anyhow::ensure!(
             (1..=64).contains(&self.reprobe_concurrency),
             "settings.apps.reprobe_concurrency must be 1 to 64"
+        );
+        anyhow::ensure!(
+            self.call_timeout_ms >= 100,
+            "settings.apps.call_timeout_ms must be at least 100"
+        );
+        anyhow::ensure!(
+            (1024..=16 * 1024 * 1024).contains(&self.max_argument_bytes),
+            "settings.apps.max_argument_bytes must be 1 KiB to 16 MiB"
+        );
+        anyhow::ensure!(
+            (1024..=64 * 1024 * 1024).contains(&self.max_result_bytes),
+            "settings.apps.max_result_bytes must be 1 KiB to 64 MiB"
         );
         Ok(())
     }

@@ -6,16 +6,18 @@
 //! follows `nextCursor` without a bound.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use rmcp::ServiceExt;
 use rmcp::model::{
-    ClientCapabilities, ClientConfig, Implementation, PaginatedRequestParams, ProtocolVersion,
+    CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation, JsonObject,
+    PaginatedRequestParams, ProtocolVersion,
 };
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::Value;
 use worktruck_kit::config::OutboundConfig;
-use worktruck_kit::http::{Guard, Timeouts};
+use worktruck_kit::http::{Guard, RefusalLog, Timeouts};
 
 use crate::Settings;
 
@@ -23,6 +25,25 @@ use crate::Settings;
 pub const ACCEPTED_VERSIONS: &[&str] = &["2025-06-18", "2025-03-26", "2024-11-05"];
 /// Longest failure reason kept (a server's own text may be part of it).
 const MAX_REASON_CHARS: usize = 500;
+
+/// An initialized MCP client session.
+type Session = rmcp::service::RunningService<rmcp::RoleClient, ClientConfig>;
+
+/// Why a call failed; `refused` when the SSRF guard stopped it.
+#[derive(Debug, Clone)]
+pub struct CallError {
+    pub reason: String,
+    pub refused: bool,
+}
+
+/// The protocol revision a session's server answered `initialize` with.
+fn version_of(client: &Session) -> String {
+    client
+        .peer_info()
+        .and_then(|p| serde_json::to_value(&p.protocol_version).ok())
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
 
 /// What the probe sends to authenticate. The secret is dropped with it.
 pub struct Credentials {
@@ -97,28 +118,30 @@ impl Prober {
         &self.guard
     }
 
+    /// A guarded client for one task that ends within `deadline`, and the log of its guard's
+    /// first refusal; the URL is checked first.
+    fn client(
+        &self,
+        url: &str,
+        deadline: Duration,
+    ) -> Result<(reqwest::Client, RefusalLog), (String, bool)> {
+        let (guard, log) = self.guard.recording();
+        guard.check_url(url).map_err(|r| (r.0, true))?;
+        let timeouts = Timeouts {
+            connect: Duration::from_millis(self.settings.connect_timeout_ms),
+            // The task's own deadline ends it first, with its own message.
+            total: deadline + Duration::from_secs(1),
+        };
+        let client = worktruck_kit::http::guarded(&self.outbound, guard, timeouts)
+            .map_err(|e| (e.0, false))?;
+        Ok((client, log))
+    }
+
     /// Probes `url` with `creds`, within the deadline.
     pub async fn probe(&self, url: &str, creds: Credentials) -> Outcome {
-        let (guard, log) = self.guard.recording();
-        if let Err(r) = guard.check_url(url) {
-            return Outcome::Failed {
-                reason: r.0,
-                refused: true,
-            };
-        }
-        let timeouts = Timeouts {
-            connect: std::time::Duration::from_millis(self.settings.connect_timeout_ms),
-            // The probe's own deadline (below) ends it first, with its own message.
-            total: self.settings.deadline() + std::time::Duration::from_secs(1),
-        };
-        let client = match worktruck_kit::http::guarded(&self.outbound, guard, timeouts) {
+        let (client, log) = match self.client(url, self.settings.deadline()) {
             Ok(c) => c,
-            Err(e) => {
-                return Outcome::Failed {
-                    reason: e.0,
-                    refused: false,
-                };
-            }
+            Err((reason, refused)) => return Outcome::Failed { reason, refused },
         };
         let run = self.run(client, url, creds);
         let result = tokio::time::timeout(self.settings.deadline(), run).await;
@@ -144,16 +167,84 @@ impl Prober {
         }
     }
 
+    /// Calls `tool` with `arguments` on `url` (a session of its own: `initialize`, then
+    /// `tools/call`), within `call_timeout_ms`, with an answer of at most `max_result_bytes`.
+    /// Answers the `CallToolResult` as JSON.
+    pub async fn call(
+        &self,
+        url: &str,
+        creds: Credentials,
+        tool: &str,
+        arguments: JsonObject,
+    ) -> Result<Value, CallError> {
+        let deadline = Duration::from_millis(self.settings.call_timeout_ms);
+        let (client, log) = self
+            .client(url, deadline)
+            .map_err(|(reason, refused)| CallError { reason, refused })?;
+        let limit = self.settings.max_result_bytes;
+        let run = async move {
+            let session = self.connect(client, url, creds, limit).await?;
+            let params = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
+            let result = session
+                .call_tool(params)
+                .await
+                .map_err(|e| format!("tools/call failed: {e}"));
+            let _ = session.cancel().await;
+            serde_json::to_value(result?).map_err(|e| format!("tools/call: {e}"))
+        };
+        let result = tokio::time::timeout(deadline, run).await;
+        if let Some(r) = log.first() {
+            return Err(CallError {
+                reason: r.0,
+                refused: true,
+            });
+        }
+        match result {
+            Err(_) => Err(CallError {
+                reason: format!(
+                    "the server did not answer within the call timeout of {} ms",
+                    self.settings.call_timeout_ms
+                ),
+                refused: false,
+            }),
+            Ok(Err(reason)) => Err(CallError {
+                reason: clean(&reason),
+                refused: false,
+            }),
+            Ok(Ok(v)) => Ok(v),
+        }
+    }
+
     async fn run(
         &self,
         http: reqwest::Client,
         url: &str,
         creds: Credentials,
     ) -> Result<Catalog, String> {
-        let s = &self.settings;
+        let client = self
+            .connect(http, url, creds, self.settings.max_bytes)
+            .await?;
+        let version = version_of(&client);
+        let listed = self.list(&client).await;
+        let _ = client.cancel().await;
+        Ok(Catalog {
+            protocol_version: version,
+            tools: listed?,
+        })
+    }
+
+    /// An initialized MCP session with `url` at an accepted protocol revision, each answer at
+    /// most `max_bytes` (rmcp refuses a larger one before decoding it).
+    async fn connect(
+        &self,
+        http: reqwest::Client,
+        url: &str,
+        creds: Credentials,
+        max_bytes: usize,
+    ) -> Result<Session, String> {
         let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_owned())
-            .max_json_response_size(s.max_bytes)
-            .max_sse_event_size(s.max_bytes);
+            .max_json_response_size(max_bytes)
+            .max_sse_event_size(max_bytes);
         match (creds.kind.as_str(), creds.secret) {
             ("bearer", Some(secret)) => config = config.auth_header(secret),
             ("header", Some(secret)) => {
@@ -176,11 +267,7 @@ impl Prober {
         .serve(transport)
         .await
         .map_err(|e| format!("initialize failed: {e}"))?;
-        let version = client
-            .peer_info()
-            .and_then(|p| serde_json::to_value(&p.protocol_version).ok())
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let version = version_of(&client);
         if !ACCEPTED_VERSIONS.contains(&version.as_str()) {
             let _ = client.cancel().await;
             return Err(format!(
@@ -188,18 +275,10 @@ impl Prober {
                 ACCEPTED_VERSIONS.join(", ")
             ));
         }
-        let listed = self.list(&client).await;
-        let _ = client.cancel().await;
-        Ok(Catalog {
-            protocol_version: version,
-            tools: listed?,
-        })
+        Ok(client)
     }
 
-    async fn list(
-        &self,
-        client: &rmcp::service::RunningService<rmcp::RoleClient, ClientConfig>,
-    ) -> Result<Vec<ListedTool>, String> {
+    async fn list(&self, client: &Session) -> Result<Vec<ListedTool>, String> {
         let s = &self.settings;
         let mut tools: Vec<ListedTool> = Vec::new();
         let mut names = HashSet::new();

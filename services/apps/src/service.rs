@@ -9,6 +9,7 @@ use uuid::Uuid;
 use worktruck_kit::context::Verifier;
 use worktruck_kit::cursor::{self, Cursor};
 use worktruck_kit::db::{Db, Scope, Tx, now};
+use worktruck_kit::error::quote;
 use worktruck_kit::outbox::Relay;
 use worktruck_kit::pbjson::{from_struct, timestamp};
 use worktruck_kit::rpc::Caller;
@@ -25,6 +26,42 @@ use crate::domain::{
 use crate::probe::{Credentials, Outcome, Prober};
 use crate::queries::{self, AppRow};
 use crate::secrets::Sealer;
+
+/// Checks a call's arguments against the tool's mirrored input schema (compiled without any
+/// remote reference: the schema is the server's, untrusted). At most five problems are named.
+fn check_arguments(
+    schema: &serde_json::Value,
+    arguments: &serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
+    let validator = jsonschema::validator_for(schema).map_err(|e| {
+        Error::validation(format!(
+            "the tool's input schema is not a usable JSON Schema: {e}"
+        ))
+    })?;
+    let instance = serde_json::Value::Object(arguments.clone());
+    let problems: Vec<String> = validator
+        .iter_errors(&instance)
+        .take(5)
+        .map(|e| {
+            let at = e.instance_path().to_string();
+            format!(
+                "{}: {e}",
+                if at.is_empty() {
+                    "arguments".to_owned()
+                } else {
+                    format!("arguments{at}")
+                }
+            )
+        })
+        .collect();
+    if !problems.is_empty() {
+        return Err(Error::validation(format!(
+            "the arguments do not match the tool's input schema: {}",
+            problems.join("; ")
+        )));
+    }
+    Ok(())
+}
 
 /// Who the periodic re-probe acts as in events.
 pub const REPROBE_ACTOR: &str = "system:apps-reprobe";
@@ -490,6 +527,87 @@ impl AppsService for Apps {
         Ok(Response::new(pb::ProbeAppResponse {
             app: Some(app),
             probe: Some(probe),
+        }))
+    }
+
+    async fn call_app_tool(
+        &self,
+        req: Request<pb::CallAppToolRequest>,
+    ) -> Result<Response<pb::CallAppToolResponse>, Status> {
+        let c = self.caller(&req)?;
+        let r = req.into_inner();
+        let arguments = match r.arguments.as_ref().map(from_struct) {
+            Some(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        let size = serde_json::to_vec(&arguments)
+            .map(|b| b.len())
+            .unwrap_or(usize::MAX);
+        if size > self.settings.max_argument_bytes {
+            return Err(Error::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "arguments must be at most {} bytes as JSON",
+                    self.settings.max_argument_bytes
+                ),
+            )
+            .into());
+        }
+        let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
+        let a = self.by_slug(&mut tx, c.tenant, &r.slug, false).await?;
+        if a.status == "disabled" {
+            return Err(Error::conflict(format!("the app {:?} is disabled", a.slug)).into());
+        }
+        let tools = queries::tools(&mut tx, c.tenant, a.id).await?;
+        let tool = tools
+            .iter()
+            .find(|t| t.name == r.tool)
+            .filter(|t| a.enabled().contains(&t.name) && !t.stale && t.changed_at.is_none())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::PermissionDenied,
+                    format!(
+                        "the tool {} is not an enabled tool of the app {:?}",
+                        quote(&r.tool),
+                        a.slug
+                    ),
+                )
+            })?;
+        check_arguments(&tool.input_schema, &arguments)?;
+        let creds = self.credentials(&mut tx, &a).await?;
+        drop(tx);
+        let answer = self
+            .prober
+            .call(&a.mcp_server_url, creds, &tool.name, arguments)
+            .await
+            .map_err(|e| {
+                let code = if e.refused {
+                    ErrorCode::PermissionDenied
+                } else {
+                    ErrorCode::Unavailable
+                };
+                Error::new(code, format!("the app {:?}: {}", a.slug, e.reason))
+            })?;
+        let content = answer
+            .get("content")
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default();
+        Ok(Response::new(pb::CallAppToolResponse {
+            is_error: answer
+                .get("isError")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
+            content: Some(prost_types::ListValue {
+                values: content
+                    .iter()
+                    .map(worktruck_kit::pbjson::to_value)
+                    .collect(),
+            }),
+            structured_content: answer
+                .get("structuredContent")
+                .filter(|v| v.is_object())
+                .map(worktruck_kit::pbjson::to_struct),
         }))
     }
 }
