@@ -1,5 +1,5 @@
 //! SQL for apps and their mirrored tools, identical on PostgreSQL and SQLite. Every query
-//! carries `tenant_id = $1`, except the re-probe queue's read of due apps.
+//! carries `tenant_id = $1`, except the re-probe queue's claim of due apps.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -216,10 +216,96 @@ pub async fn upsert_tool(tx: &mut Tx, tenant: Uuid, app: Uuid, t: &ToolRow) -> R
     Ok(())
 }
 
-/// Apps of every tenant due for a periodic probe at `now` (not disabled), oldest due first.
-/// Read with `Scope::System`: ids only, each probe then runs in its tenant's scope.
-pub async fn due(tx: &mut Tx, now: DateTime<Utc>, limit: i64) -> Result<Vec<(Uuid, Uuid)>> {
-    Ok(on_tx!(tx, c => sqlx::query_as(
-        "SELECT tenant_id, id FROM apps WHERE status <> 'disabled' AND next_probe_at <= $1 ORDER BY next_probe_at LIMIT $2")
-        .bind(now).bind(limit).fetch_all(c).await)?)
+/// Claims the apps of every tenant due for a periodic probe at `now` (not disabled), oldest
+/// due first: their `next_probe_at` moves to `lease_until`, in the claiming transaction, so
+/// another replica's re-probe skips them (PostgreSQL: `SKIP LOCKED`; SQLite has one writer).
+/// The probe's own result sets the real next time. Run with `Scope::System`: ids only, each
+/// probe then runs in its tenant's scope.
+pub async fn claim_due(
+    tx: &mut Tx,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<(Uuid, Uuid)>> {
+    let sql = tx.sql(
+        "UPDATE apps SET next_probe_at = $2 WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM apps \
+         WHERE status <> 'disabled' AND next_probe_at <= $1 ORDER BY next_probe_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+         RETURNING tenant_id, id",
+        "UPDATE apps SET next_probe_at = $2 WHERE rowid IN (SELECT rowid FROM apps \
+         WHERE status <> 'disabled' AND next_probe_at <= $1 ORDER BY next_probe_at LIMIT $3) \
+         RETURNING tenant_id, id",
+    );
+    Ok(
+        on_tx!(tx, c => sqlx::query_as(sql).bind(now).bind(lease_until).bind(limit).fetch_all(c).await)?,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use worktruck_kit::db::{Db, Scope, now};
+    use worktruck_kit::testing::{TestData, backends};
+
+    fn app(tenant: Uuid, slug: &str, next: DateTime<Utc>) -> AppRow {
+        let t = now();
+        AppRow {
+            tenant_id: tenant,
+            id: Uuid::now_v7(),
+            slug: slug.into(),
+            display_name: slug.into(),
+            description: None,
+            mcp_server_url: "https://mcp.example.com/".into(),
+            auth_type: "none".into(),
+            auth_header_name: None,
+            auth_hint: None,
+            auth_sealed: None,
+            status: "active".into(),
+            status_reason: None,
+            consecutive_probe_failures: 0,
+            last_probed_at: None,
+            last_healthy_at: None,
+            next_probe_at: next,
+            protocol_version: None,
+            enabled_tools: serde_json::json!([]),
+            metadata: serde_json::json!({}),
+            version: 1,
+            created_at: t,
+            updated_at: t,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_due_app_is_claimed_once_across_tenants_and_replicas() {
+        for backend in backends() {
+            let data = TestData::new(backend).await;
+            let (pg, sqlite) = crate::migrators();
+            let db = Db::connect_and_migrate(&data.db_options("apps"), pg, sqlite)
+                .await
+                .unwrap();
+            let t = now();
+            let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+            for (tenant, slug, next) in [
+                (a, "due", t),
+                (b, "also-due", t),
+                (a, "later", t + chrono::Duration::hours(1)),
+            ] {
+                let mut tx = db.begin(Scope::Tenant(tenant), true).await.unwrap();
+                assert!(insert_app(&mut tx, &app(tenant, slug, next)).await.unwrap());
+                tx.commit().await.unwrap();
+            }
+            let lease = t + chrono::Duration::minutes(1);
+            let mut tx = db.begin(Scope::System, true).await.unwrap();
+            let first = claim_due(&mut tx, t, lease, 10).await.unwrap();
+            tx.commit().await.unwrap();
+            assert_eq!(first.len(), 2, "{backend:?}: both tenants' due apps");
+            // Another replica's round at the same moment finds nothing left to claim.
+            let mut tx = db.begin(Scope::System, true).await.unwrap();
+            assert!(claim_due(&mut tx, t, lease, 10).await.unwrap().is_empty());
+            tx.commit().await.unwrap();
+            // After the lease, unprobed apps are due again.
+            let mut tx = db.begin(Scope::System, true).await.unwrap();
+            assert_eq!(claim_due(&mut tx, lease, lease, 10).await.unwrap().len(), 2);
+            tx.commit().await.unwrap();
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! The periodic re-probe: every second, the apps of every tenant whose `next_probe_at` has
-//! passed (not disabled) are probed, a few at once; each probe sets the app's next time to the
+//! passed (not disabled) are claimed (so two replicas do not probe one app at once) and
+//! probed, a few at once; each probe sets the app's next time to the
 //! interval jittered by ±25 %, so apps registered together drift apart. A failure counts
 //! towards `unhealthy_after`; a success makes the app active again.
 
@@ -30,8 +31,14 @@ pub async fn run(apps: Apps, shutdown: Shutdown) {
 async fn round(apps: &Apps) -> worktruck_kit::Result<()> {
     let limit = apps.settings().reprobe_concurrency as i64;
     let due = {
-        let mut tx = apps.db().begin(Scope::System, false).await?;
-        queries::due(&mut tx, now(), limit).await?
+        let t = now();
+        // Held for twice the deadline: a replica that dies mid-probe leaves the app due again.
+        let lease =
+            t + chrono::Duration::milliseconds(2 * apps.settings().probe_deadline_ms as i64);
+        let mut tx = apps.db().begin(Scope::System, true).await?;
+        let due = queries::claim_due(&mut tx, t, lease, limit).await?;
+        tx.commit().await?;
+        due
     };
     let mut set = tokio::task::JoinSet::new();
     for (tenant, id) in due {
