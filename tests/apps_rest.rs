@@ -45,6 +45,8 @@ struct Fake {
     token: Option<String>,
     header: &'static str,
     seen_auth: Mutex<Vec<String>>,
+    /// The protocol revision `initialize` answers with.
+    version: Mutex<&'static str>,
 }
 
 type Shared = Arc<Fake>;
@@ -91,7 +93,7 @@ async fn mcp(State(f): State<Shared>, headers: HeaderMap, body: axum::body::Byte
     match msg["method"].as_str().unwrap_or_default() {
         "initialize" => rpc_result(
             &id,
-            json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "fake", "version": "1"}}),
+            json!({"protocolVersion": *f.version.lock().unwrap(), "capabilities": {"tools": {}}, "serverInfo": {"name": "fake", "version": "1"}}),
         ),
         "notifications/initialized" => AxumStatus::ACCEPTED.into_response(),
         "tools/list" => {
@@ -160,6 +162,7 @@ async fn fake_with(
         token: token.map(str::to_owned),
         header,
         seen_auth: Mutex::new(Vec::new()),
+        version: Mutex::new("2025-06-18"),
     });
     let app = axum::Router::new()
         .route("/mcp", axum::routing::post(mcp))
@@ -747,12 +750,14 @@ async fn enabled_tools_are_called_with_checked_arguments_and_bounded_answers() {
             tool("flood", "Answers 2 MB."),
             tool("sleepy", "Answers after 60 s."),
             tool("fail", "Fails."),
+            json!({"name": "typed", "description": "Declares a number, answers an echo.", "inputSchema": {"type": "object"},
+                   "outputSchema": {"type": "object", "properties": {"echo": {"type": "number"}}}}),
         ];
         let (_, url) = fake(Kind::Honest, tools, None).await;
         let (st, v) = register(&s, "calc", &url).await;
         assert_eq!(
             (st, v["probe"]["tools_discovered"].as_i64()),
-            (StatusCode::CREATED, Some(5)),
+            (StatusCode::CREATED, Some(6)),
             "{v}"
         );
         let call = |tool: &str, arguments: Value| {
@@ -780,6 +785,21 @@ async fn enabled_tools_are_called_with_checked_arguments_and_bounded_answers() {
             (st, r["is_error"].as_bool()),
             (StatusCode::OK, Some(true)),
             "a tool's own failure: {r}"
+        );
+
+        // A structured answer outside the declared output schema is refused.
+        let (st, e) = call("typed", json!({"x": 1})).await;
+        assert_eq!(
+            (st, error_code(&e).as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            "{e}"
+        );
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("output schema"),
+            "{e}"
         );
 
         // Arguments are checked against the mirrored input schema before anything is sent.
@@ -872,6 +892,36 @@ async fn enabled_tools_are_called_with_checked_arguments_and_bounded_answers() {
             (st, error_code(&e).as_str()),
             (StatusCode::CONFLICT, "conflict"),
             "{e}"
+        );
+        s.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn older_protocol_revisions_are_accepted_and_unknown_ones_refused() {
+    for backend in backends() {
+        let s = Stack::start_with(backend, local).await;
+        let (f, url) = fake(Kind::Honest, vec![tool("add", "Adds.")], None).await;
+        *f.version.lock().unwrap() = "2025-03-26";
+        let (st, v) = register(&s, "old", &url).await;
+        assert_eq!(st, StatusCode::CREATED, "{backend:?}: {v}");
+        assert_eq!(
+            (
+                v["app"]["status"].as_str(),
+                v["app"]["protocol_version"].as_str()
+            ),
+            (Some("active"), Some("2025-03-26")),
+            "{v}"
+        );
+        *f.version.lock().unwrap() = "2099-01-01";
+        let (_, p) = s
+            .call(Method::POST, "/api/v1/apps/old/probe", Some(json!({})))
+            .await;
+        assert_eq!(p["probe"]["reachable"], false, "{p}");
+        let reason = p["probe"]["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("2099-01-01") && reason.contains("2025-06-18"),
+            "{reason}"
         );
         s.stop().await;
     }

@@ -27,37 +27,37 @@ use crate::probe::{Credentials, Outcome, Prober};
 use crate::queries::{self, AppRow};
 use crate::secrets::Sealer;
 
-/// Checks a call's arguments against the tool's mirrored input schema (compiled without any
-/// remote reference: the schema is the server's, untrusted). At most five problems are named.
+/// The problems of `instance` against `schema` (compiled without any remote reference: the
+/// schema is the server's, untrusted), at most five, each with its path under `root`; `Err`
+/// when the schema does not compile.
+fn problems(
+    schema: &serde_json::Value,
+    instance: &serde_json::Value,
+    root: &str,
+) -> std::result::Result<Vec<String>, String> {
+    let validator = jsonschema::validator_for(schema).map_err(|e| e.to_string())?;
+    Ok(validator
+        .iter_errors(instance)
+        .take(5)
+        .map(|e| format!("{root}{}: {e}", e.instance_path()))
+        .collect())
+}
+
+/// Checks a call's arguments against the tool's mirrored input schema.
 fn check_arguments(
     schema: &serde_json::Value,
     arguments: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<()> {
-    let validator = jsonschema::validator_for(schema).map_err(|e| {
+    let instance = serde_json::Value::Object(arguments.clone());
+    let found = problems(schema, &instance, "arguments").map_err(|e| {
         Error::validation(format!(
             "the tool's input schema is not a usable JSON Schema: {e}"
         ))
     })?;
-    let instance = serde_json::Value::Object(arguments.clone());
-    let problems: Vec<String> = validator
-        .iter_errors(&instance)
-        .take(5)
-        .map(|e| {
-            let at = e.instance_path().to_string();
-            format!(
-                "{}: {e}",
-                if at.is_empty() {
-                    "arguments".to_owned()
-                } else {
-                    format!("arguments{at}")
-                }
-            )
-        })
-        .collect();
-    if !problems.is_empty() {
+    if !found.is_empty() {
         return Err(Error::validation(format!(
             "the arguments do not match the tool's input schema: {}",
-            problems.join("; ")
+            found.join("; ")
         )));
     }
     Ok(())
@@ -588,6 +588,24 @@ impl AppsService for Apps {
                 };
                 Error::new(code, format!("the app {:?}: {}", a.slug, e.reason))
             })?;
+        // A structured answer must match the output schema the tool declared.
+        if let (Some(schema), Some(structured)) =
+            (&tool.output_schema, answer.get("structuredContent"))
+        {
+            let found =
+                problems(schema, structured, "structured_content").unwrap_or_else(|e| vec![e]);
+            if !found.is_empty() {
+                return Err(Error::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "the app {:?} answered outside the tool's output schema: {}",
+                        a.slug,
+                        found.join("; ")
+                    ),
+                )
+                .into());
+            }
+        }
         let content = answer
             .get("content")
             .and_then(|v| v.as_array())
