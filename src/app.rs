@@ -400,6 +400,7 @@ fn start_gateway(
             outbound: cfg.outbound.clone(),
             cors_allowed_origins: cfg.rest.cors_allowed_origins.clone(),
             compression: cfg.rest.compression,
+            public_url: cfg.rest.public_url.clone(),
         },
     )?;
     let app = ops::router(checks).merge(gw);

@@ -409,3 +409,89 @@ async fn a_contact_lists_the_deals_and_tasks_that_name_it() {
         s.stop().await;
     }
 }
+
+#[tokio::test]
+async fn an_event_links_to_a_contact_a_task_a_note_and_a_deal_and_each_sees_it() {
+    for backend in backends() {
+        let s = Stack::start(backend).await;
+        let ada = id(&s.person("Ada Lovelace").await);
+        let (_, p) = s.call(Method::POST, "/api/v1/projects", Some(json!({"name": "Launch", "identifier": "LCH"}))).await;
+        let (_, task) = s.call(Method::POST, "/api/v1/tasks", Some(json!({"title": "Book the room", "project_id": p["id"]}))).await;
+        let (_, deal) = s.call(Method::POST, "/api/v1/deals", Some(json!({"name": "Launch deal", "amount": "10.00", "currency": "EUR"}))).await;
+        let (_, note) = s.call(Method::POST, "/api/v1/notes", Some(json!({"title": "Launch plan", "body": "Plan."}))).await;
+        let (st, cal) = s.call(Method::POST, "/api/v1/calendars", Some(json!({"name": "Work"}))).await;
+        assert_eq!(st, StatusCode::CREATED, "{cal}");
+        let (st, ev) = s
+            .call(Method::POST, "/api/v1/events", Some(json!({"title": "Launch review", "start_at": "2027-01-04T10:00:00Z", "end_at": "2027-01-04T11:00:00Z"})))
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{backend:?} {ev}");
+        let eid = id(&ev);
+
+        // The event links to one entity of each domain, by the short forms.
+        let targets = [
+            (format!("contact:{ada}"), format!("/api/v1/contacts/{ada}/links"), format!("contacts:contact:{ada}")),
+            (format!("task:{}", id(&task)), format!("/api/v1/tasks/{}/links", id(&task)), format!("tasks:task:{}", id(&task))),
+            (format!("deal:{}", id(&deal)), format!("/api/v1/deals/{}/links", id(&deal)), format!("crm:deal:{}", id(&deal))),
+            // A note's own `/links` lists its body's wikilinks; what links to it is in `/links?entity=`.
+            (format!("note:{}", id(&note)), format!("/api/v1/links?entity=note:{}", id(&note)), format!("notes:note:{}", id(&note))),
+        ];
+        for (target, _, full) in &targets {
+            let (st, l) = s.call(Method::POST, &format!("/api/v1/events/{eid}/links"), Some(json!({"target": target, "type": "agenda"}))).await;
+            assert_eq!(st, StatusCode::CREATED, "{backend:?} {target}: {l}");
+            assert_eq!(l["target"], *full, "{l}");
+        }
+        let (_, own) = s.call(Method::GET, &format!("/api/v1/events/{eid}/links"), None).await;
+        assert_eq!(own["data"].as_array().unwrap().len(), 4, "{own}");
+        let source = format!("calendar:event:{eid}");
+        for (_, path, _) in &targets {
+            let v = eventually(&format!("{path} lists the event"), || async {
+                let (_, v) = s.call(Method::GET, path, None).await;
+                let found = v["data"].as_array().and_then(|d| d.iter().find(|l| l["source"] == source).cloned());
+                found.ok_or_else(|| v.to_string())
+            })
+            .await;
+            assert_eq!((v["source_title"].as_str(), v["type"].as_str()), (Some("Launch review"), Some("agenda")), "{path}: {v}");
+        }
+
+        // A note names the event in its body; the event sees the note.
+        let body = format!("Agenda for [[event:{eid}]].");
+        let (st, agenda) = s.call(Method::POST, "/api/v1/notes", Some(json!({"title": "Agenda", "body": body}))).await;
+        assert_eq!(st, StatusCode::CREATED, "{agenda}");
+        let from_note = format!("notes:note:{}", id(&agenda));
+        eventually("the event sees the note that names it", || async {
+            let (_, v) = s.call(Method::GET, &format!("/api/v1/events/{eid}/links"), None).await;
+            let found = v["data"].as_array().and_then(|d| d.iter().find(|l| l["source"] == from_note).cloned());
+            found.ok_or_else(|| v.to_string())
+        })
+        .await;
+
+        // Renaming the event retitles its links where the targets list them.
+        let (st, _) = s.call(Method::PUT, &format!("/api/v1/events/{eid}"), Some(json!({"title": "Launch review (final)"}))).await;
+        assert!(st.is_success(), "{st}");
+        let contact_links = format!("/api/v1/contacts/{ada}/links");
+        eventually("the contact sees the new title", || async {
+            let (_, v) = s.call(Method::GET, &contact_links, None).await;
+            let ok = v["data"].as_array().is_some_and(|d| d.iter().any(|l| l["source"] == source && l["source_title"] == "Launch review (final)"));
+            if ok { Ok(v) } else { Err(v.to_string()) }
+        })
+        .await;
+
+        // Another tenant's contact is not a target; deleting the event withdraws its links.
+        let other = s.new_tenant("Other").await;
+        let (_, theirs) = s.call_as(&other, Method::POST, "/api/v1/contacts", Some(json!({"kind": "person", "display_name": "Eve"}))).await;
+        let (st, e) = s.call(Method::POST, &format!("/api/v1/events/{eid}/links"), Some(json!({"target": format!("contact:{}", id(&theirs))}))).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
+        assert_eq!(error_code(&e), "validation_failed", "{e}");
+        let (st, _) = s.call(Method::DELETE, &format!("/api/v1/events/{eid}"), None).await;
+        assert!(st.is_success(), "{st}");
+        for (_, path, _) in &targets {
+            eventually(&format!("{path} no longer lists the event"), || async {
+                let (_, v) = s.call(Method::GET, path, None).await;
+                let gone = v["data"].as_array().is_some_and(|d| !d.iter().any(|l| l["source"] == source));
+                if gone { Ok(v) } else { Err(v.to_string()) }
+            })
+            .await;
+        }
+        s.stop().await;
+    }
+}

@@ -278,6 +278,68 @@ impl Target {
     }
 }
 
+impl Target {
+    /// `POST /api/v1/events`: a 30-minute event `n` in `calendar`, in one of three zones.
+    async fn create_event(&self, calendar: &str, n: u64) -> Result<String, Failure> {
+        let start = chrono::DateTime::parse_from_rfc3339("2027-01-04T08:00:00Z").expect("a moment")
+            + chrono::Duration::minutes(30 * (n % 20_000) as i64);
+        let body = serde_json::json!({
+            "calendar_id": calendar,
+            "title": format!("Load Event {n}"),
+            "start_at": start.to_rfc3339(),
+            "end_at": (start + chrono::Duration::minutes(30)).to_rfc3339(),
+            "timezone": (["Europe/Berlin", "America/New_York", "Asia/Tokyo"][(n % 3) as usize]),
+            "location": "Room 1",
+        });
+        let v = self.post_json("api/v1/events", &body).await?;
+        v.get("id").and_then(|id| id.as_str()).map(str::to_owned).ok_or(Failure::BadBody)
+    }
+}
+
+/// A calendar named `name` (set-up, untimed); its id.
+pub async fn create_calendar(target: &Target, name: &str) -> anyhow::Result<String> {
+    let v = target.post_setup("api/v1/calendars", &serde_json::json!({"name": name, "timezone": "UTC"})).await?;
+    Ok(v["id"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Creates events in `calendar`.
+pub async fn event_create_phase(target: &Target, plan: Plan, calendar: String) -> Summary {
+    let t = target.clone();
+    let calendar = Arc::new(calendar);
+    let (samples, _, elapsed) = run(plan, move |n| {
+        let (t, calendar) = (t.clone(), Arc::clone(&calendar));
+        async move { t.create_event(&calendar, n).await.map(Some) }
+    })
+    .await;
+    samples.summarize("event_create", elapsed)
+}
+
+/// The body of recurring series `i` for the `events_month` phase: four in five weekly on one
+/// weekday, one in five monthly on a day of the month, starting between 2015 and 2024 in one of
+/// three zones, so a month of 2030 holds about 1,900 of their occurrences (under the 2,500
+/// cap of an expanded list).
+pub fn series_body(calendar: &str, i: u64) -> serde_json::Value {
+    let days = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"];
+    let rule = if i.is_multiple_of(5) {
+        format!("FREQ=MONTHLY;BYMONTHDAY={}", 1 + i % 28)
+    } else {
+        format!("FREQ=WEEKLY;BYDAY={}", days[(i % 7) as usize])
+    };
+    let start = chrono::NaiveDate::from_ymd_opt(2015 + (i % 10) as i32, 1 + (i % 12) as u32, 1 + (i % 28) as u32)
+        .expect("a date")
+        .and_hms_opt(6 + (i % 12) as u32, 0, 0)
+        .expect("a time")
+        .and_utc();
+    serde_json::json!({
+        "calendar_id": calendar,
+        "title": format!("Load Series {i}"),
+        "start_at": start.to_rfc3339(),
+        "end_at": (start + chrono::Duration::minutes(45)).to_rfc3339(),
+        "timezone": (["Europe/Berlin", "America/New_York", "Australia/Sydney"][(i % 3) as usize]),
+        "rrule": rule,
+    })
+}
+
 /// A CRM pipeline for the deal phases: four open stages, won and lost (set-up, untimed); its id
 /// and its open stages' ids.
 pub async fn crm_pipeline(target: &Target) -> anyhow::Result<(String, Vec<String>)> {

@@ -17,6 +17,8 @@ pub struct GatewayConfig {
     pub cors_allowed_origins: Vec<String>,
     /// gzip / brotli answers when asked.
     pub compression: bool,
+    /// Where clients reach the API (the OpenAPI `servers`); empty for `/`.
+    pub public_url: String,
 }
 
 impl Default for GatewayConfig {
@@ -28,6 +30,7 @@ impl Default for GatewayConfig {
             outbound: OutboundConfig::default(),
             cors_allowed_origins: Vec::new(),
             compression: true,
+            public_url: String::new(),
         }
     }
 }

@@ -125,7 +125,7 @@ pub fn router_with_gate(
         upload_limit: cfg.upload_limit_bytes,
         keeper,
     });
-    let document = json_body(&openapi::document(&registry));
+    let document = json_body(&openapi::document(&registry, &cfg));
     let openapi = move || {
         let document = document.clone();
         async move {

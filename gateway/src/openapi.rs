@@ -10,6 +10,7 @@ use worktruck_proto::json::is_well_known;
 use worktruck_proto::registry::{HttpMethod, Registry, RequestBody, Route};
 use worktruck_proto::schema::{Mode, SchemaGenerator};
 
+use crate::config::GatewayConfig;
 use crate::routes::success_status;
 
 /// Where the document is served (without authentication).
@@ -20,8 +21,104 @@ const ERROR_SCHEMA: &str = "Error";
 /// How deep nested request messages are flattened into `a.b.c` query parameters.
 const MAX_QUERY_DEPTH: usize = 3;
 
+/// The documented refusals: status, component name, what it means. Each is the error envelope.
+const REFUSALS: &[(u16, &str, &str)] = &[
+    (400, "BadRequest", "The request is malformed or a value is invalid (`invalid_argument`, `validation_failed`)."),
+    (401, "Unauthorized", "No valid credentials (`unauthenticated`); `WWW-Authenticate` names the ways in."),
+    (402, "PaymentRequired", "An x402 payment is required or was refused (`payment_required`); `PAYMENT-REQUIRED` holds the options."),
+    (403, "Forbidden", "The credentials may not do this (`permission_denied`, or `insufficient_scope` for a scope this operation needs)."),
+    (404, "NotFound", "No such entity for this tenant (`not_found`)."),
+    (409, "Conflict", "The change conflicts with the current state (`conflict`, `already_exists`)."),
+    (410, "Gone", "What was asked for is past the tenant's retention window, or the cursor has expired (`gone`)."),
+    (412, "PreconditionFailed", "`If-Match` names another version (`precondition_failed`)."),
+    (413, "PayloadTooLarge", "The body is over the limit (`payload_too_large`)."),
+    (415, "UnsupportedMediaType", "The body's media type is not one this route takes (`unsupported_media_type`)."),
+    (422, "IdempotencyKeyReused", "The `Idempotency-Key` was used for another request (`idempotency_key_reused`)."),
+    (429, "TooManyRequests", "Over the plan's rate limit (`rate_limited`); `Retry-After` says when to come back."),
+    (500, "InternalError", "A server-side failure (`internal`)."),
+    (503, "ServiceUnavailable", "A part of the system is down or overloaded (`unavailable`); retry after `Retry-After`."),
+];
+
+/// The response headers the gateway writes, as components (x402's only where it is on).
+fn headers(cfg: &GatewayConfig) -> Value {
+    let h = |description: &str, schema: Value| json!({"description": description, "schema": schema});
+    let mut all = json!({
+        "X-Request-Id": h("The request's id (the caller's, when it sent a valid one): in every log line and trace of it.", json!({"type": "string"})),
+        "X-RateLimit-Limit": h("Requests the plan allows in the tighter of its two windows (a minute, a day).", json!({"type": "integer"})),
+        "X-RateLimit-Remaining": h("Requests left in that window.", json!({"type": "integer"})),
+        "X-RateLimit-Reset": h("Seconds until that window starts over.", json!({"type": "integer"})),
+        "Retry-After": h("Seconds to wait before trying again.", json!({"type": "integer"})),
+        "WWW-Authenticate": h("The authentication schemes accepted (`Bearer`), with the OAuth protected-resource metadata where OIDC is on.", json!({"type": "string"})),
+        "PAYMENT-REQUIRED": h("The x402 payment requirements, base64 of their JSON.", json!({"type": "string"})),
+    });
+    if cfg.auth.x402.facilitator_url.is_empty() {
+        all.as_object_mut().expect("an object").remove("PAYMENT-REQUIRED");
+    }
+    all
+}
+
+fn header_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/headers/{name}")})
+}
+
+/// The refusals as components: the error envelope, with the headers each carries (402 only
+/// where x402 is on).
+fn refusal_responses(cfg: &GatewayConfig) -> Map<String, Value> {
+    REFUSALS
+        .iter()
+        .filter(|(status, _, _)| *status != 402 || !cfg.auth.x402.facilitator_url.is_empty())
+        .map(|(status, name, description)| {
+            let mut r = json!({
+                "description": description,
+                "headers": {"X-Request-Id": header_ref("X-Request-Id")},
+                "content": {"application/json": {"schema": {"$ref": format!("{SCHEMAS}{ERROR_SCHEMA}")}}},
+            });
+            let extra: &[&str] = match status {
+                401 => &["WWW-Authenticate"],
+                402 => &["PAYMENT-REQUIRED"],
+                429 => &["Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"],
+                503 => &["Retry-After"],
+                _ => &[],
+            };
+            for h in extra {
+                r["headers"][*h] = header_ref(h);
+            }
+            ((*name).to_owned(), r)
+        })
+        .collect()
+}
+
+/// The ways in this deployment accepts: API keys always, OIDC and x402 when configured.
+fn security_schemes(cfg: &GatewayConfig) -> (Value, Vec<Value>) {
+    let mut schemes = json!({"bearerAuth": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key (`bsk_live_…` or `bsk_test_…`) or, where OIDC is on, an access token of the issuer: `Authorization: Bearer …`.",
+    }});
+    let mut security = vec![json!({"bearerAuth": []})];
+    let oidc = &cfg.auth.oidc;
+    if !oidc.issuer.is_empty() {
+        schemes["oidc"] = json!({
+            "type": "openIdConnect",
+            "openIdConnectUrl": format!("{}/.well-known/openid-configuration", oidc.issuer.trim_end_matches('/')),
+            "description": format!("An access token of this issuer whose `aud` names `{}`, sent as `Authorization: Bearer …`.", oidc.audience),
+        });
+        security.push(json!({"oidc": []}));
+    }
+    if !cfg.auth.x402.facilitator_url.is_empty() {
+        schemes["x402"] = json!({
+            "type": "apiKey",
+            "in": "header",
+            "name": "PAYMENT-SIGNATURE",
+            "description": "An x402 payment (base64 of its JSON) for this one request, without an account: a request without one is answered 402 with the requirements in `PAYMENT-REQUIRED`.",
+        });
+        security.push(json!({"x402": []}));
+    }
+    (schemes, security)
+}
+
 /// Builds the document.
-pub fn document(registry: &Registry) -> Value {
+pub fn document(registry: &Registry, cfg: &GatewayConfig) -> Value {
     let mut schemas = SchemaGenerator::components(registry, SCHEMAS);
     let mut paths = Map::new();
     let mut tags: Vec<String> = Vec::new();
@@ -30,7 +127,7 @@ pub fn document(registry: &Registry) -> Value {
         if !tags.iter().any(|t| t == service.full_name()) {
             tags.push(service.full_name().to_owned());
         }
-        let op = operation(registry, &mut schemas, route);
+        let op = operation(registry, &mut schemas, route, cfg);
         let item = paths
             .entry(route.path.as_str().to_owned())
             .or_insert_with(|| json!({}));
@@ -41,7 +138,10 @@ pub fn document(registry: &Registry) -> Value {
         "summary": "This document.",
         "tags": ["Gateway"],
         "security": [],
-        "responses": {"200": {"description": "The OpenAPI document.", "content": {"application/json": {"schema": {"type": "object"}}}}},
+        "responses": {
+            "200": {"description": "The OpenAPI document.", "content": {"application/json": {"schema": {"type": "object"}}}},
+            "429": {"$ref": "#/components/responses/TooManyRequests"},
+        },
     }}));
     let tags: Vec<Value> = tags
         .iter()
@@ -57,25 +157,30 @@ pub fn document(registry: &Registry) -> Value {
         .collect();
     let mut components = schemas.into_definitions();
     components.insert(ERROR_SCHEMA.to_owned(), error_schema());
+    let (schemes, security) = security_schemes(cfg);
+    let server = match cfg.public_url.trim_end_matches('/') {
+        "" => json!({"url": "/", "description": "The server this document is read from."}),
+        url => json!({"url": url}),
+    };
     json!({
         "openapi": "3.1.0",
+        "servers": [server],
         "info": {
             "title": "Worktruck API",
             "version": env!("CARGO_PKG_VERSION"),
+            "license": {"name": "Apache-2.0", "identifier": env!("CARGO_PKG_LICENSE")},
             "description": "Machine-first personal information manager. Every operation is a gRPC method; \
                 this document is derived from the same proto descriptors as the routes. \
                 Fields use proto names; 64-bit integers are JSON numbers; unknown fields are refused.",
         },
         "tags": tags,
-        "security": [{"bearerAuth": []}],
+        "security": security,
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {"bearerAuth": {
-                "type": "http",
-                "scheme": "bearer",
-                "description": "An API key: `bsk_live_…` or `bsk_test_…`.",
-            }},
+            "responses": refusal_responses(cfg),
+            "headers": headers(cfg),
+            "securitySchemes": schemes,
         },
     })
 }
@@ -90,7 +195,7 @@ fn method_key(method: HttpMethod) -> &'static str {
     }
 }
 
-fn operation(registry: &Registry, schemas: &mut SchemaGenerator<'_>, route: &Route) -> Value {
+fn operation(registry: &Registry, schemas: &mut SchemaGenerator<'_>, route: &Route, cfg: &GatewayConfig) -> Value {
     let service = route.rpc.parent_service();
     let mut id = format!("{}.{}", service.name(), route.rpc.name());
     if route.binding > 0 {
@@ -200,18 +305,15 @@ fn operation(registry: &Registry, schemas: &mut SchemaGenerator<'_>, route: &Rou
         }
         RequestBody::None => {}
     }
-    let response_schema = match &route.response_body {
-        Some(name) => output
-            .get_field_by_name(name)
-            .map(|f| schemas.field(&f, Mode::Output))
-            .unwrap_or_default(),
-        None => schemas.message_ref(&output, Mode::Output),
-    };
     let status = success_status(route);
     let error = |what: &str| json!({"description": what, "content": {"application/json": {"schema": {"$ref": format!("{SCHEMAS}{ERROR_SCHEMA}")}}}});
     let content = if route.raw_response() {
         json!({"*/*": {"schema": {"type": "string", "format": "binary"}}})
     } else {
+        let response_schema = match &route.response_body {
+            Some(name) => output.get_field_by_name(name).map(|f| schemas.field(&f, Mode::Output)).unwrap_or_default(),
+            None => schemas.message_ref(&output, Mode::Output),
+        };
         json!({"application/json": {"schema": response_schema}})
     };
     let mut success = json!({
@@ -219,25 +321,38 @@ fn operation(registry: &Registry, schemas: &mut SchemaGenerator<'_>, route: &Rou
         "content": content,
     });
     let mut headers = Map::new();
+    for h in ["X-Request-Id", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"] {
+        headers.insert(h.into(), header_ref(h));
+    }
     if entity {
         headers.insert("ETag".into(), json!({"description": "The entity's version, quoted (`\"3\"`).", "schema": {"type": "string"}}));
     }
     if status == http::StatusCode::CREATED && crate::conventions::has_location(registry, route) {
         headers.insert("Location".into(), json!({"description": "Where the created entity is read.", "schema": {"type": "string"}}));
     }
-    if !headers.is_empty() {
-        success["headers"] = Value::Object(headers);
-    }
+    success["headers"] = Value::Object(headers);
     let mut responses = Map::new();
     responses.insert(status.as_str().to_owned(), success);
     if is_read && entity {
         responses.insert("304".into(), json!({"description": "Not modified: `If-None-Match` names the current version."}));
     }
-    if if_match {
-        responses.insert("412".into(), error("`If-Match` names another version (`precondition_failed`)."));
-    }
-    if !is_read {
-        responses.insert("422".into(), error("The `Idempotency-Key` was used for another request (`idempotency_key_reused`)."));
+    // One response per status this operation can answer, then the ranges for anything else.
+    let has_body = route.body != RequestBody::None;
+    let pages = input.get_field_by_name("cursor").is_some() || input.get_field_by_name("as_of").is_some();
+    for (code, name, _) in REFUSALS {
+        let applies = match code {
+            402 => !cfg.auth.x402.facilitator_url.is_empty(),
+            404 => !path_vars.is_empty(),
+            409 => !is_read,
+            410 => pages,
+            412 => if_match,
+            413 | 415 => has_body,
+            422 => !is_read,
+            _ => true,
+        };
+        if applies {
+            responses.insert(code.to_string(), json!({"$ref": format!("#/components/responses/{name}")}));
+        }
     }
     responses.insert("4XX".into(), error("The request was refused; `error.code` says why."));
     responses.insert("5XX".into(), error("A server-side failure; retry `unavailable`."));

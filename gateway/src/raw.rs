@@ -65,6 +65,14 @@ const RAW: &[RawBody] = &[
         paged: true,
     },
     RawBody {
+        rpc: "worktruck.calendar.v1.CalendarService.ImportCalendarIcs",
+        request_field: Some("ics"),
+        response_field: None,
+        media_type: ICS,
+        also: ICS_ALSO,
+        paged: false,
+    },
+    RawBody {
         rpc: "worktruck.calendar.v1.CalendarService.ExportEventIcs",
         request_field: None,
         response_field: Some("ics"),

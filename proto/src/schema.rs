@@ -1,11 +1,15 @@
 //! JSON Schema (draft 2020-12) for messages, derived from descriptors so that OpenAPI documents
 //! and MCP tool schemas describe exactly what [`crate::json`] accepts and emits.
 //!
-//! Proto names as keys, `additionalProperties: false`, `required` from `field_behavior =
-//! REQUIRED` (input only), `OUTPUT_ONLY` fields dropped from input schemas, comments as
-//! descriptions, enums as their short names without `*_UNSPECIFIED`.
+//! Proto names as keys; inputs `additionalProperties: false` (the gateway refuses unknown
+//! fields), outputs open (a field added to an answer must not break a strict client);
+//! `required` from `field_behavior = REQUIRED` on inputs, and on outputs in components style
+//! (OpenAPI) every field [`crate::json`] always writes; `OUTPUT_ONLY` fields dropped from input
+//! schemas, comments as descriptions, enums as their short names without `*_UNSPECIFIED`.
+//! Components are named readably: a message's own name (`Contact`), prefixed with its domain
+//! where two packages share it (`ContactsDeleteResponse`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::{Map, Value, json};
@@ -41,6 +45,32 @@ pub struct SchemaGenerator<'r> {
     stack: Vec<String>,
     /// Inline style: recursive messages still to be written to `$defs`.
     pending: Vec<(MessageDescriptor, Mode)>,
+    /// How many messages of the pool share each local name (a name's uniqueness).
+    local_names: HashMap<String, usize>,
+}
+
+/// A message's name within its package, nesting flattened: `Outer.Inner` → `OuterInner`.
+fn local_name(desc: &MessageDescriptor) -> String {
+    let package = desc.package_name();
+    let full = desc.full_name();
+    full.strip_prefix(package).unwrap_or(full).trim_start_matches('.').replace('.', "")
+}
+
+/// The domain a package names, for a shared local name: `worktruck.contacts.v1` → `Contacts`,
+/// `google.api` → `GoogleApi`.
+fn domain_prefix(package: &str) -> String {
+    let parts: Vec<&str> = package.split('.').filter(|p| !(p.len() >= 2 && p.starts_with('v') && p[1..].chars().all(|c| c.is_ascii_digit()))).collect();
+    let parts = match parts.as_slice() {
+        ["worktruck", rest @ ..] if !rest.is_empty() => rest.to_vec(),
+        other => other.to_vec(),
+    };
+    parts
+        .iter()
+        .map(|p| {
+            let mut c = p.chars();
+            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+        })
+        .collect()
 }
 
 /// A self-contained schema for a message (with `$schema`, and `$defs` only when the message is
@@ -84,6 +114,10 @@ impl<'r> SchemaGenerator<'r> {
             definitions: Map::new(),
             stack: Vec::new(),
             pending: Vec::new(),
+            local_names: registry.pool().all_messages().fold(HashMap::new(), |mut m, d| {
+                *m.entry(local_name(&d)).or_insert(0) += 1;
+                m
+            }),
         }
     }
 
@@ -92,13 +126,20 @@ impl<'r> SchemaGenerator<'r> {
         self.definitions
     }
 
-    /// The name a message's definition has: its full proto name, with `.Input` appended for the
-    /// input variant of a message whose two variants differ.
+    /// The name a message's definition has: its own name (`Contact`), prefixed with its domain
+    /// when another package has a message of that name (`ContactsDeleteResponse`), with `Input`
+    /// appended for the input variant of a message whose two variants differ.
     pub fn definition_name(&self, desc: &MessageDescriptor, mode: Mode) -> String {
-        if mode == Mode::Input && self.differs_by_mode(desc, &mut HashSet::new()) {
-            format!("{}.Input", desc.full_name())
+        let local = local_name(desc);
+        let base = if self.local_names.get(&local).copied().unwrap_or(0) > 1 {
+            format!("{}{local}", domain_prefix(desc.package_name()))
         } else {
-            desc.full_name().to_owned()
+            local
+        };
+        if mode == Mode::Input && self.differs_by_mode(desc, &mut HashSet::new()) {
+            format!("{base}Input")
+        } else {
+            base
         }
     }
 
@@ -119,6 +160,9 @@ impl<'r> SchemaGenerator<'r> {
             if mode == Mode::Input && behaviors.required {
                 required.push(Value::String(field.name().to_owned()));
             }
+            if mode == Mode::Output && matches!(self.style, Style::Components(_)) && always_written(desc, &field) {
+                required.push(Value::String(field.name().to_owned()));
+            }
             let mut schema = self.field(&field, mode);
             if mode == Mode::Output && crate::json::always_named(desc, &field) {
                 // Rendered as `null` when open (`json::to_value`).
@@ -136,7 +180,9 @@ impl<'r> SchemaGenerator<'r> {
         if !required.is_empty() {
             schema.insert("required".into(), Value::Array(required));
         }
-        schema.insert("additionalProperties".into(), json!(false));
+        if mode == Mode::Input {
+            schema.insert("additionalProperties".into(), json!(false));
+        }
         Value::Object(schema)
     }
 
@@ -246,6 +292,16 @@ impl<'r> SchemaGenerator<'r> {
             matches!(kind, Some(Kind::Message(m)) if well_known(&m).is_none() && self.differs_by_mode(&m, seen))
         })
     }
+}
+
+/// Whether [`crate::json::to_value`] writes `field` of `desc` in every answer: a field without
+/// presence (a plain scalar, a list, a map) that is not an enum (an unset enum is left out),
+/// or a `_temporal` axis (written as `null` when open).
+fn always_written(desc: &MessageDescriptor, field: &FieldDescriptor) -> bool {
+    crate::json::always_named(desc, field)
+        || field.is_list()
+        || field.is_map()
+        || (!field.supports_presence() && !matches!(field.kind(), Kind::Enum(_)))
 }
 
 /// The JSON forms of the well-known types, as prost-reflect reads and writes them.
@@ -397,24 +453,32 @@ mod tests {
             .unwrap();
         let mut g = SchemaGenerator::components(&r, "#/components/schemas/");
         let reference = g.message_ref(&list, Mode::Output);
-        assert_eq!(
-            reference["$ref"],
-            "#/components/schemas/worktruck.contacts.v1.ListContactsResponse"
-        );
+        assert_eq!(reference["$ref"], "#/components/schemas/ListContactsResponse");
         let create = r
             .pool()
             .get_message_by_name("worktruck.contacts.v1.CreateContactRequest")
             .unwrap();
-        assert_eq!(
-            g.definition_name(&create, Mode::Input),
-            "worktruck.contacts.v1.CreateContactRequest.Input"
-        );
+        assert_eq!(g.definition_name(&create, Mode::Input), "CreateContactRequestInput");
+        // A name two packages share is prefixed with its domain.
+        let deleted = r.pool().get_message_by_name("worktruck.contacts.v1.DeleteResponse");
+        if let Some(d) = deleted {
+            assert_eq!(g.definition_name(&d, Mode::Output), "ContactsDeleteResponse");
+        }
         let defs = g.into_definitions();
-        assert_eq!(
-            defs["worktruck.contacts.v1.ListContactsResponse"]["properties"]["data"]["items"]["$ref"],
-            "#/components/schemas/worktruck.contacts.v1.Contact"
-        );
-        assert!(defs.contains_key("worktruck.common.v1.Temporal"));
+        let list = &defs["ListContactsResponse"];
+        assert_eq!(list["properties"]["data"]["items"]["$ref"], "#/components/schemas/Contact");
+        assert_eq!(list["required"], json!(["data", "next_cursor", "has_more"]), "what every answer holds: {list}");
+        assert!(list.get("additionalProperties").is_none(), "answers may grow");
+        let contact = &defs["Contact"];
+        let required: Vec<&str> = contact["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        for field in ["id", "display_name", "version", "channels"] {
+            assert!(required.contains(&field), "{field}: {required:?}");
+        }
+        assert!(!required.contains(&"kind"), "an enum may be unset and left out");
+        assert!(defs.contains_key("Temporal"));
+        let mut names: Vec<&String> = defs.keys().collect();
+        names.sort();
+        assert!(names.iter().all(|n| !n.contains('.')), "{names:?}");
     }
 
     #[test]
@@ -450,14 +514,8 @@ mod tests {
         let r = Registry::load(&bytes).unwrap();
         let node = r.pool().get_message_by_name("t.v1.Node").unwrap();
         let s = message_schema(&r, &node, Mode::Input);
-        assert_eq!(s["properties"]["child"]["$ref"], "#/$defs/t.v1.Node");
-        assert_eq!(
-            s["properties"]["kids"]["items"]["$ref"],
-            "#/$defs/t.v1.Node"
-        );
-        assert_eq!(
-            s["$defs"]["t.v1.Node"]["properties"]["child"]["$ref"],
-            "#/$defs/t.v1.Node"
-        );
+        assert_eq!(s["properties"]["child"]["$ref"], "#/$defs/Node");
+        assert_eq!(s["properties"]["kids"]["items"]["$ref"], "#/$defs/Node");
+        assert_eq!(s["$defs"]["Node"]["properties"]["child"]["$ref"], "#/$defs/Node");
     }
 }

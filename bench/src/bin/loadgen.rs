@@ -87,6 +87,10 @@ struct Args {
     /// deal_create phase made); 0 skips the CRM phases.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     deals: u64,
+    /// Recurring series in the calendar the events_month phase expands one month of (made
+    /// before it runs); 0 skips the calendar phases.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(0..=1_000))]
+    series: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -210,7 +214,8 @@ fn target(args: &Args, url: Url, key: String) -> anyhow::Result<Target> {
 /// note with 1,000 of them, search, and the CRM's deal create, move and analytics on a
 /// pipeline of `--deals` deals. A server this harness started is
 /// note with 1,000 of them, tasks created in one project (identifier allocation)
-/// and the overdue list, and search. A server this harness started is
+/// and the overdue list, search, and events created and one month expanded over `--series`
+/// recurring series. A server this harness started is
 /// checked after each phase: if it died, the run fails instead of reporting.
 async fn phases(
     args: &Args,
@@ -288,6 +293,15 @@ async fn phases(
     phase!(load::get_paths_phase(target, plan, "overdue", overdue, true).await);
     let searches: Vec<String> = (0..100).map(|i| format!("api/v1/contacts?limit=20&q=person%20{}", i * 37 % have.max(1))).collect();
     phase!(load::get_paths_phase(target, plan, "search", searches, true).await);
+    if args.series > 0 {
+        let calendar = load::create_calendar(target, "Load Calendar").await?;
+        phase!(Some(load::event_create_phase(target, plan, calendar).await));
+        let series = load::create_calendar(target, "Load Series").await?;
+        eprintln!("loadgen: making {} recurring series for events_month", args.series);
+        seed_series(target, &series, args.series, usize::from(args.concurrency)).await?;
+        let month = vec![format!("api/v1/events?calendar_id={series}&from=2030-03-01T00:00:00Z&to=2030-04-01T00:00:00Z&expand=true")];
+        phase!(load::get_paths_phase(target, plan, "events_month", month, true).await);
+    }
     if args.deals > 0 {
         let (pipeline, stages) = load::crm_pipeline(target).await?;
         let (created, mut deal_ids) = load::deal_create_phase(target, plan, pipeline.clone()).await;
@@ -372,6 +386,29 @@ async fn seed(target: &Target, n: u64, concurrency: usize) -> anyhow::Result<()>
 
 /// Creates `n` more deals in `pipeline`, numbered from `from`, with `concurrency` workers
 /// (untimed); their ids.
+/// `n` recurring series in `calendar` (set-up, untimed), from `concurrency` workers.
+async fn seed_series(target: &Target, calendar: &str, n: u64, concurrency: usize) -> anyhow::Result<()> {
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let calendar: Arc<str> = Arc::from(calendar);
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let (t, next, calendar) = (target.clone(), Arc::clone(&next), Arc::clone(&calendar));
+        workers.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                t.post_setup("api/v1/events", &load::series_body(&calendar, i)).await?;
+            }
+        });
+    }
+    while let Some(done) = workers.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
 async fn seed_deals(target: &Target, pipeline: &str, from: u64, n: u64, concurrency: usize) -> anyhow::Result<Vec<String>> {
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let pipeline: Arc<str> = Arc::from(pipeline);

@@ -89,13 +89,14 @@ fn build_error(rule: &str, e: impl std::fmt::Display) -> Error {
 
 /// The rule with what RFC 5545 takes from DTSTART written out, and the moved DTSTART, for a
 /// walk that only needs occurrences from `from` on; the rule and start as they are when it
-/// cannot move.
-fn moved(rule: &str, start: DateTime<rrule::Tz>, from: DateTime<rrule::Tz>) -> Result<(String, DateTime<rrule::Tz>)> {
+/// cannot move; `None` when the rule's UNTIL ends it before the moved start (no occurrence
+/// from `from` on, and a start after UNTIL would not build).
+fn moved(rule: &str, start: DateTime<rrule::Tz>, from: DateTime<rrule::Tz>) -> Result<Option<(String, DateTime<rrule::Tz>)>> {
     let parsed: RRule<Unvalidated> =
         rule.parse().map_err(|e| Error::validation(format!("rrule {} does not parse: {e}", quote(rule))))?;
     let freq = parsed.get_freq();
     let interval = i64::from(parsed.get_interval().max(1));
-    let unchanged = Ok((rule.to_owned(), start));
+    let unchanged = Ok(Some((rule.to_owned(), start)));
     if parsed.get_count().is_some()
         || from <= start
         || !matches!(freq, Frequency::Daily | Frequency::Weekly | Frequency::Monthly | Frequency::Yearly)
@@ -159,7 +160,10 @@ fn moved(rule: &str, start: DateTime<rrule::Tz>, from: DateTime<rrule::Tz>) -> R
     if new_start <= start {
         return unchanged;
     }
-    Ok((explicit, new_start))
+    if parsed.get_until().is_some_and(|u| u.with_timezone(&Utc) < new_start.with_timezone(&Utc)) {
+        return Ok(None);
+    }
+    Ok(Some((explicit, new_start)))
 }
 
 fn rule_set(rule: &str, start: DateTime<rrule::Tz>) -> Result<rrule::RRuleSet> {
@@ -187,7 +191,9 @@ fn rule_occurrences(
     max: usize,
 ) -> Result<std::result::Result<Vec<DateTime<Utc>>, Stop>> {
     let rtz: rrule::Tz = s.tz.into();
-    let (rule, start) = moved(rule, s.start.with_timezone(&rtz), from.with_timezone(&rtz))?;
+    let Some((rule, start)) = moved(rule, s.start.with_timezone(&rtz), from.with_timezone(&rtz))? else {
+        return Ok(Ok(Vec::new()));
+    };
     let set = rule_set(&rule, start)?;
     let mut out = Vec::new();
     for dt in (&set).into_iter().take(MAX_STEPS) {
@@ -248,7 +254,9 @@ pub fn next_after(s: &Series, after: DateTime<Utc>) -> Result<Option<DateTime<Ut
     }
     if let Some(rule) = s.rule {
         let rtz: rrule::Tz = s.tz.into();
-        let (rule, start) = moved(rule, s.start.with_timezone(&rtz), after.with_timezone(&rtz))?;
+        let Some((rule, start)) = moved(rule, s.start.with_timezone(&rtz), after.with_timezone(&rtz))? else {
+            return Ok(best);
+        };
         let set = rule_set(&rule, start)?;
         for dt in (&set).into_iter().take(MAX_STEPS) {
             let u = dt.with_timezone(&Utc);
@@ -389,6 +397,20 @@ mod tests {
             let got = occurrences(&s, t(c["from"].as_str().unwrap()), t(c["to"].as_str().unwrap()), 2500).unwrap().unwrap();
             assert_eq!(got, list(&c["expected"]), "{name}");
         }
+    }
+
+    #[test]
+    fn a_rule_that_ended_before_the_window_has_nothing_in_it() {
+        // Weekly until November 2025, read for a window (or a next occurrence) a year later: the
+        // moved start would be past UNTIL, which the rrule crate refuses to build.
+        let tz: chrono_tz::Tz = "America/New_York".parse().unwrap();
+        let rule = "FREQ=WEEKLY;UNTIL=20251118T200000Z;BYDAY=TU;WKST=SU";
+        let s = Series { rule: Some(rule), tz, start: t("2025-10-28T19:00:00Z"), exdates: &[], rdates: &[] };
+        assert_eq!(occurrences(&s, t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"), 2500).unwrap().unwrap(), Vec::<DateTime<Utc>>::new());
+        assert_eq!(next_after(&s, t("2026-11-30T00:00:00Z")).unwrap(), None);
+        assert_eq!(next_after(&s, t("2025-11-12T00:00:00Z")).unwrap(), Some(t("2025-11-18T20:00:00Z")));
+        let got = occurrences(&s, t("2025-11-01T00:00:00Z"), t("2025-12-01T00:00:00Z"), 2500).unwrap().unwrap();
+        assert_eq!(got, vec![t("2025-11-04T20:00:00Z"), t("2025-11-11T20:00:00Z"), t("2025-11-18T20:00:00Z")]);
     }
 
     #[test]

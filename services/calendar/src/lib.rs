@@ -12,6 +12,7 @@ mod availability;
 mod domain;
 pub mod expand;
 mod ics;
+mod ics_import;
 mod queries;
 mod service;
 

@@ -13,7 +13,7 @@ use worktruck_kit::cursor::{self, Cursor};
 use worktruck_kit::db::{Db, Scope, Tx, now};
 use worktruck_kit::links::{Links, Source};
 use worktruck_kit::outbox::Relay;
-use worktruck_kit::pbjson::{from_struct, opt_datetime, uuid};
+use worktruck_kit::pbjson::{from_struct, opt_datetime, timestamp, uuid};
 use worktruck_kit::rpc::{self, Caller};
 use worktruck_kit::store::{ListQuery, Record, Store, Write, search_query};
 use worktruck_kit::context::METADATA_KEY;
@@ -32,6 +32,7 @@ use crate::domain::{
 };
 use crate::availability;
 use crate::ics;
+use crate::ics_import;
 use crate::expand::{self, Stop};
 use crate::queries::{self, Window};
 
@@ -326,6 +327,56 @@ fn moments(list: &[prost_types::Timestamp], field: &str) -> Result<Vec<String>> 
     list.iter().map(|t| worktruck_kit::pbjson::datetime(t, field).map(fmt_ts)).collect()
 }
 
+/// A new event's document from a create request, validated (calendar and time zone still to be
+/// set: the zone the request names, if any, is returned). Create and import share it.
+pub(crate) fn new_event(r: &pb::CreateEventRequest, id: Uuid) -> Result<(EventDoc, Option<String>)> {
+    let doc = EventDoc {
+        title: check_name("title", &r.title, 500)?,
+        description: r.description.as_deref().map(|d| check_text("description", d, 100_000)).transpose()?.flatten(),
+        event_type: event_type_name(r.event_type)?.into(),
+        status: status_name(r.status)?.into(),
+        availability: availability_name(r.availability)?.into(),
+        visibility: visibility_name(r.visibility)?.into(),
+        is_all_day: r.is_all_day,
+        start_at: opt_datetime(r.start_at.as_ref(), "start_at")?.map(fmt_ts),
+        end_at: opt_datetime(r.end_at.as_ref(), "end_at")?.map(fmt_ts),
+        start_date: r.start_date.as_deref().map(|d| check_date("start_date", d)).transpose()?.flatten(),
+        end_date: r.end_date.as_deref().map(|d| check_date("end_date", d)).transpose()?.flatten(),
+        location: r.location.as_deref().map(|l| check_text("location", l, 1000)).transpose()?.flatten(),
+        location_lat: r.location_lat,
+        location_lng: r.location_lng,
+        conference_url: r.conference_url.as_deref().map(|u| check_url("conference_url", u)).transpose()?.flatten(),
+        color: r.color.as_deref().map(check_color).transpose()?.flatten(),
+        reminders: check_reminders(&r.reminders)?,
+        rrule: r.rrule.as_deref().map(expand::check_rule).transpose()?.flatten(),
+        exdates: moments(&r.exdates, "exdates")?,
+        rdates: moments(&r.rdates, "rdates")?,
+        ical_uid: match r.ical_uid.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
+            Some(u) => check_name("ical_uid", u, 255)?,
+            None => format!("{id}@worktruck"),
+        },
+        organizer_id: r
+            .organizer_id
+            .as_deref()
+            .map(|o| check_id("organizer_id", o))
+            .transpose()?
+            .flatten()
+            .map(|u| u.to_string()),
+        organizer_email: r.organizer_email.as_deref().map(|e| check_email("organizer_email", e)).transpose()?.flatten(),
+        metadata: r.metadata.as_ref().map(from_struct).unwrap_or_else(empty_object),
+        ..Default::default()
+    };
+    check_metadata(&doc.metadata)?;
+    let zone = r
+        .timezone
+        .as_deref()
+        .filter(|z| !z.trim().is_empty())
+        .map(expand::check_time_zone)
+        .transpose()?
+        .map(|z| z.name().to_owned());
+    Ok((doc, zone))
+}
+
 impl Calendar {
     /// A service over a migrated database.
     pub fn new(db: Db, verifier: Verifier, relay: Relay, links: Links, contacts: ContactsServiceClient<Channel>) -> Self {
@@ -476,6 +527,22 @@ impl Calendar {
         if old.significant_change(&doc) {
             doc.sequence = old.sequence + 1;
         }
+        self.write_head(tx, c, head, old, doc, valid_from, t).await
+    }
+
+    /// Writes `doc` (finished, its sequence as given) over `head` (nothing when unchanged),
+    /// retitles its links, announces it and returns it.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_head(
+        &self,
+        tx: &mut Tx,
+        c: &Caller,
+        head: &Record,
+        old: &EventDoc,
+        doc: EventDoc,
+        valid_from: Option<DateTime<Utc>>,
+        t: DateTime<Utc>,
+    ) -> Result<pb::Event> {
         if doc == *old && valid_from.is_none() {
             return render(c, head);
         }
@@ -492,17 +559,63 @@ impl Calendar {
 
     /// Deletes an event and announces it.
     async fn remove(&self, tx: &mut Tx, c: &Caller, id: Uuid, t: DateTime<Utc>) -> Result<()> {
-        for a in queries::attendees(tx, c.tenant, id).await? {
-            let arec = ATTENDEES.delete(tx, c.tenant, a.id, c.actor(), t).await?;
-            let out = attendee_pb(&arec, &AttendeeDoc::from_value(&arec.doc)?);
-            self.emit_attendee(tx, c, "removed", &out, t).await?;
-        }
+        self.remove_attendees(tx, c, id, t).await?;
         let rec = EVENTS.delete(tx, c.tenant, id, c.actor(), t).await?;
         let out = render(c, &rec)?;
         self.emit_event(tx, c, "deleted", &out, t).await?;
         self.links.source_deleted(tx, c, EVENTS.entity(), id, t).await?;
         self.links.target_changed(tx, c, EVENTS.entity(), id, true, rec.version, t).await?;
         Ok(())
+    }
+
+    /// Deletes an event's attendees and announces each.
+    async fn remove_attendees(&self, tx: &mut Tx, c: &Caller, event: Uuid, t: DateTime<Utc>) -> Result<()> {
+        for a in queries::attendees(tx, c.tenant, event).await? {
+            let arec = ATTENDEES.delete(tx, c.tenant, a.id, c.actor(), t).await?;
+            let out = attendee_pb(&arec, &AttendeeDoc::from_value(&arec.doc)?);
+            self.emit_attendee(tx, c, "removed", &out, t).await?;
+        }
+        Ok(())
+    }
+
+    /// Adds an imported event's attendees (one per address, at most [`MAX_ATTENDEES`]).
+    async fn add_imported_attendees(
+        &self,
+        tx: &mut Tx,
+        c: &Caller,
+        event: Uuid,
+        list: &[ics_import::Attendee],
+        t: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        for a in list.iter().filter(|a| seen.insert(a.email.clone())).take(MAX_ATTENDEES) {
+            let Ok(Some(email)) = check_email("email", &a.email) else { continue };
+            let doc = AttendeeDoc {
+                event_id: event.to_string(),
+                email: Some(email),
+                contact_id: None,
+                display_name: a.name.as_deref().and_then(|n| check_name("display_name", n, 200).ok()),
+                participant_type: a.participant_type.into(),
+                role: a.role.into(),
+                response_status: a.response_status.into(),
+                comment: None,
+            };
+            let w = Write { search_text: String::new(), doc: doc.to_value(), valid_from: None, actor: c.actor().to_owned() };
+            let rec = ATTENDEES.create(tx, c.tenant, Uuid::now_v7(), w, t).await?;
+            self.emit_attendee(tx, c, "added", &attendee_pb(&rec, &doc), t).await?;
+        }
+        Ok(())
+    }
+
+    /// An imported VEVENT's document: validated as a created one, in `calendar`, with the
+    /// file's SEQUENCE.
+    fn imported_doc(read: &ics_import::Read, id: Uuid, calendar: Uuid, cal: &CalendarDoc, t: DateTime<Utc>) -> Result<EventDoc> {
+        let (mut doc, zone) = new_event(&read.event, id)?;
+        doc.calendar_id = calendar.to_string();
+        doc.timezone = zone.or(cal.timezone.clone()).unwrap_or_else(|| "UTC".into());
+        doc.sequence = read.sequence;
+        doc.finish(t)?;
+        Ok(doc)
     }
 
     /// Deletes the exceptions of `series` from `rid` on (all of them with `None`).
@@ -723,50 +836,7 @@ impl CalendarService for Calendar {
         let c = self.caller(&req)?;
         let r = req.into_inner();
         let id = Uuid::now_v7();
-        let mut doc = EventDoc {
-            title: check_name("title", &r.title, 500)?,
-            description: r.description.as_deref().map(|d| check_text("description", d, 100_000)).transpose()?.flatten(),
-            event_type: event_type_name(r.event_type)?.into(),
-            status: status_name(r.status)?.into(),
-            availability: availability_name(r.availability)?.into(),
-            visibility: visibility_name(r.visibility)?.into(),
-            is_all_day: r.is_all_day,
-            start_at: opt_datetime(r.start_at.as_ref(), "start_at")?.map(fmt_ts),
-            end_at: opt_datetime(r.end_at.as_ref(), "end_at")?.map(fmt_ts),
-            start_date: r.start_date.as_deref().map(|d| check_date("start_date", d)).transpose()?.flatten(),
-            end_date: r.end_date.as_deref().map(|d| check_date("end_date", d)).transpose()?.flatten(),
-            location: r.location.as_deref().map(|l| check_text("location", l, 1000)).transpose()?.flatten(),
-            location_lat: r.location_lat,
-            location_lng: r.location_lng,
-            conference_url: r.conference_url.as_deref().map(|u| check_url("conference_url", u)).transpose()?.flatten(),
-            color: r.color.as_deref().map(check_color).transpose()?.flatten(),
-            reminders: check_reminders(&r.reminders)?,
-            rrule: r.rrule.as_deref().map(expand::check_rule).transpose()?.flatten(),
-            exdates: moments(&r.exdates, "exdates")?,
-            rdates: moments(&r.rdates, "rdates")?,
-            ical_uid: match r.ical_uid.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
-                Some(u) => check_name("ical_uid", u, 255)?,
-                None => format!("{id}@worktruck"),
-            },
-            organizer_id: r
-                .organizer_id
-                .as_deref()
-                .map(|o| check_id("organizer_id", o))
-                .transpose()?
-                .flatten()
-                .map(|u| u.to_string()),
-            organizer_email: r.organizer_email.as_deref().map(|e| check_email("organizer_email", e)).transpose()?.flatten(),
-            metadata: r.metadata.as_ref().map(from_struct).unwrap_or_else(empty_object),
-            ..Default::default()
-        };
-        check_metadata(&doc.metadata)?;
-        let zone = r
-            .timezone
-            .as_deref()
-            .filter(|z| !z.trim().is_empty())
-            .map(expand::check_time_zone)
-            .transpose()?
-            .map(|z| z.name().to_owned());
+        let (mut doc, zone) = new_event(&r, id)?;
         let valid_from = opt_datetime(r.valid_from.as_ref(), "valid_from")?;
         let t = now();
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
@@ -1194,6 +1264,176 @@ impl CalendarService for Calendar {
             return Err(Error::invalid(format!("an export writes at most {MAX_EXPORT_EVENTS} events")).into());
         }
         Ok(Response::new(self.ics(&mut tx, &c, Some(&cal.name), recs).await?))
+    }
+
+    async fn import_calendar_ics(
+        &self,
+        req: Request<pb::ImportCalendarIcsRequest>,
+    ) -> Result<Response<pb::ImportIcsReport>, Status> {
+        let c = self.caller(&req)?;
+        let r = req.into_inner();
+        let calendar = uuid(&r.id, "id")?;
+        let t = now();
+        let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
+        let cal = CalendarDoc::from_value(&CALENDARS.head(&mut tx, c.tenant, calendar).await?.doc)?;
+        let zone = cal.timezone.as_deref().and_then(|z| z.parse::<chrono_tz::Tz>().ok()).unwrap_or(chrono_tz::UTC);
+        let (reads, unread) = ics_import::read(&r.ics, zone)?;
+        let mut report = pb::ImportIcsReport { total: (reads.len() + unread.len()) as i32, ..Default::default() };
+        let skip = |report: &mut pb::ImportIcsReport, uid: &str, rid: Option<DateTime<Utc>>, reason: String| {
+            report.skipped.push(pb::SkippedIcsEvent { uid: uid.to_owned(), recurrence_id: rid.map(timestamp), reason });
+        };
+        for u in unread {
+            skip(&mut report, &u.uid, u.recurrence_id, u.reason);
+        }
+        // The calendar's series and single events by UID (exceptions share their series' UID).
+        let w = Window { calendar: Some(calendar.to_string()), ..Default::default() };
+        let mut existing: HashMap<String, Record> = HashMap::new();
+        for rec in queries::events(&mut tx, c.tenant, &w, 0, None).await? {
+            let d = EventDoc::from_value(&rec.doc)?;
+            if d.series_id.is_none() {
+                existing.insert(d.ical_uid.clone(), rec);
+            }
+        }
+        // Each UID's series: its id, document, and whether this import wrote it.
+        let mut series: HashMap<String, (Uuid, EventDoc, bool)> = HashMap::new();
+        let (masters, occurrences): (Vec<_>, Vec<_>) = reads.into_iter().partition(|x| x.recurrence_id.is_none());
+        for m in &masters {
+            if series.get(&m.uid).is_some_and(|s| s.2) {
+                skip(&mut report, &m.uid, None, "the UID appears twice in the file; the first was imported".into());
+                continue;
+            }
+            let id = existing.get(&m.uid).map(|r| r.id).unwrap_or_else(Uuid::now_v7);
+            let doc = match Self::imported_doc(m, id, calendar, &cal, t) {
+                Ok(d) => d,
+                Err(e) => {
+                    skip(&mut report, &m.uid, None, e.message);
+                    continue;
+                }
+            };
+            match existing.get(&m.uid) {
+                None => {
+                    self.create_doc(&mut tx, &c, id, &doc, None, t).await?;
+                    self.add_imported_attendees(&mut tx, &c, id, &m.attendees, t).await?;
+                    report.created.push(id.to_string());
+                    series.insert(m.uid.clone(), (id, doc, true));
+                }
+                Some(rec) => {
+                    let old = EventDoc::from_value(&rec.doc)?;
+                    if m.sequence <= old.sequence {
+                        let why = format!("SEQUENCE {} is not newer than the calendar's {}", m.sequence, old.sequence);
+                        skip(&mut report, &m.uid, None, why);
+                        series.insert(m.uid.clone(), (id, old, false));
+                        continue;
+                    }
+                    let head = EVENTS.head_for_update(&mut tx, c.tenant, id, None).await?;
+                    let mut doc = doc;
+                    // What the file does not carry stays as it was.
+                    doc.color = doc.color.or(old.color.clone());
+                    doc.metadata = old.metadata.clone();
+                    doc.organizer_id = old.organizer_id.clone();
+                    doc.event_type = old.event_type.clone();
+                    self.remove_exceptions(&mut tx, &c, id, None, t).await?;
+                    self.remove_attendees(&mut tx, &c, id, t).await?;
+                    self.write_head(&mut tx, &c, &head, &old, doc.clone(), None, t).await?;
+                    self.add_imported_attendees(&mut tx, &c, id, &m.attendees, t).await?;
+                    report.updated.push(id.to_string());
+                    series.insert(m.uid.clone(), (id, doc, true));
+                }
+            }
+        }
+        // Occurrences: exceptions of their series (a cancelled one an EXDATE of it).
+        let mut exdates: HashMap<Uuid, Vec<String>> = HashMap::new();
+        let mut stored_exceptions: HashMap<Uuid, Vec<Record>> = HashMap::new();
+        for o in &occurrences {
+            let rid = o.recurrence_id.expect("partitioned on it");
+            let Some((sid, sdoc, written)) = series.get(&o.uid) else {
+                skip(&mut report, &o.uid, Some(rid), "an occurrence (RECURRENCE-ID) of a series neither in the file nor in the calendar".into());
+                continue;
+            };
+            if !sdoc.is_series() {
+                skip(&mut report, &o.uid, Some(rid), "its UID names an event that does not recur".into());
+                continue;
+            }
+            if let Err(e) = check_occurrence(sdoc, rid) {
+                skip(&mut report, &o.uid, Some(rid), e.message);
+                continue;
+            }
+            // An exception already stored for this occurrence (only when the series was kept).
+            let stamp = fmt_ts(rid);
+            let prior = if *written {
+                None
+            } else {
+                if !stored_exceptions.contains_key(sid) {
+                    stored_exceptions.insert(*sid, queries::exceptions(&mut tx, c.tenant, &[*sid]).await?);
+                }
+                stored_exceptions[sid]
+                    .iter()
+                    .find(|e| e.doc.get("recurrence_id").and_then(|v| v.as_str()) == Some(stamp.as_str()))
+                    .cloned()
+            };
+            if o.cancelled {
+                if sdoc.exdates.contains(&stamp) {
+                    skip(&mut report, &o.uid, Some(rid), "the occurrence is already cancelled".into());
+                } else {
+                    exdates.entry(*sid).or_default().push(stamp);
+                }
+                continue;
+            }
+            let id = prior.as_ref().map(|p| p.id).unwrap_or_else(Uuid::now_v7);
+            let mut doc = match Self::imported_doc(o, id, calendar, &cal, t) {
+                Ok(d) => d,
+                Err(e) => {
+                    skip(&mut report, &o.uid, Some(rid), e.message);
+                    continue;
+                }
+            };
+            doc.rrule = None;
+            doc.exdates.clear();
+            doc.rdates.clear();
+            doc.series_id = Some(sid.to_string());
+            doc.recurrence_id = Some(stamp);
+            doc.ical_uid = sdoc.ical_uid.clone();
+            if let Err(e) = doc.finish(t) {
+                skip(&mut report, &o.uid, Some(rid), e.message);
+                continue;
+            }
+            match prior {
+                None => {
+                    self.create_doc(&mut tx, &c, id, &doc, None, t).await?;
+                    self.add_imported_attendees(&mut tx, &c, id, &o.attendees, t).await?;
+                    report.created.push(id.to_string());
+                }
+                Some(p) => {
+                    let old = EventDoc::from_value(&p.doc)?;
+                    if o.sequence <= old.sequence {
+                        let why = format!("SEQUENCE {} is not newer than the calendar's {}", o.sequence, old.sequence);
+                        skip(&mut report, &o.uid, Some(rid), why);
+                        continue;
+                    }
+                    let head = EVENTS.head_for_update(&mut tx, c.tenant, id, None).await?;
+                    self.remove_attendees(&mut tx, &c, id, t).await?;
+                    self.write_head(&mut tx, &c, &head, &old, doc, None, t).await?;
+                    self.add_imported_attendees(&mut tx, &c, id, &o.attendees, t).await?;
+                    report.updated.push(id.to_string());
+                }
+            }
+        }
+        for (sid, add) in exdates {
+            let head = EVENTS.head_for_update(&mut tx, c.tenant, sid, None).await?;
+            let old = EventDoc::from_value(&head.doc)?;
+            let mut doc = old.clone();
+            doc.exdates.extend(add);
+            doc.exdates.sort();
+            doc.exdates.dedup();
+            doc.finish(t)?;
+            self.write_head(&mut tx, &c, &head, &old, doc, None, t).await?;
+            let id = sid.to_string();
+            if !report.created.contains(&id) && !report.updated.contains(&id) {
+                report.updated.push(id);
+            }
+        }
+        self.commit(tx).await?;
+        Ok(Response::new(report))
     }
 
     async fn add_attendee(&self, req: Request<pb::AddAttendeeRequest>) -> Result<Response<pb::Attendee>, Status> {

@@ -237,6 +237,9 @@ pub struct RestConfig {
     pub cors_allowed_origins: Vec<String>,
     /// Compress answers with gzip or brotli when the caller's `Accept-Encoding` asks.
     pub compression: bool,
+    /// The URL clients reach the REST API at (`https://api.example.com`), the OpenAPI
+    /// document's `servers`; empty: the document names the server it is read from (`/`).
+    pub public_url: String,
 }
 
 /// MCP gateway settings.
@@ -490,6 +493,7 @@ impl Default for RestConfig {
             body_timeout_ms: 30_000,
             cors_allowed_origins: Vec::new(),
             compression: true,
+            public_url: String::new(),
         }
     }
 }
@@ -595,6 +599,14 @@ impl Config {
                 return Err(ConfigError(format!(
                     "rest.cors_allowed_origins: {origin:?} is not an origin (scheme://host[:port]), or \"*\" alone"
                 )));
+            }
+        }
+        if !self.rest.public_url.is_empty() {
+            let u = self.rest.public_url.trim_end_matches('/');
+            let ok = (u.starts_with("https://") || u.starts_with("http://"))
+                && u.parse::<http::Uri>().is_ok_and(|x| x.host().is_some() && x.query().is_none());
+            if !ok {
+                return Err(ConfigError(format!("rest.public_url: {:?} is not an http(s) URL", self.rest.public_url)));
             }
         }
         if self.rest.body_limit_bytes < 1024 {
