@@ -926,3 +926,94 @@ async fn older_protocol_revisions_are_accepted_and_unknown_ones_refused() {
         s.stop().await;
     }
 }
+
+#[tokio::test]
+async fn apps_answers_match_their_documented_schemas() {
+    let s = Stack::start_with(worktruck_kit::testing::Backend::Sqlite, local).await;
+    let doc: Value = s
+        .http
+        .get(format!("{}/docs/openapi.json", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let check = |method: &str, path: &str, status: StatusCode, body: &Value| {
+        let op = &doc["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} is documented");
+        let mut response = op["responses"][status.as_u16().to_string()].clone();
+        if let Some(r) = response["$ref"].as_str() {
+            response = doc["components"]["responses"][r.rsplit('/').next().unwrap()].clone();
+        }
+        let schema = &response["content"]["application/json"]["schema"];
+        assert!(schema.is_object(), "{method} {path} documents {status}");
+        let root = json!({"$ref": "#/x", "x": schema, "components": doc["components"]});
+        let validator = jsonschema::options()
+            .should_validate_formats(true)
+            .build(&root)
+            .unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(body)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{method} {path} {status}: {errors:#?}\n{body}"
+        );
+    };
+    let tools = vec![
+        tool("add", "Adds."),
+        json!({"name": "search", "title": "Search", "description": "Searches.", "inputSchema": {"type": "object"},
+               "outputSchema": {"type": "object"}, "annotations": {"readOnlyHint": true}}),
+    ];
+    let (f, url) = fake(Kind::Honest, tools, None).await;
+    let body = json!({"slug": "calc", "display_name": "Calc", "mcp_server_url": url});
+    let (st, created) = s.call(Method::POST, "/api/v1/apps", Some(body)).await;
+    check("post", "/api/v1/apps", st, &created);
+    f.tools.lock().unwrap()[0] = tool("add", "Adds, differently.");
+    let (st, probed) = s
+        .call(Method::POST, "/api/v1/apps/calc/probe", Some(json!({})))
+        .await;
+    check("post", "/api/v1/apps/{slug}/probe", st, &probed);
+    *f.up.lock().unwrap() = false;
+    let (st, failed) = s
+        .call(Method::POST, "/api/v1/apps/calc/probe", Some(json!({})))
+        .await;
+    check("post", "/api/v1/apps/{slug}/probe", st, &failed);
+    *f.up.lock().unwrap() = true;
+    let (st, one) = s.call(Method::GET, "/api/v1/apps/calc", None).await;
+    check("get", "/api/v1/apps/{slug}", st, &one);
+    let (st, list) = s.call(Method::GET, "/api/v1/apps", None).await;
+    check("get", "/api/v1/apps", st, &list);
+    let (st, patched) = s
+        .call(
+            Method::PATCH,
+            "/api/v1/apps/calc",
+            Some(json!({"enabled_tools": ["add", "search"]})),
+        )
+        .await;
+    check("patch", "/api/v1/apps/{slug}", st, &patched);
+    let (st, called) = s
+        .call(
+            Method::POST,
+            "/api/v1/apps/calc/call",
+            Some(json!({"tool": "search"})),
+        )
+        .await;
+    check("post", "/api/v1/apps/{slug}/call", st, &called);
+    let (st, refused) = s
+        .call(
+            Method::POST,
+            "/api/v1/apps",
+            Some(json!({"slug": "x", "display_name": "x", "mcp_server_url": "https://10.0.0.1/"})),
+        )
+        .await;
+    check("post", "/api/v1/apps", st, &refused);
+    let (st, deleted) = s.call(Method::DELETE, "/api/v1/apps/calc", None).await;
+    check("delete", "/api/v1/apps/{slug}", st, &deleted);
+    for name in ["App", "ProbeResult", "DiscoveredTool"] {
+        assert!(doc["components"]["schemas"][name].is_object(), "{name}");
+    }
+    s.stop().await;
+}
