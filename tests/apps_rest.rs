@@ -241,6 +241,50 @@ async fn local_addresses_are_refused_by_default_with_the_reason() {
             "nothing was stored: {list}"
         );
         s.stop().await;
+
+        // With plain http allowed but no range: the http URLs, each refused for its
+        // address; allowing 127.0.0.0/8 lets the local server through (and nothing else).
+        let s = Stack::start_with(backend, |cfg| cfg.outbound.allow_http = true).await;
+        for (target, why) in [
+            (url.clone(), "loopback"),
+            ("http://169.254.169.254/".to_owned(), "metadata"),
+            ("http://[::1]/".to_owned(), "loopback"),
+            (
+                format!("http://localhost:{port}/mcp"),
+                "localhost resolves to",
+            ),
+        ] {
+            let (st, e) = register(&s, "local", &target).await;
+            assert_eq!(
+                (st, error_code(&e).as_str()),
+                (StatusCode::BAD_REQUEST, "validation_failed"),
+                "{target}: {e}"
+            );
+            let message = e["error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains(why) && message.contains("outbound.allow_ranges"),
+                "{target}: {message}"
+            );
+        }
+        s.stop().await;
+        let s = Stack::start_with(backend, |cfg| {
+            cfg.outbound.allow_http = true;
+            cfg.outbound.allow_ranges = vec!["127.0.0.0/8".into()];
+        })
+        .await;
+        let (st, v) = register(&s, "local", &url).await;
+        assert_eq!(
+            (st, v["app"]["status"].as_str()),
+            (StatusCode::CREATED, Some("active")),
+            "{v}"
+        );
+        let (st, e) = register(&s, "v6", "http://[::1]/").await;
+        assert_eq!(
+            st,
+            StatusCode::BAD_REQUEST,
+            "::1 is not in 127.0.0.0/8: {e}"
+        );
+        s.stop().await;
     }
 }
 

@@ -62,7 +62,7 @@ pub struct Auth {
     /// The header the secret goes in (`header`).
     pub header_name: Option<String>,
     /// The secret (`bearer`, `header`).
-    pub secret: Option<String>,
+    pub secret: Option<zeroize::Zeroizing<String>>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -120,7 +120,7 @@ pub fn check_auth(a: Option<&pb::AppAuth>) -> Result<Auth> {
             Ok(Auth {
                 kind: "bearer",
                 header_name: None,
-                secret: Some(check_secret(secret)?),
+                secret: Some(zeroize::Zeroizing::new(check_secret(secret)?)),
             })
         }
         pb::AuthType::Header => {
@@ -142,7 +142,7 @@ pub fn check_auth(a: Option<&pb::AppAuth>) -> Result<Auth> {
             Ok(Auth {
                 kind: "header",
                 header_name: Some(h.to_owned()),
-                secret: Some(check_secret(secret)?),
+                secret: Some(zeroize::Zeroizing::new(check_secret(secret)?)),
             })
         }
     }

@@ -18,6 +18,7 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use serde_json::Value;
 use worktruck_kit::config::OutboundConfig;
 use worktruck_kit::http::{Guard, RefusalLog, Timeouts};
+use zeroize::Zeroizing;
 
 use crate::Settings;
 
@@ -51,8 +52,8 @@ pub struct Credentials {
     pub kind: String,
     /// The header for `header`.
     pub header_name: Option<String>,
-    /// The secret for `bearer` and `header`.
-    pub secret: Option<String>,
+    /// The secret for `bearer` and `header` (wiped from memory when dropped).
+    pub secret: Option<Zeroizing<String>>,
 }
 
 impl Credentials {
@@ -246,12 +247,12 @@ impl Prober {
             .max_json_response_size(max_bytes)
             .max_sse_event_size(max_bytes);
         match (creds.kind.as_str(), creds.secret) {
-            ("bearer", Some(secret)) => config = config.auth_header(secret),
+            ("bearer", Some(secret)) => config = config.auth_header(secret.as_str()),
             ("header", Some(secret)) => {
                 let name =
                     http::HeaderName::from_bytes(creds.header_name.unwrap_or_default().as_bytes())
                         .map_err(|_| "the app's auth header name is not valid".to_owned())?;
-                let mut value = http::HeaderValue::from_str(&secret)
+                let mut value = http::HeaderValue::from_str(secret.as_str())
                     .map_err(|_| "the app's secret is not a valid header value".to_owned())?;
                 value.set_sensitive(true);
                 config = config.custom_headers(HashMap::from([(name, value)]));

@@ -7,6 +7,7 @@ use worktruck_kit::db::Tx;
 use worktruck_kit::envelope::Envelope;
 use worktruck_kit::service::ServiceContext;
 use worktruck_kit::{Error, Result};
+use zeroize::Zeroizing;
 
 /// Seals and opens app secrets.
 #[derive(Clone)]
@@ -47,11 +48,13 @@ impl Sealer {
         tenant: Uuid,
         app: Uuid,
         sealed: &[u8],
-    ) -> Result<String> {
+    ) -> Result<Zeroizing<String>> {
         let plain = self
             .envelope
             .open(tx, tenant, &purpose(app), sealed)
             .await?;
-        String::from_utf8(plain.to_vec()).map_err(|_| Error::internal("an app secret is not UTF-8"))
+        let text = std::str::from_utf8(&plain)
+            .map_err(|_| Error::internal("an app secret is not UTF-8"))?;
+        Ok(Zeroizing::new(text.to_owned()))
     }
 }

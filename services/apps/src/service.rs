@@ -352,7 +352,7 @@ impl AppsService for Apps {
             mcp_server_url: url,
             auth_type: auth.kind.into(),
             auth_header_name: auth.header_name.clone(),
-            auth_hint: auth.secret.as_deref().and_then(hint),
+            auth_hint: auth.secret.as_deref().and_then(|s| hint(s)),
             auth_sealed: sealed,
             status: "active".into(),
             status_reason: None,
