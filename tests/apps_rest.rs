@@ -31,6 +31,9 @@ enum Kind {
     Slow,
     /// `tools/list` answers 50 MB.
     Huge,
+    /// `tools/list` pages of 300 KB each, each under the per-answer bound, four pages over
+    /// the total.
+    Heavy,
     /// Every POST is a redirect to the metadata address.
     Redirect,
 }
@@ -99,6 +102,10 @@ async fn mcp(State(f): State<Shared>, headers: HeaderMap, body: axum::body::Byte
         "tools/list" => {
             let page: usize = msg["params"]["cursor"].as_str().and_then(|c| c.parse().ok()).unwrap_or(0);
             match f.kind {
+                Kind::Heavy => rpc_result(
+                    &id,
+                    json!({"tools": [tool(&format!("t{page}"), &"x".repeat(300 * 1024))], "nextCursor": (page + 1).to_string()}),
+                ),
                 Kind::Forever => rpc_result(&id, json!({"tools": [tool(&format!("t{page}"), "one more")], "nextCursor": (page + 1).to_string()})),
                 Kind::Slow => {
                     tokio::time::sleep(Duration::from_secs(60)).await;
@@ -547,7 +554,13 @@ async fn hostile_servers_are_bounded_and_nothing_hangs() {
         let (_, forever) = fake(Kind::Forever, vec![], None).await;
         let (_, slow) = fake(Kind::Slow, vec![], None).await;
         let (_, huge) = fake(Kind::Huge, vec![], None).await;
+        let (_, heavy) = fake(Kind::Heavy, vec![], None).await;
         for (slug, url, why) in [
+            (
+                "heavy",
+                heavy,
+                "tools/list answered more than 1048576 bytes",
+            ),
             ("forever", forever, "within 5 pages"),
             ("slow", slow, "deadline of 1500 ms"),
             ("huge", huge, "1048576"),
