@@ -14,6 +14,7 @@ pub static TABLE: &[&ServiceDef] = &[
     &worktruck_crm::DEFINITION,
     &worktruck_tasks::DEFINITION,
     &worktruck_calendar::DEFINITION,
+    &worktruck_apps::DEFINITION,
 ];
 
 /// The service named `name`.

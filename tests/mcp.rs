@@ -99,6 +99,8 @@ async fn tools_from_the_registry_over_streamable_http() {
         assert_eq!(
             names,
             [
+                "apps_list",
+                "apps_probe",
                 "contacts_add_channel",
                 "contacts_create",
                 "contacts_delete",

@@ -524,7 +524,7 @@ mod tests {
         );
         assert_eq!(
             doc["scopes_supported"],
-            json!(["calendar:read", "calendar:write", "contacts:read", "contacts:write", "crm:read", "crm:write", "notes:read", "notes:write", "tasks:read", "tasks:write"])
+            json!(["apps:read", "apps:write", "calendar:read", "calendar:write", "contacts:read", "contacts:write", "crm:read", "crm:write", "notes:read", "notes:write", "tasks:read", "tasks:write"])
         );
     }
 }

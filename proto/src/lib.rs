@@ -107,3 +107,11 @@ pub mod calendar {
         tonic::include_proto!("worktruck.calendar.v1");
     }
 }
+
+/// Generated code for `worktruck.apps.v1`.
+pub mod apps {
+    #[allow(missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("worktruck.apps.v1");
+    }
+}
