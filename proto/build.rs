@@ -18,6 +18,7 @@ const FILES: &[&str] = &[
     "worktruck/tasks/v1/tasks.proto",
     "worktruck/calendar/v1/calendar.proto",
     "worktruck/agents/v1/agents.proto",
+    "worktruck/apps/v1/apps.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -15,6 +15,7 @@ pub static TABLE: &[&ServiceDef] = &[
     &worktruck_tasks::DEFINITION,
     &worktruck_calendar::DEFINITION,
     &worktruck_agents::DEFINITION,
+    &worktruck_apps::DEFINITION,
 ];
 
 /// The service named `name`.

@@ -102,6 +102,8 @@ async fn tools_from_the_registry_over_streamable_http() {
                 "agents_enqueue_run",
                 "agents_get_run",
                 "agents_list_runs",
+                "apps_list",
+                "apps_probe",
                 "contacts_add_channel",
                 "contacts_create",
                 "contacts_delete",

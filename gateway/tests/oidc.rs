@@ -409,7 +409,7 @@ async fn an_https_issuer_is_trusted_through_the_configured_ca_and_only_through_i
     let issuer = spawn_issuer_tls().await;
     assert!(issuer.issuer().starts_with("https://"));
     let ca = tls::ca_file();
-    let trusting = outbound_with(&OutboundConfig { ca_file: ca.path().to_str().unwrap().into() });
+    let trusting = outbound_with(&OutboundConfig { ca_file: ca.path().to_str().unwrap().into(), ..Default::default() });
     let s = stack_on(issuer.clone(), 30, trusting).await;
     let token = rs(&s, &claims(&s, "tls-user"));
     let principal = auth(&s, &token).await.unwrap();

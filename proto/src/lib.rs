@@ -115,3 +115,11 @@ pub mod agents {
         tonic::include_proto!("worktruck.agents.v1");
     }
 }
+
+/// Generated code for `worktruck.apps.v1`.
+pub mod apps {
+    #[allow(missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("worktruck.apps.v1");
+    }
+}

@@ -48,6 +48,8 @@ pub const TASKS: &str = "worktruck.tasks.v1.TasksService";
 pub const CALENDAR: &str = "worktruck.calendar.v1.CalendarService";
 /// The agents service (routed, never called by these tests).
 pub const AGENTS: &str = "worktruck.agents.v1.AgentsService";
+/// The apps service (routed, never called by these tests).
+pub const APPS: &str = "worktruck.apps.v1.AppsService";
 
 /// A running fake backend and a gateway router in front of it.
 pub struct Stack {
@@ -93,7 +95,8 @@ pub async fn spawn_with(rewire: impl FnOnce(Upstreams, Channel) -> Upstreams) ->
         .with(CRM, channel.clone())
         .with(TASKS, channel.clone())
         .with(CALENDAR, channel.clone())
-        .with(AGENTS, channel.clone());
+        .with(AGENTS, channel.clone())
+        .with(APPS, channel.clone());
     let upstreams = rewire(upstreams, channel);
     let registry = Arc::new(Registry::embedded().unwrap());
     let cfg = GatewayConfig {

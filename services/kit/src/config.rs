@@ -92,6 +92,13 @@ pub struct OutboundConfig {
     /// A PEM bundle of extra CA certificates to trust, e.g. the private CA a Keycloak in the
     /// cluster is issued from. Empty: the system's trust store only.
     pub ca_file: String,
+    /// Let the SSRF guard (`kit::http::Guard`, for servers tenants register: MCP apps) reach
+    /// plain `http://` URLs. Off: https only.
+    pub allow_http: bool,
+    /// CIDR ranges the SSRF guard lets through although they are private, loopback,
+    /// link-local, CGNAT, unique-local or metadata addresses: on-premises servers, or a local
+    /// test server (`["127.0.0.0/8"]`). Empty: every such address is refused.
+    pub allow_ranges: Vec<String>,
 }
 
 /// Authentication and limits (`[auth]`).
@@ -666,6 +673,7 @@ impl Config {
             crate::http::load_roots(Path::new(&self.outbound.ca_file))
                 .map_err(|e| ConfigError(format!("outbound.ca_file: {e}")))?;
         }
+        crate::http::Guard::from_config(&self.outbound).map_err(|e| ConfigError(format!("outbound.allow_ranges: {e}")))?;
         if self.auth.principal_cache_seconds > 300 {
             return Err(ConfigError("auth.principal_cache_seconds must be at most 300 (it bounds how long a revoked key may still work while the bus is down)".into()));
         }

@@ -131,7 +131,8 @@ pub enum Tx {
 pub enum Scope {
     /// One tenant's rows (RLS on PostgreSQL; `tenant_id = $1` in every query on both).
     Tenant(Uuid),
-    /// Rows of every tenant: API-key lookup and the outbox relay only.
+    /// Rows of every tenant: API-key lookup, the outbox relay, master-key rotation and the
+    /// apps re-probe's claim of due apps (ids only) — never on a request's behalf.
     System,
 }
 
