@@ -17,6 +17,7 @@ const FILES: &[&str] = &[
     "worktruck/crm/v1/crm.proto",
     "worktruck/tasks/v1/tasks.proto",
     "worktruck/calendar/v1/calendar.proto",
+    "worktruck/agents/v1/agents.proto",
     "worktruck/apps/v1/apps.proto",
 ];
 

@@ -18,7 +18,7 @@ use worktruck_kit::context::{Signer, Verifier};
 use worktruck_kit::db::{Db, DbOptions, Scope};
 use worktruck_kit::ops;
 use worktruck_kit::outbox::Relay;
-use worktruck_kit::service::{ServiceContext, ServiceDef, Shutdown};
+use worktruck_kit::service::{ServiceContext, ServiceDef, Shutdown, WorkerContext, WorkerDef};
 use worktruck_proto::registry::Registry;
 
 use crate::services;
@@ -28,6 +28,8 @@ use crate::services;
 pub enum Role {
     /// A service (its name is the role's).
     Service(&'static ServiceDef),
+    /// A worker a service declares (`ServiceDef::workers`), e.g. `agent-worker`.
+    Worker(&'static ServiceDef, &'static WorkerDef),
     /// The REST gateway.
     Gateway,
     /// The MCP gateway.
@@ -39,15 +41,17 @@ impl Role {
     pub fn name(&self) -> &'static str {
         match self {
             Role::Service(def) => def.name,
+            Role::Worker(_, worker) => worker.role,
             Role::Gateway => "gateway",
             Role::McpGateway => "mcp-gateway",
         }
     }
 }
 
-/// Every role's name: the services of the table, then the gateways.
+/// Every role's name: the services of the table, their workers, then the gateways.
 pub fn role_names() -> Vec<&'static str> {
-    services::TABLE.iter().map(|d| d.name).chain(["gateway", "mcp-gateway"]).collect()
+    let workers = services::TABLE.iter().flat_map(|d| d.workers.iter().map(|w| w.role));
+    services::TABLE.iter().map(|d| d.name).chain(workers).chain(["gateway", "mcp-gateway"]).collect()
 }
 
 impl std::fmt::Display for Role {
@@ -64,6 +68,7 @@ impl std::str::FromStr for Role {
             "mcp-gateway" => Ok(Role::McpGateway),
             name => services::find(name)
                 .map(Role::Service)
+                .or_else(|| services::find_worker(name).map(|(def, w)| Role::Worker(def, w)))
                 .ok_or_else(|| anyhow::anyhow!("unknown role {name:?}: the roles are {}", role_names().join(", "))),
         }
     }
@@ -282,7 +287,7 @@ async fn start_service(
     listener: ops::GrpcListener,
     shutdown: &Shutdown,
     tasks: &mut Tasks,
-) -> anyhow::Result<Db> {
+) -> anyhow::Result<(Db, Relay)> {
     let db = open_service_db(cfg, def).await?;
     check_master_key(cfg, keys, &db, def.name).await?;
     let relay = Relay::new(db.clone(), bus.clone()).for_service(def.name);
@@ -299,7 +304,7 @@ async fn start_service(
         shutdown.clone(),
     );
     let built = worktruck_kit::service::build(def, ctx).with_context(|| format!("starting the {} service", def.name))?;
-    tasks.background.push(tokio::spawn(relay.run(shutdown.wait())));
+    tasks.background.push(tokio::spawn(relay.clone().run(shutdown.wait())));
     for (name, task) in built.tasks {
         let service = def.name;
         tasks.background.push(tokio::spawn(async move {
@@ -320,7 +325,47 @@ async fn start_service(
             tracing::error!(service = def.name, error = %e, "grpc server failed");
         }
     }));
-    Ok(db)
+    Ok((db, relay))
+}
+
+/// Starts `worker` of `def` on the service's database `db` (and its relay), calling the
+/// services of `upstreams` with contexts `keys` signs.
+#[allow(clippy::too_many_arguments)]
+fn start_worker(
+    cfg: &Arc<Config>,
+    def: &'static ServiceDef,
+    worker: &'static WorkerDef,
+    keys: &Keys,
+    db: Db,
+    relay: Relay,
+    bus: &Bus,
+    upstreams: worktruck_gateway::Upstreams,
+    shutdown: &Shutdown,
+    tasks: &mut Tasks,
+) -> anyhow::Result<()> {
+    let signer = keys.signer.clone().with_context(|| format!("the {} role needs context.signing_key or secret_key", worker.role))?;
+    let service = ServiceContext::new(
+        def,
+        cfg.clone(),
+        db,
+        keys.verifier.clone(),
+        relay,
+        bus.clone(),
+        keys.secrets.clone(),
+        BTreeMap::new(),
+        BTreeMap::new(),
+        shutdown.clone(),
+    );
+    let built = (worker.build)(WorkerContext { service, signer, upstreams })
+        .with_context(|| format!("starting the {} worker", worker.role))?;
+    for (name, task) in built {
+        let role = worker.role;
+        tasks.background.push(tokio::spawn(async move {
+            task.await;
+            tracing::debug!(worker = role, task = %name, "background task ended");
+        }));
+    }
+    Ok(())
 }
 
 /// The gateways' upstream channels: every gRPC service of `defs`, through `channel_of`.
@@ -505,10 +550,15 @@ pub async fn start_dev(cfg: Config) -> anyhow::Result<Running> {
     for (def, listener) in defs.iter().copied().zip(listeners) {
         let clients = def.calls.iter().map(|c| (*c, channels[c].clone())).collect();
         let peers = worktruck_kit::service::peers(def, &defs, &channels);
-        let db = start_service(&cfg, def, &keys, &bus, clients, peers, listener, &shutdown, &mut tasks).await?;
+        let (db, relay) = start_service(&cfg, def, &keys, &bus, clients, peers, listener, &shutdown, &mut tasks).await?;
         checks.push(ops::db_check(&format!("{}.database", def.name), db.clone()));
         if def.name == services::tenants().name {
             tenants_db = Some(db.clone());
+        }
+        // One replica of each of the service's workers, in process.
+        for worker in def.workers {
+            let upstreams = upstreams(&defs, |d| Ok(channels[d.name].clone()))?;
+            start_worker(&cfg, def, worker, &keys, db.clone(), relay.clone(), &bus, upstreams, &shutdown, &mut tasks)?;
         }
         dbs.push(db);
     }
@@ -600,11 +650,30 @@ pub async fn start_role(cfg: Config, role: Role) -> anyhow::Result<Running> {
             let listener = TcpListener::bind(cfg.grpc.addr).await.with_context(|| format!("listen on {}", cfg.grpc.addr))?;
             let grpc_addr = listener.local_addr()?;
             let cfg = Arc::new(cfg);
-            let db = start_service(&cfg, def, &keys, &bus, clients, peers, listener.into(), &shutdown, &mut tasks).await?;
+            let (db, _) = start_service(&cfg, def, &keys, &bus, clients, peers, listener.into(), &shutdown, &mut tasks).await?;
             checks.insert(0, ops::db_check("database", db.clone()));
             checks.push(ops::bus_check(bus.clone()));
             let admin_addr = start_admin(&cfg, checks, &shutdown, &mut tasks).await?;
             Ok(Running { grpc_addr: Some(grpc_addr), admin_addr: Some(admin_addr), ..running(tasks, vec![db]) })
+        }
+        Role::Worker(def, worker) => {
+            let keys = keys(&cfg, true)?;
+            let bus = bus(&cfg, &shutdown, &mut tasks).await?;
+            // Every other enabled service with an address: what the worker may call.
+            let reachable: Vec<_> = services::enabled(&cfg)?
+                .into_iter()
+                .filter(|d| d.name != def.name && services::address(&cfg, d).is_ok())
+                .collect();
+            let upstreams = upstreams(&reachable, |d| channel(&cfg, &services::address(&cfg, d)?))?;
+            let cfg = Arc::new(cfg);
+            let db = open_service_db(&cfg, def).await?;
+            check_master_key(&cfg, &keys, &db, def.name).await?;
+            let relay = Relay::new(db.clone(), bus.clone()).for_service(def.name);
+            tasks.background.push(tokio::spawn(relay.clone().run(shutdown.wait())));
+            start_worker(&cfg, def, worker, &keys, db.clone(), relay, &bus, upstreams, &shutdown, &mut tasks)?;
+            let checks = vec![ops::db_check("database", db.clone()), ops::bus_check(bus.clone())];
+            let admin_addr = start_admin(&cfg, checks, &shutdown, &mut tasks).await?;
+            Ok(Running { admin_addr: Some(admin_addr), ..running(tasks, vec![db]) })
         }
         Role::Gateway | Role::McpGateway => {
             let keys = keys(&cfg, true)?;

@@ -14,12 +14,18 @@ pub static TABLE: &[&ServiceDef] = &[
     &worktruck_crm::DEFINITION,
     &worktruck_tasks::DEFINITION,
     &worktruck_calendar::DEFINITION,
+    &worktruck_agents::DEFINITION,
     &worktruck_apps::DEFINITION,
 ];
 
 /// The service named `name`.
 pub fn find(name: &str) -> Option<&'static ServiceDef> {
     TABLE.iter().copied().find(|d| d.name == name)
+}
+
+/// The worker role named `role`, with the service that declares it.
+pub fn find_worker(role: &str) -> Option<(&'static ServiceDef, &'static worktruck_kit::service::WorkerDef)> {
+    TABLE.iter().copied().find_map(|d| d.workers.iter().find(|w| w.role == role).map(|w| (d, w)))
 }
 
 /// The names of every service, comma-separated, for messages.

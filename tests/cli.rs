@@ -131,9 +131,15 @@ fn unknown_roles_and_services_are_refused_with_the_real_names() {
     }
     // The library's parser says the same.
     let e = "nosuch".parse::<worktruck::Role>().unwrap_err().to_string();
-    let roles = worktruck::services::TABLE.iter().map(|d| d.name).chain(["gateway", "mcp-gateway"]).collect::<Vec<_>>().join(", ");
+    let roles = worktruck::role_names().join(", ");
     assert!(e.contains(&roles), "{e}");
     assert_eq!("contacts".parse::<worktruck::Role>().unwrap().name(), "contacts");
+    // A service's worker is a role of its own, declared by the service.
+    for def in worktruck::services::TABLE {
+        for w in def.workers {
+            assert!(matches!(w.role.parse::<worktruck::Role>().unwrap(), worktruck::Role::Worker(d, _) if d.name == def.name));
+        }
+    }
 }
 
 #[test]

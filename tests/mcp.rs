@@ -99,6 +99,9 @@ async fn tools_from_the_registry_over_streamable_http() {
         assert_eq!(
             names,
             [
+                "agents_enqueue_run",
+                "agents_get_run",
+                "agents_list_runs",
                 "apps_list",
                 "apps_probe",
                 "contacts_add_channel",

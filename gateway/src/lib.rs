@@ -16,8 +16,10 @@ pub mod limits;
 pub mod oidc;
 pub mod openapi;
 pub mod telemetry;
-pub mod upstream;
 pub mod x402;
+
+/// The generic unary call to a service (moved to kit, which the agents worker shares).
+pub use worktruck_kit::upstream;
 
 mod conventions;
 mod raw;
@@ -116,6 +118,7 @@ pub fn router_with_gate(
     let keeper = idempotency::Keeper::new(
         worktruck_proto::tenants::v1::tenants_service_client::TenantsServiceClient::new(tenants.clone()),
         signer.clone(),
+        "gateway",
     );
     let shared = Arc::new(routes::Shared {
         gate,

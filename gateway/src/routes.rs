@@ -430,7 +430,7 @@ async fn claim(
         header(header::IF_MATCH),
         body,
     ]);
-    shared.keeper.claim(tenant, key, fingerprint, request_id).await.map(Some)
+    shared.keeper.claim(tenant, key, fingerprint, request_id).await.map(Some).map_err(ApiError::from)
 }
 
 /// Keeps `response` for its key (or releases the key when a retry may fare better) and gives

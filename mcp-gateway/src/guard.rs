@@ -524,7 +524,7 @@ mod tests {
         );
         assert_eq!(
             doc["scopes_supported"],
-            json!(["apps:read", "apps:write", "calendar:read", "calendar:write", "contacts:read", "contacts:write", "crm:read", "crm:write", "notes:read", "notes:write", "tasks:read", "tasks:write"])
+            json!(["agents:read", "agents:write", "apps:read", "apps:write", "calendar:read", "calendar:write", "contacts:read", "contacts:write", "crm:read", "crm:write", "notes:read", "notes:write", "tasks:read", "tasks:write"])
         );
     }
 }

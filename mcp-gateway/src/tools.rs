@@ -6,8 +6,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::uri::PathAndQuery;
-use prost::Message;
-use prost_reflect::DynamicMessage;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig,
@@ -22,8 +20,7 @@ use worktruck_gateway::idempotency::{self, Claim, Keeper};
 use worktruck_gateway::telemetry::RequestId;
 use worktruck_gateway::upstream::{self, Upstreams};
 use worktruck_kit::context::Signer;
-use worktruck_kit::{Error, ErrorCode};
-use worktruck_proto::json;
+use worktruck_kit::Error;
 use worktruck_proto::mask::FieldMask;
 use worktruck_proto::registry::Registry;
 use worktruck_proto::schema::{Mode, message_schema};
@@ -71,6 +68,7 @@ impl McpGateway {
         let keeper = Keeper::new(
             worktruck_proto::tenants::v1::tenants_service_client::TenantsServiceClient::new(tenants),
             signer.clone(),
+            "gateway",
         );
         let mut entries = Vec::new();
         for t in registry.tools() {
@@ -153,25 +151,9 @@ impl McpGateway {
             Some(Value::String(f)) => FieldMask::parse(&entry.rpc.output(), [f.as_str()]).map_err(Error::invalid)?,
             Some(_) => return Err(Error::invalid("fields must be a string of comma-separated field names")),
         };
-        let message = json::from_value(&entry.rpc.input(), arguments)
-            .map_err(|e| Error::invalid(e.to_string()))?;
         let request_id = parts.map(RequestId::of).unwrap_or_default();
         let metadata = worktruck_gateway::telemetry::call_metadata(&self.signer, &principal.ctx, &request_id);
-        let reply = upstream::unary(
-            entry.channel.clone(),
-            entry.grpc_path.clone(),
-            message.encode_to_vec().into(),
-            metadata,
-        )
-        .await
-        .map_err(|status| upstream_error(entry, &status))?;
-        let response = DynamicMessage::decode(entry.rpc.output(), reply).map_err(|e| {
-            Error::internal(format!(
-                "undecodable response from {}: {e}",
-                entry.grpc_path
-            ))
-        })?;
-        let mut out = json::to_value(&response).map_err(Error::internal)?;
+        let mut out = upstream::call_json(entry.channel.clone(), entry.grpc_path.clone(), &entry.rpc, arguments, metadata).await?;
         if let Some(mask) = &mask {
             mask.apply(&mut out);
         }
@@ -220,7 +202,7 @@ impl McpGateway {
         let body = serde_json::to_vec(&arguments).unwrap_or_default();
         let fingerprint = idempotency::fingerprint(&[b"mcp tools/call", entry.tool.name.as_bytes(), &body]);
         let held = match self.keeper.claim(tenant, key, fingerprint, &request_id).await {
-            Err(e) => return refused(e.code(), e.message()),
+            Err(e) => return answer(Err(e)),
             Ok(Claim::Replay(kept)) => {
                 let value: Value = serde_json::from_slice(&kept.body).unwrap_or(Value::Null);
                 let mut result = if kept.status < 300 {
@@ -249,19 +231,6 @@ impl McpGateway {
         self.keeper.complete(held, kept, &request_id).await;
         answer(result)
     }
-}
-
-/// A gRPC failure as REST renders it: statuses without details come from the transport, and
-/// their text (addresses, OS errors) is not for callers.
-fn upstream_error(entry: &Entry, status: &tonic::Status) -> Error {
-    let mut error = Error::from_status(status);
-    if status.details().is_empty() && error.code == ErrorCode::Unavailable {
-        tracing::warn!(grpc = %entry.grpc_path, error = %status.message(), "upstream unavailable");
-        error.message = "a service is unavailable; retry later".to_owned();
-    } else if error.code == ErrorCode::Internal {
-        tracing::error!(grpc = %entry.grpc_path, code = ?status.code(), error = %status.message(), "upstream failed");
-    }
-    error
 }
 
 fn object(schema: Value) -> serde_json::Map<String, Value> {

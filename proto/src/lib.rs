@@ -108,6 +108,14 @@ pub mod calendar {
     }
 }
 
+/// Generated code for `worktruck.agents.v1`.
+pub mod agents {
+    #[allow(missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("worktruck.agents.v1");
+    }
+}
+
 /// Generated code for `worktruck.apps.v1`.
 pub mod apps {
     #[allow(missing_docs)]

@@ -62,6 +62,17 @@ impl Split {
         mcp: bool,
         nats: Option<String>,
     ) -> Split {
+        Split::start_with_env(backend, services, mcp, nats, Vec::new()).await
+    }
+
+    /// [`Split::start_with_nats`] with `extra` variables set for every role (settings).
+    pub async fn start_with_env(
+        backend: Backend,
+        services: &[&str],
+        mcp: bool,
+        nats: Option<String>,
+        extra: Vec<(String, String)>,
+    ) -> Split {
         let data = TestData::new(backend).await;
         let defs: Vec<_> = worktruck::services::TABLE
             .iter()
@@ -86,6 +97,7 @@ impl Split {
         if let Some(url) = nats {
             env.push(("WORKTRUCK_NATS__URL".into(), url));
         }
+        env.extend(extra);
         if !services.is_empty() {
             let names: Vec<&str> = defs.iter().map(|d| d.name).collect();
             env.push((
@@ -176,6 +188,25 @@ impl Split {
         self.procs
             .push((role.to_owned(), Proc(cmd.spawn().unwrap())));
         self.roles.push(role.to_owned());
+    }
+
+    /// Starts one more process of `role` (a worker role, say) with `own` variables; waits until
+    /// its `/ready` on `admin` (its `WORKTRUCK_ADMIN__ADDR`) answers 200.
+    pub async fn spawn_role(&mut self, role: &str, admin: std::net::SocketAddr) {
+        self.spawn(role, &[("WORKTRUCK_ADMIN__ADDR", admin.to_string())]);
+        self.wait_ready(&format!("http://{admin}/ready")).await;
+    }
+
+    /// Kills the newest process of `role` with SIGKILL (no shutdown of any kind) and reaps it.
+    pub fn kill(&mut self, role: &str) {
+        let i = self
+            .procs
+            .iter()
+            .rposition(|(r, _)| r == role)
+            .expect("a process of the role");
+        let (_, mut proc) = self.procs.remove(i);
+        let _ = proc.0.kill();
+        let _ = proc.0.wait();
     }
 
     async fn wait_ready(&mut self, url: &str) {

@@ -46,6 +46,8 @@ pub const CRM: &str = "worktruck.crm.v1.CrmService";
 pub const TASKS: &str = "worktruck.tasks.v1.TasksService";
 /// The calendar service.
 pub const CALENDAR: &str = "worktruck.calendar.v1.CalendarService";
+/// The agents service (routed, never called by these tests).
+pub const AGENTS: &str = "worktruck.agents.v1.AgentsService";
 /// The apps service (routed, never called by these tests).
 pub const APPS: &str = "worktruck.apps.v1.AppsService";
 
@@ -93,6 +95,7 @@ pub async fn spawn_with(rewire: impl FnOnce(Upstreams, Channel) -> Upstreams) ->
         .with(CRM, channel.clone())
         .with(TASKS, channel.clone())
         .with(CALENDAR, channel.clone())
+        .with(AGENTS, channel.clone())
         .with(APPS, channel.clone());
     let upstreams = rewire(upstreams, channel);
     let registry = Arc::new(Registry::embedded().unwrap());

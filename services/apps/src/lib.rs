@@ -50,6 +50,7 @@ pub static DEFINITION: ServiceDef = ServiceDef {
     link_targets: &[],
     migrators,
     build,
+    workers: &[],
 };
 
 /// `[settings.apps]`: the probe's bounds and the re-probe schedule.

@@ -47,6 +47,7 @@ pub static DEFINITION: ServiceDef = ServiceDef {
     ],
     migrators,
     build,
+    workers: &[],
 };
 
 fn build(ctx: ServiceContext) -> anyhow::Result<Built> {

@@ -39,6 +39,7 @@ pub static DEFINITION: ServiceDef = ServiceDef {
     link_targets: &[LinkTarget { entity: "contact", title: &["display_name"], key: None }],
     migrators,
     build,
+    workers: &[],
 };
 
 fn build(ctx: ServiceContext) -> anyhow::Result<Built> {

@@ -46,6 +46,7 @@ pub static DEFINITION: ServiceDef = ServiceDef {
     ],
     migrators,
     build,
+    workers: &[],
 };
 
 fn build(ctx: ServiceContext) -> anyhow::Result<Built> {

@@ -44,6 +44,31 @@ pub struct ServiceDef {
     /// Builds its gRPC routes and background work (bus consumers, sweepers) from what every
     /// service is handed. Runs at start; an error stops the start.
     pub build: fn(ServiceContext) -> anyhow::Result<Built>,
+    /// Its worker roles (none for most services): background work on its own database that
+    /// runs apart from its gRPC server, as many replicas as wanted.
+    pub workers: &'static [WorkerDef],
+}
+
+/// A worker role of a service (`worktruck serve <role>`): background work on the service's own
+/// database, with no gRPC server, run as N replicas; `worktruck dev` runs one in process. The
+/// binary derives the role from the definition, so no role is named outside its service.
+#[derive(Debug)]
+pub struct WorkerDef {
+    /// The role's name, e.g. `agent-worker`.
+    pub role: &'static str,
+    /// Builds its background tasks from the owning service's context; each ends at shutdown.
+    pub build: fn(WorkerContext) -> anyhow::Result<Vec<Task>>,
+}
+
+/// What a worker is handed: its service's context (database, relay, bus, config, shutdown),
+/// and what it needs to call the other services on a tenant's behalf.
+pub struct WorkerContext {
+    /// The owning service's context.
+    pub service: ServiceContext,
+    /// Signs the contexts of its calls (from `context.signing_key` or the master secret).
+    pub signer: crate::context::Signer,
+    /// A channel per gRPC service of every enabled service this process can reach.
+    pub upstreams: crate::upstream::Upstreams,
 }
 
 impl ServiceDef {
@@ -266,6 +291,14 @@ pub fn check_table(table: &[&ServiceDef]) -> Result<(), String> {
         for g in def.grpc_services {
             if !grpc.insert(*g) {
                 return Err(format!("gRPC service {g} is served by two services"));
+            }
+        }
+    }
+    let mut roles = names.clone();
+    for def in table {
+        for w in def.workers {
+            if !roles.insert(w.role) {
+                return Err(format!("worker role {} of {} is taken by another service or worker", w.role, def.name));
             }
         }
     }

@@ -43,6 +43,7 @@ pub static DEFINITION: ServiceDef = ServiceDef {
     ],
     migrators,
     build,
+    workers: &[],
 };
 
 fn build(ctx: ServiceContext) -> anyhow::Result<Built> {

@@ -37,6 +37,7 @@ pub static DEFINITION: ServiceDef = ServiceDef {
     link_targets: &[],
     migrators,
     build,
+    workers: &[],
 };
 
 fn build(ctx: ServiceContext) -> anyhow::Result<Built> {

@@ -1,5 +1,6 @@
-//! The services behind the gateway and the generic unary call to them: request and response
-//! travel as already-encoded protobuf bytes, so no per-service client code exists.
+//! The services behind a caller (the gateways, the agents worker) and the generic unary call
+//! to them: request and response travel as already-encoded protobuf bytes, so no per-service
+//! client code exists.
 
 use std::collections::HashMap;
 
@@ -70,6 +71,39 @@ pub async fn unary(
     grpc.unary(request, path, RawCodec)
         .await
         .map(tonic::Response::into_inner)
+}
+
+/// A failure status from a service as callers show it: statuses without details come from the
+/// transport, and their text (addresses, OS errors) is not for callers; internal ones are logged.
+pub fn status_error(path: &str, status: &Status) -> crate::Error {
+    let mut error = crate::Error::from_status(status);
+    if status.details().is_empty() && error.code == crate::ErrorCode::Unavailable {
+        tracing::warn!(grpc = %path, error = %status.message(), "upstream unavailable");
+        error.message = "a service is unavailable; retry later".to_owned();
+    } else if error.code == crate::ErrorCode::Internal {
+        tracing::error!(grpc = %path, code = ?status.code(), error = %status.message(), "upstream failed");
+    }
+    error
+}
+
+/// Calls `rpc` at `path` with a JSON request in the API's conventions (`proto::json`: what an
+/// MCP tool or an agent's tool call sends) and answers the response as JSON: the one generic
+/// JSON call, shared by the MCP gateway and the agents worker.
+pub async fn call_json(
+    channel: Channel,
+    path: PathAndQuery,
+    rpc: &prost_reflect::MethodDescriptor,
+    arguments: serde_json::Value,
+    metadata: MetadataMap,
+) -> Result<serde_json::Value, crate::Error> {
+    use prost::Message as _;
+    let message = worktruck_proto::json::from_value(&rpc.input(), arguments).map_err(|e| crate::Error::invalid(e.to_string()))?;
+    let reply = unary(channel, path.clone(), message.encode_to_vec().into(), metadata)
+        .await
+        .map_err(|status| status_error(path.as_str(), &status))?;
+    let response = prost_reflect::DynamicMessage::decode(rpc.output(), reply)
+        .map_err(|e| crate::Error::internal(format!("undecodable response from {path}: {e}")))?;
+    worktruck_proto::json::to_value(&response).map_err(crate::Error::internal)
 }
 
 /// A pass-through codec: prost-reflect does the encoding on both sides of it.

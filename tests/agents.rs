@@ -1,0 +1,1333 @@
+//! Agents end to end, against a local fake of the Anthropic Messages API (an axum server that
+//! answers scripted turns with `tool_use` blocks and usage): configs, a run with two tool calls
+//! and its steps and cost, budget and deadline, a refused key, retries, cancel; and a worker
+//! killed with SIGKILL between the two tool calls, whose run a new worker resumes without
+//! calling the first tool again or counting any cost twice — in process (`worktruck dev` on
+//! SQLite, killed and started again) and with the worker as its own process on PostgreSQL + NATS.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode as AxumStatus};
+use axum::response::IntoResponse;
+use common::split::Split;
+use common::{Stack, error_code};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use worktruck_kit::testing::{Backend, backends, nats_url};
+
+/// The model the tests price: 3 and 15 dollars per million input and output tokens, cache
+/// prices by default (0.3 read, 3.75 write).
+const MODEL: &str = "claude-test";
+/// What each scripted turn reports: 1,000 input, 100 output, 1,000 cache-read and 1,000
+/// cache-write tokens = 3,000 + 1,500 + 300 + 3,750 millionths of a dollar.
+const TURN_MICROS: i64 = 8_550;
+const FAKE_KEY: &str = "sk-ant-test-operator-key";
+
+type Script = dyn Fn(usize, &Value) -> (u16, Value) + Send + Sync;
+
+/// The fake Anthropic endpoint.
+struct Fake {
+    /// Answers turn `n` (the number of assistant messages already in the request).
+    script: Box<Script>,
+    /// Every request body, in arrival order.
+    requests: Mutex<Vec<Value>>,
+    /// A turn that is not answered while `held` is set (the request waits).
+    hold_turn: Option<usize>,
+    held: tokio::sync::watch::Sender<bool>,
+    /// Requests for the held turn so far.
+    reached: AtomicUsize,
+    /// Delay before every answer.
+    delay: Duration,
+    /// Answers sent.
+    answered: AtomicUsize,
+    /// The `x-api-key` of every Messages request.
+    keys: Mutex<Vec<String>>,
+    /// Refuse the tenant's key from now on (as revoked).
+    revoke_tenant: std::sync::atomic::AtomicBool,
+}
+
+/// The tenant's own key (BYOK), which the fake accepts.
+const TENANT_KEY: &str = "sk-ant-tenant-own-key-9f3a7c1d";
+
+/// `GET /v1/models`: how a key is probed.
+async fn models(headers: HeaderMap) -> impl IntoResponse {
+    let key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let error = |status: AxumStatus, kind: &str, message: &str| {
+        (
+            status,
+            axum::Json(json!({"type": "error", "error": {"type": kind, "message": message}})),
+        )
+    };
+    match key {
+        TENANT_KEY | FAKE_KEY => (
+            AxumStatus::OK,
+            axum::Json(json!({"data": [{"id": MODEL, "type": "model"}], "has_more": false})),
+        ),
+        "sk-ant-revoked-key-0000" => error(
+            AxumStatus::UNAUTHORIZED,
+            "authentication_error",
+            "This API key has been revoked",
+        ),
+        "sk-ant-noperm-key-0000" => error(
+            AxumStatus::FORBIDDEN,
+            "permission_error",
+            "not allowed to use the API",
+        ),
+        "sk-ant-busy-key-000000" => error(
+            AxumStatus::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "slow down",
+        ),
+        _ => error(
+            AxumStatus::UNAUTHORIZED,
+            "authentication_error",
+            "invalid x-api-key",
+        ),
+    }
+}
+
+async fn messages(
+    State(fake): State<Arc<Fake>>,
+    headers: HeaderMap,
+    body: axum::Json<Value>,
+) -> impl IntoResponse {
+    let body = body.0;
+    let key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(key == FAKE_KEY || key == TENANT_KEY, "{key}");
+    fake.keys.lock().unwrap().push(key.clone());
+    if key == TENANT_KEY && fake.revoke_tenant.load(Ordering::SeqCst) {
+        let e = json!({"type": "error", "error": {"type": "authentication_error", "message": "This API key has been revoked"}});
+        return (AxumStatus::UNAUTHORIZED, axum::Json(e));
+    }
+    assert_eq!(
+        headers
+            .get("anthropic-version")
+            .and_then(|v| v.to_str().ok()),
+        Some("2023-06-01")
+    );
+    let turn = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .count();
+    fake.requests.lock().unwrap().push(body.clone());
+    if fake.hold_turn == Some(turn) {
+        fake.reached.fetch_add(1, Ordering::SeqCst);
+        let mut rx = fake.held.subscribe();
+        let _ = rx.wait_for(|held| !*held).await;
+    }
+    tokio::time::sleep(fake.delay).await;
+    let (status, answer) = (fake.script)(turn, &body);
+    fake.answered.fetch_add(1, Ordering::SeqCst);
+    (AxumStatus::from_u16(status).unwrap(), axum::Json(answer))
+}
+
+impl Fake {
+    async fn start(
+        script: Box<Script>,
+        hold_turn: Option<usize>,
+        delay: Duration,
+    ) -> (Arc<Fake>, String) {
+        let (held, _) = tokio::sync::watch::channel(hold_turn.is_some());
+        let fake = Arc::new(Fake {
+            script,
+            requests: Mutex::default(),
+            hold_turn,
+            held,
+            reached: AtomicUsize::new(0),
+            delay,
+            answered: AtomicUsize::new(0),
+            keys: Mutex::default(),
+            revoke_tenant: Default::default(),
+        });
+        let app = axum::Router::new()
+            .route("/v1/messages", axum::routing::post(messages))
+            .route("/v1/models", axum::routing::get(models))
+            .with_state(fake.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (fake, url)
+    }
+
+    fn release(&self) {
+        let _ = self.held.send(false);
+    }
+
+    fn requests(&self) -> Vec<Value> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn usage() -> Value {
+    json!({"input_tokens": 1000, "output_tokens": 100, "cache_read_input_tokens": 1000, "cache_creation_input_tokens": 1000})
+}
+
+/// Two notes_create calls in two turns, then a final answer.
+fn two_tools(turn: usize, _body: &Value) -> (u16, Value) {
+    let tool = |id: &str, title: &str| {
+        json!({
+            "id": format!("msg_{id}"), "type": "message", "role": "assistant", "model": MODEL,
+            "content": [
+                {"type": "text", "text": format!("Writing {title}.")},
+                {"type": "tool_use", "id": format!("toolu_{id}"), "name": "notes_create",
+                 "input": {"title": title, "body": "Site answered 200."}}
+            ],
+            "stop_reason": "tool_use", "usage": usage()
+        })
+    };
+    match turn {
+        0 => (200, tool("1", "Health first")),
+        1 => (200, tool("2", "Health second")),
+        _ => (
+            200,
+            json!({
+                "id": "msg_3", "type": "message", "role": "assistant", "model": MODEL,
+                "content": [{"type": "text", "text": "All good."}, {"type": "future_block", "x": 1}],
+                "stop_reason": "end_turn", "usage": usage()
+            }),
+        ),
+    }
+}
+
+fn settings(url: &str) -> Value {
+    json!({
+        "anthropic_base_url": url,
+        "anthropic_api_key": FAKE_KEY,
+        "backoff_ms": 10,
+        "backoff_max_ms": 50,
+        "max_retries": 3,
+        "lease_seconds": 3,
+        "poll_ms": 100,
+        "prices": {MODEL: {"input": 3.0, "output": 15.0}},
+    })
+}
+
+async fn stack(backend: Backend, url: &str) -> Stack {
+    let settings = settings(url);
+    Stack::start_with(backend, move |cfg| {
+        cfg.settings.insert("agents".into(), settings);
+    })
+    .await
+}
+
+/// Polls the run until it has ended.
+async fn ended(http: &reqwest::Client, base: &str, key: &str, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = http
+            .get(format!("{base}/api/v1/agents/site_health/runs/{id}"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        let v: Value = r.json().await.unwrap();
+        if ["succeeded", "failed", "cancelled"].contains(&v["status"].as_str().unwrap_or_default())
+        {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "the run never ended: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn enqueue(s: &Stack, body: Value) -> String {
+    let (st, run) = s
+        .call(Method::POST, "/api/v1/agents/site_health/runs", Some(body))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{run}");
+    assert_eq!(run["status"], "queued", "{run}");
+    run["id"].as_str().unwrap().to_owned()
+}
+
+async fn note_titles(http: &reqwest::Client, base: &str, key: &str) -> Vec<String> {
+    let r = http
+        .get(format!("{base}/api/v1/notes?limit=200"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    let mut titles: Vec<String> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["title"].as_str().unwrap().to_owned())
+        .collect();
+    titles.sort();
+    titles
+}
+
+/// The steps of a two-tool run: three LLM turns around two tool calls, each turn costed.
+fn check_steps(run: &Value, backend: Backend) {
+    let steps = run["steps"].as_array().unwrap();
+    let shape: Vec<(i64, &str, &str)> = steps
+        .iter()
+        .map(|s| {
+            (
+                s["seq"].as_i64().unwrap(),
+                s["kind"].as_str().unwrap(),
+                s["name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (1, "llm", MODEL),
+            (2, "tool", "notes_create"),
+            (3, "llm", MODEL),
+            (4, "tool", "notes_create"),
+            (5, "llm", MODEL)
+        ],
+        "{backend:?} {run}"
+    );
+    for s in steps {
+        assert!(
+            s["completed_at"].is_string() && s["started_at"].is_string(),
+            "{s}"
+        );
+        assert_eq!(s["input_hash"].as_str().unwrap().len(), 64, "{s}");
+        if s["kind"] == "llm" {
+            assert_eq!(
+                (s["input_tokens"].as_i64(), s["output_tokens"].as_i64()),
+                (Some(1000), Some(100)),
+                "{s}"
+            );
+            assert_eq!(
+                (
+                    s["cache_read_tokens"].as_i64(),
+                    s["cache_write_tokens"].as_i64()
+                ),
+                (Some(1000), Some(1000)),
+                "{s}"
+            );
+            assert_eq!(s["cost_usd_micros"], TURN_MICROS, "{s}");
+        } else {
+            assert!(
+                s["output"]["result"]["id"].is_string(),
+                "the tool's answer is journaled: {s}"
+            );
+        }
+    }
+    assert_eq!(run["cost_usd_micros"], 3 * TURN_MICROS, "{run}");
+    assert_eq!(run["cost_usd_cents"], 3, "{run}");
+    assert_eq!(run["output"]["text"], "All good.", "{run}");
+}
+
+#[tokio::test]
+async fn configs_runs_steps_cost_and_failures() {
+    for backend in backends() {
+        let (fake, url) = Fake::start(Box::new(two_tools), None, Duration::ZERO).await;
+        let s = stack(backend, &url).await;
+
+        // Configs: every blueprint listed with its defaults; a write replaces; bad ones are 400/404.
+        let (st, list) = s.call(Method::GET, "/api/v1/agent-configs", None).await;
+        assert_eq!(st, StatusCode::OK, "{list}");
+        let names: Vec<&str> = list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["blueprint"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["contact_deduper", "site_health"], "{list}");
+        assert_eq!(list["data"][1]["version"], 0);
+        assert_eq!(list["data"][1]["byok_status"], "inactive");
+        for (bad, code) in [
+            (json!({"model": "gpt-4"}), "validation_failed"),
+            (
+                json!({"allowed_tools": ["contacts_delete"]}),
+                "validation_failed",
+            ),
+            (json!({"schedule": {"cron": "* * *"}}), "validation_failed"),
+            (
+                json!({"schedule": {"cron": "*/5 * * * *", "timezone": "Mars/Olympus"}}),
+                "validation_failed",
+            ),
+            (json!({"budget_default_cents": 0}), "validation_failed"),
+        ] {
+            let (st, e) = s
+                .call(
+                    Method::PUT,
+                    "/api/v1/agent-configs/site_health",
+                    Some(bad.clone()),
+                )
+                .await;
+            assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {e}");
+            assert_eq!(error_code(&e), code);
+        }
+        let (st, e) = s
+            .call(Method::PUT, "/api/v1/agent-configs/nosuch", Some(json!({})))
+            .await;
+        assert_eq!(
+            (st, error_code(&e).as_str()),
+            (StatusCode::NOT_FOUND, "not_found"),
+            "{e}"
+        );
+        let put = json!({
+            "model": MODEL, "allowed_tools": ["notes_create"], "budget_default_cents": 20,
+            "schedule": {"cron": "0 9 * * 1-5", "timezone": "Europe/Oslo", "overlap": "buffer_one"},
+            "guardrails": [{"tool": "notes_*", "require_approval": false}]
+        });
+        let (st, cfg) = s
+            .call(Method::PUT, "/api/v1/agent-configs/site_health", Some(put))
+            .await;
+        assert_eq!(st, StatusCode::OK, "{cfg}");
+        assert_eq!(
+            (cfg["version"].as_i64(), cfg["model"].as_str()),
+            (Some(1), Some(MODEL)),
+            "{cfg}"
+        );
+        assert_eq!(cfg["schedule"]["overlap"], "buffer_one", "{cfg}");
+        assert_eq!(cfg["allowed_tools"], json!(["notes_create"]), "{cfg}");
+
+        // A run with two tool calls: the right steps, the right cost, two notes.
+        let id = enqueue(&s, json!({"input": {"prompt": "Check example.com"}})).await;
+        let run = ended(&s.http, &s.base, &s.key, &id).await;
+        assert_eq!(run["status"], "succeeded", "{backend:?} {run}");
+        check_steps(&run, backend);
+        assert_eq!(
+            run["budget_usd_cents"], 20,
+            "the config's default budget: {run}"
+        );
+        assert_eq!(
+            note_titles(&s.http, &s.base, &s.key).await,
+            ["Health first", "Health second"]
+        );
+        // The second request echoes the assistant's content unchanged, tool results first.
+        let second = fake
+            .requests()
+            .into_iter()
+            .find(|r| r["messages"].as_array().unwrap().len() == 3)
+            .unwrap();
+        assert_eq!(second["messages"][0]["content"], "Check example.com");
+        assert_eq!(
+            second["messages"][1]["content"][1]["id"], "toolu_1",
+            "{second}"
+        );
+        assert_eq!(
+            second["messages"][2]["content"][0]["type"], "tool_result",
+            "{second}"
+        );
+        assert_eq!(
+            second["messages"][2]["content"][0]["tool_use_id"], "toolu_1",
+            "{second}"
+        );
+        let tools: Vec<&str> = second["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            tools,
+            ["notes_create"],
+            "only the allowed tools are offered"
+        );
+        assert_eq!(second["tools"][0]["input_schema"]["type"], "object");
+        // Its events, and the list with a status filter.
+        let (_, events) = s
+            .call(
+                Method::GET,
+                &format!("/api/v1/agents/site_health/runs/{id}/events"),
+                None,
+            )
+            .await;
+        let kinds: Vec<&str> = events["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["queued", "running", "succeeded"], "{events}");
+        let (_, page) = s
+            .call(
+                Method::GET,
+                "/api/v1/agents/site_health/runs?status=succeeded",
+                None,
+            )
+            .await;
+        assert_eq!(page["data"][0]["id"], id.as_str(), "{page}");
+        assert!(
+            page["data"][0]["steps"]
+                .as_array()
+                .is_none_or(|s| s.is_empty()),
+            "lists carry no steps"
+        );
+        let (_, page) = s
+            .call(
+                Method::GET,
+                "/api/v1/agents/site_health/runs?status=failed",
+                None,
+            )
+            .await;
+        assert_eq!(page["data"], json!([]), "{page}");
+        // A finished run cannot be cancelled; another tenant does not see it.
+        let (st, e) = s
+            .call(
+                Method::POST,
+                &format!("/api/v1/agents/site_health/runs/{id}/cancel"),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(
+            (st, error_code(&e).as_str()),
+            (StatusCode::CONFLICT, "conflict"),
+            "{e}"
+        );
+        let other = s.new_tenant("other").await;
+        let (st, _) = s
+            .call_as(
+                &other,
+                Method::GET,
+                &format!("/api/v1/agents/site_health/runs/{id}"),
+                None,
+            )
+            .await;
+        assert_eq!(st, StatusCode::NOT_FOUND);
+
+        // Budget: one cent is spent by the second turn, which ends the run.
+        let id = enqueue(&s, json!({"input": {"prompt": "again"}, "budget_cents": 1})).await;
+        let run = ended(&s.http, &s.base, &s.key, &id).await;
+        assert_eq!(
+            (run["status"].as_str(), run["failure_category"].as_str()),
+            (Some("failed"), Some("budget_exceeded")),
+            "{run}"
+        );
+        assert_eq!(run["cost_usd_micros"], 2 * TURN_MICROS, "{run}");
+        s.stop().await;
+
+        // Deadline: a model slower than the run's deadline.
+        let (_, url) = Fake::start(Box::new(two_tools), None, Duration::from_secs(3)).await;
+        let s = stack(backend, &url).await;
+        let (st, _) = s
+            .call(
+                Method::PUT,
+                "/api/v1/agent-configs/site_health",
+                Some(json!({"model": MODEL})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK);
+        let id = enqueue(
+            &s,
+            json!({"input": {"prompt": "slow"}, "deadline_seconds": 1}),
+        )
+        .await;
+        let run = ended(&s.http, &s.base, &s.key, &id).await;
+        assert_eq!(
+            (run["status"].as_str(), run["failure_category"].as_str()),
+            (Some("failed"), Some("deadline_exceeded")),
+            "{run}"
+        );
+        assert_eq!(run["steps"], json!([]), "{run}");
+        s.stop().await;
+
+        // A revoked key is a clear failure at once, not a retry loop; 529 is retried.
+        let refusing = |turn: usize, body: &Value| -> (u16, Value) {
+            if body["messages"][0]["content"] == "revoked" {
+                return (
+                    401,
+                    json!({"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}),
+                );
+            }
+            two_tools(turn, body)
+        };
+        let flaky_count = Arc::new(AtomicUsize::new(0));
+        let count = flaky_count.clone();
+        let script = move |turn: usize, body: &Value| -> (u16, Value) {
+            if body["messages"][0]["content"] == "flaky"
+                && turn == 0
+                && count.fetch_add(1, Ordering::SeqCst) < 2
+            {
+                return (
+                    529,
+                    json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+                );
+            }
+            refusing(turn, body)
+        };
+        let (fake, url) = Fake::start(Box::new(script), None, Duration::ZERO).await;
+        let s = stack(backend, &url).await;
+        let (st, _) = s
+            .call(
+                Method::PUT,
+                "/api/v1/agent-configs/site_health",
+                Some(json!({"model": MODEL})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK);
+        let id = enqueue(&s, json!({"input": {"prompt": "revoked"}})).await;
+        let run = ended(&s.http, &s.base, &s.key, &id).await;
+        assert_eq!(
+            (run["status"].as_str(), run["failure_category"].as_str()),
+            (Some("failed"), Some("invalid_key")),
+            "{run}"
+        );
+        assert!(
+            run["failure_detail"].as_str().unwrap().contains("401"),
+            "{run}"
+        );
+        assert!(
+            !run.to_string().contains(FAKE_KEY),
+            "the key never shows: {run}"
+        );
+        assert_eq!(fake.requests().len(), 1, "a 401 is not retried");
+        let id = enqueue(&s, json!({"input": {"prompt": "flaky"}})).await;
+        let run = ended(&s.http, &s.base, &s.key, &id).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        assert_eq!(
+            flaky_count.load(Ordering::SeqCst),
+            3,
+            "two 529s, then an answer"
+        );
+        assert_eq!(
+            run["cost_usd_micros"],
+            3 * TURN_MICROS,
+            "retried calls cost nothing: {run}"
+        );
+
+        s.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_run_is_cancelled_while_its_model_call_hangs() {
+    for backend in backends() {
+        let (fake, url) = Fake::start(Box::new(two_tools), Some(0), Duration::ZERO).await;
+        let s = stack(backend, &url).await;
+        let (st, _) = s
+            .call(
+                Method::PUT,
+                "/api/v1/agent-configs/site_health",
+                Some(json!({"model": MODEL})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK);
+        let id = enqueue(&s, json!({"input": {"prompt": "hang"}})).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while fake.reached.load(Ordering::SeqCst) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the worker never called the model"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (st, run) = s
+            .call(
+                Method::POST,
+                &format!("/api/v1/agents/site_health/runs/{id}/cancel"),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{run}");
+        assert_eq!(run["status"], "cancelled", "{run}");
+        // The model answers after all: the worker, no longer holding the run, journals nothing
+        // and calls no tool.
+        fake.release();
+        while fake.answered.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the model never answered");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let (_, run) = s
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/agents/site_health/runs/{id}"),
+                    None,
+                )
+                .await;
+            assert_eq!(
+                (
+                    run["status"].as_str(),
+                    run["steps"].as_array().map(Vec::len)
+                ),
+                (Some("cancelled"), Some(0)),
+                "{run}"
+            );
+        }
+        assert_eq!(fake.requests().len(), 1, "no second turn after the cancel");
+        assert!(
+            note_titles(&s.http, &s.base, &s.key).await.is_empty(),
+            "no tool ran"
+        );
+        let (st, _) = s
+            .call(
+                Method::POST,
+                &format!("/api/v1/agents/site_health/runs/{id}/cancel"),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CONFLICT);
+        s.stop().await;
+    }
+}
+
+/// A `worktruck dev` child process (SQLite, in-process bus, one worker in process).
+struct Dev {
+    child: Child,
+    base: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Dev {
+    /// Starts `worktruck dev` on `data`; returns it and the first start's key, if printed.
+    async fn start(data: &std::path::Path, url: &str) -> (Dev, Option<String>) {
+        let rest = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_worktruck"));
+        cmd.args(["dev", "--data-dir"])
+            .arg(data)
+            .args(["--rest-addr", &format!("127.0.0.1:{rest}")])
+            .args(["--mcp-addr", &format!("127.0.0.1:{}", free_port())])
+            .args(["--admin-addr", &format!("127.0.0.1:{}", free_port())])
+            .env_remove("WORKTRUCK_NATS__URL")
+            .env_remove("WORKTRUCK_DATABASE__URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (k, v) in settings_env(url) {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        // The first start prints the key; read the banner off a thread.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(key) = line.trim().strip_prefix("export WT_KEY=") {
+                    let _ = tx.send(Some(key.to_owned()));
+                }
+                if line.starts_with("  metrics") {
+                    let _ = tx.send(None);
+                }
+            }
+        });
+        let base = format!("http://127.0.0.1:{rest}");
+        let http = worktruck_kit::http::client();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !http
+            .get(format!("{base}/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "worktruck dev never became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let key = rx.recv_timeout(Duration::from_secs(5)).ok().flatten();
+        let key = key.or_else(|| rx.recv_timeout(Duration::from_millis(500)).ok().flatten());
+        (Dev { child, base }, key)
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn settings_env(url: &str) -> Vec<(String, String)> {
+    vec![
+        (
+            "WORKTRUCK_SETTINGS__AGENTS__ANTHROPIC_BASE_URL".into(),
+            url.to_owned(),
+        ),
+        (
+            "WORKTRUCK_SETTINGS__AGENTS__ANTHROPIC_API_KEY".into(),
+            FAKE_KEY.into(),
+        ),
+        (
+            "WORKTRUCK_SETTINGS__AGENTS__LEASE_SECONDS".into(),
+            "3".into(),
+        ),
+        ("WORKTRUCK_SETTINGS__AGENTS__POLL_MS".into(), "100".into()),
+        ("WORKTRUCK_SETTINGS__AGENTS__BACKOFF_MS".into(), "10".into()),
+        (
+            "WORKTRUCK_SETTINGS__AGENTS__PRICES__CLAUDE-TEST__INPUT".into(),
+            "3.0".into(),
+        ),
+        (
+            "WORKTRUCK_SETTINGS__AGENTS__PRICES__CLAUDE-TEST__OUTPUT".into(),
+            "15.0".into(),
+        ),
+    ]
+}
+
+async fn http_call(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut r = http
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(key);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.unwrap();
+    let st = r.status();
+    (st, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Enqueues the two-tool run and waits until the model is asked for its second turn: by then
+/// the first tool call is journaled as completed.
+async fn start_held_run(http: &reqwest::Client, base: &str, key: &str, fake: &Fake) -> String {
+    let (st, cfg) = http_call(
+        http,
+        base,
+        key,
+        Method::PUT,
+        "/api/v1/agent-configs/site_health",
+        Some(json!({"model": MODEL})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{cfg}");
+    let (st, run) = http_call(
+        http,
+        base,
+        key,
+        Method::POST,
+        "/api/v1/agents/site_health/runs",
+        Some(json!({"input": {"prompt": "Check"}})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{run}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fake.reached.load(Ordering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never asked for the second turn"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    run["id"].as_str().unwrap().to_owned()
+}
+
+/// After the resume: the first tool ran once, each turn is costed once, two claims.
+fn check_resumed(run: &Value, titles: &[String], fake: &Fake, backend: Backend) {
+    assert_eq!(run["status"], "succeeded", "{backend:?} {run}");
+    check_steps(run, backend);
+    assert_eq!(
+        titles,
+        ["Health first", "Health second"],
+        "{backend:?}: the first tool call is not repeated"
+    );
+    assert_eq!(run["attempts"], 2, "{run}");
+    // Turn 2 was asked twice (the first request died with the worker), the others once.
+    let turns: Vec<usize> = fake
+        .requests()
+        .iter()
+        .map(|r| {
+            r["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| m["role"] == "assistant")
+                .count()
+        })
+        .collect();
+    assert_eq!(turns, [0, 1, 1, 2], "{backend:?}");
+}
+
+#[tokio::test]
+async fn a_killed_worker_s_run_resumes_without_repeating_a_step_embedded() {
+    let (fake, url) = Fake::start(Box::new(two_tools), Some(1), Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (dev, key) = Dev::start(dir.path(), &url).await;
+    let key = key.expect("the first start prints the key");
+    let http = worktruck_kit::http::client();
+    let id = start_held_run(&http, &dev.base, &key, &fake).await;
+    dev.kill();
+    fake.release();
+    let (dev, again) = Dev::start(dir.path(), &url).await;
+    assert!(again.is_none());
+    let run = ended(&http, &dev.base, &key, &id).await;
+    let titles = note_titles(&http, &dev.base, &key).await;
+    check_resumed(&run, &titles, &fake, Backend::Sqlite);
+    let (_, events) = http_call(
+        &http,
+        &dev.base,
+        &key,
+        Method::GET,
+        &format!("/api/v1/agents/site_health/runs/{id}/events"),
+        None,
+    )
+    .await;
+    let kinds: Vec<&str> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["queued", "running", "lease_lapsed", "running", "succeeded"],
+        "{events}"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_worker_s_run_resumes_on_another_worker_process_postgres_nats() {
+    let Some(backend) = backends().into_iter().find(|b| *b == Backend::Postgres) else {
+        return;
+    };
+    let Some(nats) = nats_url() else { return };
+    let (fake, url) = Fake::start(Box::new(two_tools), Some(1), Duration::ZERO).await;
+    let mut split = Split::start_with_env(
+        backend,
+        &["tenants", "notes", "agents"],
+        false,
+        Some(nats),
+        settings_env(&url),
+    )
+    .await;
+    let admin = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    split.spawn_role("agent-worker", admin(free_port())).await;
+    let key = split.create_tenant("agents");
+    let http = worktruck_kit::http::client();
+    let base = split.base.clone();
+    let id = start_held_run(&http, &base, &key, &fake).await;
+    split.kill("agent-worker");
+    fake.release();
+    split.spawn_role("agent-worker", admin(free_port())).await;
+    let run = ended(&http, &base, &key, &id).await;
+    let titles = note_titles(&http, &base, &key).await;
+    check_resumed(&run, &titles, &fake, backend);
+}
+
+/// Every byte of the agents service's storage: the SQLite files under the data folder, or a
+/// `pg_dump` of the PostgreSQL database.
+fn storage_bytes(s: &Stack) -> Vec<u8> {
+    match &s.data.database_url {
+        Some(url) if s.data.backend == Backend::Postgres => {
+            let out = Command::new("pg_dump")
+                .args(["--data-only", url])
+                .output()
+                .expect("pg_dump runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        }
+        _ => {
+            let mut all = Vec::new();
+            let mut dirs = vec![s.data.path()];
+            while let Some(d) = dirs.pop() {
+                for e in std::fs::read_dir(d).unwrap().map(Result::unwrap) {
+                    if e.file_type().unwrap().is_dir() {
+                        dirs.push(e.path());
+                    } else {
+                        all.extend(std::fs::read(e.path()).unwrap());
+                    }
+                }
+            }
+            all
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn a_tenant_s_own_key_is_probed_sealed_used_and_never_shown() {
+    for backend in backends() {
+        let (fake, url) = Fake::start(Box::new(two_tools), None, Duration::ZERO).await;
+        let s = stack(backend, &url).await;
+        let (st, _) = s
+            .call(
+                Method::PUT,
+                "/api/v1/agent-configs/site_health",
+                Some(json!({"model": MODEL})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK);
+
+        // Probes only.
+        for (key, status, category) in [
+            (TENANT_KEY, "valid", ""),
+            ("sk-ant-wrong-key-0000", "invalid", "invalid_key"),
+            ("sk-ant-revoked-key-0000", "invalid", "revoked_or_expired"),
+            (
+                "sk-ant-noperm-key-0000",
+                "invalid",
+                "insufficient_permissions",
+            ),
+            ("sk-ant-busy-key-000000", "invalid", "rate_limited"),
+            ("short", "invalid", "invalid_key"),
+        ] {
+            let (st, v) = s
+                .call(
+                    Method::POST,
+                    "/api/v1/agent-configs/validate-key",
+                    Some(json!({"api_key": key})),
+                )
+                .await;
+            assert_eq!(st, StatusCode::OK, "{key}: {v}");
+            assert_eq!(
+                (
+                    v["status"].as_str(),
+                    v["category"].as_str().unwrap_or_default()
+                ),
+                (Some(status), category),
+                "{key}: {v}"
+            );
+        }
+
+        // A refused key changes nothing.
+        let (st, e) = s
+            .call(
+                Method::PUT,
+                "/api/v1/agent-configs/site_health/byok-key",
+                Some(json!({"api_key": "sk-ant-revoked-key-0000"})),
+            )
+            .await;
+        assert_eq!(
+            (st, error_code(&e).as_str()),
+            (StatusCode::BAD_REQUEST, "validation_failed"),
+            "{e}"
+        );
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("revoked_or_expired"),
+            "{e}"
+        );
+        let (_, list) = s.call(Method::GET, "/api/v1/agent-configs", None).await;
+        assert_eq!(list["data"][1]["byok_status"], "inactive", "{list}");
+
+        // A valid one is stored sealed; the answer shows a hint only.
+        let (st, cfg) = s
+            .call(
+                Method::PUT,
+                "/api/v1/agent-configs/site_health/byok-key",
+                Some(json!({"api_key": TENANT_KEY})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{cfg}");
+        assert_eq!(
+            (cfg["byok_status"].as_str(), cfg["byok_key_hint"].as_str()),
+            (Some("active"), Some("…7c1d")),
+            "{cfg}"
+        );
+        assert!(cfg["byok_last_probed_at"].is_string(), "{cfg}");
+        assert_eq!(cfg["model"], MODEL, "the config is kept: {cfg}");
+        let (_, list) = s.call(Method::GET, "/api/v1/agent-configs", None).await;
+        assert!(!list.to_string().contains(TENANT_KEY) && !cfg.to_string().contains(TENANT_KEY));
+
+        // Runs of the blueprint use it; the other blueprint's would not.
+        let id = enqueue(&s, json!({"input": {"prompt": "Check"}})).await;
+        let run = ended(&s.http, &s.base, &s.key, &id).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        assert!(
+            fake.keys.lock().unwrap().iter().all(|k| k == TENANT_KEY),
+            "every turn on the tenant's key"
+        );
+        assert!(!run.to_string().contains(TENANT_KEY));
+
+        // The storage holds only ciphertext.
+        let bytes = storage_bytes(&s);
+        assert!(!bytes.is_empty());
+        assert!(
+            !contains(&bytes, TENANT_KEY),
+            "{backend:?}: the plaintext key is in the storage"
+        );
+        assert!(
+            contains(&bytes, "Health first"),
+            "{backend:?}: the search reads the storage (a note's title is there)"
+        );
+
+        // Revoked later: the run fails clearly, the config says so.
+        fake.revoke_tenant.store(true, Ordering::SeqCst);
+        let before = fake.keys.lock().unwrap().len();
+        let id = enqueue(&s, json!({"input": {"prompt": "again"}})).await;
+        let run = ended(&s.http, &s.base, &s.key, &id).await;
+        assert_eq!(
+            (run["status"].as_str(), run["failure_category"].as_str()),
+            (Some("failed"), Some("revoked_or_expired")),
+            "{run}"
+        );
+        assert_eq!(
+            fake.keys.lock().unwrap().len(),
+            before + 1,
+            "a revoked key is not retried"
+        );
+        let (_, list) = s.call(Method::GET, "/api/v1/agent-configs", None).await;
+        assert_eq!(list["data"][1]["byok_status"], "auth_failed", "{list}");
+        s.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_tool_call_whose_completion_was_not_journaled_gets_its_first_answer_again() {
+    for backend in backends() {
+        let (fake, url) = Fake::start(Box::new(two_tools), None, Duration::ZERO).await;
+        let s = stack(backend, &url).await;
+        let (st, _) = s
+            .call(
+                Method::PUT,
+                "/api/v1/agent-configs/site_health",
+                Some(json!({"model": MODEL})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK);
+        let id = enqueue(&s, json!({"input": {"prompt": "Check"}})).await;
+        let first = ended(&s.http, &s.base, &s.key, &id).await;
+        assert_eq!(first["status"], "succeeded", "{first}");
+        let asked = fake.requests().len();
+
+        // As if the worker had died after the second tool call ran but before its completion
+        // was journaled: the step is started only, and the run is back in the queue.
+        let db = worktruck_kit::db::Db::connect(&s.data.db_options("agents"), false)
+            .await
+            .unwrap();
+        let run_id = uuid::Uuid::parse_str(&id).unwrap();
+        let mut tx = db
+            .begin(worktruck_kit::db::Scope::System, true)
+            .await
+            .unwrap();
+        worktruck_kit::exec!(&mut tx, sqlx::query("UPDATE agent_steps SET output = NULL, completed_at = NULL WHERE run_id = $1 AND seq = 4").bind(run_id))
+            .unwrap();
+        worktruck_kit::exec!(&mut tx, sqlx::query(
+            "UPDATE agent_runs SET status = 'queued', worker_id = NULL, lease_until = NULL, output = NULL, finished_at = NULL WHERE id = $1")
+            .bind(run_id))
+        .unwrap();
+        tx.commit().await.unwrap();
+        db.close().await;
+
+        let again = ended(&s.http, &s.base, &s.key, &id).await;
+        assert_eq!(again["status"], "succeeded", "{again}");
+        assert_eq!(
+            note_titles(&s.http, &s.base, &s.key).await,
+            ["Health first", "Health second"],
+            "{backend:?}: the repeated call did not write again"
+        );
+        assert_eq!(
+            again["steps"][3]["output"], first["steps"][3]["output"],
+            "the first call's answer, kept"
+        );
+        assert_eq!(again["cost_usd_micros"], 3 * TURN_MICROS, "{again}");
+        assert_eq!(fake.requests().len(), asked, "no LLM turn is asked again");
+        s.stop().await;
+    }
+}
+
+/// Polls the run until it has `status`.
+async fn reaches(s: &Stack, id: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, v) = s
+            .call(
+                Method::GET,
+                &format!("/api/v1/agents/site_health/runs/{id}"),
+                None,
+            )
+            .await;
+        if v["status"] == status {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run never became {status}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_guardrail_pauses_a_run_that_survives_a_restart_and_resumes_on_approval() {
+    for backend in backends() {
+        let (fake, url) = Fake::start(Box::new(two_tools), None, Duration::ZERO).await;
+        let mut s = stack(backend, &url).await;
+        let (st, e) = s
+            .call(
+                Method::PUT,
+                "/api/v1/agent-configs/site_health",
+                Some(json!({"model": MODEL, "guardrails": [{"tool": 3}]})),
+            )
+            .await;
+        assert_eq!(
+            (st, error_code(&e).as_str()),
+            (StatusCode::BAD_REQUEST, "validation_failed"),
+            "{e}"
+        );
+        let guarded =
+            json!({"model": MODEL, "guardrails": [{"tool": "notes_*", "require_approval": true}]});
+        let (st, _) = s
+            .call(
+                Method::PUT,
+                "/api/v1/agent-configs/site_health",
+                Some(guarded),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK);
+        let id = enqueue(&s, json!({"input": {"prompt": "Check"}})).await;
+
+        // Paused before the first tool call, the pending call visible; nothing written.
+        let run = reaches(&s, &id, "waiting").await;
+        let steps = run["steps"].as_array().unwrap();
+        assert_eq!(steps.len(), 2, "{run}");
+        assert_eq!(
+            (steps[1]["kind"].as_str(), steps[1]["name"].as_str()),
+            (Some("guardrail"), Some("notes_create")),
+            "{run}"
+        );
+        assert_eq!(steps[1]["input"]["title"], "Health first", "{run}");
+        assert_eq!(steps[1]["output"]["decision"], "pending", "{run}");
+        assert!(note_titles(&s.http, &s.base, &s.key).await.is_empty());
+        // A waiting run may be cancelled; then there is nothing to approve.
+        let (st, run) = s
+            .call(
+                Method::POST,
+                &format!("/api/v1/agents/site_health/runs/{id}/cancel"),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(
+            (st, run["status"].as_str()),
+            (StatusCode::OK, Some("cancelled")),
+            "{run}"
+        );
+        let (st, e) = s
+            .call(
+                Method::POST,
+                &format!("/api/v1/agents/site_health/runs/{id}/approve"),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(
+            (st, error_code(&e).as_str()),
+            (StatusCode::CONFLICT, "conflict"),
+            "{e}"
+        );
+
+        // Waiting survives a restart of everything (its worker included).
+        let id = enqueue(&s, json!({"input": {"prompt": "Check"}})).await;
+        reaches(&s, &id, "waiting").await;
+        s.restart().await;
+        let run = reaches(&s, &id, "waiting").await;
+        assert_eq!(run["steps"].as_array().unwrap().len(), 2, "{run}");
+
+        // Approve the first call, reject the second: one note, and the model hears why.
+        let (st, run) = s
+            .call(
+                Method::POST,
+                &format!("/api/v1/agents/site_health/runs/{id}/approve"),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{run}");
+        let run = reaches(&s, &id, "waiting").await;
+        assert_eq!(
+            run["steps"].as_array().unwrap().len(),
+            5,
+            "llm, guardrail, tool, llm, guardrail: {run}"
+        );
+        let (st, _) = s
+            .call(
+                Method::POST,
+                &format!("/api/v1/agents/site_health/runs/{id}/reject"),
+                Some(json!({"reason": "one note is enough"})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK);
+        let run = ended(&s.http, &s.base, &s.key, &id).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        let kinds: Vec<&str> = run["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            ["llm", "guardrail", "tool", "llm", "guardrail", "llm"],
+            "{run}"
+        );
+        assert_eq!(run["steps"][4]["output"]["decision"], "rejected", "{run}");
+        assert_eq!(run["cost_usd_micros"], 3 * TURN_MICROS, "{run}");
+        let titles = note_titles(&s.http, &s.base, &s.key).await;
+        assert_eq!(titles, ["Health first"], "{backend:?}");
+        let last = fake.requests().into_iter().last().unwrap();
+        let result = &last["messages"][4]["content"][0];
+        assert_eq!(
+            (result["is_error"].as_bool(), result["content"].as_str()),
+            (
+                Some(true),
+                Some("A reviewer rejected this call: one note is enough")
+            ),
+            "{last}"
+        );
+        let (_, events) = s
+            .call(
+                Method::GET,
+                &format!("/api/v1/agents/site_health/runs/{id}/events"),
+                None,
+            )
+            .await;
+        let kinds: Vec<&str> = events["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "queued",
+                "running",
+                "waiting",
+                "queued",
+                "running",
+                "waiting",
+                "queued",
+                "running",
+                "succeeded"
+            ],
+            "{events}"
+        );
+        s.stop().await;
+    }
+}
