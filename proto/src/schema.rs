@@ -481,6 +481,22 @@ mod tests {
         assert!(names.iter().all(|n| !n.contains('.')), "{names:?}");
     }
 
+    /// The local names two packages share, which OpenAPI names with a domain prefix. A new
+    /// message that takes a name another package already uses renames the other's schema too
+    /// (and the types generated clients made of it): give it another name, or add it here
+    /// knowing that.
+    #[test]
+    fn the_shared_message_names_are_known() {
+        let r = registry();
+        let g = SchemaGenerator::components(&r, "#/components/schemas/");
+        let mut shared: Vec<&str> = g.local_names.iter().filter(|(_, n)| **n > 1).map(|(k, _)| k.as_str()).collect();
+        shared.sort();
+        assert_eq!(
+            shared,
+            ["CreateTagRequest", "DeleteResponse", "Event", "ListTagsRequest", "ListTagsResponse", "Tag", "UpdateTagRequest"]
+        );
+    }
+
     #[test]
     fn recursive_messages_go_through_defs() {
         use prost::Message;

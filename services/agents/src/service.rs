@@ -566,12 +566,12 @@ impl AgentsService for Agents {
     async fn validate_key(
         &self,
         req: Request<pb::ValidateKeyRequest>,
-    ) -> Result<Response<pb::ProbeResult>, Status> {
+    ) -> Result<Response<pb::KeyProbeResult>, Status> {
         let _ = self.caller(&req)?;
         let key = match check_key(&req.into_inner().api_key) {
             Ok(k) => k,
             Err(e) => {
-                return Ok(Response::new(pb::ProbeResult {
+                return Ok(Response::new(pb::KeyProbeResult {
                     status: "invalid".into(),
                     category: "invalid_key".into(),
                     message: e.message,
@@ -579,12 +579,12 @@ impl AgentsService for Agents {
             }
         };
         let result = match self.anthropic.probe(&key).await {
-            Ok(()) => pb::ProbeResult {
+            Ok(()) => pb::KeyProbeResult {
                 status: "valid".into(),
                 category: String::new(),
                 message: String::new(),
             },
-            Err(f) => pb::ProbeResult {
+            Err(f) => pb::KeyProbeResult {
                 status: "invalid".into(),
                 category: f.category.to_owned(),
                 message: f.detail,
