@@ -419,7 +419,8 @@ fn gateway_auth(
         .context("the gateway needs the tenants service")?
         .clone();
     tasks.background.push(limiter.clone().spawn_sync(tenants, signer.clone(), shutdown.wait()));
-    Ok((signer, worktruck_gateway::Gate::new(auth, limiter)))
+    let x402 = worktruck_gateway::x402::X402::from_config(&cfg.auth.x402, &cfg.outbound)?.map(Arc::new);
+    Ok((signer, worktruck_gateway::Gate::new(auth, limiter).with_x402(x402)))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -255,21 +255,32 @@ async fn enqueue(s: &Stack, body: Value) -> String {
 }
 
 async fn note_titles(http: &reqwest::Client, base: &str, key: &str) -> Vec<String> {
+    try_note_titles(http, base, key).await.unwrap()
+}
+
+/// The titles of the tenant's notes, sorted; the answer itself when it is not a list.
+async fn try_note_titles(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+) -> Result<Vec<String>, String> {
     let r = http
         .get(format!("{base}/api/v1/notes?limit=200"))
         .bearer_auth(key)
         .send()
         .await
-        .unwrap();
-    let v: Value = r.json().await.unwrap();
-    let mut titles: Vec<String> = v["data"]
-        .as_array()
-        .unwrap()
+        .map_err(|e| e.to_string())?;
+    let status = r.status();
+    let v: Value = r.json().await.map_err(|e| e.to_string())?;
+    let Some(notes) = v["data"].as_array().filter(|_| status == StatusCode::OK) else {
+        return Err(format!("listing the notes answered {status}: {v}"));
+    };
+    let mut titles: Vec<String> = notes
         .iter()
         .map(|n| n["title"].as_str().unwrap().to_owned())
         .collect();
     titles.sort();
-    titles
+    Ok(titles)
 }
 
 /// The steps of a two-tool run: three LLM turns around two tool calls, each turn costed.
@@ -927,7 +938,9 @@ async fn a_killed_worker_s_run_resumes_on_another_worker_process_postgres_nats()
     fake.release();
     split.spawn_role("agent-worker", admin(free_port())).await;
     let run = ended(&http, &base, &key, &id).await;
-    let titles = note_titles(&http, &base, &key).await;
+    let titles = try_note_titles(&http, &base, &key)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nthe run: {run}\n{}", split.logs()));
     check_resumed(&run, &titles, &fake, backend);
 }
 

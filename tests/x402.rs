@@ -68,9 +68,16 @@ async fn start_facilitator_on(tls: bool) -> (String, Arc<Facilitator>) {
 /// A payment for the requirement a 402 offered, from `wallet`, with a fresh nonce.
 fn pay(required_header: &str, wallet: &str) -> String {
     let required: Value = serde_json::from_slice(&B64.decode(required_header).unwrap()).unwrap();
-    let accepted = required["accepts"][0].clone();
+    B64.encode(payment(&required, 0, wallet).to_string())
+}
+
+/// A `PaymentPayload` for the `accepts[i]` of a `PaymentRequired`, from `wallet`, with a fresh
+/// nonce.
+fn payment(required: &Value, i: usize, wallet: &str) -> Value {
+    let accepted = required["accepts"][i].clone();
+    assert!(accepted.is_object(), "{required}");
     let now = chrono::Utc::now().timestamp();
-    let payload = json!({
+    json!({
         "x402Version": 2,
         "resource": required["resource"],
         "accepted": accepted,
@@ -83,8 +90,7 @@ fn pay(required_header: &str, wallet: &str) -> String {
             }
         },
         "extensions": {}
-    });
-    B64.encode(payload.to_string())
+    })
 }
 
 #[tokio::test]
@@ -253,6 +259,192 @@ async fn an_https_facilitator_is_reached_through_the_configured_ca() {
             assert_eq!(body["error"]["code"], "unavailable");
             assert_eq!(f.verifies.load(Ordering::SeqCst), verifies, "a verdict was asked over an untrusted channel");
         }
+        running.stop().await;
+    }
+}
+
+/// One MCP request over raw HTTP: status, headers and the JSON-RPC answer (the last `data:` line
+/// of an SSE body, or the JSON body).
+async fn mcp(
+    http: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Value,
+) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
+    let mut req = http.post(url).header("accept", "application/json, text/event-stream").json(&body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let text = resp.text().await.unwrap();
+    let value = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .unwrap_or_else(|| serde_json::from_str(&text).unwrap_or(Value::String(text)));
+    (status, headers, value)
+}
+
+/// A `tools/call` of `name` with `arguments` and `_meta`.
+fn tool_call(id: u64, name: &str, arguments: Value, meta: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+           "params": {"name": name, "arguments": arguments, "_meta": meta}})
+}
+
+/// The `PaymentRequired` a refused paid call carries, checked against its text copy.
+fn payment_required_of(result: &Value) -> Value {
+    let result = &result["result"];
+    assert_eq!(result["isError"], true, "{result}");
+    let structured = result["structuredContent"].clone();
+    let text: Value = serde_json::from_str(result["content"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(text, structured);
+    assert_eq!(structured["x402Version"], 2, "{structured}");
+    structured
+}
+
+#[tokio::test]
+async fn an_mcp_client_opens_a_session_with_a_payment_and_pays_per_tool_call() {
+    for backend in backends() {
+        let (facilitator, f) = start_facilitator().await;
+        let data = TestData::new(backend).await;
+        let mut cfg = common::config(&data);
+        cfg.auth.x402.facilitator_url = facilitator;
+        cfg.auth.x402.pay_to = PAY_TO.into();
+        let running = worktruck::start_dev(cfg).await.unwrap();
+        let url = format!("http://{}/mcp/v1", running.mcp_addr.unwrap());
+        let base = format!("http://{}", running.rest_addr.unwrap());
+        let http = worktruck_kit::http::client();
+        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "payer", "version": "1"}}});
+
+        // No credentials and no payment: 401 with both ways in.
+        let (st, h, body) = mcp(&http, &url, &[], init.clone()).await;
+        assert_eq!(st, 401, "{backend:?} {body}");
+        assert!(h["www-authenticate"].to_str().unwrap().contains("resource_metadata="));
+        let required: Value = serde_json::from_slice(&B64.decode(h["payment-required"].to_str().unwrap()).unwrap()).unwrap();
+        assert_eq!(required["x402Version"], 2);
+        assert!(required["resource"]["url"].as_str().unwrap().ends_with("/mcp/v1"), "{required}");
+        assert_eq!(required["accepts"].as_array().unwrap().len(), 4, "one per price class: {required}");
+
+        // A payment opens a session as the wallet; it is verified, not charged.
+        let opening = B64.encode(payment(&required, 0, WALLET_A).to_string());
+        let (st, h, body) = mcp(&http, &url, &[("payment-signature", &opening)], init.clone()).await;
+        assert_eq!(st, 200, "{backend:?} {body}");
+        assert_eq!(body["result"]["protocolVersion"], "2025-06-18");
+        let session = h["mcp-session-id"].to_str().unwrap().to_owned();
+        assert_eq!((f.verifies.load(Ordering::SeqCst), f.settles.load(Ordering::SeqCst)), (1, 0));
+        let in_session = [("mcp-session-id", session.as_str()), ("mcp-protocol-version", "2025-06-18")];
+        let (st, _, _) = mcp(&http, &url, &in_session, json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+        assert_eq!(st, 202);
+        let (st, _, tools) = mcp(&http, &url, &in_session, json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})).await;
+        assert_eq!(st, 200);
+        assert!(tools["result"]["tools"].as_array().unwrap().iter().any(|t| t["name"] == "contacts_create"));
+
+        // A call without payment: a tool error carrying what to pay.
+        let create = json!({"kind": "person", "display_name": "Paid Pat"});
+        let (st, _, r) = mcp(&http, &url, &in_session, tool_call(3, "contacts_create", create.clone(), json!({}))).await;
+        assert_eq!(st, 200);
+        let write_required = payment_required_of(&r);
+        assert_eq!(write_required["resource"]["url"], "mcp://tool/contacts_create");
+        assert_eq!(write_required["accepts"].as_array().unwrap().len(), 1);
+        assert_eq!(write_required["accepts"][0]["amount"], "3000", "a write's price");
+        assert_eq!(f.settles.load(Ordering::SeqCst), 0);
+
+        // Paid in _meta: served as the wallet's tenant and settled once, with the receipt.
+        let paying = payment(&write_required, 0, WALLET_A);
+        let (_, _, r) = mcp(&http, &url, &in_session,
+            tool_call(4, "contacts_create", create.clone(), json!({"x402/payment": paying, "idempotency_key": "mcp-paid-1"}))).await;
+        assert_eq!(r["result"]["isError"], false, "{backend:?} {r}");
+        let contact = r["result"]["structuredContent"].clone();
+        let id = contact["id"].as_str().unwrap().to_owned();
+        assert_eq!(r["result"]["_meta"]["x402/payment-response"]["success"], true, "{r}");
+        assert_eq!(f.settles.load(Ordering::SeqCst), 1);
+
+        // The same payment again is refused and not settled again.
+        let (_, _, r) = mcp(&http, &url, &in_session,
+            tool_call(5, "contacts_create", create.clone(), json!({"x402/payment": paying}))).await;
+        let refused = payment_required_of(&r);
+        assert_eq!(refused["error"], "payment already used", "{refused}");
+        assert_eq!(f.settles.load(Ordering::SeqCst), 1, "a payment is taken once");
+
+        // A retry under the idempotency key with a fresh payment: the kept answer, not charged.
+        let (_, _, r) = mcp(&http, &url, &in_session, tool_call(6, "contacts_create", create.clone(),
+            json!({"x402/payment": payment(&write_required, 0, WALLET_A), "idempotency_key": "mcp-paid-1"}))).await;
+        assert_eq!(r["result"]["structuredContent"]["id"], contact["id"], "{r}");
+        assert_eq!(r["result"]["_meta"]["idempotent_replayed"], true, "{r}");
+        assert!(r["result"]["_meta"].get("x402/payment-response").is_none(), "nothing settled: {r}");
+        assert_eq!(f.settles.load(Ordering::SeqCst), 1, "a replayed paid write is not charged");
+
+        // A read, paid through the request's PAYMENT-SIGNATURE header instead, at a read's price.
+        let (_, _, r) = mcp(&http, &url, &in_session, tool_call(7, "contacts_get", json!({"id": id}), json!({}))).await;
+        let read_required = payment_required_of(&r);
+        assert_eq!(read_required["accepts"][0]["amount"], "1000");
+        let header = B64.encode(payment(&read_required, 0, WALLET_A).to_string());
+        let with_header = [in_session[0], in_session[1], ("payment-signature", header.as_str())];
+        let (_, _, r) = mcp(&http, &url, &with_header, tool_call(8, "contacts_get", json!({"id": id}), json!({}))).await;
+        assert_eq!(r["result"]["structuredContent"]["display_name"], "Paid Pat", "{r}");
+        assert_eq!(f.settles.load(Ordering::SeqCst), 2);
+
+        // The REST view of the same wallet's tenant agrees.
+        let list_402 = http.get(format!("{base}/api/v1/contacts")).send().await.unwrap();
+        let list_req = list_402.headers()["payment-required"].to_str().unwrap().to_owned();
+        let listed = |wallet: &'static str| {
+            let (http, base, list_req) = (http.clone(), base.clone(), list_req.clone());
+            async move {
+                let r = http.get(format!("{base}/api/v1/contacts")).header("PAYMENT-SIGNATURE", pay(&list_req, wallet)).send().await.unwrap();
+                let v: Value = r.json().await.unwrap();
+                v["data"].as_array().unwrap().iter().map(|c| c["display_name"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(listed(WALLET_A).await, ["Paid Pat"], "{backend:?}");
+        let settles = f.settles.load(Ordering::SeqCst);
+
+        // Another wallet's payment does not pay for this session's calls.
+        let (_, _, r) = mcp(&http, &url, &in_session,
+            tool_call(9, "contacts_get", json!({"id": id}), json!({"x402/payment": payment(&read_required, 0, WALLET_B)}))).await;
+        assert!(payment_required_of(&r)["error"].as_str().unwrap().contains("another wallet"), "{r}");
+        assert_eq!(f.settles.load(Ordering::SeqCst), settles);
+
+        // A payment for a read does not pay for a write.
+        let (_, _, r) = mcp(&http, &url, &in_session,
+            tool_call(10, "contacts_create", create.clone(), json!({"x402/payment": payment(&read_required, 0, WALLET_A)}))).await;
+        assert_eq!(payment_required_of(&r)["error"], "No matching payment requirements", "{r}");
+
+        // Settlement fails on a write: the payment is asked for again and nothing is written.
+        f.settle_fails.store(true, Ordering::SeqCst);
+        let (_, _, r) = mcp(&http, &url, &in_session, tool_call(11, "contacts_create",
+            json!({"kind": "person", "display_name": "Never Written"}), json!({"x402/payment": payment(&write_required, 0, WALLET_A)}))).await;
+        assert!(payment_required_of(&r)["error"].as_str().unwrap().starts_with("Settlement failed"), "{r}");
+        assert_eq!(r["result"]["_meta"]["x402/payment-response"]["success"], false, "{r}");
+        // A read whose settlement fails is withheld.
+        let (_, _, r) = mcp(&http, &url, &in_session,
+            tool_call(12, "contacts_get", json!({"id": id}), json!({"x402/payment": payment(&read_required, 0, WALLET_A)}))).await;
+        payment_required_of(&r);
+        assert!(!r.to_string().contains("Paid Pat"), "the unpaid read's answer is not shown: {r}");
+        f.settle_fails.store(false, Ordering::SeqCst);
+        assert_eq!(listed(WALLET_A).await, ["Paid Pat"], "{backend:?}: the unsettled write left nothing");
+
+        // The wallet's session is not served to an API key's caller, nor opened by a bad payment.
+        let key = running.first_key.clone().unwrap();
+        let bearer = format!("Bearer {key}");
+        let (st, _, _) = mcp(&http, &url, &[in_session[0], in_session[1], ("authorization", &bearer)],
+            json!({"jsonrpc": "2.0", "id": 13, "method": "tools/list"})).await;
+        assert_eq!(st, 404);
+        let (st, h, body) = mcp(&http, &url, &[("payment-signature", "%%%")], init.clone()).await;
+        assert_eq!(st, 400, "{body}");
+        assert!(h.contains_key("payment-required"));
+        f.invalid.store(true, Ordering::SeqCst);
+        let (st, _, body) = mcp(&http, &url, &[("payment-signature", &B64.encode(payment(&required, 0, WALLET_A).to_string()))], init.clone()).await;
+        assert_eq!(st, 402, "{body}");
+        assert_eq!(body["error"]["code"], "payment_required");
+        f.invalid.store(false, Ordering::SeqCst);
+
+        // API keys still open sessions beside x402, and their calls are not charged.
+        let (st, _, body) = mcp(&http, &url, &[("authorization", &bearer)], init.clone()).await;
+        assert_eq!(st, 200, "{body}");
         running.stop().await;
     }
 }

@@ -1,5 +1,7 @@
 //! The one door both gateways use: authenticate the caller (API key, and the schemes the
-//! [`AuthChain`] holds), then count the request against the tenant's plan. Scope checks happen
+//! [`AuthChain`] holds), then count the request against the tenant's plan. The gate also holds
+//! the x402 facilitator client, so that one process's gateways share its replay guard (a payment
+//! spent on REST is refused on MCP). Scope checks happen
 //! per operation (`worktruck_kit::scopes::check`), since one MCP request may call any tool.
 
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use crate::limits::{Limiter, Quota};
 pub struct Gate {
     auth: AuthChain,
     limiter: Arc<Limiter>,
+    x402: Option<Arc<crate::x402::X402>>,
 }
 
 /// A caller let in, with what is left of its quota.
@@ -29,7 +32,18 @@ pub struct Admitted {
 impl Gate {
     /// A gate; share one `limiter` between the gateways of a process.
     pub fn new(auth: AuthChain, limiter: Arc<Limiter>) -> Self {
-        Self { auth, limiter }
+        Self { auth, limiter, x402: None }
+    }
+
+    /// The gate with x402 payments accepted through `x402` (`None`: x402 is off).
+    pub fn with_x402(mut self, x402: Option<Arc<crate::x402::X402>>) -> Self {
+        self.x402 = x402;
+        self
+    }
+
+    /// The x402 facilitator client, when payments are accepted.
+    pub fn x402(&self) -> Option<&Arc<crate::x402::X402>> {
+        self.x402.as_ref()
     }
 
     /// The verified principals the gate's authenticators keep.

@@ -98,12 +98,13 @@ pub fn router_with_auth(
     auth: AuthChain,
     cfg: GatewayConfig,
 ) -> Result<axum::Router, GatewayError> {
-    let gate = Gate::new(auth, Arc::new(Limiter::new(cfg.auth.enterprise)));
+    let x402 = x402::X402::from_config(&cfg.auth.x402, &cfg.outbound)?.map(Arc::new);
+    let gate = Gate::new(auth, Arc::new(Limiter::new(cfg.auth.enterprise))).with_x402(x402);
     router_with_gate(registry, upstreams, signer, gate, cfg)
 }
 
 /// [`router`] behind a caller-built [`Gate`], so that one process's REST and MCP gateways share
-/// one rate limiter.
+/// one rate limiter and one x402 replay guard; x402 is on when the gate has it.
 pub fn router_with_gate(
     registry: Arc<Registry>,
     upstreams: Upstreams,
@@ -120,10 +121,11 @@ pub fn router_with_gate(
         signer.clone(),
         "gateway",
     );
+    let x402 = gate.x402().cloned();
     let shared = Arc::new(routes::Shared {
         gate,
         signer,
-        x402: x402::X402::from_config(&cfg.auth.x402, &cfg.outbound)?.map(Arc::new),
+        x402,
         tenants: worktruck_proto::tenants::v1::tenants_service_client::TenantsServiceClient::new(tenants.clone()),
         upload_limit: cfg.upload_limit_bytes,
         keeper,

@@ -21,7 +21,7 @@ use worktruck_proto::registry::{HttpMethod, Registry, Route, Segment};
 use crate::conventions::{self, IfMatch};
 use crate::idempotency;
 use crate::gate::{Admitted, Gate};
-use crate::x402::{PAYMENT_RESPONSE, PAYMENT_SIGNATURE, PriceClass, X402};
+use crate::x402::{PAYMENT_RESPONSE, PriceClass, X402};
 use worktruck_proto::tenants::v1::PrincipalKind;
 use worktruck_proto::tenants::v1::tenants_service_client::TenantsServiceClient;
 use crate::error::{ApiError, GatewayError};
@@ -232,9 +232,8 @@ async fn call(
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     if let Some(x402) = &shared.x402 {
-        let paid = parts.headers.get(PAYMENT_SIGNATURE).or_else(|| parts.headers.get("x-payment"));
-        if let Some(header) = paid {
-            let header = header.to_str().unwrap_or_default().to_owned();
+        if let Some(header) = crate::x402::payment_header(&parts.headers) {
+            let header = header.to_owned();
             return call_paid(shared, x402, binding, params, parts, body, &header).await;
         }
         if !parts.headers.contains_key(header::AUTHORIZATION) {
@@ -245,15 +244,9 @@ async fn call(
     call_as(shared, binding, params, parts, body, admitted, None).await
 }
 
-/// The price class of a route: GET of a collection (`List…`/`Search…`) is a list, other GETs
-/// are reads, everything else writes.
+/// The price class of a route ([`PriceClass::of`], a GET being a read).
 fn price_class(binding: &Binding) -> PriceClass {
-    let name = binding.route.rpc.name();
-    match binding.route.method {
-        HttpMethod::Get if name.starts_with("List") || name.starts_with("Search") => PriceClass::List,
-        HttpMethod::Get => PriceClass::Read,
-        _ => PriceClass::Write,
-    }
+    PriceClass::of(binding.route.rpc.name(), binding.route.method == HttpMethod::Get)
 }
 
 /// Serves a request paid with x402: verify, act as the wallet's tenant, settle (before a write,

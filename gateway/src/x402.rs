@@ -32,6 +32,16 @@ const MAX_FACILITATOR_ANSWER: usize = 64 * 1024;
 /// Connect and total timeouts of calls to the facilitator (settlement waits for a chain).
 const TIMEOUTS: Timeouts = Timeouts { connect: Duration::from_secs(3), total: Duration::from_secs(15) };
 
+/// The payment a request carries: `PAYMENT-SIGNATURE`, or v1's `X-PAYMENT` (whose payloads are
+/// then refused by version). A value that is not visible ASCII reads as empty, so it is refused
+/// as malformed rather than ignored.
+pub fn payment_header(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(PAYMENT_SIGNATURE)
+        .or_else(|| headers.get("x-payment"))
+        .map(|v| v.to_str().unwrap_or_default())
+}
+
 /// What an operation costs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PriceClass {
@@ -49,6 +59,43 @@ impl PriceClass {
     /// Writes settle before they run.
     pub fn is_write(self) -> bool {
         matches!(self, PriceClass::Write | PriceClass::Composite)
+    }
+}
+
+impl PriceClass {
+    /// Every class, cheapest first.
+    pub const ALL: [PriceClass; 4] = [PriceClass::Read, PriceClass::List, PriceClass::Write, PriceClass::Composite];
+
+    /// The class of an RPC: a read (`reads`) of a collection (`List…`/`Search…`) is a list,
+    /// other reads are reads, everything else writes. REST and MCP price alike through this.
+    pub fn of(rpc_name: &str, reads: bool) -> PriceClass {
+        match reads {
+            true if rpc_name.starts_with("List") || rpc_name.starts_with("Search") => PriceClass::List,
+            true => PriceClass::Read,
+            false => PriceClass::Write,
+        }
+    }
+}
+
+/// Why a payment was not taken.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The payment is malformed (`malformed`: REST answers 400) or not acceptable (402), for
+    /// `reason`.
+    Payment {
+        /// Why, in x402's words where it has them (`invalid_x402_version`, the facilitator's
+        /// `invalidReason`, …).
+        reason: String,
+        /// The payment could not be read at all.
+        malformed: bool,
+    },
+    /// The facilitator could not be asked.
+    Failed(Error),
+}
+
+impl Refusal {
+    fn malformed(reason: &str) -> Refusal {
+        Refusal::Payment { reason: reason.to_owned(), malformed: true }
     }
 }
 
@@ -129,21 +176,40 @@ impl X402 {
         }
     }
 
-    /// The 402 answer: the envelope, `payment_options` in the body, `PAYMENT-REQUIRED` header.
-    pub fn payment_required(&self, resource: &str, class: PriceClass, reason: &str, status_400: bool) -> ApiError {
-        let req = self.requirement(class);
-        let required = json!({
+    /// The `PaymentRequired` object (v2) offering the requirements of `classes` for `resource`.
+    pub fn payment_required_value(&self, resource: &str, classes: &[PriceClass], reason: &str) -> Value {
+        let mut accepts: Vec<Requirement> = Vec::new();
+        for class in classes {
+            let req = self.requirement(*class);
+            if !accepts.contains(&req) {
+                accepts.push(req);
+            }
+        }
+        json!({
             "x402Version": 2,
             "error": reason,
             "resource": {"url": resource, "description": "Worktruck PIM API access", "mimeType": "application/json"},
-            "accepts": [req],
+            "accepts": accepts,
             "extensions": {},
-        });
+        })
+    }
+
+    /// The `PAYMENT-REQUIRED` header (base64 of [`X402::payment_required_value`]) and the CORS
+    /// exposure browsers need to read it.
+    pub fn payment_required_headers(&self, resource: &str, classes: &[PriceClass], reason: &str) -> HeaderMap {
+        let required = self.payment_required_value(resource, classes, reason);
         let mut headers = HeaderMap::new();
         if let Ok(v) = HeaderValue::from_str(&B64.encode(required.to_string())) {
             headers.insert(PAYMENT_REQUIRED, v);
         }
         headers.insert("access-control-expose-headers", HeaderValue::from_static("PAYMENT-REQUIRED, PAYMENT-RESPONSE"));
+        headers
+    }
+
+    /// The 402 answer: the envelope, `payment_options` in the body, `PAYMENT-REQUIRED` header.
+    pub fn payment_required(&self, resource: &str, class: PriceClass, reason: &str, status_400: bool) -> ApiError {
+        let req = self.requirement(class);
+        let headers = self.payment_required_headers(resource, &[class], reason);
         let options = json!({
             "x402": {
                 "scheme": "exact",
@@ -166,43 +232,68 @@ impl X402 {
 
     /// Decodes, matches, reserves and verifies a `PAYMENT-SIGNATURE` header.
     pub async fn verify(&self, header: &str, resource: &str, class: PriceClass) -> Result<Verified, ApiError> {
-        let bad = |why: &str| self.payment_required(resource, class, why, true);
+        let verified = match Self::decode(header) {
+            Ok(payload) => self.verify_payload(payload, &[class]).await,
+            Err(refusal) => Err(refusal),
+        };
+        verified.map_err(|refusal| match refusal {
+            Refusal::Payment { reason, malformed } => self.payment_required(resource, class, &reason, malformed),
+            Refusal::Failed(e) => e.into(),
+        })
+    }
+
+    /// The `PaymentPayload` a `PAYMENT-SIGNATURE` (or v1 `X-PAYMENT`) header carries.
+    pub fn decode(header: &str) -> Result<Value, Refusal> {
         if header.len() > MAX_HEADER_BYTES {
-            return Err(bad("payment header too large"));
+            return Err(Refusal::malformed("payment header too large"));
         }
-        let bytes = B64.decode(header.trim()).map_err(|_| bad("PAYMENT-SIGNATURE is not base64"))?;
-        let payload: Value = serde_json::from_slice(&bytes).map_err(|_| bad("PAYMENT-SIGNATURE is not JSON"))?;
+        let bytes = B64.decode(header.trim()).map_err(|_| Refusal::malformed("PAYMENT-SIGNATURE is not base64"))?;
+        serde_json::from_slice(&bytes).map_err(|_| Refusal::malformed("PAYMENT-SIGNATURE is not JSON"))
+    }
+
+    /// Matches a `PaymentPayload` against the requirement of one of `classes`, reserves it (a
+    /// payment is accepted once) and has the facilitator verify it.
+    pub async fn verify_payload(&self, payload: Value, classes: &[PriceClass]) -> Result<Verified, Refusal> {
+        let refuse = |why: &str| Refusal::Payment { reason: why.to_owned(), malformed: false };
+        if !payload.is_object() {
+            return Err(Refusal::malformed("the payment must be a PaymentPayload object"));
+        }
+        if serde_json::to_vec(&payload).map_or(usize::MAX, |b| b.len()) > MAX_HEADER_BYTES {
+            return Err(Refusal::malformed("payment too large"));
+        }
         if payload.get("x402Version").and_then(Value::as_u64) != Some(2) {
-            return Err(self.payment_required(resource, class, "invalid_x402_version", false));
+            return Err(refuse("invalid_x402_version"));
         }
-        let requirement = self.requirement(class);
-        let accepted = payload.get("accepted").ok_or_else(|| bad("payload has no accepted requirement"))?;
-        if *accepted != serde_json::to_value(&requirement).expect("serialises") {
-            return Err(self.payment_required(resource, class, "No matching payment requirements", false));
-        }
-        let auth = payload.pointer("/payload/authorization").ok_or_else(|| bad("payload has no authorization"))?;
+        let accepted = payload.get("accepted").ok_or_else(|| Refusal::malformed("payload has no accepted requirement"))?;
+        let Some(requirement) = classes
+            .iter()
+            .map(|c| self.requirement(*c))
+            .find(|r| *accepted == serde_json::to_value(r).expect("serialises"))
+        else {
+            return Err(refuse("No matching payment requirements"));
+        };
+        let auth = payload.pointer("/payload/authorization").ok_or_else(|| Refusal::malformed("payload has no authorization"))?;
         let field = |k: &str| auth.get(k).and_then(Value::as_str).map(str::to_owned);
         let (Some(from), Some(to), Some(value), Some(nonce)) = (field("from"), field("to"), field("value"), field("nonce")) else {
-            return Err(bad("authorization needs from, to, value and nonce"));
+            return Err(Refusal::malformed("authorization needs from, to, value and nonce"));
         };
         if !to.eq_ignore_ascii_case(&requirement.pay_to) || value != requirement.amount {
-            return Err(self.payment_required(resource, class, "authorization does not pay this resource", false));
+            return Err(refuse("authorization does not pay this resource"));
         }
         let valid_before: i64 = field("validBefore").and_then(|v| v.parse().ok()).unwrap_or(0);
         let key = format!("{}|{}|{}|{}", requirement.network, requirement.asset.to_lowercase(), from.to_lowercase(), nonce.to_lowercase());
-        self.reserve(&key, valid_before).map_err(|_| self.payment_required(resource, class, "payment already used", false))?;
-        let verdict = self.post("verify", &payload, &requirement).await;
-        let verdict = match verdict {
+        self.reserve(&key, valid_before).map_err(|_| refuse("payment already used"))?;
+        let verdict = match self.post("verify", &payload, &requirement).await {
             Ok(v) => v,
             Err(e) => {
                 self.release(&key);
-                return Err(e.into());
+                return Err(Refusal::Failed(e));
             }
         };
         if verdict.get("isValid").and_then(Value::as_bool) != Some(true) {
             self.release(&key);
             let reason = verdict.get("invalidReason").and_then(Value::as_str).unwrap_or("invalid payment");
-            return Err(self.payment_required(resource, class, reason, false));
+            return Err(refuse(reason));
         }
         // The identity is the wallet that signed the authorization. A facilitator naming another
         // payer is wrong or lying; acting on its word would hand the caller another tenant.
@@ -211,7 +302,7 @@ impl X402 {
         {
             self.release(&key);
             tracing::warn!(signed = %from, named, "x402 facilitator named a payer other than the signer");
-            return Err(self.payment_required(resource, class, "the facilitator's payer does not match the authorization", false));
+            return Err(refuse("the facilitator's payer does not match the authorization"));
         }
         Ok(Verified { payer: from, network: requirement.network.clone(), payload, requirement, key })
     }
@@ -219,15 +310,27 @@ impl X402 {
     /// Settles a verified payment; the `PAYMENT-RESPONSE` header value on success, a 402 with it
     /// (`success: false`) on failure. The payment stays used either way.
     pub async fn settle(&self, v: &Verified, resource: &str, class: PriceClass) -> Result<HeaderValue, ApiError> {
+        let header = |receipt: &Value| HeaderValue::from_str(&B64.encode(receipt.to_string())).unwrap_or(HeaderValue::from_static(""));
+        match self.settle_receipt(v).await? {
+            Ok(receipt) => Ok(header(&receipt)),
+            Err(receipt) => {
+                let reason = receipt.get("errorReason").and_then(Value::as_str).unwrap_or("settlement failed");
+                let mut headers = HeaderMap::new();
+                headers.insert(PAYMENT_RESPONSE, header(&receipt));
+                Err(self.payment_required(resource, class, &format!("settlement failed: {reason}"), false).with_headers(headers))
+            }
+        }
+    }
+
+    /// Settles a verified payment: the facilitator's `SettleResponse`, `Ok` when it succeeded
+    /// and `Err` when it did not; an error when the facilitator could not be asked. The payment
+    /// stays used either way.
+    pub async fn settle_receipt(&self, v: &Verified) -> Result<Result<Value, Value>, Error> {
         let verdict = self.post("settle", &v.payload, &v.requirement).await?;
-        let header = HeaderValue::from_str(&B64.encode(verdict.to_string())).unwrap_or(HeaderValue::from_static(""));
         if verdict.get("success").and_then(Value::as_bool) == Some(true) {
-            Ok(header)
+            Ok(Ok(verdict))
         } else {
-            let reason = verdict.get("errorReason").and_then(Value::as_str).unwrap_or("settlement failed");
-            let mut headers = HeaderMap::new();
-            headers.insert(PAYMENT_RESPONSE, header);
-            Err(self.payment_required(resource, class, &format!("settlement failed: {reason}"), false).with_headers(headers))
+            Ok(Err(verdict))
         }
     }
 

@@ -1,7 +1,10 @@
 //! What every HTTP request to `/mcp/v1` passes before rmcp sees it: authentication (401 with the
 //! RFC 9728 `resource_metadata` pointer), the `MCP-Protocol-Version` allow-list, the binding of
 //! each `Mcp-Session-Id` to the caller that opened the session, and the body limit and JSON check;
-//! and what every answer passes on the way out: rmcp's own plain-text HTTP errors (406, 415, 405,
+//! and what every answer passes on the way out. With x402 on, a caller without credentials may
+//! be a paying wallet instead: its `PAYMENT-SIGNATURE` opens a session (verified, not charged) and
+//! each of the session's tool calls is paid for ([`crate::tools`]); and
+//! what every answer passes on the way out: rmcp's own plain-text HTTP errors (406, 415, 405,
 //! …) become the `{"error": {"code", "message"}}` envelope, and a session's `DELETE` answers
 //! 204 (rmcp says 202). Also the metadata document.
 
@@ -19,12 +22,16 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 use tracing::Instrument as _;
 use worktruck_gateway::telemetry::{PlanSlot, REQUEST_ID, RequestId};
-use worktruck_gateway::{ApiError, Gate};
+use worktruck_gateway::x402::{self, PriceClass, Refusal, X402};
+use worktruck_gateway::{Admitted, ApiError, Gate};
 use worktruck_kit::ErrorCode;
+use worktruck_kit::context::Signer;
 use worktruck_proto::registry::Registry;
+use worktruck_proto::tenants::v1::PrincipalKind;
+use worktruck_proto::tenants::v1::tenants_service_client::TenantsServiceClient;
 
-use crate::McpConfig;
 use crate::tools::SUPPORTED;
+use crate::{McpConfig, Payer};
 
 const SESSION_ID: &str = "mcp-session-id";
 const PROTOCOL_VERSION: &str = "mcp-protocol-version";
@@ -43,6 +50,15 @@ pub(crate) struct Guard {
     invalid_token_challenge: HeaderValue,
     sessions: Arc<LocalSessionManager>,
     owners: Mutex<HashMap<String, Owner>>,
+    /// The sessions paying wallets opened, and who they are.
+    payers: Mutex<HashMap<String, Payer>>,
+    /// Payments, when x402 is on.
+    x402: Option<Arc<X402>>,
+    /// Resolves a paying wallet to its tenant.
+    tenants: TenantsServiceClient<tonic::transport::Channel>,
+    signer: Signer,
+    /// The MCP endpoint's URL, the resource a session's payment names.
+    resource: String,
     body_limit: usize,
     /// The tools' names: a `tools/call` of any other is labelled `unknown` in metrics.
     tools: std::collections::HashSet<String>,
@@ -54,13 +70,20 @@ impl Guard {
         cfg: McpConfig,
         sessions: Arc<LocalSessionManager>,
         tools: std::collections::HashSet<String>,
+        tenants: tonic::transport::Channel,
+        signer: Signer,
     ) -> Self {
         let url = cfg.metadata_url();
         let header = |s: String| {
             HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
         };
         Self {
+            x402: gate.x402().cloned(),
             gate,
+            tenants: TenantsServiceClient::new(tenants),
+            signer,
+            resource: cfg.resource(),
+            payers: Mutex::new(HashMap::new()),
             challenge: header(format!("Bearer resource_metadata=\"{url}\"")),
             invalid_token_challenge: header(format!(
                 "Bearer error=\"invalid_token\", resource_metadata=\"{url}\""
@@ -74,6 +97,12 @@ impl Guard {
 
     fn owners(&self) -> std::sync::MutexGuard<'_, HashMap<String, Owner>> {
         self.owners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn payers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Payer>> {
+        self.payers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -107,6 +136,7 @@ impl Guard {
                 .unwrap_or(false)
             {
                 self.owners().remove(&id);
+                self.payers().remove(&id);
             }
         }
     }
@@ -193,24 +223,10 @@ async fn admit_and_serve(guard: &Guard, request: Request, next: Next, seen: &mut
     let (parts, body) = request.into_parts();
     let mut parts = parts;
 
-    // Authentication and the plan's rate limit, exactly as on REST.
-    let admitted = match guard.gate.admit(&parts).await {
-        Ok(a) => a,
-        Err(e) => {
-            let unauthenticated = e.status() == StatusCode::UNAUTHORIZED;
-            let mut response = e.into_response();
-            if unauthenticated {
-                let challenge = if parts.headers.contains_key(header::AUTHORIZATION) {
-                    guard.invalid_token_challenge.clone()
-                } else {
-                    guard.challenge.clone()
-                };
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, challenge);
-            }
-            return response;
-        }
+    let session_id = parts.headers.get(SESSION_ID).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let (admitted, payer) = match admit(guard, &parts, session_id.as_deref()).await {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
     };
 
     let quota = admitted.quota;
@@ -225,11 +241,7 @@ async fn admit_and_serve(guard: &Guard, request: Request, next: Next, seen: &mut
         .headers
         .get(PROTOCOL_VERSION)
         .map(|v| v.to_str().unwrap_or("\u{fffd}").to_owned());
-    let session = parts
-        .headers
-        .get(SESSION_ID)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let session = session_id;
     // rmcp accepts every version it knows in the header; only the negotiable ones are valid here.
     if let Some(v) = &version
         && !SUPPORTED.iter().any(|s| s.as_str() == v)
@@ -295,6 +307,9 @@ async fn admit_and_serve(guard: &Guard, request: Request, next: Next, seen: &mut
         body
     };
     parts.extensions.insert(principal);
+    if let Some(payer) = &payer {
+        parts.extensions.insert(payer.clone());
+    }
     let mut response = envelope_plain_errors(next.run(Request::from_parts(parts, body)).await).await;
     // rmcp ends a session with 202 Accepted, which clients (the Python SDK) take for a failed
     // termination: the session is gone once it answers, so say so with 204 No Content.
@@ -314,6 +329,9 @@ async fn admit_and_serve(guard: &Guard, request: Request, next: Next, seen: &mut
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             if let Some(id) = opened {
+                if let Some(payer) = payer {
+                    guard.payers().insert(id.clone(), payer);
+                }
                 let len = {
                     let mut owners = guard.owners();
                     owners.insert(id, owner);
@@ -326,10 +344,98 @@ async fn admit_and_serve(guard: &Guard, request: Request, next: Next, seen: &mut
         }
         Some(id) if is_delete && response.status().is_success() => {
             guard.owners().remove(id);
+            guard.payers().remove(id);
         }
         Some(_) => {}
     }
     finish(response)
+}
+
+/// What the `PAYMENT-REQUIRED` of a 401 says: how a wallet gets in.
+const OPEN_WITH_PAYMENT: &str = "send PAYMENT-SIGNATURE with initialize to open a session as the paying wallet \
+    (verified, not charged); each tools/call is then paid for in _meta[\"x402/payment\"]";
+
+/// Authentication and the plan's rate limit, exactly as on REST; with x402 on, a request
+/// without `Authorization` may come from a paying wallet instead ([`Guard::payer`]). A 401
+/// carries the OAuth challenge and, with x402 on, `PAYMENT-REQUIRED` too, so that both kinds of
+/// client find their way in.
+async fn admit(guard: &Guard, parts: &http::request::Parts, session: Option<&str>) -> Result<(Admitted, Option<Payer>), Response> {
+    let uncredentialed = !parts.headers.contains_key(header::AUTHORIZATION);
+    if let Some(x402) = guard.x402.as_deref().filter(|_| uncredentialed)
+        && let Some(payer) = guard.payer(x402, parts, session).await?
+    {
+        if let Some(plan) = parts.extensions.get::<PlanSlot>() {
+            plan.set(&payer.principal.ctx.plan);
+        }
+        let admitted = guard.gate.limit(payer.principal.clone()).map_err(IntoResponse::into_response)?;
+        return Ok((admitted, Some(payer)));
+    }
+    match guard.gate.admit(parts).await {
+        Ok(admitted) => Ok((admitted, None)),
+        Err(e) => {
+            let unauthenticated = e.status() == StatusCode::UNAUTHORIZED;
+            let mut response = e.into_response();
+            if unauthenticated {
+                let challenge = if uncredentialed {
+                    guard.challenge.clone()
+                } else {
+                    guard.invalid_token_challenge.clone()
+                };
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+                if let Some(x402) = guard.x402.as_deref().filter(|_| uncredentialed) {
+                    response.headers_mut().extend(x402.payment_required_headers(&guard.resource, &PriceClass::ALL, OPEN_WITH_PAYMENT));
+                }
+            }
+            Err(response)
+        }
+    }
+}
+
+impl Guard {
+    /// The paying wallet a request without credentials comes from: the one that opened its
+    /// session or, for a `POST` opening one, the wallet whose `PAYMENT-SIGNATURE` the facilitator
+    /// verifies. That payment only proves the wallet: it is not settled (tools are paid per
+    /// call), so it stays the payer's to spend. `Ok(None)`: not a payer, so credentials are due.
+    async fn payer(&self, x402: &X402, parts: &http::request::Parts, session: Option<&str>) -> Result<Option<Payer>, Response> {
+        if let Some(id) = session {
+            return Ok(self.payers().get(id).cloned());
+        }
+        let Some(header) = x402::payment_header(&parts.headers) else { return Ok(None) };
+        if parts.method != http::Method::POST {
+            return Ok(None);
+        }
+        let verified = match X402::decode(header) {
+            Ok(payload) => x402.verify_payload(payload, &PriceClass::ALL).await,
+            Err(refusal) => Err(refusal),
+        };
+        let verified = verified.map_err(|refusal| match refusal {
+            Refusal::Payment { reason, malformed } => {
+                let (code, message) = if malformed {
+                    (ErrorCode::InvalidArgument, format!("invalid payment: {reason}"))
+                } else {
+                    (ErrorCode::PaymentRequired, format!("the payment was not accepted: {reason}"))
+                };
+                ApiError::new(code, message)
+                    .with_headers(x402.payment_required_headers(&self.resource, &PriceClass::ALL, &reason))
+                    .into_response()
+            }
+            Refusal::Failed(e) => ApiError::from(e).into_response(),
+        })?;
+        x402.release_unused(&verified);
+        let wallet = verified.payer.to_ascii_lowercase();
+        let principal = worktruck_gateway::auth::resolve_external(
+            &self.tenants,
+            &self.signer,
+            PrincipalKind::Wallet,
+            &verified.network,
+            &verified.payer,
+            format!("wallet:{wallet}"),
+            RequestId::of(parts),
+        )
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?;
+        Ok(Some(Payer { principal, wallet }))
+    }
 }
 
 fn is_json(headers: &http::HeaderMap) -> bool {

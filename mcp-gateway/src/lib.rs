@@ -6,6 +6,8 @@
 //! transcoded exactly as REST does it and sent to the service as a generic unary gRPC call, so
 //! adding a tool needs nothing but the proto option. Callers authenticate on every HTTP request
 //! through the same [`Gate`] as REST (authentication and rate limits); sessions are bound to the caller that opened them.
+//! With x402 on, a wallet pays per tool call instead (the x402 MCP transport: `_meta["x402/payment"]`
+//! on the call, `_meta["x402/payment-response"]` on its result).
 //!
 //! Like the REST gateway it is stateless beyond rmcp's in-memory sessions: no database, no
 //! per-service code.
@@ -30,6 +32,16 @@ pub const MCP_PATH: &str = "/mcp/v1";
 pub const PRM_PATH: &str = "/.well-known/oauth-protected-resource/mcp/v1";
 /// The same document at the root, which later spec revisions and many clients probe.
 pub const PRM_ROOT_PATH: &str = "/.well-known/oauth-protected-resource";
+
+/// A session opened by a paying wallet (x402): its requests carry no credential but the
+/// session, and each of its tool calls must be paid for by the same wallet.
+#[derive(Debug, Clone)]
+pub(crate) struct Payer {
+    /// The wallet's tenant, as every call of the session is made.
+    pub(crate) principal: worktruck_gateway::Principal,
+    /// The wallet's address, lowercase.
+    pub(crate) wallet: String,
+}
 
 /// Why the MCP router cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +131,11 @@ pub fn router(
 ) -> Result<axum::Router, Error> {
     let hosts = cfg.hosts()?;
     let tool_names = registry.tools().iter().map(|t| t.name.clone()).collect();
-    let gateway = McpGateway::new(&registry, &upstreams, signer)?;
+    let tenants = upstreams
+        .get(worktruck_gateway::TENANTS_SERVICE)
+        .ok_or_else(|| Error::MissingUpstream(worktruck_gateway::TENANTS_SERVICE.to_owned()))?
+        .clone();
+    let gateway = McpGateway::new(&registry, &upstreams, signer.clone(), gate.x402().cloned())?;
     let sessions = Arc::new(LocalSessionManager::default());
     let service = StreamableHttpService::new(
         move || Ok(gateway.clone()),
@@ -133,7 +149,7 @@ pub fn router(
     };
     let guarded = axum::Router::new().nest_service(MCP_PATH, service).layer(
         axum::middleware::from_fn_with_state(
-            Arc::new(guard::Guard::new(gate, cfg, sessions, tool_names)),
+            Arc::new(guard::Guard::new(gate, cfg, sessions, tool_names, tenants, signer)),
             guard::guard,
         ),
     );

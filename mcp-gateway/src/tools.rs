@@ -1,5 +1,10 @@
 //! The MCP server handler: lists the registry's tools (optionally narrowed by `?toolsets=`) and
-//! serves a call as the generic unary gRPC call REST makes, answering failures in band.
+//! serves a call as the generic unary gRPC call REST makes, answering failures in band. A call in
+//! a paying wallet's session is paid for as x402's MCP transport has it: without a payment it is
+//! a tool error whose structured content is the `PaymentRequired`; with one (`_meta["x402/payment"]`,
+//! or the request's `PAYMENT-SIGNATURE`) it is verified, settled as REST settles (before a write,
+//! after a read, whose answer is withheld if settlement fails) and the settlement is the result's
+//! `_meta["x402/payment-response"]`.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -19,6 +24,7 @@ use worktruck_gateway::Principal;
 use worktruck_gateway::idempotency::{self, Claim, Keeper};
 use worktruck_gateway::telemetry::RequestId;
 use worktruck_gateway::upstream::{self, Upstreams};
+use worktruck_gateway::x402::{self, PriceClass, Refusal, Verified, X402};
 use worktruck_kit::context::Signer;
 use worktruck_kit::Error;
 use worktruck_proto::mask::FieldMask;
@@ -26,6 +32,7 @@ use worktruck_proto::registry::Registry;
 use worktruck_proto::schema::{Mode, message_schema};
 
 use crate::Error as BuildError;
+use crate::Payer;
 
 /// The protocol revisions served: 2025-06-18, and 2025-03-26 (the first with Streamable HTTP).
 /// A client asking for anything else is answered with 2025-06-18.
@@ -52,6 +59,8 @@ pub struct McpGateway {
     signer: Signer,
     /// Idempotency keys of writing tools (`_meta.idempotency_key`), kept as REST keeps them.
     keeper: Keeper,
+    /// Payments, when x402 is on.
+    x402: Option<Arc<X402>>,
 }
 
 impl McpGateway {
@@ -60,6 +69,7 @@ impl McpGateway {
         registry: &Registry,
         upstreams: &Upstreams,
         signer: Signer,
+        x402: Option<Arc<X402>>,
     ) -> Result<Self, BuildError> {
         let tenants = upstreams
             .get(worktruck_gateway::TENANTS_SERVICE)
@@ -124,6 +134,7 @@ impl McpGateway {
             by_name: Arc::new(by_name),
             signer,
             keeper,
+            x402,
         })
     }
 
@@ -163,6 +174,64 @@ impl McpGateway {
 
 /// The `_meta` key of a tool call's idempotency key.
 const IDEMPOTENCY_META: &str = "idempotency_key";
+/// The `_meta` key of a tool call's x402 payment (a `PaymentPayload` object).
+const PAYMENT_META: &str = "x402/payment";
+/// The `_meta` key of a paid call's settlement (the facilitator's `SettleResponse`).
+const PAYMENT_RESPONSE_META: &str = "x402/payment-response";
+
+/// A verified payment for one tool call.
+struct Paid<'a> {
+    x402: &'a X402,
+    verified: Verified,
+    resource: String,
+    class: PriceClass,
+}
+
+impl Paid<'_> {
+    /// A tool error carrying the `PaymentRequired` for this call (x402's MCP transport).
+    fn required(&self, reason: &str) -> CallToolResult {
+        payment_required(self.x402, &self.resource, self.class, reason)
+    }
+
+    /// Settles the payment: the `SettleResponse`, or the tool result to answer instead (the
+    /// payment required again, with the failed settlement in `_meta`; or the facilitator's
+    /// unavailability).
+    async fn settle(&self) -> Result<Value, CallToolResult> {
+        match self.x402.settle_receipt(&self.verified).await {
+            Ok(Ok(receipt)) => Ok(receipt),
+            Ok(Err(receipt)) => {
+                let reason = receipt.get("errorReason").and_then(Value::as_str).unwrap_or("settlement failed");
+                let mut result = self.required(&format!("Settlement failed: {reason}"));
+                result.meta = Some(meta(PAYMENT_RESPONSE_META, receipt));
+                Err(result)
+            }
+            Err(e) => Err(answer(Err(e))),
+        }
+    }
+
+    fn release(&self) {
+        self.x402.release_unused(&self.verified);
+    }
+}
+
+/// A `_meta` object of one entry.
+fn meta(key: &str, value: Value) -> rmcp::model::MetaObject {
+    let mut meta = rmcp::model::MetaObject::default();
+    meta.0.insert(key.into(), value);
+    meta
+}
+
+/// `result` with the settlement in its `_meta`.
+fn with_receipt(mut result: CallToolResult, receipt: Value) -> CallToolResult {
+    result.meta.get_or_insert_with(Default::default).0.insert(PAYMENT_RESPONSE_META.into(), receipt);
+    result
+}
+
+/// The tool error of an unpaid (or refused) call: `structuredContent` is the `PaymentRequired`
+/// for `resource` at `class`'s price, its text the same JSON.
+fn payment_required(x402: &X402, resource: &str, class: PriceClass, reason: &str) -> CallToolResult {
+    CallToolResult::structured_error(x402.payment_required_value(resource, &[class], reason))
+}
 
 /// A call's outcome as a tool result: structured on success, the error envelope in band.
 fn answer(result: Result<Value, Error>) -> CallToolResult {
@@ -176,46 +245,78 @@ impl McpGateway {
     /// A writing tool's call under an idempotency key (the REST gateway's keys, one store):
     /// the first outcome is kept, a retry with the same key and arguments gets it again with
     /// `_meta.idempotent_replayed`, other arguments are `idempotency_key_reused`.
-    async fn call_kept(&self, entry: &Entry, arguments: Value, parts: Option<&http::request::Parts>, key: &Value) -> CallToolResult {
+    async fn call_kept(
+        &self,
+        entry: &Entry,
+        arguments: Value,
+        parts: Option<&http::request::Parts>,
+        key: &Value,
+        paid: Option<&Paid<'_>>,
+    ) -> CallToolResult {
+        let release = || {
+            if let Some(paid) = paid {
+                paid.release();
+            }
+        };
         let refused = |code: &str, message: &str| {
             CallToolResult::error(vec![ContentBlock::text(
                 serde_json::json!({"error": {"code": code, "message": message}}).to_string(),
             )])
         };
         let Some(key) = key.as_str() else {
+            release();
             return answer(Err(Error::invalid("_meta.idempotency_key must be a string")));
         };
         if let Err(e) = idempotency::check_key(key) {
+            release();
             return refused(e.code(), e.message());
         }
         let Some((tenant, ctx)) = parts
             .and_then(|p| p.extensions.get::<Principal>())
             .and_then(|p| Some((p.ctx.tenant_id?, p.ctx.clone())))
         else {
+            // Only a tenant keeps keys; a payer always has one.
+            release();
             return answer(self.call(entry, arguments, parts).await);
         };
         // A credential that may not call the tool cannot claim keys with it either.
         if let Err(e) = worktruck_kit::scopes::check(&ctx, &worktruck_kit::scopes::scope(&entry.rpc, entry.read_only)) {
+            release();
             return answer(Err(e));
         }
         let request_id = parts.map(RequestId::of).unwrap_or_default();
         let body = serde_json::to_vec(&arguments).unwrap_or_default();
         let fingerprint = idempotency::fingerprint(&[b"mcp tools/call", entry.tool.name.as_bytes(), &body]);
         let held = match self.keeper.claim(tenant, key, fingerprint, &request_id).await {
-            Err(e) => return answer(Err(e)),
+            Err(e) => {
+                release();
+                return answer(Err(e));
+            }
             Ok(Claim::Replay(kept)) => {
+                // The kept answer was paid for when it was made: this payment is not taken.
+                release();
                 let value: Value = serde_json::from_slice(&kept.body).unwrap_or(Value::Null);
                 let mut result = if kept.status < 300 {
                     CallToolResult::structured(value)
                 } else {
                     CallToolResult::error(vec![ContentBlock::text(value.to_string())])
                 };
-                let mut meta = rmcp::model::MetaObject::default();
-                meta.0.insert("idempotent_replayed".into(), Value::Bool(true));
-                result.meta = Some(meta);
+                result.meta = Some(meta("idempotent_replayed", Value::Bool(true)));
                 return result;
             }
             Ok(Claim::Run(held)) => held,
+        };
+        // A paid write settles once its key is claimed (so a replay is not charged) and before
+        // it runs (so an unsettled write never happens).
+        let receipt = match paid {
+            None => None,
+            Some(paid) => match paid.settle().await {
+                Ok(receipt) => Some(receipt),
+                Err(refused) => {
+                    self.keeper.complete(held, None, &request_id).await;
+                    return refused;
+                }
+            },
         };
         let result = self.call(entry, arguments, parts).await;
         let kept = match &result {
@@ -229,7 +330,71 @@ impl McpGateway {
             body: serde_json::to_vec(&value).unwrap_or_default(),
         });
         self.keeper.complete(held, kept, &request_id).await;
-        answer(result)
+        match receipt {
+            Some(receipt) => with_receipt(answer(result), receipt),
+            None => answer(result),
+        }
+    }
+
+    /// A call in a paying wallet's session: see the module doc. The payment must come from the
+    /// wallet that opened the session.
+    #[allow(clippy::too_many_arguments)]
+    async fn call_paid(
+        &self,
+        x402: &X402,
+        payer: &Payer,
+        entry: &Entry,
+        arguments: Value,
+        parts: Option<&http::request::Parts>,
+        payment: Option<Value>,
+        key: Option<Value>,
+    ) -> CallToolResult {
+        let class = PriceClass::of(entry.rpc.name(), entry.read_only);
+        let resource = format!("mcp://tool/{}", entry.tool.name);
+        let header = parts.and_then(|p| x402::payment_header(&p.headers));
+        let payment = match (payment, header) {
+            (Some(payment), _) => Ok(payment),
+            (None, Some(header)) => X402::decode(header),
+            (None, None) => {
+                return payment_required(x402, &resource, class, "payment required: pay this call with _meta[\"x402/payment\"]");
+            }
+        };
+        let verified = match payment {
+            Ok(payload) => x402.verify_payload(payload, &[class]).await,
+            Err(refusal) => Err(refusal),
+        };
+        let verified = match verified {
+            Ok(verified) => verified,
+            Err(Refusal::Payment { reason, .. }) => return payment_required(x402, &resource, class, &reason),
+            Err(Refusal::Failed(e)) => return answer(Err(e)),
+        };
+        let paid = Paid { x402, verified, resource, class };
+        if !paid.verified.payer.eq_ignore_ascii_case(&payer.wallet) {
+            paid.release();
+            return paid.required("the payment is from another wallet than the one that opened this session");
+        }
+        if let Err(e) = worktruck_kit::scopes::check(&payer.principal.ctx, &worktruck_kit::scopes::scope(&entry.rpc, entry.read_only)) {
+            paid.release();
+            return answer(Err(e));
+        }
+        match key {
+            Some(key) if !entry.read_only => self.call_kept(entry, arguments, parts, &key, Some(&paid)).await,
+            _ if class.is_write() => match paid.settle().await {
+                Ok(receipt) => with_receipt(answer(self.call(entry, arguments, parts).await), receipt),
+                Err(refused) => refused,
+            },
+            _ => match self.call(entry, arguments, parts).await {
+                // A read whose payment does not settle is withheld.
+                Ok(value) => match paid.settle().await {
+                    Ok(receipt) => with_receipt(answer(Ok(value)), receipt),
+                    Err(refused) => refused,
+                },
+                Err(e) => {
+                    paid.release();
+                    answer(Err(e))
+                }
+            },
+        }
     }
 }
 
@@ -307,14 +472,23 @@ impl ServerHandler for McpGateway {
                 None,
             ));
         };
-        let key = [request.meta.as_deref(), Some(&*ctx.meta)]
-            .into_iter()
-            .flatten()
-            .find_map(|meta| meta.get(IDEMPOTENCY_META))
-            .cloned();
+        let from_meta = |name: &str| {
+            [request.meta.as_deref(), Some(&*ctx.meta)]
+                .into_iter()
+                .flatten()
+                .find_map(|meta| meta.get(name))
+                .cloned()
+        };
+        let key = from_meta(IDEMPOTENCY_META);
+        let payment = from_meta(PAYMENT_META);
         let arguments = Value::Object(request.arguments.unwrap_or_default());
+        let payer = parts(&ctx).and_then(|p| p.extensions.get::<Payer>());
+        if let (Some(x402), Some(payer)) = (&self.x402, payer) {
+            let result = self.call_paid(x402, payer, entry, arguments, parts(&ctx), payment, key).await;
+            return Ok(result.into());
+        }
         let result = match key {
-            Some(key) if !entry.read_only => self.call_kept(entry, arguments, parts(&ctx), &key).await,
+            Some(key) if !entry.read_only => self.call_kept(entry, arguments, parts(&ctx), &key, None).await,
             _ => answer(self.call(entry, arguments, parts(&ctx)).await),
         };
         Ok(result.into())
