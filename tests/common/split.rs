@@ -259,9 +259,15 @@ impl Split {
     /// Creates a tenant with `worktruck admin create-tenant --json` on the same data, as an
     /// operator does; returns its API key.
     pub fn create_tenant(&self, name: &str) -> String {
+        self.create_tenant_on(name, "free")
+    }
+
+    /// [`Split::create_tenant`] on `plan` (`free` allows 30 requests a minute: a test that polls
+    /// needs more).
+    pub fn create_tenant_on(&self, name: &str, plan: &str) -> String {
         let mut admin = Command::new(env!("CARGO_BIN_EXE_worktruck"));
         admin
-            .args(["admin", "create-tenant", "--name", name, "--json"])
+            .args(["admin", "create-tenant", "--name", name, "--plan", plan, "--json"])
             .env_remove("WORKTRUCK_NATS__URL");
         for (k, v) in &self.env {
             admin.env(k, v);
