@@ -470,6 +470,8 @@ fn start_mcp_gateway(
     gate: worktruck_gateway::Gate,
     upstreams: worktruck_gateway::Upstreams,
     listener: TcpListener,
+    bus: &Bus,
+    shutdown: &Shutdown,
     tasks: &mut Tasks,
 ) -> anyhow::Result<SocketAddr> {
     let addr = listener.local_addr()?;
@@ -482,7 +484,10 @@ fn start_mcp_gateway(
     mcp_cfg.oidc_issuer = Some(cfg.auth.oidc.issuer.clone()).filter(|i| !i.is_empty());
     mcp_cfg.body_limit_bytes = cfg.mcp.body_limit_bytes;
     mcp_cfg.allowed_hosts = cfg.mcp.allowed_hosts.clone();
-    let app = worktruck_mcp_gateway::router(registry, upstreams, signer, gate, mcp_cfg)?;
+    // Open sessions hear of their tenant's app changes through the apps service's events.
+    let changes = worktruck_mcp_gateway::ToolListChanges::new();
+    tasks.background.push(tokio::spawn(changes.clone().follow(bus.clone(), shutdown.wait())));
+    let app = worktruck_mcp_gateway::router(registry, upstreams, signer, gate, mcp_cfg, changes)?;
     let stop = tasks.front_stop.wait();
     let limits = cfg.mcp.limits();
     tasks.front.push(tokio::spawn(async move {
@@ -577,7 +582,7 @@ pub async fn start_dev(cfg: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot listen on {} (is another Worktruck running?)", cfg.mcp.addr))?;
     let admin_addr = start_admin(&cfg, checks.clone(), &shutdown, &mut tasks).await?;
     let (signer, gate) = gateway_auth(&keys, &cfg, &upstreams, &bus, &shutdown, &mut tasks)?;
-    let mcp_addr = start_mcp_gateway(&cfg, registry.clone(), signer.clone(), gate.clone(), upstreams.clone(), mcp_listener, &mut tasks)?;
+    let mcp_addr = start_mcp_gateway(&cfg, registry.clone(), signer.clone(), gate.clone(), upstreams.clone(), mcp_listener, &bus, &shutdown, &mut tasks)?;
     start_gateway(&cfg, registry, signer, gate, upstreams, checks, listener, &mut tasks)?;
     Ok(Running {
         rest_addr: Some(rest_addr),
@@ -698,7 +703,7 @@ pub async fn start_role(cfg: Config, role: Role) -> anyhow::Result<Running> {
                 Ok(Running { rest_addr: Some(rest_addr), admin_addr: Some(admin_addr), ..running(tasks, vec![]) })
             } else {
                 let listener = TcpListener::bind(cfg.mcp.addr).await.with_context(|| format!("listen on {}", cfg.mcp.addr))?;
-                let mcp_addr = start_mcp_gateway(&cfg, registry, signer, gate, upstreams, listener, &mut tasks)?;
+                let mcp_addr = start_mcp_gateway(&cfg, registry, signer, gate, upstreams, listener, &bus, &shutdown, &mut tasks)?;
                 let admin_addr = start_admin(&cfg, checks, &shutdown, &mut tasks).await?;
                 Ok(Running { mcp_addr: Some(mcp_addr), admin_addr: Some(admin_addr), ..running(tasks, vec![]) })
             }

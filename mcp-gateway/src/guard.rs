@@ -147,7 +147,7 @@ impl Guard {
 struct Seen {
     /// The JSON-RPC method (bounded to the ones MCP defines; `other` else).
     method: Option<&'static str>,
-    /// The tool of a `tools/call`, when it is one of ours (`unknown` else).
+    /// The tool of a `tools/call`, when it is one of ours (`app` for an app's, `unknown` else).
     tool: Option<String>,
     /// The session it was sent in, or the one it opened.
     session: Option<String>,
@@ -297,7 +297,14 @@ async fn admit_and_serve(guard: &Guard, request: Request, next: Next, seen: &mut
                 seen.method = method.map(|m| METHODS.iter().copied().find(|k| *k == m).unwrap_or("other"));
                 if method == Some("tools/call") {
                     let tool = message.pointer("/params/name").and_then(Value::as_str).unwrap_or_default();
-                    seen.tool = Some(if guard.tools.contains(tool) { tool.to_owned() } else { "unknown".to_owned() });
+                    seen.tool = Some(if guard.tools.contains(tool) {
+                        tool.to_owned()
+                    } else if crate::apps::slug_of(tool).is_some() {
+                        // App tools are the tenant's: one label for all of them.
+                        "app".to_owned()
+                    } else {
+                        "unknown".to_owned()
+                    });
                 }
                 body
             }
@@ -575,7 +582,7 @@ mod tests {
         let auth = Gate::new(auth, Arc::new(worktruck_gateway::Limiter::new(Default::default())));
         let mut cfg = McpConfig::new("https://mcp.example.com");
         cfg.oidc_issuer = Some("https://kc.example.com/realms/w".into());
-        crate::router(registry, upstreams, Signer::from_seed([7; 32]), auth, cfg).unwrap()
+        crate::router(registry, upstreams, Signer::from_seed([7; 32]), auth, cfg, crate::ToolListChanges::new()).unwrap()
     }
 
     async fn status(actor: &str, headers: &[(&str, &str)]) -> StatusCode {

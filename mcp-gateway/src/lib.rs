@@ -12,6 +12,7 @@
 //! Like the REST gateway it is stateless beyond rmcp's in-memory sessions: no database, no
 //! per-service code.
 
+mod apps;
 mod guard;
 mod tools;
 
@@ -24,6 +25,7 @@ use worktruck_gateway::{Gate, Upstreams};
 use worktruck_kit::context::Signer;
 use worktruck_proto::registry::Registry;
 
+pub use apps::{ToolListChanges, tool_name};
 pub use tools::McpGateway;
 
 /// Where the MCP endpoint is mounted.
@@ -122,12 +124,15 @@ impl McpConfig {
 
 /// The MCP router: `/mcp/v1` (admitted through `gate` on every request) and the two
 /// protected-resource metadata documents (public). Fails when a tool's service has no upstream.
+/// `changes` holds the open sessions to tell when their tenant's app tools change (see
+/// [`ToolListChanges::follow`]).
 pub fn router(
     registry: Arc<Registry>,
     upstreams: Upstreams,
     signer: Signer,
     gate: Gate,
     cfg: McpConfig,
+    changes: ToolListChanges,
 ) -> Result<axum::Router, Error> {
     let hosts = cfg.hosts()?;
     let tool_names = registry.tools().iter().map(|t| t.name.clone()).collect();
@@ -135,7 +140,7 @@ pub fn router(
         .get(worktruck_gateway::TENANTS_SERVICE)
         .ok_or_else(|| Error::MissingUpstream(worktruck_gateway::TENANTS_SERVICE.to_owned()))?
         .clone();
-    let gateway = McpGateway::new(&registry, &upstreams, signer.clone(), gate.x402().cloned())?;
+    let gateway = McpGateway::new(&registry, &upstreams, signer.clone(), gate.x402().cloned(), changes)?;
     let sessions = Arc::new(LocalSessionManager::default());
     let service = StreamableHttpService::new(
         move || Ok(gateway.clone()),

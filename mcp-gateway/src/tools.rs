@@ -16,7 +16,7 @@ use rmcp::model::{
     ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig,
     Tool, ToolAnnotations,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::Value;
 use tonic::transport::Channel;
@@ -33,13 +33,16 @@ use worktruck_proto::schema::{Mode, message_schema};
 
 use crate::Error as BuildError;
 use crate::Payer;
+use crate::apps::{self, Apps, ToolListChanges};
 
 /// The protocol revisions served: 2025-06-18, and 2025-03-26 (the first with Streamable HTTP).
 /// A client asking for anything else is answered with 2025-06-18.
 pub(crate) static SUPPORTED: [ProtocolVersion; 2] =
     [ProtocolVersion::V_2025_03_26, ProtocolVersion::V_2025_06_18];
 
-/// One registry tool, resolved against its upstream at start-up.
+/// One registry tool, resolved against its upstream at start-up (or, for an app's tool, at its
+/// call: `CallAppTool` under the app tool's name).
+#[derive(Clone)]
 struct Entry {
     tool: Tool,
     toolset: String,
@@ -61,6 +64,8 @@ pub struct McpGateway {
     keeper: Keeper,
     /// Payments, when x402 is on.
     x402: Option<Arc<X402>>,
+    /// The tenant's apps' tools, when this process routes the apps service.
+    apps: Option<Apps>,
 }
 
 impl McpGateway {
@@ -70,6 +75,7 @@ impl McpGateway {
         upstreams: &Upstreams,
         signer: Signer,
         x402: Option<Arc<X402>>,
+        changes: ToolListChanges,
     ) -> Result<Self, BuildError> {
         let tenants = upstreams
             .get(worktruck_gateway::TENANTS_SERVICE)
@@ -135,7 +141,27 @@ impl McpGateway {
             signer,
             keeper,
             x402,
+            apps: Apps::new(registry, upstreams, changes),
         })
+    }
+
+    /// The registry's tool names, which no app tool may take.
+    fn taken(&self) -> std::collections::HashSet<String> {
+        self.by_name.keys().cloned().collect()
+    }
+
+    /// An app tool's call: `CallAppTool` under the tool's own name (so its idempotency
+    /// fingerprint, its x402 resource and its metrics are the tool's).
+    fn app_entry(apps: &Apps, offered: &apps::Offered) -> Entry {
+        Entry {
+            tool: offered.tool.clone(),
+            toolset: apps::TOOLSET.to_owned(),
+            rpc: apps.call.rpc.clone(),
+            read_only: false,
+            masked: false,
+            channel: apps.call.channel.clone(),
+            grpc_path: apps.call.path.clone(),
+        }
     }
 
     /// The tool named `name`, if it exists and is in the request's toolsets.
@@ -436,7 +462,13 @@ fn parts(ctx: &RequestContext<RoleServer>) -> Option<&http::request::Parts> {
 
 impl ServerHandler for McpGateway {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        let capabilities = if self.apps.is_some() {
+            // A tenant's tool list changes with its apps.
+            ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build()
+        } else {
+            ServerCapabilities::builder().enable_tools().build()
+        };
+        ServerConfig::new(capabilities)
             .with_protocol_version(ProtocolVersion::V_2025_06_18)
             .with_server_info(Implementation::new("worktruck", env!("CARGO_PKG_VERSION")))
     }
@@ -451,13 +483,32 @@ impl ServerHandler for McpGateway {
         ctx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let sets = toolsets(parts(&ctx));
-        let tools = self
+        let mut tools: Vec<Tool> = self
             .entries
             .iter()
             .filter(|e| visible(e, sets.as_deref()))
             .map(|e| e.tool.clone())
             .collect();
+        let principal = parts(&ctx).and_then(|p| p.extensions.get::<Principal>());
+        if let (Some(apps), Some(principal)) = (&self.apps, principal)
+            && sets.as_deref().is_none_or(|s| s.iter().any(|s| s == apps::TOOLSET))
+        {
+            let request_id = parts(&ctx).map(RequestId::of).unwrap_or_default();
+            let offered = apps.tools(&self.signer, principal, &request_id, &self.taken()).await;
+            tools.extend(offered.into_iter().map(|o| o.tool));
+        }
         Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn on_initialized(&self, ctx: NotificationContext<RoleServer>) {
+        let tenant = ctx
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.extensions.get::<Principal>())
+            .and_then(|p| p.ctx.tenant_id);
+        if let (Some(apps), Some(tenant)) = (&self.apps, tenant) {
+            apps.watch(tenant, ctx.peer);
+        }
     }
 
     async fn call_tool(
@@ -466,11 +517,32 @@ impl ServerHandler for McpGateway {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let sets = toolsets(parts(&ctx));
-        let Some(entry) = self.entry(&request.name, sets.as_deref()) else {
-            return Err(ErrorData::invalid_params(
-                format!("unknown tool {}", request.name),
-                None,
-            ));
+        let unknown = || ErrorData::invalid_params(format!("unknown tool {}", request.name), None);
+        let mut arguments = Value::Object(request.arguments.clone().unwrap_or_default());
+        let app_tool;
+        let entry = match self.entry(&request.name, sets.as_deref()) {
+            Some(entry) => entry,
+            None => {
+                let principal = parts(&ctx).and_then(|p| p.extensions.get::<Principal>());
+                let (Some(apps), Some(principal)) = (&self.apps, principal) else { return Err(unknown()) };
+                if !sets.as_deref().is_none_or(|s| s.iter().any(|s| s == apps::TOOLSET)) {
+                    return Err(unknown());
+                }
+                let request_id = parts(&ctx).map(RequestId::of).unwrap_or_default();
+                match apps.find(&self.signer, principal, &request_id, &request.name, &self.taken()).await {
+                    Ok(Some(offered)) => {
+                        arguments = apps::call_arguments(&offered, request.arguments.clone().unwrap_or_default());
+                        app_tool = Self::app_entry(apps, &offered);
+                        &app_tool
+                    }
+                    Ok(None) => return Err(unknown()),
+                    Err(e) => return Ok(answer(Err(e)).into()),
+                }
+            }
+        };
+        let is_app = entry.toolset == apps::TOOLSET && entry.rpc.name() == "CallAppTool";
+        let finish = |result: CallToolResult| -> CallToolResponse {
+            if is_app { apps::upstream_result(result).into() } else { result.into() }
         };
         let from_meta = |name: &str| {
             [request.meta.as_deref(), Some(&*ctx.meta)]
@@ -481,17 +553,16 @@ impl ServerHandler for McpGateway {
         };
         let key = from_meta(IDEMPOTENCY_META);
         let payment = from_meta(PAYMENT_META);
-        let arguments = Value::Object(request.arguments.unwrap_or_default());
         let payer = parts(&ctx).and_then(|p| p.extensions.get::<Payer>());
         if let (Some(x402), Some(payer)) = (&self.x402, payer) {
             let result = self.call_paid(x402, payer, entry, arguments, parts(&ctx), payment, key).await;
-            return Ok(result.into());
+            return Ok(finish(result));
         }
         let result = match key {
             Some(key) if !entry.read_only => self.call_kept(entry, arguments, parts(&ctx), &key, None).await,
             _ => answer(self.call(entry, arguments, parts(&ctx)).await),
         };
-        Ok(result.into())
+        Ok(finish(result))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
