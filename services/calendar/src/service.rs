@@ -637,6 +637,38 @@ impl Calendar {
         Ok(())
     }
 
+    /// After a split at `from`: each exception of `series` from `from` on becomes an exception
+    /// of the new series `next` (its overrides kept) when `next` still has its occurrence, and
+    /// is deleted when it has not (a split that moved the times leaves nothing for it to stand
+    /// for).
+    async fn move_exceptions(
+        &self,
+        tx: &mut Tx,
+        c: &Caller,
+        series: Uuid,
+        (next_id, next): (Uuid, &EventDoc),
+        from: DateTime<Utc>,
+        t: DateTime<Utc>,
+    ) -> Result<()> {
+        for r in queries::exceptions(tx, c.tenant, &[series]).await? {
+            let d = EventDoc::from_value(&r.doc)?;
+            let Some(at) = d.recurrence_id.as_deref().map(parse_ts).transpose()? else { continue };
+            if at < from {
+                continue;
+            }
+            if check_occurrence(next, at).is_ok() {
+                let head = EVENTS.head_for_update(tx, c.tenant, r.id, None).await?;
+                let mut moved = d.clone();
+                moved.series_id = Some(next_id.to_string());
+                moved.ical_uid = next.ical_uid.clone();
+                self.save(tx, c, &head, &d, moved, None, t).await?;
+            } else {
+                self.remove(tx, c, r.id, t).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// The calendar an event names, or the primary one (400 when there is none).
     async fn calendar_for(&self, tx: &mut Tx, c: &Caller, raw: Option<&str>) -> Result<(Uuid, CalendarDoc)> {
         match raw.map(|v| check_id("calendar_id", v)).transpose()?.flatten() {
@@ -942,9 +974,10 @@ impl CalendarService for Calendar {
                 next.sequence = 0;
                 edit(&mut next, &r)?;
                 next.finish(t)?;
-                self.remove_exceptions(&mut tx, &c, id, Some(rid), t).await?;
                 self.save(&mut tx, &c, &head, &old, ended, None, t).await?;
-                self.create_doc(&mut tx, &c, new_id, &next, valid_from, t).await?
+                let out = self.create_doc(&mut tx, &c, new_id, &next, valid_from, t).await?;
+                self.move_exceptions(&mut tx, &c, id, (new_id, &next), rid, t).await?;
+                out
             }
             _ => {
                 if old.series_id.is_some() && r.rrule.as_deref().is_some_and(|s| !s.trim().is_empty()) {

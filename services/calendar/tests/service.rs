@@ -303,6 +303,16 @@ async fn a_series_from_2015_expands_in_2030_across_dst_with_edits_and_cancellati
         );
         assert_eq!(s.get(&series.id).await.exdates.len(), 1);
 
+        // An exception after the coming split point, whose occurrence the split moves away.
+        s.update(pb::UpdateEventRequest {
+            id: series.id.clone(),
+            update_scope: pb::UpdateScope::This as i32,
+            recurrence_id: ts("2030-03-21T13:00:00Z"),
+            title: Some("Standup (late)".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
         // This and following: from 20 March the series is "Planning" at 10:00 local.
         let next = s
             .update(pb::UpdateEventRequest {
@@ -336,6 +346,48 @@ async fn a_series_from_2015_expands_in_2030_across_dst_with_edits_and_cancellati
         // The earlier occurrences are as they were.
         let early = s.expand("2030-03-08T00:00:00Z", "2030-03-13T00:00:00Z").await;
         assert_eq!(early.len(), 4);
+
+        // A split that keeps the times takes the exceptions after it along, overrides and all.
+        let offsite = s
+            .update(pb::UpdateEventRequest {
+                id: next.id.clone(),
+                update_scope: pb::UpdateScope::This as i32,
+                recurrence_id: ts("2030-03-27T14:00:00Z"),
+                title: Some("Planning (offsite)".into()),
+                location: Some("Harbor".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let review = s
+            .update(pb::UpdateEventRequest {
+                id: next.id.clone(),
+                update_scope: pb::UpdateScope::ThisAndFollowing as i32,
+                recurrence_id: ts("2030-03-25T14:00:00Z"),
+                title: Some("Review".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let inst = s.expand("2030-03-24T00:00:00Z", "2030-03-29T00:00:00Z").await;
+        let got: Vec<_> = inst.iter().map(|e| (utc(&e.start_at), e.title.clone(), e.series_id.clone().unwrap_or_default())).collect();
+        assert_eq!(
+            got,
+            [
+                ("2030-03-24T14:00:00Z".to_owned(), "Planning".to_owned(), next.id.clone()),
+                ("2030-03-25T14:00:00Z".to_owned(), "Review".to_owned(), review.id.clone()),
+                ("2030-03-26T14:00:00Z".to_owned(), "Review".to_owned(), review.id.clone()),
+                ("2030-03-27T14:00:00Z".to_owned(), "Planning (offsite)".to_owned(), review.id.clone()),
+                ("2030-03-28T14:00:00Z".to_owned(), "Review".to_owned(), review.id.clone()),
+            ],
+            "{backend:?}"
+        );
+        let moved = s.get(&offsite.id).await;
+        assert_eq!(
+            (moved.series_id.as_deref(), moved.ical_uid.as_str(), moved.location.as_deref()),
+            (Some(review.id.as_str()), review.ical_uid.as_str(), Some("Harbor")),
+            "the exception belongs to the new series now"
+        );
 
         // The caps: a window beyond 366 days, more than 2,500 occurrences.
         let e = s
