@@ -14,6 +14,7 @@
 
 pub mod anthropic;
 pub mod blueprints;
+pub(crate) mod schedule;
 mod service;
 pub mod settings;
 mod store;
