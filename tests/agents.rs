@@ -1665,3 +1665,44 @@ async fn a_schedule_is_checked_by_its_parser_and_a_disabled_config_has_no_tick()
         assert!(run.get("scheduled_for").is_none_or(Value::is_null), "{run}");
     }
 }
+
+#[tokio::test]
+async fn overlap_skip_drops_ticks_while_a_scheduled_run_is_on_and_buffer_one_lets_one_wait() {
+    // Each turn takes three seconds: longer than a tick.
+    let (_fake, url) =
+        Fake::start(Box::new(answer_at_once), None, Duration::from_secs(3)).await;
+    let s = schedule_stack(Backend::Sqlite, &url).await;
+    for overlap in ["skip", "buffer_one"] {
+        let since = chrono::Utc::now();
+        put_config(&s.http, &s.base, &s.key, schedule_config(overlap)).await;
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        let cfg = put_config(&s.http, &s.base, &s.key, json!({"model": MODEL})).await;
+        // This policy's runs only.
+        let runs: Vec<Value> = settled_runs(&s.http, &s.base, &s.key)
+            .await
+            .into_iter()
+            .filter(|r| at(&r["created_at"]) > since)
+            .collect();
+        ticks_of(&runs, overlap);
+        assert!(runs.len() >= 2, "{overlap}: {runs:?}");
+        for w in runs.windows(2) {
+            let (prev, next) = (&w[0], &w[1]);
+            let (created, bound) = match overlap {
+                // No scheduled run is enqueued before the previous one ended.
+                "skip" => (at(&next["created_at"]), at(&prev["finished_at"])),
+                // None is enqueued while the previous one still waits to start.
+                _ => (at(&next["created_at"]), at(&prev["started_at"])),
+            };
+            assert!(created >= bound, "{overlap}: {prev}\n{next}");
+        }
+        if overlap == "skip" {
+            assert!(cfg["ticks_skipped"].as_i64().unwrap_or(0) >= 1, "{cfg}");
+            assert!(
+                cfg["last_skip_reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("overlap skip")),
+                "{cfg}"
+            );
+        }
+    }
+}
