@@ -204,6 +204,10 @@ impl Scheduler {
         }
         let admitted = if store::tick_has_run(&mut tx, tenant, blueprint, tick.fire_for).await? {
             Err("the tick already has its run".to_owned())
+        } else if schedule.ctx.is_none() {
+            // Not written by this version's PUT (which keeps the writer's context): no one to
+            // act as. Counted, not stuck; the next PUT of the config sets it.
+            Err("the schedule has no principal to run as; put the config again".to_owned())
         } else {
             let unended = store::unended_scheduled(&mut tx, tenant, blueprint).await?;
             admit(&schedule.overlap, &unended)
@@ -214,9 +218,10 @@ impl Scheduler {
                     "trigger": "schedule",
                     "scheduled_for": tick.fire_for.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 });
-                let Some(ctx) = schedule.ctx.clone() else {
-                    return Err(Error::internal("a schedule without its principal"));
-                };
+                let ctx = schedule
+                    .ctx
+                    .clone()
+                    .ok_or_else(|| Error::internal("a schedule without its principal"))?;
                 let e = Enqueue {
                     b,
                     doc: &doc,
