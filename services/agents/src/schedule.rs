@@ -418,3 +418,96 @@ mod tests {
         assert!(admit("allow", &both).is_ok());
     }
 }
+
+/// The claim against a real database: schedulers racing for one due tick make one run.
+#[cfg(test)]
+mod claim_tests {
+    use super::*;
+    use worktruck_kit::context::Ctx;
+    use worktruck_kit::testing::{TestData, backends};
+
+    async fn runs_of(db: &Db, tenant: Uuid) -> Vec<(String, Option<DateTime<Utc>>)> {
+        let mut tx = db.begin(Scope::Tenant(tenant), false).await.unwrap();
+        let rows = store::runs(&mut tx, tenant, "site_health", None, None, 100)
+            .await
+            .unwrap();
+        rows.into_iter()
+            .map(|r| (r.trigger_kind, r.scheduled_for))
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn schedulers_racing_for_a_due_tick_enqueue_one_run() {
+        for backend in backends() {
+            let data = TestData::new(backend).await;
+            let (pg, sqlite) = crate::migrators();
+            let db = Db::connect_and_migrate(&data.db_options(crate::SERVICE), pg, sqlite)
+                .await
+                .unwrap();
+            let tenant = Uuid::now_v7();
+            let doc = ConfigDoc {
+                schedule: Some(ScheduleDoc {
+                    cron: "*/2 * * * * *".into(),
+                    timezone: "UTC".into(),
+                    overlap: "allow".into(),
+                    ctx: Some(Ctx::tenant(tenant, "key:test", 365)),
+                }),
+                ..Default::default()
+            };
+            let cadence = Cadence::of(doc.schedule.as_ref().unwrap()).unwrap();
+            // Due six seconds ago: three ticks missed, one catch-up.
+            let due = cadence.latest_until(now() - chrono::Duration::seconds(6)).unwrap();
+            let mut tx = db.begin(Scope::Tenant(tenant), true).await.unwrap();
+            store::put_config(
+                &mut tx,
+                tenant,
+                "site_health",
+                &serde_json::to_value(&doc).unwrap(),
+                Some(due),
+                now(),
+            )
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+            let (_stop, shutdown) = Shutdown::new();
+            let scheduler = |i: usize| {
+                Arc::new(Scheduler {
+                    db: db.clone(),
+                    relay: Relay::new(db.clone(), worktruck_kit::bus::Bus::memory()),
+                    settings: Arc::new(Settings::default()),
+                    shutdown: shutdown.clone(),
+                    worker: format!("w{i}"),
+                })
+            };
+            let mut racing = tokio::task::JoinSet::new();
+            for i in 0..8 {
+                let s = scheduler(i);
+                racing.spawn(async move { s.tick(tenant, "site_health", due).await });
+            }
+            while let Some(r) = racing.join_next().await {
+                r.unwrap().unwrap();
+            }
+            let runs = runs_of(&db, tenant).await;
+            assert_eq!(runs.len(), 1, "{backend:?}: {runs:?}");
+            let (trigger, fired) = &runs[0];
+            assert_eq!(trigger, "schedule");
+            let fired = fired.unwrap();
+            assert!(
+                fired > due + chrono::Duration::seconds(4),
+                "{backend:?}: the catch-up is for the latest missed tick: {fired} (due {due})"
+            );
+            let mut tx = db.begin(Scope::Tenant(tenant), false).await.unwrap();
+            let row = store::config(&mut tx, tenant, "site_health")
+                .await
+                .unwrap()
+                .unwrap();
+            drop(tx);
+            let next = row.next_tick_at.unwrap();
+            assert_eq!(next, cadence.next_after(fired).unwrap(), "{backend:?}");
+            assert_eq!(row.ticks_skipped, 0, "{backend:?}");
+            // The stale due tick is taken: racing for it again makes nothing.
+            scheduler(9).tick(tenant, "site_health", due).await.unwrap();
+            assert_eq!(runs_of(&db, tenant).await.len(), 1, "{backend:?}");
+        }
+    }
+}
