@@ -4,6 +4,10 @@
 //! killed with SIGKILL between the two tool calls, whose run a new worker resumes without
 //! calling the first tool again or counting any cost twice — in process (`worktruck dev` on
 //! SQLite, killed and started again) and with the worker as its own process on PostgreSQL + NATS.
+//! Schedules: a two-second schedule (six fields: the issue's "every minute with two workers for
+//! five minutes" in CI time) fires each tick exactly once with two worker processes on
+//! PostgreSQL + NATS and embedded, ticks missed while no worker ran give one catch-up run, and
+//! the overlap policies hold against runs that outlast a tick.
 
 mod common;
 
