@@ -4,6 +4,10 @@
 //! killed with SIGKILL between the two tool calls, whose run a new worker resumes without
 //! calling the first tool again or counting any cost twice — in process (`worktruck dev` on
 //! SQLite, killed and started again) and with the worker as its own process on PostgreSQL + NATS.
+//! Schedules: a two-second schedule (six fields: the issue's "every minute with two workers for
+//! five minutes" in CI time) fires each tick exactly once with two worker processes on
+//! PostgreSQL + NATS and embedded, ticks missed while no worker ran give one catch-up run, and
+//! the overlap policies hold against runs that outlast a tick.
 
 mod common;
 
@@ -1345,5 +1349,364 @@ async fn a_guardrail_pauses_a_run_that_survives_a_restart_and_resumes_on_approva
             "{events}"
         );
         s.stop().await;
+    }
+}
+
+/// Every turn is a final answer: a scheduled run succeeds in one turn.
+fn answer_at_once(_turn: usize, _body: &Value) -> (u16, Value) {
+    (
+        200,
+        json!({
+            "id": "msg_s", "type": "message", "role": "assistant", "model": MODEL,
+            "content": [{"type": "text", "text": "Checked."}],
+            "stop_reason": "end_turn", "usage": usage()
+        }),
+    )
+}
+
+/// Ticks every two seconds (six fields, seconds first): the issue's "every minute for five
+/// minutes" in CI time.
+const EVERY_TWO_SECONDS: &str = "*/2 * * * * *";
+
+fn schedule_config(overlap: &str) -> Value {
+    json!({"model": MODEL, "schedule": {"cron": EVERY_TWO_SECONDS, "timezone": "Europe/Berlin", "overlap": overlap}})
+}
+
+fn at(v: &Value) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("a time: {v}")))
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+}
+
+/// Puts `body` as the site_health config; returns it. On a client of its own: a pooled
+/// connection left idle through the tests' waits may be closed by the server's idle timeout
+/// just as it is reused.
+async fn put_config(_http: &reqwest::Client, base: &str, key: &str, body: Value) -> Value {
+    let (st, cfg) = http_call(
+        &worktruck_kit::http::client(),
+        base,
+        key,
+        Method::PUT,
+        "/api/v1/agent-configs/site_health",
+        Some(body),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{cfg}");
+    cfg
+}
+
+/// Every run of site_health once none is queued or running, oldest first.
+async fn settled_runs(http: &reqwest::Client, base: &str, key: &str) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (st, v) = http_call(
+            http,
+            base,
+            key,
+            Method::GET,
+            "/api/v1/agents/site_health/runs?limit=200",
+            None,
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        let mut runs = v["data"].as_array().unwrap().clone();
+        let open = runs
+            .iter()
+            .filter(|r| ["queued", "running", "waiting"].contains(&r["status"].as_str().unwrap()))
+            .count();
+        if open == 0 {
+            runs.reverse();
+            return runs;
+        }
+        assert!(Instant::now() < deadline, "runs never ended: {v}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Runs the two-second schedule for `window`, then removes it; returns the runs and when the
+/// schedule was put and removed.
+async fn run_schedule(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    window: Duration,
+) -> (
+    Vec<Value>,
+    chrono::DateTime<chrono::Utc>,
+    chrono::DateTime<chrono::Utc>,
+) {
+    let start = chrono::Utc::now();
+    let cfg = put_config(http, base, key, schedule_config("allow")).await;
+    let next = at(&cfg["next_tick_at"]);
+    assert!(
+        next > start && next <= start + chrono::Duration::seconds(3),
+        "the first tick is the next one: {cfg}"
+    );
+    tokio::time::sleep(window).await;
+    let cfg = put_config(http, base, key, json!({"model": MODEL})).await;
+    let stop = chrono::Utc::now();
+    assert!(
+        cfg.get("next_tick_at").is_none_or(Value::is_null),
+        "no schedule, no tick: {cfg}"
+    );
+    (settled_runs(http, base, key).await, start, stop)
+}
+
+/// The ticks of `runs` (all scheduled and succeeded), sorted, each asserted to have exactly
+/// one run.
+fn ticks_of(runs: &[Value], what: &str) -> Vec<chrono::DateTime<chrono::Utc>> {
+    let mut ticks = Vec::new();
+    for r in runs {
+        assert_eq!(r["trigger"], "schedule", "{what}: {r}");
+        assert_eq!(r["status"], "succeeded", "{what}: {r}");
+        assert_eq!(r["output"]["text"], "Checked.", "{what}: {r}");
+        ticks.push(at(&r["scheduled_for"]));
+    }
+    ticks.sort();
+    let mut per_tick = std::collections::BTreeMap::new();
+    for t in &ticks {
+        *per_tick.entry(*t).or_insert(0) += 1;
+    }
+    let doubled: Vec<_> = per_tick.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(doubled.is_empty(), "{what}: ticks with more than one run: {doubled:?}");
+    ticks
+}
+
+/// Asserts `ticks` are consecutive two-second ticks.
+fn consecutive(ticks: &[chrono::DateTime<chrono::Utc>], what: &str) {
+    for w in ticks.windows(2) {
+        assert_eq!(
+            w[1] - w[0],
+            chrono::Duration::seconds(2),
+            "{what}: a gap between {} and {} in {ticks:?}",
+            w[0],
+            w[1]
+        );
+    }
+}
+
+/// Every tick in the window has exactly one run, and the ticks are consecutive from the first
+/// after the schedule was put to about when it was removed.
+fn check_window(
+    runs: &[Value],
+    start: chrono::DateTime<chrono::Utc>,
+    stop: chrono::DateTime<chrono::Utc>,
+    what: &str,
+) {
+    let ticks = ticks_of(runs, what);
+    consecutive(&ticks, what);
+    let slack = chrono::Duration::seconds(3);
+    let (first, last) = (ticks[0], ticks[ticks.len() - 1]);
+    assert!(
+        first > start && first <= start + slack,
+        "{what}: the first tick after {start} fired: {ticks:?}"
+    );
+    assert!(
+        last <= stop && last >= stop - slack,
+        "{what}: the ticks go on until the schedule is removed at {stop}: {ticks:?}"
+    );
+}
+
+fn schedule_settings_env(url: &str) -> Vec<(String, String)> {
+    let mut env = settings_env(url);
+    env.push((
+        "WORKTRUCK_SETTINGS__AGENTS__SCHEDULE_POLL_MS".into(),
+        "200".into(),
+    ));
+    env
+}
+
+async fn schedule_stack(backend: Backend, url: &str) -> Stack {
+    let mut settings = settings(url);
+    settings["schedule_poll_ms"] = json!(200);
+    Stack::start_with(backend, move |cfg| {
+        cfg.settings.insert("agents".into(), settings);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_schedule_s_ticks_fire_once_each_with_two_worker_processes_postgres_nats() {
+    let Some(backend) = backends().into_iter().find(|b| *b == Backend::Postgres) else {
+        return;
+    };
+    let Some(nats) = nats_url() else { return };
+    let (fake, url) = Fake::start(Box::new(answer_at_once), None, Duration::ZERO).await;
+    let mut split = Split::start_with_env(
+        backend,
+        &["tenants", "notes", "agents"],
+        false,
+        Some(nats),
+        schedule_settings_env(&url),
+    )
+    .await;
+    let admin = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    // Two workers, each running the scheduler, at once.
+    split.spawn_role("agent-worker", admin(free_port())).await;
+    split.spawn_role("agent-worker", admin(free_port())).await;
+    let key = split.create_tenant_on("schedules", "enterprise");
+    let http = worktruck_kit::http::client();
+    let base = split.base.clone();
+    let (runs, start, stop) = run_schedule(&http, &base, &key, Duration::from_secs(24)).await;
+    assert!(
+        runs.len() >= 10,
+        "about twelve ticks in 24 s: {} runs\n{}",
+        runs.len(),
+        split.logs()
+    );
+    check_window(&runs, start, stop, "two workers on PostgreSQL + NATS");
+    assert_eq!(fake.answered.load(Ordering::SeqCst), runs.len(), "one turn per run");
+}
+
+#[tokio::test]
+async fn a_schedule_s_ticks_fire_once_each_embedded() {
+    let (_fake, url) = Fake::start(Box::new(answer_at_once), None, Duration::ZERO).await;
+    let s = schedule_stack(Backend::Sqlite, &url).await;
+    let (runs, start, stop) = run_schedule(&s.http, &s.base, &s.key, Duration::from_secs(10)).await;
+    assert!(runs.len() >= 4, "about five ticks in 10 s: {runs:?}");
+    check_window(&runs, start, stop, "embedded");
+}
+
+#[tokio::test]
+async fn ticks_missed_while_no_worker_runs_give_one_catch_up_run() {
+    let (_fake, url) = Fake::start(Box::new(answer_at_once), None, Duration::ZERO).await;
+    let mut s = schedule_stack(Backend::Sqlite, &url).await;
+    put_config(&s.http, &s.base, &s.key, schedule_config("allow")).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Down for nine seconds: four or five ticks pass with no worker.
+    s.running.take().unwrap().stop().await;
+    let down = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let up = chrono::Utc::now();
+    let running = worktruck::start_dev(s.cfg.clone()).await.expect("restart");
+    s.base = format!("http://{}", running.rest_addr.unwrap());
+    s.running = Some(running);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    put_config(&s.http, &s.base, &s.key, json!({"model": MODEL})).await;
+    let runs = settled_runs(&s.http, &s.base, &s.key).await;
+    let ticks = ticks_of(&runs, "downtime");
+    let (before, after): (Vec<_>, Vec<_>) = ticks.iter().partition(|t| **t <= down);
+    assert!(before.len() >= 2, "ticks fired before the stop: {ticks:?}");
+    consecutive(&before, "before the stop");
+    let in_downtime = after.iter().filter(|t| **t < up).count();
+    assert!(
+        in_downtime <= 1,
+        "at most one catch-up run for the ticks missed between {down} and {up}: {ticks:?}"
+    );
+    // The first run after the restart is for the latest tick missed, not the first: it was
+    // enqueued within a tick of its tick.
+    let catch_up = runs
+        .iter()
+        .filter(|r| at(&r["scheduled_for"]) > down)
+        .min_by_key(|r| at(&r["scheduled_for"]))
+        .expect("runs after the restart");
+    let late = at(&catch_up["created_at"]) - at(&catch_up["scheduled_for"]);
+    assert!(
+        late < chrono::Duration::seconds(2),
+        "the catch-up is for the latest missed tick ({late} late): {catch_up}"
+    );
+    assert!(after.len() >= 2, "ticks go on after the restart: {ticks:?}");
+    consecutive(&after, "after the restart");
+}
+
+#[tokio::test]
+async fn a_schedule_is_checked_by_its_parser_and_a_disabled_config_has_no_tick() {
+    let (_fake, url) = Fake::start(Box::new(answer_at_once), None, Duration::ZERO).await;
+    for backend in backends() {
+        let s = schedule_stack(backend, &url).await;
+        for (cron, why) in [
+            ("61 * * * *", "minute 61"),
+            ("* * * * * * 2030", "a year field"),
+            ("0 9 * * FUNDAY", "no such day"),
+        ] {
+            let (st, e) = s
+                .call(
+                    Method::PUT,
+                    "/api/v1/agent-configs/site_health",
+                    Some(json!({"model": MODEL, "schedule": {"cron": cron}})),
+                )
+                .await;
+            assert_eq!(st, StatusCode::BAD_REQUEST, "{backend:?} {why}: {e}");
+            let text = e.to_string();
+            assert!(
+                text.contains("schedule.cron"),
+                "{backend:?} {why}: the message names the field: {e}"
+            );
+        }
+        // Disabled: stored, but no tick.
+        let mut body = schedule_config("skip");
+        body["disabled"] = json!(true);
+        let (st, cfg) = s
+            .call(Method::PUT, "/api/v1/agent-configs/site_health", Some(body))
+            .await;
+        assert_eq!(st, StatusCode::OK, "{cfg}");
+        assert_eq!(cfg["schedule"]["cron"], EVERY_TWO_SECONDS, "{cfg}");
+        assert!(cfg.get("next_tick_at").is_none_or(Value::is_null), "{cfg}");
+        // Five fields, in a zone: the next tick is the next 09:00 in Tokyo.
+        let (st, cfg) = s
+            .call(
+                Method::PUT,
+                "/api/v1/agent-configs/site_health",
+                Some(json!({"model": MODEL, "schedule": {"cron": "0 9 * * *", "timezone": "Asia/Tokyo", "overlap": "buffer_one"}})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{cfg}");
+        // Tokyo is UTC+9 all year: 09:00 there is 00:00 UTC.
+        let next = at(&cfg["next_tick_at"]);
+        assert_eq!(next.format("%H:%M:%S").to_string(), "00:00:00", "{cfg}");
+        assert_eq!(cfg["schedule"]["overlap"], "buffer_one", "{cfg}");
+        assert_eq!(cfg["ticks_skipped"].as_i64().unwrap_or(0), 0, "{cfg}");
+        // A run enqueued by a call says so.
+        let id = enqueue(&s, json!({"input": {"prompt": "now"}})).await;
+        let (_, run) = s
+            .call(
+                Method::GET,
+                &format!("/api/v1/agents/site_health/runs/{id}"),
+                None,
+            )
+            .await;
+        assert_eq!(run["trigger"], "manual", "{run}");
+        assert!(run.get("scheduled_for").is_none_or(Value::is_null), "{run}");
+    }
+}
+
+#[tokio::test]
+async fn overlap_skip_drops_ticks_while_a_scheduled_run_is_on_and_buffer_one_lets_one_wait() {
+    // Each turn takes three seconds: longer than a tick.
+    let (_fake, url) =
+        Fake::start(Box::new(answer_at_once), None, Duration::from_secs(3)).await;
+    let s = schedule_stack(Backend::Sqlite, &url).await;
+    for overlap in ["skip", "buffer_one"] {
+        let since = chrono::Utc::now();
+        put_config(&s.http, &s.base, &s.key, schedule_config(overlap)).await;
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        let cfg = put_config(&s.http, &s.base, &s.key, json!({"model": MODEL})).await;
+        // This policy's runs only.
+        let runs: Vec<Value> = settled_runs(&s.http, &s.base, &s.key)
+            .await
+            .into_iter()
+            .filter(|r| at(&r["created_at"]) > since)
+            .collect();
+        ticks_of(&runs, overlap);
+        assert!(runs.len() >= 2, "{overlap}: {runs:?}");
+        for w in runs.windows(2) {
+            let (prev, next) = (&w[0], &w[1]);
+            let (created, bound) = match overlap {
+                // No scheduled run is enqueued before the previous one ended.
+                "skip" => (at(&next["created_at"]), at(&prev["finished_at"])),
+                // None is enqueued while the previous one still waits to start.
+                _ => (at(&next["created_at"]), at(&prev["started_at"])),
+            };
+            assert!(created >= bound, "{overlap}: {prev}\n{next}");
+        }
+        if overlap == "skip" {
+            assert!(cfg["ticks_skipped"].as_i64().unwrap_or(0) >= 1, "{cfg}");
+            assert!(
+                cfg["last_skip_reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("overlap skip")),
+                "{cfg}"
+            );
+        }
     }
 }

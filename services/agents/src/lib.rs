@@ -8,12 +8,15 @@
 //! role ([`worker`]) runs the runs: it claims a run with a lease in the database (the claim is
 //! a compare-and-set on the run's row, exact across replicas), heartbeats, and a lapsed lease
 //! lets another worker take the run over. The bus only wakes workers; the database is the truth.
+//! Every worker also runs a scheduler (`schedule.rs`): a config's cron schedule enqueues a run
+//! per tick, each tick claimed once in the database in the transaction that inserts its run.
 //!
 //! It owns the `agents` schema (or `agents.db`); the PIM data its runs touch belongs to the
 //! other services, reached over gRPC only.
 
 pub mod anthropic;
 pub mod blueprints;
+pub(crate) mod schedule;
 mod service;
 pub mod settings;
 mod store;

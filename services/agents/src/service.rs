@@ -94,6 +94,10 @@ pub(crate) struct ScheduleDoc {
     pub cron: String,
     pub timezone: String,
     pub overlap: String,
+    /// Who wrote the schedule (their context, no expiry): its runs act as them, as a run
+    /// enqueued by them would.
+    #[serde(default)]
+    pub ctx: Option<Ctx>,
 }
 
 /// What a run runs with, fixed when it is enqueued (`agent_runs.spec`).
@@ -174,7 +178,7 @@ fn blueprint(name: &str) -> Result<&'static Blueprint> {
 }
 
 impl ConfigDoc {
-    fn of(row: Option<&ConfigRow>) -> Result<ConfigDoc> {
+    pub(crate) fn of(row: Option<&ConfigRow>) -> Result<ConfigDoc> {
         match row {
             None => Ok(ConfigDoc::default()),
             Some(r) => serde_json::from_value(r.doc.clone()).map_err(Error::internal),
@@ -206,12 +210,19 @@ fn check_model(settings: &Settings, model: &str) -> Result<()> {
     )))
 }
 
-fn check_schedule(s: &pb::Schedule) -> Result<ScheduleDoc> {
+fn check_schedule(s: &pb::Schedule, ctx: &Ctx) -> Result<ScheduleDoc> {
     let fields = s.cron.split_whitespace().count();
     if !(5..=6).contains(&fields) {
         return Err(Error::validation(
             "schedule.cron must have 5 fields (or 6, seconds first)",
         ));
+    }
+    let cron = s.cron.split_whitespace().collect::<Vec<_>>().join(" ");
+    if let Err(e) = crate::schedule::parse_cron(&cron) {
+        return Err(Error::validation(format!(
+            "schedule.cron {} is not a cron expression: {e}",
+            worktruck_proto::text::quote(&cron)
+        )));
     }
     let timezone = if s.timezone.is_empty() {
         "UTC".to_owned()
@@ -229,10 +240,13 @@ fn check_schedule(s: &pb::Schedule) -> Result<ScheduleDoc> {
         pb::OverlapPolicy::BufferOne => "buffer_one",
         pb::OverlapPolicy::Allow => "allow",
     };
+    let mut ctx = ctx.clone();
+    ctx.exp = 0;
     Ok(ScheduleDoc {
-        cron: s.cron.split_whitespace().collect::<Vec<_>>().join(" "),
+        cron,
         timezone,
         overlap: overlap.to_owned(),
+        ctx: Some(ctx),
     })
 }
 
@@ -240,6 +254,7 @@ fn check_config(
     settings: &Settings,
     b: &Blueprint,
     r: &pb::PutAgentConfigRequest,
+    ctx: &Ctx,
 ) -> Result<ConfigDoc> {
     for t in &r.allowed_tools {
         if !b.tools.contains(&t.as_str()) {
@@ -287,7 +302,11 @@ fn check_config(
         budget_default_cents: r.budget_default_cents,
         deadline_default_seconds: r.deadline_default_seconds,
         guardrails: r.guardrails.iter().map(from_struct).collect(),
-        schedule: r.schedule.as_ref().map(check_schedule).transpose()?,
+        schedule: r
+            .schedule
+            .as_ref()
+            .map(|s| check_schedule(s, ctx))
+            .transpose()?,
         disabled: r.disabled,
     })
 }
@@ -324,11 +343,90 @@ fn render_config(b: &Blueprint, row: Option<&ConfigRow>) -> Result<pb::AgentConf
         byok_status_reason: row
             .and_then(|r| r.byok_status_reason.clone())
             .unwrap_or_default(),
+        next_tick_at: row.and_then(|r| r.next_tick_at).map(timestamp),
+        ticks_skipped: row.map_or(0, |r| r.ticks_skipped),
+        last_skip_reason: row
+            .and_then(|r| r.last_skip_reason.clone())
+            .unwrap_or_default(),
         version: row.map_or(0, |r| r.version),
         created_at: row.map(|r| timestamp(r.created_at)),
         updated_at: row.map(|r| timestamp(r.updated_at)),
         blueprint_tools: b.tools.iter().map(|t| (*t).to_owned()).collect(),
     })
+}
+
+/// A run to enqueue.
+pub(crate) struct Enqueue<'a> {
+    pub b: &'static Blueprint,
+    pub doc: &'a ConfigDoc,
+    /// Whose run it is: its tool calls are signed with this context.
+    pub ctx: Ctx,
+    pub input: Value,
+    /// The budget and deadline asked (default the config's, then the blueprint's).
+    pub budget_cents: Option<i64>,
+    pub deadline_seconds: Option<i32>,
+    /// `manual` or `schedule`.
+    pub trigger: &'static str,
+    pub scheduled_for: Option<DateTime<Utc>>,
+}
+
+/// Inserts a queued run and its `queued` event (announced through the outbox) in `tx`: the one
+/// enqueue path of API calls and schedule ticks. A disabled config is a conflict, a model
+/// without a price a validation failure; both before anything is written.
+pub(crate) async fn enqueue(
+    tx: &mut worktruck_kit::db::Tx,
+    settings: &Settings,
+    tenant: Uuid,
+    e: Enqueue<'_>,
+    t: DateTime<Utc>,
+) -> Result<RunRow> {
+    let (b, doc) = (e.b, e.doc);
+    if doc.disabled {
+        return Err(Error::conflict(format!(
+            "the {} agent is disabled in its config",
+            b.name
+        )));
+    }
+    let model = doc.model(b).to_owned();
+    check_model(settings, &model)?;
+    let mut ctx = e.ctx;
+    ctx.exp = 0;
+    let spec = RunSpec {
+        model,
+        system: doc
+            .system_prompt_override
+            .clone()
+            .unwrap_or_else(|| b.system_prompt.to_owned()),
+        tools: doc.tools(b),
+        ctx,
+        approvals: approvals(&doc.guardrails),
+    };
+    let spec = serde_json::to_value(&spec).map_err(Error::internal)?;
+    let budget = e
+        .budget_cents
+        .or(doc.budget_default_cents)
+        .unwrap_or(b.budget_default_cents);
+    let deadline = e
+        .deadline_seconds
+        .or(doc.deadline_default_seconds)
+        .unwrap_or(b.deadline_default_seconds);
+    let id = Uuid::now_v7();
+    let new = store::NewRun {
+        id,
+        blueprint: b.name,
+        input: &e.input,
+        spec: &spec,
+        budget_cents: Some(budget),
+        deadline_at: Some(t + chrono::Duration::seconds(i64::from(deadline))),
+        trigger: e.trigger,
+        scheduled_for: e.scheduled_for,
+    };
+    store::insert_run(tx, tenant, &new, t).await?;
+    let run = store::run(tx, tenant, id, None)
+        .await?
+        .ok_or_else(|| Error::internal("the new run is gone"))?;
+    store::event(tx, tenant, &run, "queued", "queued", "", 0, "", t).await?;
+    Ok(run)
 }
 
 /// Cents, rounded up, of millionths of a dollar.
@@ -396,6 +494,11 @@ pub(crate) fn render_run(r: &RunRow, steps: &[StepRow]) -> pb::AgentRun {
         updated_at: Some(timestamp(r.updated_at)),
         started_at: opt_ts(r.started_at),
         finished_at: opt_ts(r.finished_at),
+        trigger: match r.trigger_kind.as_str() {
+            "schedule" => pb::RunTrigger::Schedule,
+            _ => pb::RunTrigger::Manual,
+        } as i32,
+        scheduled_for: opt_ts(r.scheduled_for),
     }
 }
 
@@ -512,10 +615,25 @@ impl AgentsService for Agents {
         let c = self.caller(&req)?;
         let r = req.into_inner();
         let b = blueprint(&r.blueprint)?;
-        let doc = check_config(&self.settings, b, &r)?;
+        let doc = check_config(&self.settings, b, &r, &c.ctx)?;
+        let t = now();
+        // The next tick from now: a tick already fired is never in the future, so a write
+        // cannot fire it again (and the unique tick index would refuse it).
+        let next_tick_at = match &doc.schedule {
+            Some(s) if !doc.disabled => {
+                let cadence = crate::schedule::Cadence::of(s).map_err(Error::validation)?;
+                Some(cadence.next_after(t).ok_or_else(|| {
+                    Error::validation(format!(
+                        "schedule.cron {} never fires",
+                        worktruck_proto::text::quote(&s.cron)
+                    ))
+                })?)
+            }
+            _ => None,
+        };
         let doc = serde_json::to_value(&doc).map_err(Error::internal)?;
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
-        let row = store::put_config(&mut tx, c.tenant, b.name, &doc, now()).await?;
+        let row = store::put_config(&mut tx, c.tenant, b.name, &doc, next_tick_at, t).await?;
         tx.commit().await?;
         Ok(Response::new(render_config(b, Some(&row))?))
     }
@@ -620,51 +738,20 @@ impl AgentsService for Agents {
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
         let config = store::config(&mut tx, c.tenant, b.name).await?;
         let doc = ConfigDoc::of(config.as_ref())?;
-        if doc.disabled {
-            return Err(
-                Error::conflict(format!("the {} agent is disabled in its config", b.name)).into(),
-            );
-        }
-        let model = doc.model(b).to_owned();
-        check_model(&self.settings, &model)?;
-        let mut ctx = c.ctx.clone();
-        ctx.exp = 0;
-        let spec = RunSpec {
-            model,
-            system: doc
-                .system_prompt_override
-                .clone()
-                .unwrap_or_else(|| b.system_prompt.to_owned()),
-            tools: doc.tools(b),
-            ctx,
-            approvals: approvals(&doc.guardrails),
+        let e = Enqueue {
+            b,
+            doc: &doc,
+            ctx: c.ctx.clone(),
+            input,
+            budget_cents: r.budget_cents,
+            deadline_seconds: r.deadline_seconds,
+            trigger: "manual",
+            scheduled_for: None,
         };
-        let spec = serde_json::to_value(&spec).map_err(Error::internal)?;
-        let budget = r
-            .budget_cents
-            .or(doc.budget_default_cents)
-            .unwrap_or(b.budget_default_cents);
-        let deadline = r
-            .deadline_seconds
-            .or(doc.deadline_default_seconds)
-            .unwrap_or(b.deadline_default_seconds);
-        let id = Uuid::now_v7();
-        let new = store::NewRun {
-            id,
-            blueprint: b.name,
-            input: &input,
-            spec: &spec,
-            budget_cents: Some(budget),
-            deadline_at: Some(t + chrono::Duration::seconds(i64::from(deadline))),
-        };
-        store::insert_run(&mut tx, c.tenant, &new, t).await?;
-        let run = store::run(&mut tx, c.tenant, id, None)
-            .await?
-            .ok_or_else(|| Error::internal("the new run is gone"))?;
-        store::event(&mut tx, c.tenant, &run, "queued", "queued", "", 0, "", t).await?;
+        let run = enqueue(&mut tx, &self.settings, c.tenant, e, t).await?;
         tx.commit().await?;
         self.relay.notify();
-        tracing::info!(run.id = %id, blueprint = b.name, "run queued");
+        tracing::info!(run.id = %run.id, blueprint = b.name, "run queued");
         Ok(Response::new(render_run(&run, &[])))
     }
 

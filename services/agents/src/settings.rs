@@ -36,6 +36,8 @@ pub struct Settings {
     /// How often an idle worker looks for runs to claim (the bus wakes it sooner), in
     /// milliseconds.
     pub poll_ms: u64,
+    /// How often each worker's scheduler looks for due schedule ticks, in milliseconds.
+    pub schedule_poll_ms: u64,
     /// How many runs one worker runs at once.
     pub concurrency: usize,
     /// How many times a run may be claimed (a crash, a lapsed lease or a database failure each
@@ -109,6 +111,7 @@ impl Default for Settings {
             request_timeout_seconds: 120,
             lease_seconds: 30,
             poll_ms: 2000,
+            schedule_poll_ms: 1000,
             concurrency: 8,
             max_attempts: 10,
             prices: BTreeMap::from([
@@ -144,6 +147,10 @@ impl Settings {
         anyhow::ensure!(
             self.poll_ms >= 10,
             "settings.agents.poll_ms must be at least 10"
+        );
+        anyhow::ensure!(
+            self.schedule_poll_ms >= 10,
+            "settings.agents.schedule_poll_ms must be at least 10"
         );
         for (model, p) in &self.prices {
             let all = [Some(p.input), Some(p.output), p.cache_read, p.cache_write];

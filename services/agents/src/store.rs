@@ -24,10 +24,14 @@ pub struct ConfigRow {
     pub byok_status: Option<String>,
     pub byok_status_reason: Option<String>,
     pub byok_probed_at: Option<DateTime<Utc>>,
+    pub next_tick_at: Option<DateTime<Utc>>,
+    pub ticks_skipped: i64,
+    pub last_skip_reason: Option<String>,
 }
 
 /// A config's columns, the sealed key left out.
-const CONFIG_COLUMNS: &str = "blueprint, id, doc, version, created_at, updated_at, byok_hint, byok_status, byok_status_reason, byok_probed_at";
+const CONFIG_COLUMNS: &str = "blueprint, id, doc, version, created_at, updated_at, byok_hint, byok_status, byok_status_reason, byok_probed_at, \
+    next_tick_at, ticks_skipped, last_skip_reason";
 
 /// The tenant's stored config of `blueprint`.
 pub async fn config(tx: &mut Tx, tenant: Uuid, blueprint: &str) -> Result<Option<ConfigRow>> {
@@ -47,24 +51,113 @@ pub async fn configs(tx: &mut Tx, tenant: Uuid) -> Result<Vec<ConfigRow>> {
     Ok(on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tenant).fetch_all(c).await)?)
 }
 
-/// Writes the config of `blueprint` (a new version of it when one exists); its key stays.
+/// Writes the config of `blueprint` (a new version of it when one exists) with its schedule's
+/// next tick (`None`: no schedule, or disabled); its key stays.
 pub async fn put_config(
     tx: &mut Tx,
     tenant: Uuid,
     blueprint: &str,
     doc: &Value,
+    next_tick_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Result<ConfigRow> {
     let sql = format!(
-        "INSERT INTO agent_configs (tenant_id, blueprint, id, doc, version, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, 1, $5, $5) \
+        "INSERT INTO agent_configs (tenant_id, blueprint, id, doc, version, created_at, updated_at, next_tick_at) \
+         VALUES ($1, $2, $3, $4, 1, $5, $5, $6) \
          ON CONFLICT (tenant_id, blueprint) DO UPDATE SET doc = excluded.doc, version = agent_configs.version + 1, \
-         updated_at = excluded.updated_at RETURNING {CONFIG_COLUMNS}"
+         updated_at = excluded.updated_at, next_tick_at = excluded.next_tick_at RETURNING {CONFIG_COLUMNS}"
     );
     Ok(
         on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tenant).bind(blueprint).bind(Uuid::now_v7()).bind(doc)
-        .bind(now).fetch_one(c).await)?,
+        .bind(now).bind(next_tick_at).fetch_one(c).await)?,
     )
+}
+
+/// Configs whose schedule is due at `now`, across tenants (a system-scope transaction), the
+/// longest due first: (tenant, blueprint, the due tick).
+pub async fn due_configs(
+    tx: &mut Tx,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<(Uuid, String, DateTime<Utc>)>> {
+    const SQL: &str = "SELECT tenant_id, blueprint, next_tick_at FROM agent_configs \
+        WHERE next_tick_at IS NOT NULL AND next_tick_at <= $1 ORDER BY next_tick_at LIMIT $2";
+    Ok(on_tx!(tx, c => sqlx::query_as(SQL).bind(now).bind(limit).fetch_all(c).await)?)
+}
+
+/// The config of `blueprint` if its next tick is still `due`, locked for this transaction
+/// (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so a scheduler another one is ahead of moves on at
+/// once; SQLite's write transaction is the lock). `None`: another scheduler took the tick.
+pub async fn due_config(
+    tx: &mut Tx,
+    tenant: Uuid,
+    blueprint: &str,
+    due: DateTime<Utc>,
+) -> Result<Option<ConfigRow>> {
+    let sql = match tx.dialect() {
+        worktruck_kit::db::Dialect::Postgres => format!(
+            "SELECT {CONFIG_COLUMNS} FROM agent_configs WHERE tenant_id = $1 AND blueprint = $2 AND next_tick_at = $3 \
+             FOR UPDATE SKIP LOCKED"
+        ),
+        worktruck_kit::db::Dialect::Sqlite => format!(
+            "SELECT {CONFIG_COLUMNS} FROM agent_configs WHERE tenant_id = $1 AND blueprint = $2 AND next_tick_at = $3"
+        ),
+    };
+    Ok(
+        on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tenant).bind(blueprint).bind(due).fetch_optional(c).await)?,
+    )
+}
+
+/// Claims tick `due` of `blueprint`'s schedule: moves `next_tick_at` from `due` to `next` (a
+/// compare-and-set, so of any number of schedulers exactly one gets `true`). It commits with
+/// the tick's run, or not at all.
+pub async fn claim_tick(
+    tx: &mut Tx,
+    tenant: Uuid,
+    blueprint: &str,
+    due: DateTime<Utc>,
+    next: Option<DateTime<Utc>>,
+) -> Result<bool> {
+    const SQL: &str = "UPDATE agent_configs SET next_tick_at = $4 \
+        WHERE tenant_id = $1 AND blueprint = $2 AND next_tick_at = $3";
+    Ok(exec!(
+        tx,
+        sqlx::query(SQL)
+            .bind(tenant)
+            .bind(blueprint)
+            .bind(due)
+            .bind(next)
+    )? == 1)
+}
+
+/// Counts a tick of `blueprint`'s schedule that enqueued no run, and why.
+pub async fn skip_tick(tx: &mut Tx, tenant: Uuid, blueprint: &str, reason: &str) -> Result<()> {
+    const SQL: &str = "UPDATE agent_configs SET ticks_skipped = ticks_skipped + 1, last_skip_reason = $3 \
+        WHERE tenant_id = $1 AND blueprint = $2";
+    exec!(
+        tx,
+        sqlx::query(SQL).bind(tenant).bind(blueprint).bind(reason)
+    )?;
+    Ok(())
+}
+
+/// The statuses of `blueprint`'s scheduled runs that have not ended (queued, running, waiting).
+pub async fn unended_scheduled(tx: &mut Tx, tenant: Uuid, blueprint: &str) -> Result<Vec<String>> {
+    const SQL: &str = "SELECT status FROM agent_runs WHERE tenant_id = $1 AND blueprint = $2 \
+        AND trigger_kind = 'schedule' AND status IN ('queued', 'running', 'waiting')";
+    Ok(on_tx!(tx, c => sqlx::query_scalar(SQL).bind(tenant).bind(blueprint).fetch_all(c).await)?)
+}
+
+/// Whether `blueprint` already has a run for tick `at`.
+pub async fn tick_has_run(
+    tx: &mut Tx,
+    tenant: Uuid,
+    blueprint: &str,
+    at: DateTime<Utc>,
+) -> Result<bool> {
+    const SQL: &str = "SELECT count(*) FROM agent_runs WHERE tenant_id = $1 AND blueprint = $2 AND scheduled_for = $3";
+    let n: i64 = on_tx!(tx, c => sqlx::query_scalar(SQL).bind(tenant).bind(blueprint).bind(at).fetch_one(c).await)?;
+    Ok(n > 0)
 }
 
 /// Stores the sealed key of `blueprint` (making a config of the blueprint's defaults when there
@@ -142,10 +235,13 @@ pub struct RunRow {
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    pub trigger_kind: String,
+    pub scheduled_for: Option<DateTime<Utc>>,
 }
 
 const RUN_COLUMNS: &str = "tenant_id, id, blueprint, status, input, output, spec, budget_cents, deadline_at, \
-    cost_micros, failure_category, failure_detail, worker_id, attempts, run_at, created_at, updated_at, started_at, finished_at";
+    cost_micros, failure_category, failure_detail, worker_id, attempts, run_at, created_at, updated_at, started_at, finished_at, \
+    trigger_kind, scheduled_for";
 
 /// What a new run is.
 pub struct NewRun<'a> {
@@ -155,6 +251,10 @@ pub struct NewRun<'a> {
     pub spec: &'a Value,
     pub budget_cents: Option<i64>,
     pub deadline_at: Option<DateTime<Utc>>,
+    /// `manual` or `schedule`.
+    pub trigger: &'a str,
+    /// The tick a scheduled run is for.
+    pub scheduled_for: Option<DateTime<Utc>>,
 }
 
 /// Inserts a queued run.
@@ -165,7 +265,7 @@ pub async fn insert_run(
     now: DateTime<Utc>,
 ) -> Result<()> {
     const SQL: &str = "INSERT INTO agent_runs (tenant_id, id, blueprint, status, input, spec, budget_cents, deadline_at, \
-        run_at, created_at, updated_at) VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $8, $8)";
+        run_at, created_at, updated_at, trigger_kind, scheduled_for) VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $8, $8, $9, $10)";
     exec!(
         tx,
         sqlx::query(SQL)
@@ -177,6 +277,8 @@ pub async fn insert_run(
             .bind(r.budget_cents)
             .bind(r.deadline_at)
             .bind(now)
+            .bind(r.trigger)
+            .bind(r.scheduled_for)
     )?;
     Ok(())
 }

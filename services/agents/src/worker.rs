@@ -53,6 +53,13 @@ pub fn build(ctx: WorkerContext) -> anyhow::Result<Vec<Task>> {
         std::process::id(),
         &Uuid::new_v4().simple().to_string()[..8]
     );
+    let scheduler = crate::schedule::Scheduler {
+        db: ctx.service.db.clone(),
+        relay: ctx.service.relay.clone(),
+        settings: Arc::new(settings.clone()),
+        shutdown: ctx.service.shutdown.clone(),
+        worker: id.clone(),
+    };
     let worker = Arc::new(Worker {
         id,
         db: ctx.service.db,
@@ -65,7 +72,12 @@ pub fn build(ctx: WorkerContext) -> anyhow::Result<Vec<Task>> {
         envelope,
         shutdown: ctx.service.shutdown,
     });
-    Ok(vec![("agent-worker".to_owned(), Box::pin(worker.run()))])
+    Ok(vec![
+        ("agent-worker".to_owned(), Box::pin(worker.run())),
+        // Every worker also fires due schedule ticks; the claim in the database makes each
+        // tick fire once however many run.
+        ("agent-scheduler".to_owned(), Box::pin(scheduler.run())),
+    ])
 }
 
 struct Worker {
