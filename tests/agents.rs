@@ -10,6 +10,9 @@
 //! the overlap policies hold against runs that outlast a tick.
 
 mod common;
+/// The app server the app-tools test registers.
+#[path = "common/tooling.rs"]
+mod tooling;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -1708,5 +1711,144 @@ async fn overlap_skip_drops_ticks_while_a_scheduled_run_is_on_and_buffer_one_let
                 "{cfg}"
             );
         }
+    }
+}
+
+/// An app tool call, then a call of one of the app's tools the config does not allow, then an
+/// answer.
+fn app_tools_script(turn: usize, _body: &Value) -> (u16, Value) {
+    let tool_use = |id: &str, name: &str, input: Value| {
+        json!({
+            "id": format!("msg_{id}"), "type": "message", "role": "assistant", "model": MODEL,
+            "content": [{"type": "tool_use", "id": format!("toolu_{id}"), "name": name, "input": input}],
+            "stop_reason": "tool_use", "usage": usage()
+        })
+    };
+    match turn {
+        0 => (200, tool_use("1", "kb__lookup", json!({"q": "ada"}))),
+        1 => (200, tool_use("2", "kb__wipe", json!({}))),
+        _ => (
+            200,
+            json!({
+                "id": "msg_3", "type": "message", "role": "assistant", "model": MODEL,
+                "content": [{"type": "text", "text": "Found ada."}],
+                "stop_reason": "end_turn", "usage": usage()
+            }),
+        ),
+    }
+}
+
+/// The tool result the model was given in `request` (its last message's first block).
+fn tool_result(request: &Value) -> &Value {
+    &request["messages"].as_array().unwrap().last().unwrap()["content"][0]
+}
+
+#[tokio::test]
+async fn an_agent_calls_the_app_tools_its_config_allows_with_the_apps_credentials() {
+    for backend in backends() {
+        let (fake, url) = Fake::start(Box::new(app_tools_script), None, Duration::ZERO).await;
+        let settings = settings(&url);
+        let s = Stack::start_with(backend, move |cfg| {
+            cfg.settings.insert("agents".into(), settings);
+            cfg.outbound.allow_http = true;
+            cfg.outbound.allow_ranges = vec!["127.0.0.0/8".into()];
+        })
+        .await;
+        let calls = Arc::new(AtomicUsize::new(0));
+        let app_url = tooling::tooling(calls.clone()).await;
+        let (st, v) = s
+            .call(
+                Method::POST,
+                "/api/v1/apps",
+                Some(json!({"slug": "kb", "display_name": "Knowledge base", "mcp_server_url": app_url,
+                            "auth": {"type": "bearer", "secret": tooling::TOKEN}})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{backend:?}: {v}");
+
+        // An entry that is neither a blueprint tool nor an app tool's name is refused.
+        for bad in ["KB__lookup", "kb__", "k__x", "kb__a.b", "contacts_*"] {
+            let (st, e) = s
+                .call(Method::PUT, "/api/v1/agent-configs/site_health", Some(json!({"allowed_tools": ["notes_create", bad]})))
+                .await;
+            assert_eq!((st, error_code(&e).as_str()), (StatusCode::BAD_REQUEST, "validation_failed"), "{bad}: {e}");
+        }
+        // App tools are opted in by name or by pattern, beside the blueprint's own.
+        let allowed = json!(["notes_create", "kb__lookup", "kb__files*"]);
+        let (st, cfg) = s
+            .call(Method::PUT, "/api/v1/agent-configs/site_health", Some(json!({"model": MODEL, "allowed_tools": allowed})))
+            .await;
+        assert_eq!(st, StatusCode::OK, "{cfg}");
+        assert_eq!(cfg["allowed_tools"], allowed, "{cfg}");
+
+        let id = enqueue(&s, json!({"input": {"prompt": "Look ada up."}})).await;
+        let run = ended(&s.http, &s.base, &s.key, &id).await;
+        assert_eq!(run["status"], "succeeded", "{backend:?}: {run}");
+
+        // The model is offered the allowed app tools under their names and mirrored schemas,
+        // and no other tool of the app's.
+        let requests = fake.requests();
+        let offered: Vec<&str> = requests[0]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!(offered, ["notes_create", "kb__files_read", "kb__lookup"], "{backend:?}");
+        let lookup = requests[0]["tools"].as_array().unwrap().iter().find(|t| t["name"] == "kb__lookup").unwrap();
+        assert_eq!(lookup["input_schema"]["required"], json!(["q"]), "{lookup}");
+        assert!(lookup["description"].as_str().unwrap().starts_with("Looks a name up."), "{lookup}");
+
+        // The allowed call reached the server with the app's token and its answer came back;
+        // the other was refused before anything was sent.
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "{backend:?}");
+        let shape: Vec<(&str, &str)> = run["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["kind"].as_str().unwrap(), s["name"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            shape,
+            [("llm", MODEL), ("tool", "kb__lookup"), ("llm", MODEL), ("tool", "kb__wipe"), ("llm", MODEL)],
+            "{run}"
+        );
+        let steps = run["steps"].as_array().unwrap();
+        assert_eq!(steps[1]["output"]["result"]["structured_content"], json!({"found": "ada"}), "{run}");
+        assert_eq!(steps[3]["output"]["error"]["code"], "invalid_argument", "{run}");
+        let first = tool_result(&requests[1]);
+        assert_eq!((first["tool_use_id"].as_str(), first["is_error"].as_bool()), (Some("toolu_1"), Some(false)), "{first}");
+        assert!(first["content"].as_str().unwrap().contains("found ada"), "{first}");
+        let second = tool_result(&requests[2]);
+        assert_eq!(second["is_error"], true, "{second}");
+        assert!(second["content"].as_str().unwrap().contains("kb__wipe"), "{second}");
+        assert_eq!(run["output"]["text"], "Found ada.", "{run}");
+
+        // Another tenant allowing every kb tool is offered none: the app is not theirs.
+        // (On the enterprise plan, since the run is polled past the free plan's 30 a minute.)
+        let other = worktruck::admin::create_tenant(&s.cfg, "other", "enterprise").await.unwrap();
+        let other = other["api_key"].as_str().unwrap().to_owned();
+        let r = s
+            .http
+            .put(format!("{}/api/v1/agent-configs/site_health", s.base))
+            .bearer_auth(&other)
+            .json(&json!({"model": MODEL, "allowed_tools": ["notes_create", "kb__*"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let r = s
+            .http
+            .post(format!("{}/api/v1/agents/site_health/runs", s.base))
+            .bearer_auth(&other)
+            .json(&json!({"input": {"prompt": "Look ada up."}}))
+            .send()
+            .await
+            .unwrap();
+        let queued: Value = r.json().await.unwrap();
+        let theirs = ended(&s.http, &s.base, &other, queued["id"].as_str().unwrap()).await;
+        let requests = fake.requests();
+        let asked = requests.iter().rfind(|r| r["messages"].as_array().unwrap().len() == 1).unwrap();
+        let offered: Vec<&str> = asked["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!(offered, ["notes_create"], "{backend:?}");
+        // Their model's call of kb__lookup is refused, and never reaches the server.
+        assert_eq!(theirs["steps"][1]["output"]["error"]["code"], "invalid_argument", "{theirs}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "{backend:?}");
+        s.stop().await;
     }
 }

@@ -299,7 +299,7 @@ async fn admit_and_serve(guard: &Guard, request: Request, next: Next, seen: &mut
                     let tool = message.pointer("/params/name").and_then(Value::as_str).unwrap_or_default();
                     seen.tool = Some(if guard.tools.contains(tool) {
                         tool.to_owned()
-                    } else if crate::apps::slug_of(tool).is_some() {
+                    } else if worktruck_proto::app_tools::slug_of(tool).is_some() {
                         // App tools are the tenant's: one label for all of them.
                         "app".to_owned()
                     } else {

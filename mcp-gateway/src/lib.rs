@@ -25,7 +25,8 @@ use worktruck_gateway::{Gate, Upstreams};
 use worktruck_kit::context::Signer;
 use worktruck_proto::registry::Registry;
 
-pub use apps::{ToolListChanges, tool_name};
+pub use apps::ToolListChanges;
+pub use worktruck_proto::app_tools::tool_name;
 pub use tools::McpGateway;
 
 /// Where the MCP endpoint is mounted.

@@ -531,7 +531,7 @@ impl ServerHandler for McpGateway {
                 let request_id = parts(&ctx).map(RequestId::of).unwrap_or_default();
                 match apps.find(&self.signer, principal, &request_id, &request.name, &self.taken()).await {
                     Ok(Some(offered)) => {
-                        arguments = apps::call_arguments(&offered, request.arguments.clone().unwrap_or_default());
+                        arguments = offered.app.call_arguments(request.arguments.clone().unwrap_or_default());
                         app_tool = Self::app_entry(apps, &offered);
                         &app_tool
                     }

@@ -5,6 +5,7 @@
 
 #![allow(clippy::all)]
 
+pub mod app_tools;
 pub mod codec;
 pub mod json;
 pub mod mask;

@@ -250,16 +250,36 @@ fn check_schedule(s: &pb::Schedule, ctx: &Ctx) -> Result<ScheduleDoc> {
     })
 }
 
+/// Whether `t` names tools of an app: `<slug>__<tool>`, where the slug is an app's
+/// (`^[a-z][a-z0-9-]{1,30}$`) and the tool part a tool name (`[a-zA-Z0-9_-]`) in which `*`
+/// stands for any run of characters, 64 characters in all.
+fn is_app_pattern(t: &str) -> bool {
+    let Some((slug, tool)) = t.split_once(worktruck_proto::app_tools::SEPARATOR) else {
+        return false;
+    };
+    let mut s = slug.chars();
+    t.len() <= 64
+        && (2..=31).contains(&slug.len())
+        && s.next().is_some_and(|c| c.is_ascii_lowercase())
+        && s.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !tool.is_empty()
+        && tool.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '*'))
+}
+
 fn check_config(
     settings: &Settings,
     b: &Blueprint,
     r: &pb::PutAgentConfigRequest,
     ctx: &Ctx,
 ) -> Result<ConfigDoc> {
+    if r.allowed_tools.len() > 200 {
+        return Err(Error::validation("allowed_tools: at most 200"));
+    }
     for t in &r.allowed_tools {
-        if !b.tools.contains(&t.as_str()) {
+        if !b.tools.contains(&t.as_str()) && !is_app_pattern(t) {
             return Err(Error::validation(format!(
-                "allowed_tools: {} is not a tool of {} (its tools are {})",
+                "allowed_tools: {} is neither a tool of {} (its tools are {}) nor an app's tool \
+                 (<slug>__<tool>, or <slug>__* for all of an app's enabled tools)",
                 worktruck_proto::text::quote(t),
                 b.name,
                 b.tools.join(", ")
@@ -897,6 +917,24 @@ mod tests {
         assert_eq!(cents(1), 1);
         assert_eq!(cents(10_000), 1);
         assert_eq!(cents(10_001), 2);
+    }
+
+    #[test]
+    fn app_patterns_name_an_apps_tools_and_nothing_else() {
+        for ok in ["kb__lookup", "kb__*", "my-app__files_read", "kb__get-*"] {
+            assert!(is_app_pattern(ok), "{ok}");
+        }
+        for bad in ["kb", "kb__", "__x", "Kb__x", "k__x", "kb__a b", "kb__x.y", "*__*", "kb_x__y"] {
+            assert!(!is_app_pattern(bad), "{bad}");
+        }
+        assert!(!is_app_pattern(&format!("kb__{}", "x".repeat(61))));
+        let allowed = vec!["contacts_get".to_owned(), "kb__*".to_owned(), "gh__create_issue".to_owned()];
+        assert!(crate::tools::allows(&allowed, "contacts_get"));
+        assert!(crate::tools::allows(&allowed, "kb__lookup"));
+        assert!(crate::tools::allows(&allowed, "gh__create_issue"));
+        assert!(!crate::tools::allows(&allowed, "gh__delete_repo"));
+        assert!(!crate::tools::allows(&allowed, "contacts_merge"));
+        assert!(!crate::tools::allows(&["contacts_*".to_owned()], "contacts_merge"), "a registry name is exact");
     }
 }
 

@@ -1,8 +1,11 @@
 //! The tools an agent may call: the registry's MCP tools (the same names, descriptions and
 //! input schemas the MCP gateway lists), called over the same signed gRPC path through
-//! `kit::upstream::call_json`, as the principal that enqueued the run, with its scopes.
+//! `kit::upstream::call_json`, as the principal that enqueued the run, with its scopes; and the
+//! tools of the tenant's apps its config allows (`<slug>__<tool>`, or `<slug>__*` for all of an
+//! app's), as the tenant's MCP endpoint offers them (`worktruck_proto::app_tools`), each call
+//! the apps service's `CallAppTool`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use http::uri::PathAndQuery;
@@ -13,11 +16,39 @@ use worktruck_kit::context::{Ctx, Signer};
 use worktruck_kit::idempotency::{self, Claim, Keeper};
 use worktruck_kit::upstream::{self, Upstreams};
 use worktruck_kit::{Error, ErrorCode};
+use worktruck_proto::app_tools::{self, AppTool};
 use worktruck_proto::registry::{Registry, Tool};
 use worktruck_proto::schema::{Mode, message_schema};
 
 /// The tenants service, which keeps idempotency keys.
 const TENANTS: &str = "worktruck.tenants.v1.TenantsService";
+/// The apps service, whose `CallAppTool` every app tool call is.
+const APPS: &str = "worktruck.apps.v1.AppsService";
+
+/// One RPC, resolved.
+#[derive(Clone)]
+struct Rpc {
+    rpc: prost_reflect::MethodDescriptor,
+    channel: Channel,
+    path: PathAndQuery,
+}
+
+impl Rpc {
+    fn resolve(registry: &Registry, upstreams: &Upstreams, service: &str, method: &str) -> Option<Self> {
+        let rpc = registry.pool().get_service_by_name(service)?.methods().find(|m| m.name() == method)?;
+        let channel = upstreams.get(service)?.clone();
+        let path = PathAndQuery::try_from(format!("/{service}/{method}")).ok()?;
+        Some(Self { rpc, channel, path })
+    }
+}
+
+/// The apps service's RPCs, when this process reaches it.
+#[derive(Clone)]
+struct Apps {
+    list: Rpc,
+    get: Rpc,
+    call: Rpc,
+}
 
 struct Entry {
     tool: Tool,
@@ -33,6 +64,7 @@ pub struct Tools {
     signer: Signer,
     /// The tenants service's idempotency keys, when this process reaches it.
     keeper: Option<Keeper>,
+    apps: Option<Apps>,
 }
 
 impl Tools {
@@ -63,16 +95,70 @@ impl Tools {
                 );
             Keeper::new(client, signer.clone(), "agent-worker")
         });
+        let apps = (|| {
+            Some(Apps {
+                list: Rpc::resolve(&registry, upstreams, APPS, "ListApps")?,
+                get: Rpc::resolve(&registry, upstreams, APPS, "GetApp")?,
+                call: Rpc::resolve(&registry, upstreams, APPS, "CallAppTool")?,
+            })
+        })();
         Ok(Self {
             entries: Arc::new(entries),
             signer,
             keeper,
+            apps,
         })
     }
 
-    /// The Messages API's `tools` for `names` (those this process can reach), in that order.
-    pub fn definitions(&self, names: &[String]) -> Vec<Value> {
-        names
+    /// The registry's tool names, which no app tool may take.
+    fn taken(&self) -> HashSet<String> {
+        self.entries.keys().cloned().collect()
+    }
+
+    /// Calls `rpc` with `arguments` as `ctx`, `request_id` as its `x-request-id`.
+    async fn invoke(&self, rpc: &Rpc, ctx: &Ctx, request_id: &str, arguments: Value) -> Result<Value, Error> {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        self.signer.attach(ctx, &mut metadata);
+        worktruck_kit::telemetry::inject(&mut metadata);
+        if let Ok(v) = MetadataValue::try_from(request_id) {
+            metadata.insert("x-request-id", v);
+        }
+        upstream::call_json(rpc.channel.clone(), rpc.path.clone(), &rpc.rpc, arguments, metadata).await
+    }
+
+    /// The app tools `allowed` names that the tenant's apps offer now (none when it allows no
+    /// app tool, this process does not reach the apps service, or `ctx` may not read apps).
+    async fn app_tools(&self, ctx: &Ctx, allowed: &[String], request_id: &str) -> Vec<AppTool> {
+        let Some(apps) = &self.apps else { return Vec::new() };
+        if !allowed.iter().any(|a| app_tools::slug_of(a).is_some()) {
+            return Vec::new();
+        }
+        let list = |args| async move {
+            worktruck_kit::scopes::check(ctx, &worktruck_kit::scopes::scope(&apps.list.rpc, true))?;
+            self.invoke(&apps.list, ctx, request_id, args).await
+        };
+        match app_tools::collect(list, &self.taken()).await {
+            Ok((offer, left)) => {
+                if left {
+                    tracing::warn!(pages = app_tools::MAX_PAGES, "a tenant has more apps than an agent reads: the rest are not offered");
+                }
+                for (tool, name) in &offer.collisions {
+                    tracing::warn!(tool, name = %name, "an app tool's name is taken: not offered to the agent");
+                }
+                offer.tools.into_iter().filter(|t| allows(allowed, &t.name)).collect()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.message, "the agent's app tools could not be listed: none offered");
+                Vec::new()
+            }
+        }
+    }
+
+    /// The Messages API's `tools` for `allowed`: its registry tools this process can reach, in
+    /// that order, then the app tools it allows that the tenant's apps offer now (read as
+    /// `ctx`).
+    pub async fn definitions(&self, ctx: &Ctx, allowed: &[String], request_id: &str) -> Vec<Value> {
+        let mut out: Vec<Value> = allowed
             .iter()
             .filter_map(|n| self.entries.get(n))
             .map(|e| {
@@ -84,7 +170,11 @@ impl Tools {
                     .unwrap_or_default();
                 json!({"name": e.tool.name, "description": description, "input_schema": e.schema})
             })
-            .collect()
+            .collect();
+        for t in self.app_tools(ctx, allowed, request_id).await {
+            out.push(json!({"name": t.name, "description": t.description, "input_schema": t.input_schema}));
+        }
+        out
     }
 
     /// Calls tool `name` with `arguments` as `ctx`; `request_id` (the run and step) travels as
@@ -98,41 +188,51 @@ impl Tools {
         arguments: Value,
         request_id: &str,
     ) -> Result<Value, Error> {
-        let entry = self
-            .entries
-            .get(name)
-            .filter(|_| allowed.iter().any(|a| a == name))
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "{} is not a tool this agent may call",
-                    worktruck_proto::text::quote(name)
-                ))
-            })?;
-        worktruck_kit::scopes::check(
-            ctx,
-            &worktruck_kit::scopes::scope(&entry.tool.rpc, entry.tool.read_only),
-        )?;
-        let call = || async {
-            let mut metadata = tonic::metadata::MetadataMap::new();
-            self.signer.attach(ctx, &mut metadata);
-            worktruck_kit::telemetry::inject(&mut metadata);
-            if let Ok(v) = MetadataValue::try_from(request_id) {
-                metadata.insert("x-request-id", v);
-            }
-            upstream::call_json(
-                entry.channel.clone(),
-                entry.path.clone(),
-                &entry.tool.rpc,
-                arguments.clone(),
-                metadata,
-            )
-            .await
+        let refused = || {
+            Error::invalid(format!(
+                "{} is not a tool this agent may call",
+                worktruck_proto::text::quote(name)
+            ))
         };
+        if !allows(allowed, name) {
+            return Err(refused());
+        }
+        // A registry tool, or an app tool its app offers now (whose call is `CallAppTool`).
+        let (rpc, read_only, arguments) = match self.entries.get(name) {
+            Some(entry) => (
+                Rpc { rpc: entry.tool.rpc.clone(), channel: entry.channel.clone(), path: entry.path.clone() },
+                entry.tool.read_only,
+                arguments,
+            ),
+            None => {
+                let (Some(apps), Some(slug)) = (&self.apps, app_tools::slug_of(name)) else {
+                    return Err(refused());
+                };
+                let app = match self.invoke(&apps.get, ctx, request_id, json!({"slug": slug})).await {
+                    Ok(app) => app,
+                    Err(e) if e.code == ErrorCode::NotFound => return Err(refused()),
+                    Err(e) => return Err(e),
+                };
+                let Some(tool) = app_tools::offered(&app, &self.taken()).tools.into_iter().find(|t| t.name == name) else {
+                    return Err(Error::invalid(format!(
+                        "{} is not a tool the app {} offers now (it is not enabled, stale, or changed since it was approved)",
+                        worktruck_proto::text::quote(name),
+                        worktruck_proto::text::quote(slug)
+                    )));
+                };
+                let Value::Object(arguments) = arguments else {
+                    return Err(Error::invalid(format!("the arguments of {} are not an object", worktruck_proto::text::quote(name))));
+                };
+                // An app's server is outside Worktruck: every call is a write, kept by its key.
+                (apps.call.clone(), false, tool.call_arguments(arguments))
+            }
+        };
+        worktruck_kit::scopes::check(ctx, &worktruck_kit::scopes::scope(&rpc.rpc, read_only))?;
+        let call = || self.invoke(&rpc, ctx, request_id, arguments.clone());
         // A write runs under an idempotency key of its own (the run and step), kept by the
         // tenants service as the gateways' keys are: a call repeated after a crash before its
         // completion was journaled gets the first call's answer instead of writing again.
-        let (Some(keeper), Some(tenant), false) =
-            (&self.keeper, ctx.tenant_id, entry.tool.read_only)
+        let (Some(keeper), Some(tenant), false) = (&self.keeper, ctx.tenant_id, read_only)
         else {
             return call().await;
         };
@@ -181,6 +281,12 @@ impl Tools {
         keeper.complete(held, kept, request_id).await;
         result
     }
+}
+
+/// Whether `allowed` (tool names, and app tool patterns where `*` is any run of characters)
+/// lets an agent call `name`.
+pub(crate) fn allows(allowed: &[String], name: &str) -> bool {
+    allowed.iter().any(|a| a == name || (app_tools::slug_of(a).is_some() && crate::service::matches(a, name)))
 }
 
 /// A kept answer as the call's result.

@@ -493,7 +493,11 @@ impl Worker {
         };
         drop(tx);
         let budget_micros = run.budget_cents.map(|c| c.saturating_mul(10_000));
-        let tools = self.tools.definitions(&spec.tools);
+        // The app tools among them are those the tenant's apps offer at this attempt's start.
+        let tools = self
+            .tools
+            .definitions(&spec.ctx, &spec.tools, &format!("{}:tools", run.id))
+            .await;
         let mut messages = vec![json!({"role": "user", "content": prompt_of(&run.input)})];
         let mut cost = run.cost_micros;
         let mut seq = 0i32;
@@ -710,7 +714,8 @@ impl Worker {
                         output
                     }
                 };
-                let is_error = output.get("error").is_some();
+                // A failed call, or an app tool's answer that says it failed (MCP `isError`).
+                let is_error = output.get("error").is_some() || output["result"]["is_error"] == true;
                 let text = output.get("result").unwrap_or(&output).to_string();
                 results.push(json!({"type": "tool_result", "tool_use_id": tool_use_id, "content": text, "is_error": is_error}));
             }
