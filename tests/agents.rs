@@ -1852,3 +1852,89 @@ async fn an_agent_calls_the_app_tools_its_config_allows_with_the_apps_credential
         s.stop().await;
     }
 }
+
+/// The contact_deduper runs, newest first.
+async fn deduper_runs(s: &Stack) -> Vec<Value> {
+    let (st, v) = s.call(Method::GET, "/api/v1/agents/contact_deduper/runs?limit=200", None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    v["data"].as_array().unwrap().clone()
+}
+
+/// The contact_deduper config.
+async fn deduper_config(s: &Stack) -> Value {
+    let (st, v) = s.call(Method::GET, "/api/v1/agent-configs", None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    v["data"].as_array().unwrap().iter().find(|c| c["blueprint"] == "contact_deduper").unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_revoked_keys_waiting_run_and_schedule_act_no_more() {
+    for backend in backends() {
+        let (_fake, url) = Fake::start(Box::new(two_tools), None, Duration::ZERO).await;
+        let s = schedule_stack(backend, &url).await;
+        let (st, k) = s.call(Method::POST, "/api/v1/api-keys", Some(json!({"name": "agent operator"}))).await;
+        assert!(st.is_success(), "{k}");
+        let (key_id, key) = (k["id"].as_str().unwrap().to_owned(), k["key"].as_str().unwrap().to_owned());
+
+        // The key's run waits for approval of its first tool call; its schedule ticks.
+        put_config(&s.http, &s.base, &key, json!({"model": MODEL, "guardrails": [{"tool": "notes_*", "require_approval": true}]})).await;
+        let (st, run) = s
+            .call_as(&key, Method::POST, "/api/v1/agents/site_health/runs", Some(json!({"input": {"prompt": "Check"}})))
+            .await;
+        assert_eq!(st, StatusCode::OK, "{run}");
+        let id = run["id"].as_str().unwrap().to_owned();
+        reaches(&s, &id, "waiting").await;
+        let (st, cfg) = s
+            .call_as(
+                &key,
+                Method::PUT,
+                "/api/v1/agent-configs/contact_deduper",
+                Some(json!({"model": MODEL, "schedule": {"cron": EVERY_TWO_SECONDS, "overlap": "allow"}})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{cfg}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while deduper_runs(&s).await.is_empty() {
+            assert!(Instant::now() < deadline, "{backend:?}: the live key's schedule never fired");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
+        // The key is revoked.
+        let (st, v) = s.call(Method::DELETE, &format!("/api/v1/api-keys/{key_id}"), None).await;
+        assert!(st.is_success(), "{v}");
+
+        // Approved by someone else, the run resumes only to fail: no tool call as the revoked key.
+        let (st, v) = s
+            .call(Method::POST, &format!("/api/v1/agents/site_health/runs/{id}/approve"), Some(json!({})))
+            .await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        let run = ended(&s.http, &s.base, &s.key, &id).await;
+        assert_eq!(
+            (run["status"].as_str(), run["failure_category"].as_str()),
+            (Some("failed"), Some("principal_revoked")),
+            "{backend:?}: {run}"
+        );
+        assert!(run["failure_detail"].as_str().unwrap().contains("revoked"), "{run}");
+        assert!(note_titles(&s.http, &s.base, &s.key).await.is_empty(), "{backend:?}: a revoked key's run wrote");
+
+        // Its schedule's ticks are skipped and counted with the reason; none enqueues a run.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (runs, skipped) = loop {
+            let cfg = deduper_config(&s).await;
+            let skipped = cfg["ticks_skipped"].as_i64().unwrap_or(0);
+            if skipped >= 1 {
+                assert!(cfg["last_skip_reason"].as_str().unwrap().contains("revoked"), "{cfg}");
+                break (deduper_runs(&s).await.len(), skipped);
+            }
+            assert!(Instant::now() < deadline, "{backend:?}: no tick skipped after the revocation: {cfg}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while deduper_config(&s).await["ticks_skipped"].as_i64().unwrap_or(0) < skipped + 2 {
+            assert!(Instant::now() < deadline, "{backend:?}: ticks stopped being counted");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(deduper_runs(&s).await.len(), runs, "{backend:?}: a revoked key's schedule enqueued a run");
+        s.stop().await;
+    }
+}

@@ -17,6 +17,7 @@
 pub mod anthropic;
 pub mod blueprints;
 pub(crate) mod schedule;
+mod principal;
 mod service;
 pub mod settings;
 mod store;

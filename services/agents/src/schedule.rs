@@ -140,6 +140,7 @@ pub(crate) struct Scheduler {
     pub settings: Arc<Settings>,
     pub shutdown: Shutdown,
     pub worker: String,
+    pub principals: crate::principal::Principals,
 }
 
 impl Scheduler {
@@ -176,6 +177,20 @@ impl Scheduler {
     /// Claims tick `due` of the config and enqueues its run, in one transaction; nothing when
     /// another scheduler took it first.
     async fn tick(&self, tenant: Uuid, blueprint: &str, due: DateTime<Utc>) -> Result<()> {
+        // Whether the schedule's writer may still act, told before the claim's transaction
+        // (which holds no remote call); a failure to tell leaves the tick due.
+        let mut tx = self.db.begin(Scope::Tenant(tenant), false).await?;
+        let row = store::due_config(&mut tx, tenant, blueprint, due).await?;
+        drop(tx);
+        let writer = row
+            .as_ref()
+            .and_then(|r| ConfigDoc::of(Some(r)).ok())
+            .and_then(|d| d.schedule)
+            .and_then(|s| s.ctx);
+        let refused = match &writer {
+            Some(ctx) => self.principals.refusal(ctx, &format!("schedule:{tenant}:{blueprint}")).await?,
+            None => None,
+        };
         let t = now();
         let mut tx = self.db.begin(Scope::Tenant(tenant), true).await?;
         let Some(row) = store::due_config(&mut tx, tenant, blueprint, due).await? else {
@@ -204,6 +219,9 @@ impl Scheduler {
         }
         let admitted = if store::tick_has_run(&mut tx, tenant, blueprint, tick.fire_for).await? {
             Err("the tick already has its run".to_owned())
+        } else if let Some(why) = refused.filter(|_| schedule.ctx.as_ref() == writer.as_ref()) {
+            // Counted per tick until someone who may act puts the schedule again.
+            Err(format!("{why}; put the schedule again with a live credential"))
         } else if schedule.ctx.is_none() {
             // Not written by this version's PUT (which keeps the writer's context): no one to
             // act as. Counted, not stuck; the next PUT of the config sets it.
@@ -477,6 +495,11 @@ mod claim_tests {
                     settings: Arc::new(Settings::default()),
                     shutdown: shutdown.clone(),
                     worker: format!("w{i}"),
+                    // No tenants service here: the writer (`key:test`) is not looked up.
+                    principals: crate::principal::Principals::new(
+                        &worktruck_kit::upstream::Upstreams::new(),
+                        worktruck_kit::context::Signer::from_seed([7; 32]),
+                    ),
                 })
             };
             let mut racing = tokio::task::JoinSet::new();

@@ -46,6 +46,7 @@ pub fn build(ctx: WorkerContext) -> anyhow::Result<Vec<Task>> {
     settings.check()?;
     let client = anthropic::Client::new(&settings, &ctx.service.config.outbound)?;
     let tools = Tools::new(&ctx.upstreams, ctx.signer.clone())?;
+    let principals = crate::principal::Principals::new(&ctx.upstreams, ctx.signer.clone());
     let envelope = ctx.service.envelope()?;
     let id = format!(
         "{}-{}-{}",
@@ -59,6 +60,7 @@ pub fn build(ctx: WorkerContext) -> anyhow::Result<Vec<Task>> {
         settings: Arc::new(settings.clone()),
         shutdown: ctx.service.shutdown.clone(),
         worker: id.clone(),
+        principals: principals.clone(),
     };
     let worker = Arc::new(Worker {
         id,
@@ -69,6 +71,7 @@ pub fn build(ctx: WorkerContext) -> anyhow::Result<Vec<Task>> {
         settings: Arc::new(settings),
         client,
         tools,
+        principals,
         envelope,
         shutdown: ctx.service.shutdown,
     });
@@ -89,6 +92,7 @@ struct Worker {
     settings: Arc<Settings>,
     client: anthropic::Client,
     tools: Tools,
+    principals: crate::principal::Principals,
     envelope: worktruck_kit::envelope::Envelope,
     shutdown: Shutdown,
 }
@@ -455,6 +459,19 @@ impl Worker {
                 .await;
         }
         let spec: RunSpec = serde_json::from_value(run.spec.clone()).map_err(Error::internal)?;
+        // Whoever enqueued it must still be able to act (an API key revoked since ends its runs);
+        // when that cannot be told now, the attempt stops and its lease lapses.
+        if let Some(detail) = self.principals.refusal(&spec.ctx, &format!("{}:principal", run.id)).await? {
+            return self
+                .end(
+                    &run,
+                    Err(Failure {
+                        category: "principal_revoked",
+                        detail,
+                    }),
+                )
+                .await;
+        }
         let Some(price) = self.settings.prices.get(&spec.model).cloned() else {
             let detail = format!(
                 "model {} has no price in settings.agents.prices",
