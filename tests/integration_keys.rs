@@ -421,11 +421,17 @@ async fn integration_keys_are_stored_sealed_verified_revoked_and_shown_masked() 
             .store(json!({"provider": "postmark", "key": POSTMARK_GOOD}))
             .await;
         assert_eq!(c.verify("postmark").await["valid"], true);
-        assert_eq!(fake.seen("/server")[0].0, POSTMARK_GOOD, "in its own header");
+        assert_eq!(
+            fake.seen("/server")[0].0,
+            POSTMARK_GOOD,
+            "in its own header"
+        );
         assert_eq!(fake.seen("/server")[0].2, "application/json");
         let nd = c
-            .store(json!({"provider": "netdata", "key": NETDATA_GOOD, "label": "edge",
-                "metadata": {"base_url": format!("{url}/")}}))
+            .store(
+                json!({"provider": "netdata", "key": NETDATA_GOOD, "label": "edge",
+                "metadata": {"base_url": format!("{url}/")}}),
+            )
             .await;
         assert_eq!(c.verify("netdata").await["valid"], true);
         assert_eq!(fake.seen("/api/v1/info")[0].0, NETDATA_GOOD);
@@ -476,7 +482,12 @@ async fn integration_keys_are_stored_sealed_verified_revoked_and_shown_masked() 
             .as_array()
             .unwrap()
             .iter()
-            .map(|k| (k["provider"].as_str().unwrap(), k["status"].as_str().unwrap()))
+            .map(|k| {
+                (
+                    k["provider"].as_str().unwrap(),
+                    k["status"].as_str().unwrap(),
+                )
+            })
             .collect();
         assert_eq!(
             statuses,
@@ -507,7 +518,10 @@ async fn integration_keys_are_stored_sealed_verified_revoked_and_shown_masked() 
             let (st, e) = c.call_as(&other, method.clone(), path, body).await;
             assert_eq!(st, StatusCode::NOT_FOUND, "{method} {path}: {e}");
         }
-        let path = format!("/api/v1/me/integrations/integration_key/{}", cf["id"].as_str().unwrap());
+        let path = format!(
+            "/api/v1/me/integrations/integration_key/{}",
+            cf["id"].as_str().unwrap()
+        );
         let (st, _) = c.call_as(&other, Method::DELETE, &path, None).await;
         assert_eq!(st, StatusCode::NOT_FOUND);
         let (_, mine) = c
@@ -556,7 +570,10 @@ async fn integration_keys_are_stored_sealed_verified_revoked_and_shown_masked() 
             .iter()
             .map(|i| {
                 assert_eq!(i["kind"], "integration_key", "{i}");
-                (i["display_name"].as_str().unwrap(), i["status"].as_str().unwrap())
+                (
+                    i["display_name"].as_str().unwrap(),
+                    i["status"].as_str().unwrap(),
+                )
             })
             .collect();
         assert_eq!(
@@ -574,7 +591,10 @@ async fn integration_keys_are_stored_sealed_verified_revoked_and_shown_masked() 
         );
 
         // Revoking from the view: the BYOK key (the config says so) and an integration key.
-        let path = format!("/api/v1/me/integrations/agent_config_byok/{}", cfg["id"].as_str().unwrap());
+        let path = format!(
+            "/api/v1/me/integrations/agent_config_byok/{}",
+            cfg["id"].as_str().unwrap()
+        );
         let (st, r) = c.call(Method::DELETE, &path, None).await;
         assert_eq!(st, StatusCode::OK, "{r}");
         assert_eq!(r["status"], "revoked", "{r}");
@@ -582,18 +602,29 @@ async fn integration_keys_are_stored_sealed_verified_revoked_and_shown_masked() 
         assert_eq!(st, StatusCode::NOT_FOUND, "nothing left to revoke");
         let (_, configs) = c.call(Method::GET, "/api/v1/agent-configs", None).await;
         assert_eq!(configs["data"][1]["byok_status"], "revoked", "{configs}");
-        let path = format!("/api/v1/me/integrations/integration_key/{}", nd["id"].as_str().unwrap());
+        let path = format!(
+            "/api/v1/me/integrations/integration_key/{}",
+            nd["id"].as_str().unwrap()
+        );
         let (st, _) = c.call(Method::DELETE, &path, None).await;
         assert_eq!(st, StatusCode::OK);
         let (st, _) = c.get("netdata").await;
         assert_eq!(st, StatusCode::NOT_FOUND);
         let (st, e) = c
-            .call(Method::DELETE, "/api/v1/me/integrations/oauth_connection/x", None)
+            .call(
+                Method::DELETE,
+                "/api/v1/me/integrations/oauth_connection/x",
+                None,
+            )
             .await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
         let (_, mine) = c.call(Method::GET, "/api/v1/me/integrations", None).await;
         assert_eq!(mine["data"][0]["status"], "revoked", "{mine}");
-        assert_eq!(mine["data"].as_array().unwrap().len(), 8, "revoked rows stay: {mine}");
+        assert_eq!(
+            mine["data"].as_array().unwrap().len(),
+            8,
+            "revoked rows stay: {mine}"
+        );
         let _ = pm;
 
         // No answer ever showed a key; the storage holds only ciphertext.

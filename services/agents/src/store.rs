@@ -216,7 +216,10 @@ pub async fn byok_failed(
 /// The configs that hold or held a tenant's own key (BYOK), for the unified integrations view:
 /// (config id, blueprint, `byok_status`, the config's `created_at`). A config that never had a
 /// key (`byok_status` NULL or `inactive`) is left out.
-pub async fn byok_keys(tx: &mut Tx, tenant: Uuid) -> Result<Vec<(Uuid, String, String, DateTime<Utc>)>> {
+pub async fn byok_keys(
+    tx: &mut Tx,
+    tenant: Uuid,
+) -> Result<Vec<(Uuid, String, String, DateTime<Utc>)>> {
     const SQL: &str = "SELECT id, blueprint, byok_status, created_at FROM agent_configs \
         WHERE tenant_id = $1 AND byok_status IS NOT NULL AND byok_status <> 'inactive'";
     Ok(on_tx!(tx, c => sqlx::query_as(SQL).bind(tenant).fetch_all(c).await)?)

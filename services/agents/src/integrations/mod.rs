@@ -63,7 +63,10 @@ fn provider_of_path(name: &str) -> Result<&'static Provider> {
 }
 
 fn no_live_key(p: &Provider) -> Error {
-    Error::not_found(format!("the tenant has no active or invalid {} key", p.name))
+    Error::not_found(format!(
+        "the tenant has no active or invalid {} key",
+        p.name
+    ))
 }
 
 fn render(k: &KeyRow) -> pb::IntegrationKey {
@@ -102,10 +105,14 @@ impl Integrations {
     /// `base_url` must pass the SSRF guard (as an app's `mcp_server_url` does: its name is
     /// resolved now, and every connection checks again).
     async fn check_metadata(&self, p: &Provider, m: Option<&prost_types::Struct>) -> Result<Value> {
-        let mut v = m.map(from_struct).unwrap_or_else(|| Value::Object(Default::default()));
+        let mut v = m
+            .map(from_struct)
+            .unwrap_or_else(|| Value::Object(Default::default()));
         check_metadata(&v)?;
         for field in p.required {
-            let ok = v[*field].as_str().is_some_and(|s| !s.trim().is_empty() && s.len() <= 2048);
+            let ok = v[*field]
+                .as_str()
+                .is_some_and(|s| !s.trim().is_empty() && s.len() <= 2048);
             if !ok {
                 return Err(Error::validation(format!(
                     "{} keys need metadata.{field} (a non-empty string)",
@@ -155,7 +162,12 @@ impl Integrations {
         let replaced = store::revoke_live(&mut tx, tenant, p.name, t).await?;
         let sealed = self
             .envelope
-            .seal(&mut tx, tenant, &purpose(p.name), key.expose_secret().as_bytes())
+            .seal(
+                &mut tx,
+                tenant,
+                &purpose(p.name),
+                key.expose_secret().as_bytes(),
+            )
             .await?;
         let new = store::NewKey {
             id,
@@ -179,7 +191,11 @@ impl Integrations {
     /// `ListIntegrationKeys`.
     pub(crate) async fn list(&self, tenant: Uuid) -> Result<pb::ListIntegrationKeysResponse> {
         let mut tx = self.db.begin(Scope::Tenant(tenant), false).await?;
-        let data = store::list(&mut tx, tenant).await?.iter().map(render).collect();
+        let data = store::list(&mut tx, tenant)
+            .await?
+            .iter()
+            .map(render)
+            .collect();
         Ok(pb::ListIntegrationKeysResponse {
             data,
             next_cursor: String::new(),
@@ -191,7 +207,9 @@ impl Integrations {
     pub(crate) async fn get(&self, tenant: Uuid, provider: &str) -> Result<pb::IntegrationKey> {
         let p = provider_of_path(provider)?;
         let mut tx = self.db.begin(Scope::Tenant(tenant), false).await?;
-        let row = store::live(&mut tx, tenant, p.name).await?.ok_or_else(|| no_live_key(p))?;
+        let row = store::live(&mut tx, tenant, p.name)
+            .await?
+            .ok_or_else(|| no_live_key(p))?;
         Ok(render(&row))
     }
 
@@ -205,8 +223,13 @@ impl Integrations {
         let p = provider_of_path(provider)?;
         let (row, key) = {
             let mut tx = self.db.begin(Scope::Tenant(tenant), false).await?;
-            let row = store::live(&mut tx, tenant, p.name).await?.ok_or_else(|| no_live_key(p))?;
-            let key = self.open(&mut tx, tenant, &row).await?.ok_or_else(|| no_live_key(p))?;
+            let row = store::live(&mut tx, tenant, p.name)
+                .await?
+                .ok_or_else(|| no_live_key(p))?;
+            let key = self
+                .open(&mut tx, tenant, &row)
+                .await?
+                .ok_or_else(|| no_live_key(p))?;
             (row, key)
         };
         let verdict = self.verifier.verify(p, &key, &row.metadata).await;
@@ -341,7 +364,10 @@ impl Integrations {
         let Some(sealed) = store::sealed(tx, tenant, row.id).await? else {
             return Ok(None);
         };
-        let plain = self.envelope.open(tx, tenant, &purpose(&row.provider), &sealed).await?;
+        let plain = self
+            .envelope
+            .open(tx, tenant, &purpose(&row.provider), &sealed)
+            .await?;
         let text = std::str::from_utf8(&plain)
             .map_err(|_| Error::internal("an integration key is not UTF-8"))?;
         Ok(Some(SecretString::from(text.to_owned())))
@@ -363,7 +389,10 @@ impl Integrations {
         if row.status != "active" {
             return Ok(None);
         }
-        Ok(self.open(&mut tx, tenant, &row).await?.map(|k| (k, row.metadata)))
+        Ok(self
+            .open(&mut tx, tenant, &row)
+            .await?
+            .map(|k| (k, row.metadata)))
     }
 }
 
@@ -404,12 +433,25 @@ mod tests {
                 .await
                 .unwrap();
             let (key, m) = keys.active_key(a, "cloudflare").await.unwrap().unwrap();
-            assert_eq!(key.expose_secret(), "cf-second-key-0002", "{backend:?}: the replacement");
+            assert_eq!(
+                key.expose_secret(),
+                "cf-second-key-0002",
+                "{backend:?}: the replacement"
+            );
             assert_eq!(m, meta);
-            assert!(keys.active_key(b, "cloudflare").await.unwrap().is_none(), "another tenant's");
-            assert!(keys.active_key(a, "github").await.unwrap().is_none(), "another provider's");
+            assert!(
+                keys.active_key(b, "cloudflare").await.unwrap().is_none(),
+                "another tenant's"
+            );
+            assert!(
+                keys.active_key(a, "github").await.unwrap().is_none(),
+                "another provider's"
+            );
             keys.revoke(a, "cloudflare").await.unwrap();
-            assert!(keys.active_key(a, "cloudflare").await.unwrap().is_none(), "revoked");
+            assert!(
+                keys.active_key(a, "cloudflare").await.unwrap().is_none(),
+                "revoked"
+            );
             let listed = keys.list(a).await.unwrap().data;
             assert_eq!(listed.len(), 2);
             assert!(listed.iter().all(|k| k.status == "revoked"), "{listed:?}");

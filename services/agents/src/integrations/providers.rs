@@ -114,7 +114,11 @@ pub(crate) fn find(name: &str) -> Option<&'static Provider> {
 
 /// The providers' names, for error messages.
 pub(crate) fn names() -> String {
-    PROVIDERS.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+    PROVIDERS
+        .iter()
+        .map(|p| p.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What the provider said of a key.
@@ -168,7 +172,12 @@ impl Verifier {
     }
 
     /// Asks `p` whether `key` (with its `metadata`) is good.
-    pub(crate) async fn verify(&self, p: &Provider, key: &SecretString, metadata: &Value) -> Verdict {
+    pub(crate) async fn verify(
+        &self,
+        p: &Provider,
+        key: &SecretString,
+        metadata: &Value,
+    ) -> Verdict {
         let (base, client) = match p.base {
             Base::Setting(f) => (f(&self.settings).to_owned(), &self.outbound),
             Base::Tenant => match metadata["base_url"].as_str() {
@@ -186,7 +195,8 @@ impl Verifier {
         req = match p.auth {
             Auth::Bearer => req.bearer_auth(key.expose_secret()),
             Auth::Header(name) => {
-                let Ok(mut value) = reqwest::header::HeaderValue::from_str(key.expose_secret()) else {
+                let Ok(mut value) = reqwest::header::HeaderValue::from_str(key.expose_secret())
+                else {
                     return Verdict::Refused("the key cannot be sent as a header".into());
                 };
                 value.set_sensitive(true);
@@ -231,7 +241,10 @@ mod tests {
     #[test]
     fn every_provider_is_listed_once_and_cloudflare_checks_the_token_status() {
         let names: Vec<_> = PROVIDERS.iter().map(|p| p.name).collect();
-        assert_eq!(names, ["cloudflare", "github", "netdata", "postmark", "outstand"]);
+        assert_eq!(
+            names,
+            ["cloudflare", "github", "netdata", "postmark", "outstand"]
+        );
         assert!(find("gitlab").is_none());
         assert_eq!(find("cloudflare").unwrap().required, ["account_id"]);
         assert_eq!(find("netdata").unwrap().required, ["base_url"]);

@@ -24,8 +24,7 @@ pub struct KeyRow {
     pub updated_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str =
-    "id, provider, status, key_hint, label, metadata, last_verified_at, revoked_at, created_at, updated_at";
+const COLUMNS: &str = "id, provider, status, key_hint, label, metadata, last_verified_at, revoked_at, created_at, updated_at";
 
 /// A key to store.
 pub struct NewKey<'a> {
@@ -74,13 +73,20 @@ pub async fn revoke_id(tx: &mut Tx, tenant: Uuid, id: Uuid, now: DateTime<Utc>) 
 }
 
 /// Inserts a new `active` key.
-pub async fn insert(tx: &mut Tx, tenant: Uuid, k: &NewKey<'_>, now: DateTime<Utc>) -> Result<KeyRow> {
+pub async fn insert(
+    tx: &mut Tx,
+    tenant: Uuid,
+    k: &NewKey<'_>,
+    now: DateTime<Utc>,
+) -> Result<KeyRow> {
     let sql = format!(
         "INSERT INTO integration_keys (tenant_id, id, provider, status, sealed, key_hint, label, metadata, created_at, updated_at) \
          VALUES ($1, $2, $3, 'active', $4, $5, $6, $7, $8, $8) RETURNING {COLUMNS}"
     );
-    Ok(on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tenant).bind(k.id).bind(k.provider).bind(k.sealed)
-        .bind(k.key_hint).bind(k.label).bind(k.metadata).bind(now).fetch_one(c).await)?)
+    Ok(
+        on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tenant).bind(k.id).bind(k.provider).bind(k.sealed)
+        .bind(k.key_hint).bind(k.label).bind(k.metadata).bind(now).fetch_one(c).await)?,
+    )
 }
 
 /// Every key of the tenant, newest first.
@@ -123,6 +129,8 @@ pub async fn verified(
         "UPDATE integration_keys SET status = $3, last_verified_at = $4, updated_at = $4 \
          WHERE tenant_id = $1 AND id = $2 AND status IN ('active', 'invalid') RETURNING {COLUMNS}"
     );
-    Ok(on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tenant).bind(id).bind(status).bind(at)
-        .fetch_optional(c).await)?)
+    Ok(
+        on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tenant).bind(id).bind(status).bind(at)
+        .fetch_optional(c).await)?,
+    )
 }
