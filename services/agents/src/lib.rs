@@ -10,12 +10,15 @@
 //! lets another worker take the run over. The bus only wakes workers; the database is the truth.
 //! Every worker also runs a scheduler (`schedule.rs`): a config's cron schedule enqueues a run
 //! per tick, each tick claimed once in the database in the transaction that inserts its run.
+//! It also keeps the tenant's integration keys (`integrations/`: cloudflare, github, netdata,
+//! postmark, outstand), sealed like the BYOK key and verified against each provider's API.
 //!
 //! It owns the `agents` schema (or `agents.db`); the PIM data its runs touch belongs to the
 //! other services, reached over gRPC only.
 
 pub mod anthropic;
 pub mod blueprints;
+mod integrations;
 pub(crate) mod schedule;
 mod principal;
 mod service;
@@ -73,7 +76,8 @@ fn build(ctx: ServiceContext) -> anyhow::Result<Built> {
         settings,
         anthropic,
         envelope,
-    );
+        &ctx.config.outbound,
+    )?;
     Ok(Built::new(tonic::service::Routes::new(
         AgentsServiceServer::new(svc),
     )))

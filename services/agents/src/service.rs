@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
+use worktruck_kit::config::OutboundConfig;
 use worktruck_kit::context::{Ctx, Verifier};
 use worktruck_kit::cursor::{self, Cursor};
 use worktruck_kit::db::{Db, Scope, now};
@@ -21,6 +22,7 @@ use worktruck_proto::agents::v1 as pb;
 use worktruck_proto::agents::v1::agents_service_server::AgentsService;
 
 use crate::blueprints::{self, Blueprint};
+use crate::integrations::Integrations;
 use crate::settings::Settings;
 use crate::store::{self, ConfigRow, RunRow, StepRow};
 
@@ -33,10 +35,12 @@ pub struct Agents {
     settings: Arc<Settings>,
     anthropic: crate::anthropic::Client,
     envelope: Envelope,
+    integrations: Integrations,
 }
 
 impl Agents {
-    /// The service on its database; `anthropic` probes keys, `envelope` seals them.
+    /// The service on its database; `anthropic` probes keys, `envelope` seals them, and
+    /// integration keys are verified through kit's outbound clients of `outbound`.
     pub fn new(
         db: Db,
         verifier: Verifier,
@@ -44,15 +48,20 @@ impl Agents {
         settings: Settings,
         anthropic: crate::anthropic::Client,
         envelope: Envelope,
-    ) -> Self {
-        Self {
+        outbound: &OutboundConfig,
+    ) -> anyhow::Result<Self> {
+        let settings = Arc::new(settings);
+        let integrations =
+            Integrations::new(db.clone(), envelope.clone(), settings.clone(), outbound)?;
+        Ok(Self {
             db,
             verifier,
             relay,
-            settings: Arc::new(settings),
+            settings,
             anthropic,
             envelope,
-        }
+            integrations,
+        })
     }
 }
 
@@ -66,10 +75,16 @@ pub(crate) fn byok_purpose(blueprint: &str) -> String {
 const KEY_LEN: std::ops::RangeInclusive<usize> = 8..=512;
 
 fn check_key(key: &str) -> Result<SecretString> {
+    check_secret("api_key", key)
+}
+
+/// A key a tenant hands over (`field` names it in the error): 8 to 512 visible ASCII
+/// characters. The error never quotes it.
+pub(crate) fn check_secret(field: &str, key: &str) -> Result<SecretString> {
     if !KEY_LEN.contains(&key.len()) || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(Error::validation(
-            "api_key must be 8 to 512 visible ASCII characters",
-        ));
+        return Err(Error::validation(format!(
+            "{field} must be 8 to 512 visible ASCII characters"
+        )));
     }
     Ok(SecretString::from(key.to_owned()))
 }
@@ -904,6 +919,79 @@ impl AgentsService for Agents {
             next_cursor: String::new(),
             has_more: false,
         }))
+    }
+
+    async fn store_integration_key(
+        &self,
+        req: Request<pb::StoreIntegrationKeyRequest>,
+    ) -> Result<Response<pb::IntegrationKey>, Status> {
+        let c = self.caller(&req)?;
+        let key = self.integrations.store(c.tenant, req.into_inner()).await?;
+        Ok(Response::new(key))
+    }
+
+    async fn list_integration_keys(
+        &self,
+        req: Request<pb::ListIntegrationKeysRequest>,
+    ) -> Result<Response<pb::ListIntegrationKeysResponse>, Status> {
+        let c = self.caller(&req)?;
+        Ok(Response::new(self.integrations.list(c.tenant).await?))
+    }
+
+    async fn get_integration_key(
+        &self,
+        req: Request<pb::GetIntegrationKeyRequest>,
+    ) -> Result<Response<pb::IntegrationKey>, Status> {
+        let c = self.caller(&req)?;
+        let key = self
+            .integrations
+            .get(c.tenant, &req.get_ref().provider)
+            .await?;
+        Ok(Response::new(key))
+    }
+
+    async fn verify_integration_key(
+        &self,
+        req: Request<pb::VerifyIntegrationKeyRequest>,
+    ) -> Result<Response<pb::VerifyIntegrationKeyResponse>, Status> {
+        let c = self.caller(&req)?;
+        let v = self
+            .integrations
+            .verify(c.tenant, &req.get_ref().provider)
+            .await?;
+        Ok(Response::new(v))
+    }
+
+    async fn revoke_integration_key(
+        &self,
+        req: Request<pb::RevokeIntegrationKeyRequest>,
+    ) -> Result<Response<pb::RevokeIntegrationKeyResponse>, Status> {
+        let c = self.caller(&req)?;
+        let r = self
+            .integrations
+            .revoke(c.tenant, &req.get_ref().provider)
+            .await?;
+        Ok(Response::new(r))
+    }
+
+    async fn list_my_integrations(
+        &self,
+        req: Request<pb::ListMyIntegrationsRequest>,
+    ) -> Result<Response<pb::ListMyIntegrationsResponse>, Status> {
+        let c = self.caller(&req)?;
+        Ok(Response::new(self.integrations.list_mine(c.tenant).await?))
+    }
+
+    async fn revoke_my_integration(
+        &self,
+        req: Request<pb::RevokeMyIntegrationRequest>,
+    ) -> Result<Response<pb::RevokeMyIntegrationResponse>, Status> {
+        let c = self.caller(&req)?;
+        let r = self
+            .integrations
+            .revoke_mine(c.tenant, req.get_ref())
+            .await?;
+        Ok(Response::new(r))
     }
 }
 

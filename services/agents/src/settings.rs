@@ -1,4 +1,5 @@
-//! `[settings.agents]`: where Anthropic is, the price table, and the worker's pace. Read once
+//! `[settings.agents]`: where Anthropic and the integration keys' providers are, the price
+//! table, and the worker's pace. Read once
 //! at start by the service and by every worker, and checked before anything runs.
 
 use std::collections::BTreeMap;
@@ -45,6 +46,18 @@ pub struct Settings {
     pub max_attempts: i32,
     /// The price of each model, in US dollars per million tokens.
     pub prices: BTreeMap<String, Price>,
+    /// Cloudflare's API, where integration keys of `cloudflare` are verified; https, or http on
+    /// loopback (tests point these at a local fake). Netdata has none: its `base_url` is the
+    /// tenant's, in the key's metadata.
+    pub cloudflare_base_url: String,
+    /// GitHub's REST API.
+    pub github_base_url: String,
+    /// Postmark's API.
+    pub postmark_base_url: String,
+    /// Outstand's API.
+    pub outstand_base_url: String,
+    /// The timeout of one verify call to a provider, in seconds.
+    pub verify_timeout_seconds: u64,
 }
 
 /// A model's price, in US dollars per million tokens (which is millionths of a dollar per
@@ -119,6 +132,11 @@ impl Default for Settings {
                 ("claude-haiku-4-5".to_owned(), price(1.0, 5.0)),
                 ("claude-opus-4-1".to_owned(), price(15.0, 75.0)),
             ]),
+            cloudflare_base_url: "https://api.cloudflare.com".into(),
+            github_base_url: "https://api.github.com".into(),
+            postmark_base_url: "https://api.postmarkapp.com".into(),
+            outstand_base_url: "https://api.outstand.so".into(),
+            verify_timeout_seconds: 10,
         }
     }
 }
@@ -128,6 +146,19 @@ impl Settings {
     pub fn check(&self) -> anyhow::Result<()> {
         worktruck_kit::http::require_secure(&self.anthropic_base_url)
             .map_err(|e| anyhow::anyhow!("settings.agents.anthropic_base_url: {e}"))?;
+        for (name, url) in [
+            ("cloudflare_base_url", &self.cloudflare_base_url),
+            ("github_base_url", &self.github_base_url),
+            ("postmark_base_url", &self.postmark_base_url),
+            ("outstand_base_url", &self.outstand_base_url),
+        ] {
+            worktruck_kit::http::require_secure(url)
+                .map_err(|e| anyhow::anyhow!("settings.agents.{name}: {e}"))?;
+        }
+        anyhow::ensure!(
+            (1..=120).contains(&self.verify_timeout_seconds),
+            "settings.agents.verify_timeout_seconds must be 1 to 120"
+        );
         anyhow::ensure!(
             self.lease_seconds >= 3,
             "settings.agents.lease_seconds must be at least 3"
@@ -209,6 +240,17 @@ mod tests {
         assert!(s.check().is_err());
         let s = Settings {
             anthropic_base_url: "http://127.0.0.1:9".into(),
+            ..Settings::default()
+        };
+        assert!(s.check().is_ok());
+        let s = Settings {
+            github_base_url: "http://example.com".into(),
+            ..Settings::default()
+        };
+        let e = s.check().unwrap_err().to_string();
+        assert!(e.contains("settings.agents.github_base_url"), "{e}");
+        let s = Settings {
+            postmark_base_url: "http://127.0.0.1:9".into(),
             ..Settings::default()
         };
         assert!(s.check().is_ok());

@@ -213,6 +213,26 @@ pub async fn byok_failed(
     Ok(())
 }
 
+/// The configs that hold or held a tenant's own key (BYOK), for the unified integrations view:
+/// (config id, blueprint, `byok_status`, the config's `created_at`). A config that never had a
+/// key (`byok_status` NULL or `inactive`) is left out.
+pub async fn byok_keys(
+    tx: &mut Tx,
+    tenant: Uuid,
+) -> Result<Vec<(Uuid, String, String, DateTime<Utc>)>> {
+    const SQL: &str = "SELECT id, blueprint, byok_status, created_at FROM agent_configs \
+        WHERE tenant_id = $1 AND byok_status IS NOT NULL AND byok_status <> 'inactive'";
+    Ok(on_tx!(tx, c => sqlx::query_as(SQL).bind(tenant).fetch_all(c).await)?)
+}
+
+/// Revokes the own key of the config `id`: the ciphertext is wiped and `byok_status` becomes
+/// `revoked` (runs use the operator's key again). False when the config holds no key.
+pub async fn byok_revoke(tx: &mut Tx, tenant: Uuid, id: Uuid, now: DateTime<Utc>) -> Result<bool> {
+    const SQL: &str = "UPDATE agent_configs SET byok_sealed = NULL, byok_status = 'revoked', byok_status_reason = NULL, \
+        version = version + 1, updated_at = $3 WHERE tenant_id = $1 AND id = $2 AND byok_sealed IS NOT NULL";
+    Ok(exec!(tx, sqlx::query(SQL).bind(tenant).bind(id).bind(now))? == 1)
+}
+
 /// A run as stored.
 #[derive(Debug, Clone, FromRow)]
 pub struct RunRow {
