@@ -1938,3 +1938,138 @@ async fn a_revoked_keys_waiting_run_and_schedule_act_no_more() {
         s.stop().await;
     }
 }
+
+const CLOUDFLARE_TOKEN: &str = "cf-agent-token-6a2f9d1c";
+const NETDATA_TOKEN: &str = "nd-agent-token-3e8b0c7a";
+
+/// A fake Cloudflare API and Netdata server: each answers its token only, and records
+/// `(path?query, token)` of every request.
+async fn providers() -> (Arc<Mutex<Vec<(String, String)>>>, String) {
+    let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let record = seen.clone();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let seen = record.clone();
+        async move {
+            let token = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or_default()
+                .to_owned();
+            let path = req.uri().path().to_owned();
+            let target = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+            seen.lock().unwrap().push((target, token.clone()));
+            match (path.as_str(), token.as_str()) {
+                ("/client/v4/zones", CLOUDFLARE_TOKEN) => (
+                    AxumStatus::OK,
+                    axum::Json(json!({"success": true, "result": [{"id": "z1", "name": "example.com", "status": "active"}]})),
+                ),
+                ("/api/v1/alarms", NETDATA_TOKEN) => (
+                    AxumStatus::OK,
+                    axum::Json(json!({"alarms": {"disk_space.root": {"status": "WARNING", "value": 91.5}}})),
+                ),
+                _ => (AxumStatus::UNAUTHORIZED, axum::Json(json!({"success": false}))),
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (seen, url)
+}
+
+/// site_health at work: Cloudflare's zones, Netdata's alarms, a path that climbs out, then a
+/// note of the findings, then an answer.
+fn site_health_script(turn: usize, _body: &Value) -> (u16, Value) {
+    let tool_use = |id: usize, name: &str, input: Value| {
+        json!({
+            "id": format!("msg_{id}"), "type": "message", "role": "assistant", "model": MODEL,
+            "content": [{"type": "tool_use", "id": format!("toolu_{id}"), "name": name, "input": input}],
+            "stop_reason": "tool_use", "usage": usage()
+        })
+    };
+    match turn {
+        0 => (200, tool_use(0, "cloudflare_api_get", json!({"path": "/zones", "query": {"name": "example.com"}}))),
+        1 => (200, tool_use(1, "netdata_api_get", json!({"path": "/api/v1/alarms", "query": {"all": "false"}}))),
+        2 => (200, tool_use(2, "cloudflare_api_get", json!({"path": "/zones/../../user/tokens"}))),
+        3 => (200, tool_use(3, "notes_create", json!({"title": "Site health", "body": "Disk at 91.5 %."}))),
+        _ => (
+            200,
+            json!({
+                "id": "msg_end", "type": "message", "role": "assistant", "model": MODEL,
+                "content": [{"type": "text", "text": "One warning: the root disk."}],
+                "stop_reason": "end_turn", "usage": usage()
+            }),
+        ),
+    }
+}
+
+#[tokio::test]
+async fn site_health_reads_cloudflare_and_netdata_with_the_tenants_integration_keys() {
+    for backend in backends() {
+        let (_fake, url) = Fake::start(Box::new(site_health_script), None, Duration::ZERO).await;
+        let (seen, provider) = providers().await;
+        let mut settings = settings(&url);
+        settings["cloudflare_base_url"] = json!(provider);
+        let s = Stack::start_with(backend, move |cfg| {
+            cfg.settings.insert("agents".into(), settings);
+            cfg.outbound.allow_http = true;
+            cfg.outbound.allow_ranges = vec!["127.0.0.0/8".into()];
+        })
+        .await;
+        let (st, cfg) = s
+            .call(Method::PUT, "/api/v1/agent-configs/site_health", Some(json!({"model": MODEL})))
+            .await;
+        assert_eq!(st, StatusCode::OK, "{cfg}");
+        assert_eq!(
+            cfg["allowed_tools"].as_array().unwrap()[..2],
+            [json!("cloudflare_api_get"), json!("netdata_api_get")],
+            "{cfg}"
+        );
+        let outputs = |run: &Value| -> Vec<Value> {
+            run["steps"].as_array().unwrap().iter().filter(|s| s["kind"] == "tool").map(|s| s["output"].clone()).collect()
+        };
+
+        // Without keys the reads are refused, saying how to give one; the run goes on.
+        let id = enqueue(&s, json!({"input": {"prompt": "How is example.com?"}})).await;
+        let run = ended(&s.http, &s.base, &s.key, &id).await;
+        assert_eq!(run["status"], "succeeded", "{backend:?}: {run}");
+        let out = outputs(&run);
+        assert_eq!(out[0]["error"]["code"], "not_found", "{run}");
+        assert!(out[0]["error"]["message"].as_str().unwrap().contains("integration-keys"), "{run}");
+        assert!(seen.lock().unwrap().is_empty(), "no provider is called without a key");
+
+        // With the tenant's keys.
+        for body in [
+            json!({"provider": "cloudflare", "key": CLOUDFLARE_TOKEN, "metadata": {"account_id": "acc-1"}}),
+            json!({"provider": "netdata", "key": NETDATA_TOKEN, "metadata": {"base_url": provider}}),
+        ] {
+            let (st, v) = s.call(Method::POST, "/api/v1/integration-keys", Some(body)).await;
+            assert!(st.is_success(), "{v}");
+        }
+        let id = enqueue(&s, json!({"input": {"prompt": "How is example.com?"}})).await;
+        let run = ended(&s.http, &s.base, &s.key, &id).await;
+        assert_eq!(run["status"], "succeeded", "{backend:?}: {run}");
+        let out = outputs(&run);
+        assert_eq!(out.len(), 4, "{run}");
+        assert_eq!(out[0]["result"]["status"], 200, "{run}");
+        assert_eq!(out[0]["result"]["body"]["result"][0]["name"], "example.com", "{run}");
+        assert_eq!(out[1]["result"]["body"]["alarms"]["disk_space.root"]["status"], "WARNING", "{run}");
+        // A path that climbs out of the API is refused before anything is sent.
+        assert_eq!(out[2]["error"]["code"], "invalid_argument", "{run}");
+        assert!(out[3]["result"]["id"].is_string(), "the note is written: {run}");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                ("/client/v4/zones?name=example.com".to_owned(), CLOUDFLARE_TOKEN.to_owned()),
+                ("/api/v1/alarms?all=false".to_owned(), NETDATA_TOKEN.to_owned()),
+            ],
+            "{backend:?}: each provider is read with its own key"
+        );
+        // The keys are never in the run's answer.
+        let text = run.to_string();
+        assert!(!text.contains(CLOUDFLARE_TOKEN) && !text.contains(NETDATA_TOKEN), "{run}");
+        s.stop().await;
+    }
+}

@@ -8,7 +8,8 @@ pub struct Blueprint {
     pub name: &'static str,
     /// Its system prompt (a config may replace it).
     pub system_prompt: &'static str,
-    /// The registry tools it may call (MCP tool names); a config may allow fewer.
+    /// The tools it may call (the registry's MCP tool names, and the providers' API tools
+    /// such as `cloudflare_api_get`); a config may allow fewer.
     pub tools: &'static [&'static str],
     /// Its model, unless the config names another.
     pub model: &'static str,
@@ -40,9 +41,13 @@ pub static BLUEPRINTS: &[Blueprint] = &[
     Blueprint {
         name: "site_health",
         system_prompt: "You report on the health of the user's web site. Check what the input asks \
-            about, write your findings as a note, and open a task for each problem that needs the \
-            user's attention. Be brief and factual.",
+            about with cloudflare_api_get (the site's zones, DNS, settings and security events, \
+            through the user's Cloudflare token) and netdata_api_get (its servers' raised alarms and \
+            metrics, through the user's Netdata token), write your findings as a note, and open a \
+            task for each problem that needs the user's attention. Be brief and factual.",
         tools: &[
+            "cloudflare_api_get",
+            "netdata_api_get",
             "notes_create",
             "notes_search",
             "tasks_create",
@@ -64,12 +69,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_blueprint_tool_is_a_registry_tool() {
+    fn every_blueprint_tool_is_a_registry_tool_or_an_api_tool() {
         let registry = worktruck_proto::registry::Registry::embedded().unwrap();
         for b in BLUEPRINTS {
             for t in b.tools {
                 assert!(
-                    registry.tools().iter().any(|x| x.name == *t),
+                    registry.tools().iter().any(|x| x.name == *t)
+                        || crate::integrations::api_tool_definition(t).is_some(),
                     "{}: {t} is not a tool",
                     b.name
                 );

@@ -3,7 +3,8 @@
 //! `kit::upstream::call_json`, as the principal that enqueued the run, with its scopes; and the
 //! tools of the tenant's apps its config allows (`<slug>__<tool>`, or `<slug>__*` for all of an
 //! app's), as the tenant's MCP endpoint offers them (`worktruck_proto::app_tools`), each call
-//! the apps service's `CallAppTool`.
+//! the apps service's `CallAppTool`; and the providers' API tools (`cloudflare_api_get`,
+//! `netdata_api_get`: reads with the tenant's integration keys).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -65,6 +66,8 @@ pub struct Tools {
     /// The tenants service's idempotency keys, when this process reaches it.
     keeper: Option<Keeper>,
     apps: Option<Apps>,
+    /// The providers' API tools (`cloudflare_api_get`, …), with the tenant's integration keys.
+    integrations: Option<crate::integrations::Integrations>,
 }
 
 impl Tools {
@@ -107,7 +110,14 @@ impl Tools {
             signer,
             keeper,
             apps,
+            integrations: None,
         })
+    }
+
+    /// These tools and the providers' API tools, which read with the keys of `integrations`.
+    pub(crate) fn with_integrations(mut self, integrations: crate::integrations::Integrations) -> Self {
+        self.integrations = Some(integrations);
+        self
     }
 
     /// The registry's tool names, which no app tool may take.
@@ -160,15 +170,20 @@ impl Tools {
     pub async fn definitions(&self, ctx: &Ctx, allowed: &[String], request_id: &str) -> Vec<Value> {
         let mut out: Vec<Value> = allowed
             .iter()
-            .filter_map(|n| self.entries.get(n))
-            .map(|e| {
-                let description = e
-                    .tool
-                    .description
-                    .clone()
-                    .or_else(|| e.tool.title.clone())
-                    .unwrap_or_default();
-                json!({"name": e.tool.name, "description": description, "input_schema": e.schema})
+            .filter_map(|n| match self.entries.get(n) {
+                Some(e) => {
+                    let description = e
+                        .tool
+                        .description
+                        .clone()
+                        .or_else(|| e.tool.title.clone())
+                        .unwrap_or_default();
+                    Some(json!({"name": e.tool.name, "description": description, "input_schema": e.schema}))
+                }
+                None => self
+                    .integrations
+                    .as_ref()
+                    .and_then(|_| crate::integrations::api_tool_definition(n)),
             })
             .collect();
         for t in self.app_tools(ctx, allowed, request_id).await {
@@ -196,6 +211,12 @@ impl Tools {
         };
         if !allows(allowed, name) {
             return Err(refused());
+        }
+        // A provider's API tool: a read with the tenant's key, in this process.
+        if let (Some(integrations), Some(_)) = (&self.integrations, crate::integrations::api_tool(name)) {
+            worktruck_kit::scopes::check(ctx, "agents:read")?;
+            let tenant = ctx.require_tenant()?;
+            return integrations.api_get(tenant, name, &arguments).await;
         }
         // A registry tool, or an app tool its app offers now (whose call is `CallAppTool`).
         let (rpc, read_only, arguments) = match self.entries.get(name) {

@@ -45,9 +45,15 @@ pub fn build(ctx: WorkerContext) -> anyhow::Result<Vec<Task>> {
     let settings: Settings = ctx.service.settings()?;
     settings.check()?;
     let client = anthropic::Client::new(&settings, &ctx.service.config.outbound)?;
-    let tools = Tools::new(&ctx.upstreams, ctx.signer.clone())?;
-    let principals = crate::principal::Principals::new(&ctx.upstreams, ctx.signer.clone());
     let envelope = ctx.service.envelope()?;
+    let integrations = crate::integrations::Integrations::new(
+        ctx.service.db.clone(),
+        envelope.clone(),
+        Arc::new(settings.clone()),
+        &ctx.service.config.outbound,
+    )?;
+    let tools = Tools::new(&ctx.upstreams, ctx.signer.clone())?.with_integrations(integrations);
+    let principals = crate::principal::Principals::new(&ctx.upstreams, ctx.signer.clone());
     let id = format!(
         "{}-{}-{}",
         std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),

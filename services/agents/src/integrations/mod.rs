@@ -26,7 +26,7 @@ use worktruck_kit::db::{Db, Scope, Tx, now};
 use worktruck_kit::envelope::Envelope;
 use worktruck_kit::http::Guard;
 use worktruck_kit::pbjson::{from_struct, timestamp, to_struct, uuid};
-use worktruck_kit::{Error, Result};
+use worktruck_kit::{Error, ErrorCode, Result};
 use worktruck_proto::agents::v1 as pb;
 use worktruck_proto::text::quote;
 
@@ -376,7 +376,6 @@ impl Integrations {
     /// The tenant's `active` key of `provider` and its metadata, opened, for an agent run's
     /// tools (`site_health` reads cloudflare and netdata with them). `None` when the tenant has
     /// none, or only an `invalid` or revoked one.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) async fn active_key(
         &self,
         tenant: Uuid,
@@ -393,6 +392,93 @@ impl Integrations {
             .open(&mut tx, tenant, &row)
             .await?
             .map(|k| (k, row.metadata)))
+    }
+}
+
+/// The provider whose API tool is `name`, if it is one.
+pub(crate) fn api_tool(name: &str) -> Option<&'static Provider> {
+    providers::PROVIDERS
+        .iter()
+        .find(|p| p.tool.as_ref().is_some_and(|t| t.name == name))
+}
+
+/// The Messages API definition of the API tool `name`.
+pub(crate) fn api_tool_definition(name: &str) -> Option<Value> {
+    let tool = api_tool(name)?.tool.as_ref()?;
+    Some(serde_json::json!({
+        "name": tool.name,
+        "description": tool.description,
+        "input_schema": {
+            "type": "object",
+            "properties": {
+                "path": {"type": "string", "description": "The path to GET, starting with /"},
+                "query": {"type": "object", "additionalProperties": {"type": "string"},
+                          "description": "Query parameters"},
+            },
+            "required": ["path"],
+            "additionalProperties": false,
+        },
+    }))
+}
+
+/// `arguments` of an API tool as a path and query: a path of `/`-separated segments of URL-safe
+/// characters (no `..`, no `?` or `#`: the query goes in `query`), at most 1,024 bytes; at
+/// most 50 query parameters, each a string.
+fn api_request(arguments: &Value) -> Result<(String, Vec<(String, String)>)> {
+    let path = arguments["path"].as_str().unwrap_or_default();
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/-._~:@,=+".contains(c);
+    if !path.starts_with('/')
+        || path.len() > 1024
+        || !path.chars().all(safe)
+        || path.split('/').any(|s| s == ".." || s == ".")
+        || path.contains("//")
+    {
+        return Err(Error::invalid(
+            "path must start with / and hold only URL-safe characters, without . or .. segments (put the query in query)",
+        ));
+    }
+    let mut query = Vec::new();
+    match &arguments["query"] {
+        Value::Null => {}
+        Value::Object(o) if o.len() <= 50 => {
+            for (k, v) in o {
+                let v = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    _ => return Err(Error::invalid(format!("query.{k} must be a string"))),
+                };
+                if k.len() > 256 || v.len() > 2048 {
+                    return Err(Error::invalid(format!("query.{k} is too long")));
+                }
+                query.push((k.clone(), v));
+            }
+        }
+        _ => return Err(Error::invalid("query must be an object of at most 50 strings")),
+    }
+    if arguments.as_object().is_some_and(|o| o.keys().any(|k| k != "path" && k != "query")) {
+        return Err(Error::invalid("an API read takes only path and query"));
+    }
+    Ok((path.to_owned(), query))
+}
+
+impl Integrations {
+    /// Runs the API tool `name` for `tenant` with `arguments`: a `GET` of the provider's API with
+    /// the tenant's active key; `{status, body}` whatever the status (the model reads a 404),
+    /// an error when the tenant has no active key or the provider cannot be reached.
+    pub(crate) async fn api_get(&self, tenant: Uuid, name: &str, arguments: &Value) -> Result<Value> {
+        let p = api_tool(name).ok_or_else(|| Error::invalid(format!("{} is not an API tool", quote(name))))?;
+        let (path, query) = api_request(arguments)?;
+        let Some((key, metadata)) = self.active_key(tenant, p.name).await? else {
+            return Err(Error::new(ErrorCode::NotFound, format!(
+                "the tenant has no active {} key: store one with POST /api/v1/integration-keys (and verify it)",
+                p.name
+            )));
+        };
+        self.verifier
+            .api_get(p, &key, &metadata, &path, &query)
+            .await
+            .map_err(|why| Error::new(ErrorCode::Unavailable, why))
     }
 }
 

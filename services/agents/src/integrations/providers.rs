@@ -46,6 +46,18 @@ pub(crate) struct Provider {
     refused: &'static [u16],
     /// For a provider whose 2xx answer still has to say the key is good: that check.
     accepts: Option<fn(&Value) -> bool>,
+    /// The agents' read tool of the provider's API, if it has one.
+    pub tool: Option<ApiTool>,
+}
+
+/// An agent tool that reads a provider's API with the tenant's key (`GET` only).
+pub(crate) struct ApiTool {
+    /// The tool's name.
+    pub name: &'static str,
+    /// The API's path under the base URL.
+    pub prefix: &'static str,
+    /// What the model is told of it.
+    pub description: &'static str,
 }
 
 /// Cloudflare's token verify answers 200 for any token it knows, with the token's status.
@@ -64,6 +76,14 @@ pub(crate) static PROVIDERS: &[Provider] = &[
         accept: "application/json",
         refused: &[400, 401, 403],
         accepts: Some(cloudflare_active),
+        tool: Some(ApiTool {
+            name: "cloudflare_api_get",
+            prefix: "/client/v4",
+            description: "Reads the Cloudflare API (v4) with the tenant's Cloudflare token: GET `path` \
+                (under /client/v4, e.g. /zones, /zones/{zone_id}/dns_records, \
+                /accounts/{account_id}/workers/scripts) with optional `query` parameters. The key's \
+                account id is in the answer of /accounts. Answers {status, body}. Read-only.",
+        }),
     },
     Provider {
         name: "github",
@@ -74,6 +94,7 @@ pub(crate) static PROVIDERS: &[Provider] = &[
         accept: "application/vnd.github+json",
         refused: &[401, 403],
         accepts: None,
+        tool: None,
     },
     Provider {
         name: "netdata",
@@ -84,6 +105,14 @@ pub(crate) static PROVIDERS: &[Provider] = &[
         accept: "application/json",
         refused: &[401, 403],
         accepts: None,
+        tool: Some(ApiTool {
+            name: "netdata_api_get",
+            prefix: "",
+            description: "Reads the tenant's Netdata server with its Netdata token: GET `path` (e.g. \
+                /api/v1/info, /api/v1/alarms with query all=false for the raised alarms, /api/v1/data \
+                with query chart=system.cpu, after=-600, points=10) with optional `query` parameters. \
+                Answers {status, body}. Read-only.",
+        }),
     },
     Provider {
         name: "postmark",
@@ -94,6 +123,7 @@ pub(crate) static PROVIDERS: &[Provider] = &[
         accept: "application/json",
         refused: &[401, 403],
         accepts: None,
+        tool: None,
     },
     Provider {
         name: "outstand",
@@ -104,6 +134,7 @@ pub(crate) static PROVIDERS: &[Provider] = &[
         accept: "application/json",
         refused: &[401, 403],
         accepts: None,
+        tool: None,
     },
 ];
 
@@ -134,6 +165,8 @@ pub(crate) enum Verdict {
 
 /// The largest verify answer read.
 const MAX_ANSWER: usize = 1024 * 1024;
+/// The largest answer an agent's API read hands the model.
+pub(crate) const MAX_TOOL_ANSWER: usize = 256 * 1024;
 
 /// Verifies keys against their providers, through kit's outbound clients.
 #[derive(Clone)]
@@ -171,6 +204,80 @@ impl Verifier {
         &self.guard
     }
 
+    /// A `GET` of `path` (after the base URL) of `p`'s API with `key`; the verdict when it
+    /// cannot be sent.
+    fn request(
+        &self,
+        p: &Provider,
+        key: &SecretString,
+        metadata: &Value,
+        path: &str,
+        query: &[(String, String)],
+    ) -> Result<reqwest::RequestBuilder, Verdict> {
+        let (base, client) = match p.base {
+            Base::Setting(f) => (f(&self.settings).to_owned(), &self.outbound),
+            Base::Tenant => match metadata["base_url"].as_str() {
+                Some(b) => (b.to_owned(), &self.guarded),
+                None => return Err(Verdict::Unavailable("the key has no metadata.base_url".into())),
+            },
+        };
+        let url = format!("{}{}", base.trim_end_matches('/'), path);
+        if matches!(p.base, Base::Tenant)
+            && let Err(r) = self.guard.check_url(&url)
+        {
+            return Err(Verdict::Unavailable(format!("the base_url is refused now: {r}")));
+        }
+        let mut url = reqwest::Url::parse(&url)
+            .map_err(|e| Verdict::Unavailable(format!("not a URL: {e}")))?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        let req = client.get(url).header(reqwest::header::ACCEPT, p.accept);
+        Ok(match p.auth {
+            Auth::Bearer => req.bearer_auth(key.expose_secret()),
+            Auth::Header(name) => {
+                let Ok(mut value) = reqwest::header::HeaderValue::from_str(key.expose_secret())
+                else {
+                    return Err(Verdict::Refused("the key cannot be sent as a header".into()));
+                };
+                value.set_sensitive(true);
+                req.header(name, value)
+            }
+        })
+    }
+
+    /// An agent's read of `p`'s API: `GET <base><api prefix><path>?<query>` with `key`,
+    /// answered as `{status, body}` (the body as JSON when it is JSON, else as text), at most
+    /// [`MAX_TOOL_ANSWER`] bytes of it. `path` and `query` are checked by the caller.
+    pub(crate) async fn api_get(
+        &self,
+        p: &Provider,
+        key: &SecretString,
+        metadata: &Value,
+        path: &str,
+        query: &[(String, String)],
+    ) -> Result<Value, String> {
+        let prefix = p.tool.as_ref().map(|t| t.prefix).ok_or_else(|| format!("{} has no API tool", p.name))?;
+        let req = match self.request(p, key, metadata, &format!("{prefix}{path}"), query) {
+            Ok(req) => req,
+            Err(Verdict::Refused(why) | Verdict::Unavailable(why)) => return Err(why),
+            Err(Verdict::Valid) => return Err("unreachable".into()),
+        };
+        let resp = req.send().await.map_err(|e| {
+            let why = worktruck_kit::http::refusal_in(&e)
+                .map(|r| r.0)
+                .unwrap_or_else(|| worktruck_kit::http::root_cause(&e));
+            format!("{} did not answer: {why}", p.name)
+        })?;
+        let status = resp.status().as_u16();
+        let body = worktruck_kit::http::read_capped(resp, MAX_TOOL_ANSWER)
+            .await
+            .map_err(|e| format!("{}'s answer could not be read ({e}); ask for less (a page size, a shorter window)", p.name))?;
+        let body = serde_json::from_slice::<Value>(&body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+        Ok(serde_json::json!({"status": status, "body": body}))
+    }
+
     /// Asks `p` whether `key` (with its `metadata`) is good.
     pub(crate) async fn verify(
         &self,
@@ -178,30 +285,9 @@ impl Verifier {
         key: &SecretString,
         metadata: &Value,
     ) -> Verdict {
-        let (base, client) = match p.base {
-            Base::Setting(f) => (f(&self.settings).to_owned(), &self.outbound),
-            Base::Tenant => match metadata["base_url"].as_str() {
-                Some(b) => (b.to_owned(), &self.guarded),
-                None => return Verdict::Unavailable("the key has no metadata.base_url".into()),
-            },
-        };
-        let url = format!("{}{}", base.trim_end_matches('/'), p.path);
-        if matches!(p.base, Base::Tenant)
-            && let Err(r) = self.guard.check_url(&url)
-        {
-            return Verdict::Unavailable(format!("the base_url is refused now: {r}"));
-        }
-        let mut req = client.get(&url).header(reqwest::header::ACCEPT, p.accept);
-        req = match p.auth {
-            Auth::Bearer => req.bearer_auth(key.expose_secret()),
-            Auth::Header(name) => {
-                let Ok(mut value) = reqwest::header::HeaderValue::from_str(key.expose_secret())
-                else {
-                    return Verdict::Refused("the key cannot be sent as a header".into());
-                };
-                value.set_sensitive(true);
-                req.header(name, value)
-            }
+        let req = match self.request(p, key, metadata, p.path, &[]) {
+            Ok(req) => req,
+            Err(v) => return v,
         };
         let resp = match req.send().await {
             Ok(r) => r,
