@@ -2073,3 +2073,116 @@ async fn site_health_reads_cloudflare_and_netdata_with_the_tenants_integration_k
         s.stop().await;
     }
 }
+
+/// Two destructive app calls, then three read-only ones, then an answer: 8,550 millionths of a
+/// dollar a turn.
+fn guarded_app_script(turn: usize, _body: &Value) -> (u16, Value) {
+    let tool_use = |id: usize, name: &str, input: Value| {
+        json!({
+            "id": format!("msg_{id}"), "type": "message", "role": "assistant", "model": MODEL,
+            "content": [{"type": "tool_use", "id": format!("toolu_{id}"), "name": name, "input": input}],
+            "stop_reason": "tool_use", "usage": usage()
+        })
+    };
+    match turn {
+        0 | 1 => (200, tool_use(turn, "kb__wipe", json!({}))),
+        2..=4 => (200, tool_use(turn, "kb__lookup", json!({"q": format!("q{turn}")}))),
+        _ => (
+            200,
+            json!({
+                "id": "msg_end", "type": "message", "role": "assistant", "model": MODEL,
+                "content": [{"type": "text", "text": "Done."}], "stop_reason": "end_turn", "usage": usage()
+            }),
+        ),
+    }
+}
+
+/// The rule of the guardrail step a waiting run is paused on.
+fn paused_on(run: &Value) -> (String, String) {
+    let step = run["steps"].as_array().unwrap().last().unwrap();
+    assert_eq!((step["kind"].as_str(), step["output"]["decision"].as_str()), (Some("guardrail"), Some("pending")), "{run}");
+    (step["name"].as_str().unwrap().to_owned(), step["output"]["rule"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn a_cap_on_destructive_calls_and_a_spend_threshold_pause_a_run_for_approval() {
+    for backend in backends() {
+        let (_fake, url) = Fake::start(Box::new(guarded_app_script), None, Duration::ZERO).await;
+        let settings = settings(&url);
+        let s = Stack::start_with(backend, move |cfg| {
+            cfg.settings.insert("agents".into(), settings);
+            cfg.outbound.allow_http = true;
+            cfg.outbound.allow_ranges = vec!["127.0.0.0/8".into()];
+        })
+        .await;
+        let calls = Arc::new(AtomicUsize::new(0));
+        let app_url = tooling::tooling(calls.clone()).await;
+        let (st, v) = s
+            .call(
+                Method::POST,
+                "/api/v1/apps",
+                Some(json!({"slug": "kb", "display_name": "KB", "mcp_server_url": app_url, "auth": {"type": "bearer", "secret": tooling::TOKEN}})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+        for bad in [json!({"max_destructive_calls": -1}), json!({"spend_threshold_cents": 0}), json!({"spend_threshold_cents": 1, "tool": "x"})] {
+            let (st, e) = s
+                .call(Method::PUT, "/api/v1/agent-configs/site_health", Some(json!({"model": MODEL, "guardrails": [bad]})))
+                .await;
+            assert_eq!((st, error_code(&e).as_str()), (StatusCode::BAD_REQUEST, "validation_failed"), "{e}");
+        }
+        // One destructive call free, then each waits; past 3 cents, the next call waits once.
+        let (st, cfg) = s
+            .call(
+                Method::PUT,
+                "/api/v1/agent-configs/site_health",
+                Some(json!({"model": MODEL, "allowed_tools": ["notes_create", "kb__*"],
+                            "guardrails": [{"max_destructive_calls": 1}, {"spend_threshold_cents": 3}]})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{cfg}");
+        let id = enqueue(&s, json!({"input": {"prompt": "Clean up."}})).await;
+        let approve = || async {
+            let (st, v) = s
+                .call(Method::POST, &format!("/api/v1/agents/site_health/runs/{id}/approve"), Some(json!({})))
+                .await;
+            assert_eq!(st, StatusCode::OK, "{v}");
+        };
+
+        // The second wipe waits (the first went through: kb's wipe has no hints, so it is
+        // destructive by MCP's defaults).
+        let run = reaches(&s, &id, "waiting").await;
+        assert_eq!(paused_on(&run), ("kb__wipe".to_owned(), "destructive_cap".to_owned()), "{backend:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        approve().await;
+        // After four turns (34,200 ≥ 30,000), the next call waits, read-only as it is.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let run = loop {
+            let run = reaches(&s, &id, "waiting").await;
+            if run["steps"].as_array().unwrap().len() > 4 {
+                break run;
+            }
+            assert!(Instant::now() < deadline, "{run}");
+        };
+        assert_eq!(paused_on(&run), ("kb__lookup".to_owned(), "spend_threshold".to_owned()), "{backend:?}: {run}");
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "two wipes and one lookup so far");
+        approve().await;
+        // Approved once, the run goes on to its end without another pause.
+        let run = ended(&s.http, &s.base, &s.key, &id).await;
+        assert_eq!(run["status"], "succeeded", "{backend:?}: {run}");
+        assert_eq!(calls.load(Ordering::SeqCst), 5);
+        let guardrails: Vec<(&str, &str, &str)> = run["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["kind"] == "guardrail")
+            .map(|s| (s["name"].as_str().unwrap(), s["output"]["rule"].as_str().unwrap(), s["output"]["decision"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            guardrails,
+            [("kb__wipe", "destructive_cap", "approved"), ("kb__lookup", "spend_threshold", "approved")],
+            "{run}"
+        );
+        s.stop().await;
+    }
+}

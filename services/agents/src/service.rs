@@ -130,6 +130,38 @@ pub(crate) struct RunSpec {
     /// Tool-name patterns whose calls wait for approval (from the config's guardrails).
     #[serde(default)]
     pub approvals: Vec<String>,
+    /// Destructive tool calls a run makes before each further one waits for approval.
+    #[serde(default)]
+    pub max_destructive_calls: Option<i64>,
+    /// The cost (millionths of a dollar) past which the run's next tool call waits for
+    /// approval (once: an approval lets it go on to its budget).
+    #[serde(default)]
+    pub spend_threshold_micros: Option<i64>,
+}
+
+impl RunSpec {
+    /// The guardrail rule that makes a call of `name` wait for approval, if one does:
+    /// `tool` (a pattern), `destructive_cap`, or `spend_threshold`, given whether the tool is
+    /// `destructive`, the destructive calls made so far, the run's cost so far, and whether a
+    /// spend-threshold approval was given already.
+    pub(crate) fn guard(
+        &self,
+        name: &str,
+        destructive: bool,
+        destructive_so_far: i64,
+        cost_micros: i64,
+        spend_approved: bool,
+    ) -> Option<&'static str> {
+        if self.approvals.iter().any(|p| matches(p, name)) {
+            Some("tool")
+        } else if destructive && self.max_destructive_calls.is_some_and(|m| destructive_so_far >= m) {
+            Some("destructive_cap")
+        } else if !spend_approved && self.spend_threshold_micros.is_some_and(|t| cost_micros >= t) {
+            Some("spend_threshold")
+        } else {
+            None
+        }
+    }
 }
 
 /// Whether tool `name` matches `pattern`, where `*` matches any run of characters.
@@ -164,19 +196,31 @@ fn approvals(guardrails: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// The first value of the guardrails' `key` (a whole number), if one has it.
+fn guardrail_number(guardrails: &[Value], key: &str) -> Option<i64> {
+    guardrails.iter().find_map(|g| g[key].as_i64())
+}
+
 fn check_guardrail(g: &Value) -> Result<()> {
+    let number = |key: &str, min: i64| {
+        g.as_object().is_some_and(|o| {
+            o.len() == 1 && o.get(key).and_then(Value::as_i64).is_some_and(|n| (min..=1_000_000).contains(&n))
+        })
+    };
     let ok = g.as_object().is_some_and(|o| {
         o.keys().all(|k| k == "tool" || k == "require_approval")
             && o.get("tool")
                 .and_then(Value::as_str)
                 .is_some_and(|t| !t.is_empty() && t.len() <= 64)
             && o.get("require_approval").is_none_or(Value::is_boolean)
-    });
+    }) || number("max_destructive_calls", 0)
+        || number("spend_threshold_cents", 1);
     if ok {
         Ok(())
     } else {
         Err(Error::validation(
-            "a guardrail is {\"tool\": \"<tool name, * for any characters>\", \"require_approval\": true|false}",
+            "a guardrail is {\"tool\": \"<tool name, * for any characters>\", \"require_approval\": true|false}, \
+             {\"max_destructive_calls\": <0 or more>} or {\"spend_threshold_cents\": <1 or more>}",
         ))
     }
 }
@@ -435,6 +479,9 @@ pub(crate) async fn enqueue(
         tools: doc.tools(b),
         ctx,
         approvals: approvals(&doc.guardrails),
+        max_destructive_calls: guardrail_number(&doc.guardrails, "max_destructive_calls"),
+        spend_threshold_micros: guardrail_number(&doc.guardrails, "spend_threshold_cents")
+            .map(|c| c.saturating_mul(10_000)),
     };
     let spec = serde_json::to_value(&spec).map_err(Error::internal)?;
     let budget = e
@@ -573,7 +620,19 @@ impl Agents {
             .await?
             .ok_or_else(|| Error::not_found("run"))?;
         let decision = if approve { "approved" } else { "rejected" };
-        let output = serde_json::json!({"decision": decision, "reason": reason, "by": c.actor()});
+        // The pending step's rule and call stay in the decided step (a resumed run reads them).
+        let pending = store::steps(&mut tx, c.tenant, id)
+            .await?
+            .into_iter()
+            .find(|s| s.kind == "guardrail" && s.completed_at.is_none())
+            .and_then(|s| s.output)
+            .unwrap_or(Value::Null);
+        let mut output = serde_json::json!({"decision": decision, "reason": reason, "by": c.actor()});
+        for key in ["rule", "why", "tool_use_id"] {
+            if let Some(v) = pending.get(key) {
+                output[key] = v.clone();
+            }
+        }
         if !store::decide(&mut tx, c.tenant, id, &output, t).await? {
             return Err(Error::conflict(format!(
                 "the run is not waiting for an approval ({})",
@@ -998,6 +1057,7 @@ impl AgentsService for Agents {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn cents_round_up() {
@@ -1005,6 +1065,31 @@ mod tests {
         assert_eq!(cents(1), 1);
         assert_eq!(cents(10_000), 1);
         assert_eq!(cents(10_001), 2);
+    }
+
+    #[test]
+    fn guardrail_rules_pick_the_calls_that_wait() {
+        let spec = RunSpec {
+            model: String::new(),
+            system: String::new(),
+            tools: Vec::new(),
+            ctx: Ctx::system("test"),
+            approvals: vec!["notes_*".into()],
+            max_destructive_calls: Some(1),
+            spend_threshold_micros: Some(30_000),
+        };
+        assert_eq!(spec.guard("notes_create", false, 0, 0, false), Some("tool"));
+        assert_eq!(spec.guard("kb__wipe", true, 0, 0, false), None, "the first destructive call is free");
+        assert_eq!(spec.guard("kb__wipe", true, 1, 0, false), Some("destructive_cap"));
+        assert_eq!(spec.guard("kb__lookup", false, 5, 0, false), None);
+        assert_eq!(spec.guard("kb__lookup", false, 0, 30_000, false), Some("spend_threshold"));
+        assert_eq!(spec.guard("kb__lookup", false, 0, 90_000, true), None, "approved once, it goes on");
+        for ok in [json!({"max_destructive_calls": 0}), json!({"spend_threshold_cents": 5}), json!({"tool": "x", "require_approval": true})] {
+            assert!(check_guardrail(&ok).is_ok(), "{ok}");
+        }
+        for bad in [json!({"max_destructive_calls": -1}), json!({"spend_threshold_cents": 0}), json!({"spend_threshold_cents": 5, "tool": "x"}), json!({"max_destructive_calls": "2"})] {
+            assert!(check_guardrail(&bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -58,6 +58,15 @@ struct Entry {
     path: PathAndQuery,
 }
 
+/// The tools a run is offered.
+#[derive(Debug, Default)]
+pub struct Offered {
+    /// The Messages API's `tools`.
+    pub definitions: Vec<Value>,
+    /// The names of those whose calls destroy or overwrite (for the destructive-calls cap).
+    pub destructive: HashSet<String>,
+}
+
 /// Every registry tool whose service this process can reach.
 #[derive(Clone)]
 pub struct Tools {
@@ -166,28 +175,34 @@ impl Tools {
 
     /// The Messages API's `tools` for `allowed`: its registry tools this process can reach, in
     /// that order, then the app tools it allows that the tenant's apps offer now (read as
-    /// `ctx`).
-    pub async fn definitions(&self, ctx: &Ctx, allowed: &[String], request_id: &str) -> Vec<Value> {
-        let mut out: Vec<Value> = allowed
-            .iter()
-            .filter_map(|n| match self.entries.get(n) {
-                Some(e) => {
-                    let description = e
-                        .tool
-                        .description
-                        .clone()
-                        .or_else(|| e.tool.title.clone())
-                        .unwrap_or_default();
-                    Some(json!({"name": e.tool.name, "description": description, "input_schema": e.schema}))
+    /// `ctx`); with the names of those that are destructive.
+    pub async fn definitions(&self, ctx: &Ctx, allowed: &[String], request_id: &str) -> Offered {
+        let mut out = Offered::default();
+        for n in allowed {
+            if let Some(e) = self.entries.get(n) {
+                let description = e
+                    .tool
+                    .description
+                    .clone()
+                    .or_else(|| e.tool.title.clone())
+                    .unwrap_or_default();
+                out.definitions
+                    .push(json!({"name": e.tool.name, "description": description, "input_schema": e.schema}));
+                if e.tool.destructive {
+                    out.destructive.insert(n.clone());
                 }
-                None => self
-                    .integrations
-                    .as_ref()
-                    .and_then(|_| crate::integrations::api_tool_definition(n)),
-            })
-            .collect();
+            } else if let Some(d) = self.integrations.as_ref().and_then(|_| crate::integrations::api_tool_definition(n)) {
+                out.definitions.push(d);
+            }
+        }
         for t in self.app_tools(ctx, allowed, request_id).await {
-            out.push(json!({"name": t.name, "description": t.description, "input_schema": t.input_schema}));
+            // MCP's defaults: a tool that is not read-only is destructive unless it says not.
+            let hints = &t.annotations;
+            if hints["read_only_hint"] != true && hints["destructive_hint"] != false {
+                out.destructive.insert(t.name.clone());
+            }
+            out.definitions
+                .push(json!({"name": t.name, "description": t.description, "input_schema": t.input_schema}));
         }
         out
     }

@@ -334,10 +334,12 @@ impl Worker {
         name: &str,
         input: &Value,
         tool_use_id: &str,
+        rule: &str,
+        why: &str,
     ) -> Result<End> {
         let t = now();
         let hash = sha256_hex(&crate::tools::canonical_bytes(&json!([name, input])));
-        let output = json!({"decision": "pending", "tool_use_id": tool_use_id});
+        let output = json!({"decision": "pending", "tool_use_id": tool_use_id, "rule": rule, "why": why});
         let step = NewStep {
             seq,
             kind: "guardrail",
@@ -367,7 +369,7 @@ impl Worker {
         }
         store::insert_step(&mut tx, run.tenant_id, run.id, &step).await?;
         store::wait(&mut tx, run.tenant_id, run.id, &self.id, t).await?;
-        let detail = format!("{name} needs an approval");
+        let detail = format!("{name} needs an approval: {why}");
         store::event(
             &mut tx,
             run.tenant_id,
@@ -523,6 +525,10 @@ impl Worker {
             .await;
         let mut messages = vec![json!({"role": "user", "content": prompt_of(&run.input)})];
         let mut cost = run.cost_micros;
+        // For the guardrails: destructive calls made (or replayed) so far, and whether a spend
+        // threshold's approval was given.
+        let mut destructive_calls = 0i64;
+        let mut spend_approved = false;
         let mut seq = 0i32;
         let over_deadline = |at: DateTime<Utc>| run.deadline_at.is_some_and(|d| at >= d);
         for _turn in 0..self.settings.max_turns {
@@ -549,7 +555,7 @@ impl Worker {
                         "max_tokens": self.settings.max_tokens,
                         "system": spec.system,
                         "messages": messages,
-                        "tools": tools,
+                        "tools": tools.definitions,
                     });
                     let started = now();
                     let call = self.client.turn(&key, &body, run.deadline_at);
@@ -669,18 +675,40 @@ impl Worker {
                 let tool_use_id = block["id"].as_str().unwrap_or_default();
                 let name = block["name"].as_str().unwrap_or_default();
                 let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
+                let destructive = tools.destructive.contains(name);
                 // A guardrail asks for approval first: a step of its own, completed by the
-                // decision; the run waits, holding no worker, until there is one.
-                if spec
-                    .approvals
-                    .iter()
-                    .any(|p| crate::service::matches(p, name))
-                {
+                // decision; the run waits, holding no worker, until there is one. What the
+                // journal holds decides for a replayed call (the rules read the run's cost,
+                // which a replay does not rebuild step by step).
+                let rule = match journal.get(&(seq + 1)) {
+                    Some(step) if step.kind == "guardrail" => Some(
+                        step.output.as_ref().and_then(|o| o["rule"].as_str()).unwrap_or("tool").to_owned(),
+                    ),
+                    Some(_) => None,
+                    None => spec
+                        .guard(name, destructive, destructive_calls, cost, spend_approved)
+                        .map(str::to_owned),
+                };
+                if let Some(rule) = rule {
                     seq += 1;
                     let decision = match journal.get(&seq).filter(|s| s.completed_at.is_some()) {
                         Some(step) => step.output.clone().unwrap_or(Value::Null),
-                        None => return self.pause(&run, seq, name, &input, tool_use_id).await,
+                        None => {
+                            let why = match rule.as_str() {
+                                "destructive_cap" => format!(
+                                    "{name} is destructive and the run made {destructive_calls} destructive calls, its guardrail's cap"
+                                ),
+                                "spend_threshold" => format!(
+                                    "the run has cost {cost} millionths of a dollar, past its guardrail's spend threshold"
+                                ),
+                                _ => format!("{name} matches a guardrail that asks for approval"),
+                            };
+                            return self.pause(&run, seq, name, &input, tool_use_id, &rule, &why).await;
+                        }
                     };
+                    if rule == "spend_threshold" && decision["decision"] == "approved" {
+                        spend_approved = true;
+                    }
                     if decision["decision"] != "approved" {
                         let reason = decision["reason"]
                             .as_str()
@@ -690,6 +718,9 @@ impl Worker {
                         results.push(json!({"type": "tool_result", "tool_use_id": tool_use_id, "content": text, "is_error": true}));
                         continue;
                     }
+                }
+                if destructive {
+                    destructive_calls += 1;
                 }
                 seq += 1;
                 let output = match journal.get(&seq).filter(|s| s.completed_at.is_some()) {
