@@ -4,6 +4,7 @@
 //! Owns measuring only: it must not link the server crates (it runs the real `worktruck`
 //! binary as a child process, the way an operator would) and it asserts nothing about speed.
 
+pub mod agents;
 pub mod ceiling;
 pub mod load;
 pub mod report;

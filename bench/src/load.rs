@@ -253,7 +253,7 @@ impl Target {
 
 impl Target {
     /// `POST <path>` with `body`; the answer as JSON.
-    async fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, Failure> {
+    pub(crate) async fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, Failure> {
         let (_, _, bytes) = send(self.client.post(self.url(path)).bearer_auth(&self.key).json(body)).await?;
         serde_json::from_slice(&bytes).map_err(|_| Failure::BadBody)
     }
@@ -595,7 +595,7 @@ pub async fn task_create_phase(target: &Target, plan: Plan) -> anyhow::Result<Su
 
 /// Runs `op(n)` for n in 0..plan.requests across `plan.concurrency` workers until the budget
 /// or the deadline runs out. Returns merged samples, the ids `op` produced, and the wall time.
-async fn run<F, Fut>(plan: Plan, op: F) -> (Samples, Vec<String>, Duration)
+pub(crate) async fn run<F, Fut>(plan: Plan, op: F) -> (Samples, Vec<String>, Duration)
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Option<String>, Failure>> + Send,

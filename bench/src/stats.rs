@@ -19,6 +19,8 @@ pub enum Failure {
     BadBody,
     /// An MCP tool call answered with `isError: true`.
     ToolError,
+    /// An agent run that ended failed, with its category.
+    Run(String),
 }
 
 impl Failure {
@@ -30,6 +32,7 @@ impl Failure {
             Failure::Transport => "transport".to_owned(),
             Failure::BadBody => "bad_body".to_owned(),
             Failure::ToolError => "tool_error".to_owned(),
+            Failure::Run(category) => format!("run_{category}"),
         }
     }
 }

@@ -16,6 +16,7 @@ use clap::{Parser, ValueEnum};
 use reqwest::Url;
 use std::sync::Arc;
 
+use worktruck_bench::agents::{self, FakeAnthropic};
 use worktruck_bench::ceiling::{self, RawStore};
 use worktruck_bench::load::{self, Plan, Target};
 use worktruck_kit::testing::TempDatabase;
@@ -91,6 +92,16 @@ struct Args {
     /// before it runs); 0 skips the calendar phases.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(0..=1_000))]
     series: u64,
+    /// Agent runs the agents phases enqueue against a fake Anthropic endpoint the harness starts
+    /// (not with --url); 0 skips them.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    agent_runs: u64,
+    /// Milliseconds the fake Anthropic endpoint waits before each answer (a model's think time).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    fake_llm_ms: u64,
+    /// Runs the server's agent worker executes at once (`settings.agents.concurrency`).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    agent_workers: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -134,7 +145,7 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Summary>> {
             target = target.with_mcp(mcp.clone());
         }
         return tokio::select! {
-            r = phases(args, &target, None, None) => r,
+            r = phases(args, &target, None, None, None) => r,
             () = worktruck_kit::ops::shutdown_signal() => bail!("interrupted"),
         };
     }
@@ -169,11 +180,19 @@ async fn with_server(args: &Args, database_url: Option<String>) -> anyhow::Resul
         None => RawStore::sqlite().await,
     }
     .context("preparing the raw INSERT ceiling")?;
+    let fake = if args.agent_runs > 0 {
+        Some(FakeAnthropic::start(Duration::from_millis(args.fake_llm_ms)).await?)
+    } else {
+        None
+    };
+    let mut env = fake.as_ref().map(|f| f.server_env(args.agent_workers)).unwrap_or_default();
+    // The operator's own settings come last, so they win.
+    env.extend(args.server_env.clone());
     let opts = DevOptions {
         binary: args.worktruck.clone(),
         database_url,
         nats_url: args.nats_url.clone(),
-        env: args.server_env.clone(),
+        env,
     };
     let mut server = DevServer::start(&opts)?;
     eprintln!(
@@ -186,7 +205,7 @@ async fn with_server(args: &Args, database_url: Option<String>) -> anyhow::Resul
         eprintln!("loadgen: healthy after {} ms", took.as_millis());
         let key = server.create_tenant(&args.plan).await?;
         let target = target(args, server.base().clone(), key)?.with_mcp(server.mcp_url().clone());
-        phases(args, &target, Some(&mut server), Some(Arc::new(raw))).await
+        phases(args, &target, Some(&mut server), Some(Arc::new(raw)), fake.as_ref()).await
     }
     .await;
     server.stop().await;
@@ -222,6 +241,7 @@ async fn phases(
     target: &Target,
     mut server: Option<&mut DevServer>,
     raw: Option<Arc<RawStore>>,
+    fake: Option<&FakeAnthropic>,
 ) -> anyhow::Result<Vec<Summary>> {
     let plan = Plan {
         concurrency: usize::from(args.concurrency),
@@ -315,6 +335,15 @@ async fn phases(
         eprintln!("loadgen: analytics (a pipeline of {} deals)", deal_ids.len());
         let analytics = vec![format!("api/v1/pipelines/{pipeline}/analytics")];
         phase!(load::get_paths_phase(target, plan, "analytics", analytics, true).await);
+    }
+    if let Some(fake) = fake {
+        let runs = Plan { requests: args.agent_runs.min(args.requests), ..plan };
+        eprintln!("loadgen: agent_enqueue ({} site_health runs against the fake Anthropic endpoint)", runs.requests);
+        let (enqueued, ids) = agents::enqueue_phase(target, runs).await;
+        phase!(Some(enqueued));
+        eprintln!("loadgen: waiting for the {} runs to end", ids.len());
+        phase!(Some(agents::settle_phase(target, &ids, Duration::from_secs(args.max_seconds.max(60) * 5)).await?));
+        eprintln!("loadgen: the fake answered {} model turns", fake.answered());
     }
     Ok(out)
 }
