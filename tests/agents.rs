@@ -10,6 +10,9 @@
 //! the overlap policies hold against runs that outlast a tick.
 
 mod common;
+/// A `worktruck dev` child process.
+#[path = "common/dev.rs"]
+mod dev;
 /// The app server the app-tools test registers.
 #[path = "common/tooling.rs"]
 mod tooling;
@@ -23,6 +26,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode as AxumStatus};
 use axum::response::IntoResponse;
 use common::split::Split;
+use dev::{Dev, free_port};
 use common::{Stack, error_code};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -697,88 +701,6 @@ async fn a_run_is_cancelled_while_its_model_call_hangs() {
     }
 }
 
-/// A `worktruck dev` child process (SQLite, in-process bus, one worker in process).
-struct Dev {
-    child: Child,
-    base: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Dev {
-    /// Starts `worktruck dev` on `data`; returns it and the first start's key, if printed.
-    async fn start(data: &std::path::Path, url: &str) -> (Dev, Option<String>) {
-        let rest = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_worktruck"));
-        cmd.args(["dev", "--data-dir"])
-            .arg(data)
-            .args(["--rest-addr", &format!("127.0.0.1:{rest}")])
-            .args(["--mcp-addr", &format!("127.0.0.1:{}", free_port())])
-            .args(["--admin-addr", &format!("127.0.0.1:{}", free_port())])
-            .env_remove("WORKTRUCK_NATS__URL")
-            .env_remove("WORKTRUCK_DATABASE__URL")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        for (k, v) in settings_env(url) {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        // The first start prints the key; read the banner off a thread.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if let Some(key) = line.trim().strip_prefix("export WT_KEY=") {
-                    let _ = tx.send(Some(key.to_owned()));
-                }
-                if line.starts_with("  metrics") {
-                    let _ = tx.send(None);
-                }
-            }
-        });
-        let base = format!("http://127.0.0.1:{rest}");
-        let http = worktruck_kit::http::client();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !http
-            .get(format!("{base}/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            assert!(
-                Instant::now() < deadline,
-                "worktruck dev never became ready"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let key = rx.recv_timeout(Duration::from_secs(5)).ok().flatten();
-        let key = key.or_else(|| rx.recv_timeout(Duration::from_millis(500)).ok().flatten());
-        (Dev { child, base }, key)
-    }
-
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn settings_env(url: &str) -> Vec<(String, String)> {
     vec![
         (
@@ -889,13 +811,13 @@ fn check_resumed(run: &Value, titles: &[String], fake: &Fake, backend: Backend) 
 async fn a_killed_worker_s_run_resumes_without_repeating_a_step_embedded() {
     let (fake, url) = Fake::start(Box::new(two_tools), Some(1), Duration::ZERO).await;
     let dir = tempfile::tempdir().unwrap();
-    let (dev, key) = Dev::start(dir.path(), &url).await;
+    let (dev, key) = Dev::start(dir.path(), settings_env(&url)).await;
     let key = key.expect("the first start prints the key");
     let http = worktruck_kit::http::client();
     let id = start_held_run(&http, &dev.base, &key, &fake).await;
     dev.kill();
     fake.release();
-    let (dev, again) = Dev::start(dir.path(), &url).await;
+    let (dev, again) = Dev::start(dir.path(), settings_env(&url)).await;
     assert!(again.is_none());
     let run = ended(&http, &dev.base, &key, &id).await;
     let titles = note_titles(&http, &dev.base, &key).await;

@@ -119,16 +119,19 @@ impl ApiKeyAuthenticator {
         key: &str,
         request_id: String,
     ) -> Result<(Principal, Option<chrono::DateTime<chrono::Utc>>), Error> {
-        let request = tonic::Request::from_parts(
-            crate::telemetry::call_metadata(&self.signer, &Ctx::system("gateway"), &request_id),
-            Default::default(),
-            AuthenticateApiKeyRequest { key: key.to_owned() },
-        );
-        let response = self
-            .tenants
-            .clone()
-            .authenticate_api_key(request)
-            .await
+        use tracing::Instrument as _;
+        let span = worktruck_kit::telemetry::client_span("/worktruck.tenants.v1.TenantsService/AuthenticateApiKey");
+        let request = span.in_scope(|| {
+            tonic::Request::from_parts(
+                crate::telemetry::call_metadata(&self.signer, &Ctx::system("gateway"), &request_id),
+                Default::default(),
+                AuthenticateApiKeyRequest { key: key.to_owned() },
+            )
+        });
+        let response = self.tenants.clone().authenticate_api_key(request).instrument(span.clone()).await;
+        let code = response.as_ref().map_or_else(tonic::Status::code, |_| tonic::Code::Ok);
+        worktruck_kit::telemetry::record_grpc_code(&span, code, false);
+        let response = response
             .map_err(|status| {
                 let e = Error::from_status(&status);
                 match e.code {

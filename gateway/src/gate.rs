@@ -54,8 +54,13 @@ impl Gate {
     /// Authenticates and counts one request. 401 without valid credentials, 429 (with
     /// `Retry-After` and the `X-RateLimit-*` headers) over the plan's limit.
     pub async fn admit(&self, parts: &Parts) -> Result<Admitted, ApiError> {
+        use tracing::Instrument as _;
         use worktruck_kit::telemetry::families::AUTH;
-        let principal = match self.auth.authenticate(parts).await {
+        // A span of its own in the request's trace (a cache hit or the tenants service's call).
+        let span = tracing::info_span!("authenticate", auth.outcome = tracing::field::Empty);
+        let authenticated = self.auth.authenticate(parts).instrument(span.clone()).await;
+        span.record("auth.outcome", if authenticated.is_ok() { "ok" } else { "refused" });
+        let principal = match authenticated {
             Ok(p) => p,
             Err(e) => {
                 let outcome = match e.status().as_u16() {

@@ -98,14 +98,23 @@ pub(crate) async fn observe(mut request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned());
+    // OpenTelemetry's HTTP server conventions: named `METHOD /route/{template}` once the route
+    // is known (the method alone before, and for what matched none), kind SERVER, continuing
+    // the caller's `traceparent`.
     let span = tracing::info_span!(
         "http_request",
-        method = %method,
-        route = Empty,
-        status = Empty,
+        otel.name = %method,
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = %method,
+        http.route = Empty,
+        http.response.status_code = Empty,
+        url.path = %request.uri().path(),
         request_id = %request_id,
         tenant_id = Empty,
+        trace_id = Empty,
     );
+    worktruck_kit::telemetry::continue_trace(&span, request.headers());
     let plan = PlanSlot::default();
     request.extensions_mut().insert(plan.clone());
     let mut response = next.run(request).instrument(span.clone()).await;
@@ -133,8 +142,14 @@ pub(crate) async fn observe(mut request: Request, next: Next) -> Response {
     ];
     metrics::counter!(HTTP_REQUESTS, &labels).increment(1);
     metrics::histogram!(HTTP_DURATION, &labels).record(elapsed.as_secs_f64());
-    span.record("route", route.as_str());
-    span.record("status", status);
+    if route != UNMATCHED {
+        span.record("http.route", route.as_str());
+        worktruck_kit::telemetry::rename(&span, &format!("{} {route}", span_method(&labels)));
+    }
+    span.record("http.response.status_code", i64::from(status));
+    if status >= 500 {
+        span.record("otel.status_code", "error");
+    }
     span.in_scope(|| {
         tracing::info!(
             duration_ms = elapsed.as_secs_f64() * 1000.0,
@@ -142,6 +157,11 @@ pub(crate) async fn observe(mut request: Request, next: Next) -> Response {
         )
     });
     response
+}
+
+/// The method among a request's metric labels.
+fn span_method(labels: &[(&str, String)]) -> String {
+    labels.iter().find(|(k, _)| *k == "method").map(|(_, v)| v.clone()).unwrap_or_default()
 }
 
 /// Echoing a caller's id into logs and headers is only safe for short printable tokens.

@@ -164,6 +164,9 @@ const METHODS: &[&str] = &[
 /// The middleware: see the module doc. Around it: the request id (the caller's when usable,
 /// echoed as `X-Request-Id` on every answer), one access log line per request (method, tool,
 /// session, status, duration, like REST's) and the MCP request metrics.
+/// The MCP endpoint's route, as spans name it.
+const MCP_ROUTE: &str = "/mcp/v1";
+
 pub(crate) async fn guard(
     State(guard): State<Arc<Guard>>,
     mut request: Request,
@@ -186,7 +189,26 @@ pub(crate) async fn guard(
         session: request.headers().get(SESSION_ID).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(128).collect()),
         ..Seen::default()
     };
-    let span = tracing::info_span!("mcp_request", request_id = %request_id, http_method = %http_method);
+    // OpenTelemetry's conventions: an HTTP server span, named for the MCP method and tool once
+    // they are read (`tools/call contacts_get`), continuing the caller's `traceparent`; its
+    // context rides in the request's extensions to the session's task, where the tool call's
+    // own span joins it (`tools.rs`).
+    let span = tracing::info_span!(
+        "mcp_request",
+        otel.name = %format!("{http_method} {MCP_ROUTE}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %http_method,
+        http.route = MCP_ROUTE,
+        http.response.status_code = tracing::field::Empty,
+        mcp.method.name = tracing::field::Empty,
+        gen_ai.tool.name = tracing::field::Empty,
+        mcp.session.id = tracing::field::Empty,
+        request_id = %request_id,
+        trace_id = tracing::field::Empty,
+    );
+    worktruck_kit::telemetry::continue_trace(&span, request.headers());
+    request.extensions_mut().insert(worktruck_kit::telemetry::TraceContext::of(&span));
     let mut response = admit_and_serve(&guard, request, next, &mut seen).instrument(span.clone()).await;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
@@ -196,6 +218,23 @@ pub(crate) async fn guard(
     }
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
+    if let Some(m) = seen.method {
+        span.record("mcp.method.name", m);
+        match &seen.tool {
+            Some(t) => {
+                span.record("gen_ai.tool.name", t.as_str());
+                worktruck_kit::telemetry::rename(&span, &format!("{m} {t}"));
+            }
+            None => worktruck_kit::telemetry::rename(&span, m),
+        }
+    }
+    if let Some(session) = &seen.session {
+        span.record("mcp.session.id", session.as_str());
+    }
+    span.record("http.response.status_code", i64::from(status));
+    if status >= 500 {
+        span.record("otel.status_code", "error");
+    }
     let method = seen.method.unwrap_or(http_method.as_str()).to_owned();
     let tool = seen.tool.clone().unwrap_or_default();
     let labels = [

@@ -516,6 +516,44 @@ impl ServerHandler for McpGateway {
         request: CallToolRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        use tracing::Instrument as _;
+        // The call's own span, in the trace of the HTTP request that carried it (whose span
+        // the guard left in its extensions: this runs on the session's task).
+        let span = tracing::info_span!(
+            "mcp_tool",
+            otel.name = %format!("tools/call {}", request.name),
+            otel.status_code = tracing::field::Empty,
+            mcp.method.name = "tools/call",
+            gen_ai.operation.name = "execute_tool",
+            gen_ai.tool.name = %request.name,
+            trace_id = tracing::field::Empty,
+        );
+        if let Some(trace) = parts(&ctx).and_then(|p| p.extensions.get::<worktruck_kit::telemetry::TraceContext>()) {
+            trace.adopt(&span);
+        }
+        let answer = self.call_tool_in_span(request, ctx).instrument(span.clone()).await;
+        let failed = match &answer {
+            Err(_) => true,
+            Ok(CallToolResponse::Complete(result)) => result.is_error == Some(true),
+            Ok(_) => false,
+        };
+        if failed {
+            span.record("otel.status_code", "error");
+        }
+        answer
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.entry(name, None).map(|e| e.tool.clone())
+    }
+}
+
+impl McpGateway {
+    async fn call_tool_in_span(
+        &self,
+        request: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
         let sets = toolsets(parts(&ctx));
         let unknown = || ErrorData::invalid_params(format!("unknown tool {}", request.name), None);
         let mut arguments = Value::Object(request.arguments.clone().unwrap_or_default());
@@ -563,10 +601,6 @@ impl ServerHandler for McpGateway {
             _ => answer(self.call(entry, arguments, parts(&ctx)).await),
         };
         Ok(finish(result))
-    }
-
-    fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.entry(name, None).map(|e| e.tool.clone())
     }
 }
 

@@ -216,7 +216,6 @@ pub async fn serve_grpc(
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .timeout(std::time::Duration::from_secs(60))
-        .trace_fn(crate::telemetry::grpc_span)
         .layer(GrpcMetricsLayer { table: ScopeTable::embedded() })
         .layer(ScopeGuardLayer { verifier, table: ScopeTable::embedded() })
         .add_routes(routes);
@@ -271,9 +270,17 @@ where
         let known = self.table.required(path).is_some()
             || ["/grpc.health.v1.Health/", "/grpc.reflection.", "/worktruck.common.v1.LinkTargets/"].iter().any(|p| path.starts_with(p));
         let method: Arc<str> = if known && path.len() <= 200 { path.into() } else { "unmatched".into() };
-        let call = CallMetric { method, started: std::time::Instant::now(), done: false };
-        let future = self.inner.call(request);
-        Box::pin(async move {
+        // The call's server span (here rather than in tonic's `trace_fn`, so that the code this
+        // layer reads is recorded on it).
+        let span = {
+            let mut head = http::Request::new(());
+            *head.uri_mut() = request.uri().clone();
+            *head.headers_mut() = request.headers().clone();
+            crate::telemetry::grpc_span(&head)
+        };
+        let call = CallMetric { method, started: std::time::Instant::now(), done: false, span: span.clone() };
+        let future = span.in_scope(|| self.inner.call(request));
+        Box::pin(tracing::Instrument::instrument(async move {
             let mut call = call;
             let response = future.await?;
             if let Some(code) = response.headers().get("grpc-status") {
@@ -282,7 +289,7 @@ where
             }
             let (parts, body) = response.into_parts();
             Ok(http::Response::from_parts(parts, tonic::body::Body::new(Metered { inner: body, call: Some(call) })))
-        })
+        }, span))
     }
 }
 
@@ -291,6 +298,8 @@ struct CallMetric {
     method: Arc<str>,
     started: std::time::Instant,
     done: bool,
+    /// The call's server span (`telemetry::grpc_span`), which gets its code.
+    span: tracing::Span,
 }
 
 impl CallMetric {
@@ -304,6 +313,7 @@ impl CallMetric {
             return;
         }
         use crate::telemetry::families::{GRPC_CALLS, GRPC_DURATION};
+        crate::telemetry::record_grpc_code(&self.span, code, true);
         let code = format!("{code:?}");
         metrics::counter!(GRPC_CALLS, "method" => self.method.to_string(), "code" => code.clone()).increment(1);
         metrics::histogram!(GRPC_DURATION, "method" => self.method.to_string(), "code" => code)

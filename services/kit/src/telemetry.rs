@@ -42,26 +42,133 @@ pub fn trace_fields() -> Vec<(String, String)> {
     fields
 }
 
-/// The span a gRPC server opens for each request, continuing the caller's trace when the
-/// request carries a `traceparent`.
-pub fn grpc_span(req: &http::Request<()>) -> tracing::Span {
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    struct Extract<'a>(&'a http::HeaderMap);
-    impl opentelemetry::propagation::Extractor for Extract<'_> {
-        fn get(&self, key: &str) -> Option<&str> {
-            self.0.get(key).and_then(|v| v.to_str().ok())
-        }
-        fn keys(&self) -> Vec<&str> {
-            self.0.keys().map(|k| k.as_str()).collect()
-        }
+/// A header map as the propagator reads it.
+struct Extract<'a>(&'a http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for Extract<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
     }
-    let span = tracing::info_span!("grpc", rpc = %req.uri().path(), request_id = tracing::field::Empty);
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// Makes `span` continue the trace of `headers`' `traceparent` (when they carry one), and
+/// records its trace id in its `trace_id` field, so log lines name the trace.
+pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Extract(headers)));
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+    record_trace_id(span);
+}
+
+/// Records `span`'s trace id in its `trace_id` field (nothing when tracing export is off).
+pub fn record_trace_id(span: &tracing::Span) {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    if sc.is_valid() {
+        span.record("trace_id", tracing::field::display(sc.trace_id()));
+    }
+}
+
+/// A span's trace context, carried where the work it starts runs on another task (an MCP
+/// request's tool call runs in its session's task): put it in the request's extensions, and
+/// [`TraceContext::adopt`] makes a span there its child.
+#[derive(Clone, Debug)]
+pub struct TraceContext(opentelemetry::Context);
+
+impl TraceContext {
+    /// The context of `span`.
+    pub fn of(span: &tracing::Span) -> Self {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        Self(span.context())
+    }
+
+    /// Makes `span` a child of this context's span, and records its trace id.
+    pub fn adopt(&self, span: &tracing::Span) {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let _ = span.set_parent(self.0.clone());
+        record_trace_id(span);
+    }
+}
+
+/// Names `span` `name` (OpenTelemetry's span name), also once its trace context has been read,
+/// after which its `otel.name` field no longer renames it.
+pub fn rename(span: &tracing::Span, name: &str) {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    span.record("otel.name", name);
+    span.context().span().update_name(name.to_owned());
+}
+
+/// `/package.Service/Method` as its service and method.
+fn rpc_parts(path: &str) -> (&str, &str) {
+    path.trim_start_matches('/').split_once('/').unwrap_or((path, ""))
+}
+
+/// The span a gRPC server opens for each request (kind `SERVER`, named `package.Service/Method`
+/// with `rpc.*` attributes as OpenTelemetry's RPC conventions say), continuing the caller's
+/// trace when the request carries a `traceparent`; its status is recorded by the metrics layer.
+pub fn grpc_span(req: &http::Request<()>) -> tracing::Span {
+    let path = req.uri().path();
+    let (service, method) = rpc_parts(path);
+    let span = tracing::info_span!(
+        "grpc",
+        otel.name = %path.trim_start_matches('/'),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        rpc.system = "grpc",
+        rpc.service = %service,
+        rpc.method = %method,
+        rpc.grpc.status_code = tracing::field::Empty,
+        request_id = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
     if let Some(id) = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()) {
         span.record("request_id", id);
     }
-    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Extract(req.headers())));
-    let _ = span.set_parent(parent);
+    continue_trace(&span, req.headers());
     span
+}
+
+/// The span of a gRPC call this process makes (kind `CLIENT`), as [`grpc_span`] names and
+/// attributes a server's; the call's `traceparent` is injected inside it, so the server's span
+/// is its child.
+pub fn client_span(path: &str) -> tracing::Span {
+    let (service, method) = rpc_parts(path);
+    tracing::info_span!(
+        "grpc_client",
+        otel.name = %path.trim_start_matches('/'),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        rpc.system = "grpc",
+        rpc.service = %service,
+        rpc.method = %method,
+        rpc.grpc.status_code = tracing::field::Empty,
+    )
+}
+
+/// Records a gRPC call's `code` on its span: `rpc.grpc.status_code`, and an error status where
+/// the conventions count one (a client's every failure; a server's only the codes that are its
+/// own fault: `UNKNOWN`, `DEADLINE_EXCEEDED`, `UNIMPLEMENTED`, `INTERNAL`, `UNAVAILABLE`,
+/// `DATA_LOSS`).
+pub fn record_grpc_code(span: &tracing::Span, code: tonic::Code, server: bool) {
+    use tonic::Code;
+    span.record("rpc.grpc.status_code", code as i64);
+    let error = if server {
+        matches!(code, Code::Unknown | Code::DeadlineExceeded | Code::Unimplemented | Code::Internal | Code::Unavailable | Code::DataLoss)
+    } else {
+        code != Code::Ok
+    };
+    if error {
+        span.record("otel.status_code", "error");
+    }
 }
 
 /// Keeps the trace exporter alive; flushes on drop.

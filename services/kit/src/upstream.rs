@@ -2,6 +2,7 @@
 //! to them: request and response travel as already-encoded protobuf bytes, so no per-service
 //! client code exists.
 
+use tracing::Instrument as _;
 use std::collections::HashMap;
 
 use bytes::{Buf, BufMut, Bytes};
@@ -66,11 +67,19 @@ pub async fn unary(
     grpc.ready()
         .await
         .map_err(|e| Status::unavailable(format!("upstream not ready: {e}")))?;
+    let span = crate::telemetry::client_span(path.as_str());
     let mut request = Request::new(body);
     *request.metadata_mut() = metadata;
-    grpc.unary(request, path, RawCodec)
+    // The call's trace context is the client span's, so the server's span is its child.
+    span.in_scope(|| crate::telemetry::inject(request.metadata_mut()));
+    let answer = grpc
+        .unary(request, path, RawCodec)
+        .instrument(span.clone())
         .await
-        .map(tonic::Response::into_inner)
+        .map(tonic::Response::into_inner);
+    let code = answer.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
+    crate::telemetry::record_grpc_code(&span, code, false);
+    answer
 }
 
 /// A failure status from a service as callers show it: statuses without details come from the
