@@ -214,5 +214,41 @@ async fn a_rest_request_and_an_mcp_tool_call_are_traces_with_the_conventions_att
     assert_eq!(parent_of(tool).map(|p| p.span_id.clone()), Some(http_span.span_id.clone()), "the tool call is in its request's trace");
     let call = named(&spans, get, SpanKind::Client).unwrap();
     assert_eq!(hex(&call.parent_span_id), hex(&tool.span_id), "the tool's gRPC call is under the tool's span");
+
+    // An event's publish and its consumer's handling join the trace of the write that made it:
+    // a note naming the contact links to it, and the contacts service's links consumer takes
+    // the link in.
+    let note_trace = "5c1e4b0fd0a64e7e9a3c6a0f0d2b8e11";
+    let r = http
+        .post(format!("{}/api/v1/notes", dev.base))
+        .bearer_auth(&key)
+        .header("traceparent", format!("00-{note_trace}-1f2e3d4c5b6a7988-01"))
+        .json(&json!({"title": "Traced", "body": format!("About [[contact:{}]].", contact["id"].as_str().unwrap())}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let is_link = |s: &Span, op: &str| s.name.contains(".link.created.") && s.name.ends_with(op);
+    let spans = trace_of(&c, note_trace, |s| {
+        s.iter().any(|x| is_link(x, " publish") && x.kind == SpanKind::Producer as i32)
+            && s.iter().any(|x| is_link(x, " process") && x.kind == SpanKind::Consumer as i32)
+    })
+    .await;
+    let publish = spans.iter().find(|s| is_link(s, " publish")).unwrap();
+    assert_eq!(attr(publish, "messaging.system"), Some(json!("nats")));
+    // Every service that keeps links consumes the event; each handling is the publish's child.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let spans: Vec<Span> = c.spans.lock().unwrap().iter().filter(|s| hex(&s.trace_id) == note_trace).cloned().collect();
+        let processed: Vec<&Span> = spans.iter().filter(|s| is_link(s, " process")).collect();
+        assert!(processed.iter().all(|p| hex(&p.parent_span_id) == hex(&publish.span_id)), "the consumers' spans are the publish's children");
+        let groups: Vec<String> = processed.iter().filter_map(|p| attr(p, "messaging.consumer.group.name")).map(|g| g.as_str().unwrap().to_owned()).collect();
+        if groups.iter().any(|g| g.starts_with("links-contacts-")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no contacts consumer span: {groups:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(spans.iter().any(|s| s.name == "POST /api/v1/notes" && s.kind == SpanKind::Server as i32));
     dev.kill();
 }

@@ -131,6 +131,20 @@ impl Bus {
     /// no stream for the subject (NATS restarted without its storage), declares the stream
     /// again and publishes once more.
     pub async fn publish(&self, m: &Message) -> Result<()> {
+        // A traced event's publish is a PRODUCER span in its request's trace, and the event
+        // carries that span's context on, so its consumers' spans are the publish's children.
+        let span = crate::telemetry::message_span("publish", &m.subject, &m.event_id.to_string(), &m.trace, None);
+        let Some(span) = span else { return self.send(m).await };
+        let mut traced = m.clone();
+        traced.trace = span.in_scope(crate::telemetry::trace_fields);
+        let result = tracing::Instrument::instrument(self.send(&traced), span.clone()).await;
+        if result.is_err() {
+            span.record("otel.status_code", "error");
+        }
+        result
+    }
+
+    async fn send(&self, m: &Message) -> Result<()> {
         match self {
             Bus::Memory(tx) => {
                 // No receivers is fine: nobody listens in-process yet.

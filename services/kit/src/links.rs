@@ -735,7 +735,13 @@ impl Links {
                     Some(Delivered::Event(d)) => {
                         let mut tries = 0;
                         loop {
-                            match self.apply(&name, &d.message).await {
+                            let m = &d.message;
+                            let applied = self.apply(&name, m);
+                            let applied = match crate::telemetry::message_span("process", &m.subject, &m.event_id.to_string(), &m.trace, Some(&name)) {
+                                Some(span) => tracing::Instrument::instrument(applied, span).await,
+                                None => applied.await,
+                            };
+                            match applied {
                                 Ok(()) => { d.ack().await; break; }
                                 Err(e) if e.code == ErrorCode::Unavailable && tries < 20 && !shutdown.is_signalled() => {
                                     tries += 1;

@@ -107,6 +107,42 @@ pub fn rename(span: &tracing::Span, name: &str) {
     span.context().span().update_name(name.to_owned());
 }
 
+/// The span of an event's publish (`PRODUCER`, `publish`) or of a consumer's handling of it
+/// (`CONSUMER`, `process`, with the consumer's `group`), named `<subject> <operation>` with
+/// `messaging.*` attributes, as a child of the writing request's span (`trace`, the event's
+/// stored `traceparent`); `None` for an untraced event, so that events written outside any
+/// request make no root spans.
+pub fn message_span(
+    operation: &'static str,
+    subject: &str,
+    event_id: &str,
+    trace: &[(String, String)],
+    group: Option<&str>,
+) -> Option<tracing::Span> {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if trace.is_empty() {
+        return None;
+    }
+    let kind = if operation == "publish" { "producer" } else { "consumer" };
+    let span = tracing::info_span!(
+        "message",
+        otel.name = %format!("{subject} {operation}"),
+        otel.kind = kind,
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "nats",
+        messaging.operation.name = operation,
+        messaging.destination.name = %subject,
+        messaging.message.id = %event_id,
+        messaging.consumer.group.name = group.unwrap_or_default(),
+        trace_id = tracing::field::Empty,
+    );
+    let fields: std::collections::HashMap<String, String> = trace.iter().cloned().collect();
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&fields));
+    let _ = span.set_parent(parent);
+    record_trace_id(&span);
+    Some(span)
+}
+
 /// `/package.Service/Method` as its service and method.
 fn rpc_parts(path: &str) -> (&str, &str) {
     path.trim_start_matches('/').split_once('/').unwrap_or((path, ""))
