@@ -127,7 +127,8 @@ async fn a_rest_request_and_an_mcp_tool_call_are_traces_with_the_conventions_att
     let contact: Value = r.json().await.unwrap();
     let create = "worktruck.contacts.v1.ContactsService/CreateContact";
     let spans = trace_of(&c, trace, |s| {
-        named(s, create, SpanKind::Server).is_some()
+        s.iter().any(|x| x.name == "transaction")
+            && named(s, create, SpanKind::Server).is_some()
             && named(s, create, SpanKind::Client).is_some()
             && named(s, "POST /api/v1/contacts", SpanKind::Server).is_some()
             && s.iter().any(|x| x.name == "authenticate")
@@ -158,6 +159,10 @@ async fn a_rest_request_and_an_mcp_tool_call_are_traces_with_the_conventions_att
         assert_eq!(attr(s, "rpc.method"), Some(json!("CreateContact")));
         assert_eq!(attr(s, "rpc.grpc.status_code"), Some(json!(0)), "{} {}: {:?}", s.name, s.kind, s.attributes.iter().map(|a| a.key.clone()).collect::<Vec<_>>());
     }
+    // The service's database work is a span under its server span.
+    let db = spans.iter().find(|s| s.name == "transaction" && s.parent_span_id == server.span_id).expect("the service's transaction span");
+    assert_eq!(db.kind, SpanKind::Client as i32);
+    assert_eq!(attr(db, "db.system.name"), Some(json!("sqlite")));
 
     // MCP: a session, then a tools/call with its own trace.
     let mcp = format!("{}/mcp/v1", dev.mcp);

@@ -123,7 +123,7 @@ pub async fn app_by_slug(
     slug: &str,
     lock: bool,
 ) -> Result<Option<AppRow>> {
-    let lock = lock && matches!(tx, Tx::Pg(_));
+    let lock = lock && matches!(tx, Tx::Pg(..));
     let sql = format!(
         "SELECT {APP_COLUMNS} FROM apps WHERE tenant_id = $1 AND slug = $2{}",
         if lock { " FOR UPDATE" } else { "" }
@@ -135,7 +135,7 @@ pub async fn app_by_slug(
 
 /// One app by id, locked as [`app_by_slug`] does.
 pub async fn app_by_id(tx: &mut Tx, tenant: Uuid, id: Uuid, lock: bool) -> Result<Option<AppRow>> {
-    let lock = lock && matches!(tx, Tx::Pg(_));
+    let lock = lock && matches!(tx, Tx::Pg(..));
     let sql = format!(
         "SELECT {APP_COLUMNS} FROM apps WHERE tenant_id = $1 AND id = $2{}",
         if lock { " FOR UPDATE" } else { "" }

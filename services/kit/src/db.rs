@@ -32,11 +32,11 @@ use crate::error::{Error, ErrorCode, Result};
 macro_rules! on_tx {
     ($tx:expr, $c:ident => $body:expr) => {
         match $tx {
-            $crate::db::Tx::Pg(t) => {
+            $crate::db::Tx::Pg(t, _) => {
                 let $c = &mut **t;
                 $body
             }
-            $crate::db::Tx::Sqlite(t) => {
+            $crate::db::Tx::Sqlite(t, _) => {
                 let $c = &mut **t;
                 $body
             }
@@ -120,10 +120,10 @@ pub struct SqliteDb {
 
 /// An open transaction; dropped without [`Tx::commit`], it rolls back.
 pub enum Tx {
-    /// On PostgreSQL.
-    Pg(Transaction<'static, Postgres>),
-    /// On SQLite.
-    Sqlite(Transaction<'static, Sqlite>),
+    /// On PostgreSQL, with the transaction's span.
+    Pg(Transaction<'static, Postgres>, tracing::Span),
+    /// On SQLite, with the transaction's span.
+    Sqlite(Transaction<'static, Sqlite>, tracing::Span),
 }
 
 /// Whose rows a transaction may see.
@@ -168,25 +168,29 @@ impl Tx {
     /// The dialect of this transaction.
     pub fn dialect(&self) -> Dialect {
         match self {
-            Tx::Pg(_) => Dialect::Postgres,
-            Tx::Sqlite(_) => Dialect::Sqlite,
+            Tx::Pg(..) => Dialect::Postgres,
+            Tx::Sqlite(..) => Dialect::Sqlite,
         }
     }
 
     /// Picks the statement for this dialect.
     pub fn sql(&self, pg: &'static str, sqlite: &'static str) -> &'static str {
         match self {
-            Tx::Pg(_) => pg,
-            Tx::Sqlite(_) => sqlite,
+            Tx::Pg(..) => pg,
+            Tx::Sqlite(..) => sqlite,
         }
     }
 
     /// Commits.
     pub async fn commit(self) -> Result<()> {
-        match self {
-            Tx::Pg(t) => t.commit().await?,
-            Tx::Sqlite(t) => t.commit().await?,
+        let (committed, span) = match self {
+            Tx::Pg(t, span) => (t.commit().await, span),
+            Tx::Sqlite(t, span) => (t.commit().await, span),
+        };
+        if committed.is_err() {
+            span.record("otel.status_code", "error");
         }
+        committed?;
         Ok(())
     }
 }
@@ -331,6 +335,7 @@ impl Db {
     }
 
     async fn begin_now(&self, scope: Scope, write: bool) -> sqlx::Result<Tx> {
+        let span = self.transaction_span();
         match &self.pool {
             Pool::Pg(pool) => {
                 let mut t = pool.begin().await?;
@@ -345,13 +350,33 @@ impl Db {
                 .bind(system)
                 .execute(&mut *t)
                 .await?;
-                Ok(Tx::Pg(t))
+                Ok(Tx::Pg(t, span))
             }
             Pool::Sqlite(p) => {
                 let t = if write { p.write.begin_with("BEGIN IMMEDIATE").await? } else { p.read.begin().await? };
-                Ok(Tx::Sqlite(t))
+                Ok(Tx::Sqlite(t, span))
             }
         }
+    }
+
+    /// The span of a transaction begun now, for as long as it is open (`CLIENT`, `db.system.name`):
+    /// inside a traced request only, so that background loops polling the database make no
+    /// spans of their own.
+    fn transaction_span(&self) -> tracing::Span {
+        if tracing::Span::current().is_none() {
+            return tracing::Span::none();
+        }
+        let system = match &self.pool {
+            Pool::Pg(_) => "postgresql",
+            Pool::Sqlite(_) => "sqlite",
+        };
+        tracing::info_span!(
+            "db_transaction",
+            otel.name = "transaction",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            db.system.name = system,
+        )
     }
 
     /// Records `fingerprint` (of the master secret, [`crate::config::Secrets::fingerprint`])
