@@ -225,10 +225,23 @@ async fn metrics_are_prometheus_histograms_on_the_admin_port_only() {
             families::HTTP_DURATION,
             families::MCP_DURATION,
             families::GRPC_DURATION,
+            families::GRPC_CLIENT_DURATION,
+            families::DB_ACQUIRE,
             families::OUTBOX_PUBLISH,
         ] {
             m.assert_histogram(family);
         }
+        // The gateways' calls by method and code, the pools by service and state.
+        assert!(
+            m.series(families::GRPC_CLIENT_CALLS)
+                .iter()
+                .any(|l| l["method"] == "/worktruck.contacts.v1.ContactsService/CreateContact" && l["code"] == "Ok"),
+            "{text}"
+        );
+        assert!(
+            m.series(families::DB_CONNECTIONS).iter().any(|l| l["db"] == "contacts" && l["state"] == "in_use"),
+            "{text}"
+        );
         // The configured buckets, nothing else.
         let les: BTreeSet<&str> = m
             .samples
@@ -245,13 +258,14 @@ async fn metrics_are_prometheus_histograms_on_the_admin_port_only() {
             families::HTTP_REQUESTS,
             families::MCP_REQUESTS,
             families::GRPC_CALLS,
+            families::GRPC_CLIENT_CALLS,
             families::AUTH,
             families::RATE_LIMITED,
             families::CPU,
         ] {
             assert_eq!(m.kind(family), "counter", "{family}");
         }
-        for family in [families::OUTBOX_PENDING, families::RSS, families::OPEN_FDS] {
+        for family in [families::OUTBOX_PENDING, families::DB_CONNECTIONS, families::RSS, families::OPEN_FDS] {
             assert_eq!(m.kind(family), "gauge", "{family}");
         }
         assert!(

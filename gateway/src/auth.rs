@@ -6,6 +6,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+/// The tenants service's key check, as spans and metrics name it.
+const AUTHENTICATE: &str = "/worktruck.tenants.v1.TenantsService/AuthenticateApiKey";
+
 use http::header::AUTHORIZATION;
 use http::request::Parts;
 use tonic::transport::Channel;
@@ -120,7 +123,7 @@ impl ApiKeyAuthenticator {
         request_id: String,
     ) -> Result<(Principal, Option<chrono::DateTime<chrono::Utc>>), Error> {
         use tracing::Instrument as _;
-        let span = worktruck_kit::telemetry::client_span("/worktruck.tenants.v1.TenantsService/AuthenticateApiKey");
+        let span = worktruck_kit::telemetry::client_span(AUTHENTICATE);
         let request = span.in_scope(|| {
             tonic::Request::from_parts(
                 crate::telemetry::call_metadata(&self.signer, &Ctx::system("gateway"), &request_id),
@@ -128,9 +131,11 @@ impl ApiKeyAuthenticator {
                 AuthenticateApiKeyRequest { key: key.to_owned() },
             )
         });
+        let started = std::time::Instant::now();
         let response = self.tenants.clone().authenticate_api_key(request).instrument(span.clone()).await;
         let code = response.as_ref().map_or_else(tonic::Status::code, |_| tonic::Code::Ok);
         worktruck_kit::telemetry::record_grpc_code(&span, code, false);
+        worktruck_kit::telemetry::record_client_call(AUTHENTICATE, code, started.elapsed());
         let response = response
             .map_err(|status| {
                 let e = Error::from_status(&status);

@@ -341,6 +341,15 @@ struct Durable {
     messages: Option<async_nats::jetstream::consumer::pull::Stream>,
 }
 
+/// A durable consumer's name as a metrics label: without the instance suffix
+/// (`links-contacts-<32 hex>` is `links-contacts`), so restarts add no series.
+fn consumer_label(name: &str) -> String {
+    match name.rsplit_once('-') {
+        Some((kind, id)) if id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()) => kind.to_owned(),
+        _ => name.to_owned(),
+    }
+}
+
 impl Durable {
     async fn open(&self) -> std::result::Result<async_nats::jetstream::consumer::pull::Stream, String> {
         use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
@@ -381,6 +390,14 @@ impl Durable {
             };
             match messages.next().await {
                 Some(Ok(m)) => {
+                    if let Ok(info) = m.info() {
+                        use crate::telemetry::families::{BUS_PENDING, BUS_REDELIVERIES};
+                        let consumer = consumer_label(&self.name);
+                        metrics::gauge!(BUS_PENDING, "consumer" => consumer.clone()).set(info.pending as f64);
+                        if info.delivered > 1 {
+                            metrics::counter!(BUS_REDELIVERIES, "consumer" => consumer).increment(1);
+                        }
+                    }
                     let header = |k: &str| m.headers.as_ref().and_then(|h| h.get(k)).and_then(|v| v.as_str().parse::<Uuid>().ok());
                     let (Some(tenant_id), Some(event_id)) = (header("Worktruck-Tenant"), header("Nats-Msg-Id")) else {
                         // Not one of ours: nothing to do, ever.
@@ -467,6 +484,13 @@ impl NatsWatch {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn consumer_labels_drop_the_instance() {
+        assert_eq!(super::consumer_label("links-contacts-0123456789abcdef0123456789abcdef"), "links-contacts");
+        assert_eq!(super::consumer_label("webhooks"), "webhooks");
+        assert_eq!(super::consumer_label("links-contacts-short"), "links-contacts-short");
+    }
+
     use super::*;
 
     #[test]

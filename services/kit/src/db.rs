@@ -67,6 +67,8 @@ pub enum Dialect {
 pub struct Db {
     pool: Pool,
     health: Arc<Health>,
+    /// The service, as metrics label the pool.
+    name: Arc<str>,
 }
 
 /// How a probe opens a connection of its own, outside the pool: a saturated pool is not a
@@ -231,7 +233,7 @@ impl Db {
     }
 
     fn new(pool: Pool, fresh: Fresh, opts: &DbOptions) -> Db {
-        Db { pool, health: Health::new(opts.acquire_timeout, fresh) }
+        Db { pool, health: Health::new(opts.acquire_timeout, fresh), name: opts.service.as_str().into() }
     }
 
     /// Connects as the owner, applies kit's and the service's migrations, grants the app role,
@@ -336,6 +338,28 @@ impl Db {
 
     async fn begin_now(&self, scope: Scope, write: bool) -> sqlx::Result<Tx> {
         let span = self.transaction_span();
+        let started = std::time::Instant::now();
+        let begun = self.begin_in(scope, write, span).await;
+        self.pool_metrics(started.elapsed());
+        begun
+    }
+
+    /// The pool's gauges as they are now, and how long a begin took
+    /// ([`crate::telemetry::families::DB_CONNECTIONS`], `DB_ACQUIRE`).
+    fn pool_metrics(&self, acquire: Duration) {
+        use crate::telemetry::families::{DB_ACQUIRE, DB_CONNECTIONS};
+        let (size, idle) = match &self.pool {
+            Pool::Pg(p) => (p.size(), p.num_idle()),
+            Pool::Sqlite(p) => (p.read.size() + p.write.size(), p.read.num_idle() + p.write.num_idle()),
+        };
+        let idle = u32::try_from(idle).unwrap_or(u32::MAX).min(size);
+        let db = self.name.to_string();
+        metrics::gauge!(DB_CONNECTIONS, "db" => db.clone(), "state" => "in_use").set(f64::from(size - idle));
+        metrics::gauge!(DB_CONNECTIONS, "db" => db.clone(), "state" => "idle").set(f64::from(idle));
+        metrics::histogram!(DB_ACQUIRE, "db" => db).record(acquire.as_secs_f64());
+    }
+
+    async fn begin_in(&self, scope: Scope, write: bool, span: tracing::Span) -> sqlx::Result<Tx> {
         match &self.pool {
             Pool::Pg(pool) => {
                 let mut t = pool.begin().await?;

@@ -190,6 +190,15 @@ pub fn client_span(path: &str) -> tracing::Span {
     )
 }
 
+/// Counts and times one gRPC call this process made to `path` ([`families::GRPC_CLIENT_CALLS`]).
+pub fn record_client_call(path: &str, code: tonic::Code, elapsed: std::time::Duration) {
+    use families::{GRPC_CLIENT_CALLS, GRPC_CLIENT_DURATION};
+    // Paths come from the registry or the code, never from a caller: a bounded label.
+    let labels = [("method", path.to_owned()), ("code", format!("{code:?}"))];
+    metrics::counter!(GRPC_CLIENT_CALLS, &labels).increment(1);
+    metrics::histogram!(GRPC_CLIENT_DURATION, &labels).record(elapsed.as_secs_f64());
+}
+
 /// Records a gRPC call's `code` on its span: `rpc.grpc.status_code`, and an error status where
 /// the conventions count one (a client's every failure; a server's only the codes that are its
 /// own fault: `UNKNOWN`, `DEADLINE_EXCEEDED`, `UNIMPLEMENTED`, `INTERNAL`, `UNAVAILABLE`,
@@ -278,6 +287,19 @@ pub mod families {
     pub const GRPC_CALLS: &str = "worktruck_grpc_server_calls_total";
     /// gRPC server call latency.
     pub const GRPC_DURATION: &str = "worktruck_grpc_server_call_duration_seconds";
+    /// gRPC calls this process made (gateways, workers): `method`, `code`.
+    pub const GRPC_CLIENT_CALLS: &str = "worktruck_grpc_client_calls_total";
+    /// gRPC client call latency.
+    pub const GRPC_CLIENT_DURATION: &str = "worktruck_grpc_client_call_duration_seconds";
+    /// Database pool connections, per `db` (the service) and `state` (`in_use`, `idle`).
+    pub const DB_CONNECTIONS: &str = "worktruck_db_pool_connections";
+    /// Time to get a pooled connection and begin a transaction, per `db`.
+    pub const DB_ACQUIRE: &str = "worktruck_db_acquire_duration_seconds";
+    /// Events a durable bus consumer has not yet received, per `consumer` (its lag).
+    pub const BUS_PENDING: &str = "worktruck_bus_consumer_pending";
+    /// Events delivered to a durable bus consumer again (not acknowledged in time, or
+    /// refused), per `consumer`.
+    pub const BUS_REDELIVERIES: &str = "worktruck_bus_consumer_redeliveries_total";
     /// Outbox rows not yet published, per `service`.
     pub const OUTBOX_PENDING: &str = "worktruck_outbox_pending";
     /// Time to publish one outbox row to the bus, per `service`.
@@ -311,6 +333,12 @@ fn describe() {
     describe_histogram!(MCP_DURATION, Unit::Seconds, "MCP HTTP request latency, by JSON-RPC method, tool, status and tenant plan.");
     describe_counter!(GRPC_CALLS, "gRPC calls answered by this process's servers, by method and status code.");
     describe_histogram!(GRPC_DURATION, Unit::Seconds, "gRPC server call latency, by method and status code.");
+    describe_counter!(GRPC_CLIENT_CALLS, "gRPC calls this process made to services, by method and status code.");
+    describe_histogram!(GRPC_CLIENT_DURATION, Unit::Seconds, "gRPC client call latency, by method and status code.");
+    describe_gauge!(DB_CONNECTIONS, "Database pool connections, by database (service) and state (in_use, idle), as of the last transaction begun.");
+    describe_histogram!(DB_ACQUIRE, Unit::Seconds, "Time to get a pooled database connection and begin a transaction, by database (service).");
+    describe_gauge!(BUS_PENDING, "Events a durable bus consumer has not yet received (its lag), by consumer.");
+    describe_counter!(BUS_REDELIVERIES, "Events delivered to a durable bus consumer again, by consumer.");
     describe_gauge!(OUTBOX_PENDING, "Outbox rows committed but not yet published to the bus, by service.");
     describe_histogram!(OUTBOX_PUBLISH, Unit::Seconds, "Time to publish one outbox row to the bus, by service.");
     describe_counter!(OUTBOX_FAILURES, "Outbox publishes that failed (the row stays and is retried), by service.");

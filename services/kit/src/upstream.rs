@@ -72,13 +72,15 @@ pub async fn unary(
     *request.metadata_mut() = metadata;
     // The call's trace context is the client span's, so the server's span is its child.
     span.in_scope(|| crate::telemetry::inject(request.metadata_mut()));
+    let started = std::time::Instant::now();
     let answer = grpc
-        .unary(request, path, RawCodec)
+        .unary(request, path.clone(), RawCodec)
         .instrument(span.clone())
         .await
         .map(tonic::Response::into_inner);
     let code = answer.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
     crate::telemetry::record_grpc_code(&span, code, false);
+    crate::telemetry::record_client_call(path.as_str(), code, started.elapsed());
     answer
 }
 
