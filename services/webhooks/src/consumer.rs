@@ -29,15 +29,22 @@ const SUBJECTS: &str = "worktruck.>";
 
 fn pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
-    POOL.get_or_init(|| DescriptorPool::decode(worktruck_proto::DESCRIPTOR_SET).expect("the embedded descriptor set decodes"))
+    POOL.get_or_init(|| {
+        DescriptorPool::decode(worktruck_proto::DESCRIPTOR_SET)
+            .expect("the embedded descriptor set decodes")
+    })
 }
 
 /// The JSON of an event's `data` (its domain message, with the API's JSON conventions), or
 /// null when it cannot be read.
 fn data_json(event: &Event) -> Value {
-    let Some(any) = &event.data else { return Value::Null };
+    let Some(any) = &event.data else {
+        return Value::Null;
+    };
     let name = any.type_url.rsplit('/').next().unwrap_or_default();
-    let Some(desc) = pool().get_message_by_name(name) else { return Value::Null };
+    let Some(desc) = pool().get_message_by_name(name) else {
+        return Value::Null;
+    };
     match DynamicMessage::decode(desc, any.value.as_slice()) {
         Ok(m) => worktruck_proto::json::to_value(&m).unwrap_or(Value::Null),
         Err(_) => Value::Null,
@@ -96,7 +103,9 @@ pub async fn run(svc: Webhooks, bus: Bus, shutdown: Shutdown) {
 
 /// Records the deliveries of one event; true when any was made.
 async fn handle(svc: &Webhooks, m: &Message) -> Result<bool> {
-    let Some(kind) = event_type(&m.subject) else { return Ok(false) };
+    let Some(kind) = event_type(&m.subject) else {
+        return Ok(false);
+    };
     let mut tx = svc.db().begin(Scope::Tenant(m.tenant_id), true).await?;
     let hooks: Vec<_> = queries::active_webhooks(&mut tx, m.tenant_id)
         .await?

@@ -53,7 +53,11 @@ pub fn check_patterns(list: &[String]) -> Result<Vec<String>> {
         let ok = !p.is_empty()
             && p.len() <= MAX_PATTERN_CHARS
             && p.split('.').all(|seg| {
-                seg == "*" || (!seg.is_empty() && seg.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'))
+                seg == "*"
+                    || (!seg.is_empty()
+                        && seg
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'))
             });
         if !ok {
             return Err(Error::validation(format!(
@@ -84,14 +88,18 @@ pub fn patterns_of(list: &prost_types::ListValue) -> Result<Vec<String>> {
 pub fn check_url_length(v: &str) -> Result<String> {
     let v = v.trim();
     if v.is_empty() || v.chars().count() > MAX_URL_CHARS {
-        return Err(Error::validation(format!("url must be 1 to {MAX_URL_CHARS} characters")));
+        return Err(Error::validation(format!(
+            "url must be 1 to {MAX_URL_CHARS} characters"
+        )));
     }
     Ok(v.to_owned())
 }
 
 /// The `metadata` of a request, validated (an empty object when absent).
 pub fn metadata(m: Option<&prost_types::Struct>) -> Result<Value> {
-    let v = m.map(from_struct).unwrap_or_else(|| Value::Object(Default::default()));
+    let v = m
+        .map(from_struct)
+        .unwrap_or_else(|| Value::Object(Default::default()));
     check_metadata(&v)?;
     Ok(v)
 }
@@ -175,8 +183,14 @@ mod tests {
 
     #[test]
     fn event_types_come_from_subjects() {
-        assert_eq!(event_type("worktruck.contacts.contact.created.v1"), Some("contacts.contact.created"));
-        assert_eq!(event_type("worktruck.webhooks.webhook.disabled.v1"), Some("webhooks.webhook.disabled"));
+        assert_eq!(
+            event_type("worktruck.contacts.contact.created.v1"),
+            Some("contacts.contact.created")
+        );
+        assert_eq!(
+            event_type("worktruck.webhooks.webhook.disabled.v1"),
+            Some("webhooks.webhook.disabled")
+        );
         assert_eq!(event_type("worktruck.contacts.v1"), None);
         assert_eq!(event_type("other.contacts.contact.created.v1"), None);
         assert_eq!(event_type("worktruck.contacts.contact.created.v2"), None);
@@ -199,8 +213,18 @@ mod tests {
 
     #[test]
     fn patterns_are_checked() {
-        assert_eq!(check_patterns(&["contacts.*".into(), "contacts.*".into(), "*".into()]).unwrap(), vec!["contacts.*", "*"]);
-        for bad in ["", "Contacts.*", "contacts..x", "contacts.**", "contacts.con tact", "a.b-c"] {
+        assert_eq!(
+            check_patterns(&["contacts.*".into(), "contacts.*".into(), "*".into()]).unwrap(),
+            vec!["contacts.*", "*"]
+        );
+        for bad in [
+            "",
+            "Contacts.*",
+            "contacts..x",
+            "contacts.**",
+            "contacts.con tact",
+            "a.b-c",
+        ] {
             assert!(check_patterns(&[bad.into()]).is_err(), "{bad}");
         }
         assert!(check_patterns(&[]).is_err());

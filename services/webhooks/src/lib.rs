@@ -38,7 +38,10 @@ pub const GRPC_NAME: &str = "worktruck.webhooks.v1.WebhooksService";
 
 /// The service's migrations: (PostgreSQL, SQLite).
 pub fn migrators() -> (Migrator, Migrator) {
-    (sqlx::migrate!("migrations/postgres"), sqlx::migrate!("migrations/sqlite"))
+    (
+        sqlx::migrate!("migrations/postgres"),
+        sqlx::migrate!("migrations/sqlite"),
+    )
 }
 
 /// The webhooks service, for the binary's table of services.
@@ -72,6 +75,8 @@ pub struct Settings {
     pub disable_after_failures: i32,
     /// … and its failures have lasted at least this long.
     pub disable_after_seconds: u64,
+    /// Delivered and failed deliveries are deleted this many days after they were made.
+    pub keep_days: u32,
 }
 
 impl Default for Settings {
@@ -85,27 +90,44 @@ impl Default for Settings {
             concurrency: 8,
             disable_after_failures: 20,
             disable_after_seconds: 86_400,
+            keep_days: 30,
         }
     }
 }
 
 impl Settings {
     fn check(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.retry_base_ms >= 10, "settings.webhooks.retry_base_ms must be at least 10");
+        anyhow::ensure!(
+            self.retry_base_ms >= 10,
+            "settings.webhooks.retry_base_ms must be at least 10"
+        );
         anyhow::ensure!(
             self.retry_max_ms >= self.retry_base_ms,
             "settings.webhooks.retry_max_ms must be at least retry_base_ms"
         );
-        anyhow::ensure!(self.retry_window_seconds >= 1, "settings.webhooks.retry_window_seconds must be at least 1");
+        anyhow::ensure!(
+            self.retry_window_seconds >= 1,
+            "settings.webhooks.retry_window_seconds must be at least 1"
+        );
         anyhow::ensure!(
             (100..=60_000).contains(&self.attempt_timeout_ms),
             "settings.webhooks.attempt_timeout_ms must be 100 to 60000"
         );
-        anyhow::ensure!((10..=60_000).contains(&self.poll_ms), "settings.webhooks.poll_ms must be 10 to 60000");
-        anyhow::ensure!((1..=256).contains(&self.concurrency), "settings.webhooks.concurrency must be 1 to 256");
+        anyhow::ensure!(
+            (10..=60_000).contains(&self.poll_ms),
+            "settings.webhooks.poll_ms must be 10 to 60000"
+        );
+        anyhow::ensure!(
+            (1..=256).contains(&self.concurrency),
+            "settings.webhooks.concurrency must be 1 to 256"
+        );
         anyhow::ensure!(
             (1..=100_000).contains(&self.disable_after_failures),
             "settings.webhooks.disable_after_failures must be 1 to 100000"
+        );
+        anyhow::ensure!(
+            (1..=3650).contains(&self.keep_days),
+            "settings.webhooks.keep_days must be 1 to 3650"
         );
         Ok(())
     }
@@ -128,10 +150,20 @@ fn build(ctx: ServiceContext) -> anyhow::Result<Built> {
         },
     )?;
     let envelope = ctx.envelope()?;
-    let svc = Webhooks::new(ctx.db.clone(), ctx.verifier, ctx.relay.clone(), guard, client, envelope, settings);
+    let svc = Webhooks::new(
+        ctx.db.clone(),
+        ctx.verifier,
+        ctx.relay.clone(),
+        guard,
+        client,
+        envelope,
+        settings,
+    );
     let consume = consumer::run(svc.clone(), ctx.bus.clone(), ctx.shutdown.clone());
     let deliver = deliver::run(svc.clone(), ctx.shutdown.clone());
-    Ok(Built::new(tonic::service::Routes::new(WebhooksServiceServer::new(svc)))
-        .task("webhooks-consumer", consume)
-        .task("webhooks-delivery", deliver))
+    Ok(
+        Built::new(tonic::service::Routes::new(WebhooksServiceServer::new(svc)))
+            .task("webhooks-consumer", consume)
+            .task("webhooks-delivery", deliver),
+    )
 }

@@ -35,7 +35,10 @@ pub struct WebhookRow {
 
 impl std::fmt::Debug for WebhookRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookRow").field("id", &self.id).field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("WebhookRow")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -44,7 +47,11 @@ impl WebhookRow {
     pub fn patterns(&self) -> Vec<String> {
         self.event_types
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -110,23 +117,37 @@ pub async fn update_webhook(tx: &mut Tx, w: &WebhookRow) -> Result<()> {
 
 /// One webhook; `lock` holds its row until the transaction ends (PostgreSQL; SQLite's write
 /// transaction already holds the only write lock).
-pub async fn webhook(tx: &mut Tx, tenant: Uuid, id: Uuid, lock: bool) -> Result<Option<WebhookRow>> {
+pub async fn webhook(
+    tx: &mut Tx,
+    tenant: Uuid,
+    id: Uuid,
+    lock: bool,
+) -> Result<Option<WebhookRow>> {
     let lock = lock && matches!(tx, Tx::Pg(_));
     let sql = format!(
         "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE tenant_id = $1 AND id = $2{}",
         if lock { " FOR UPDATE" } else { "" }
     );
-    Ok(on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tenant).bind(id).fetch_optional(c).await)?)
+    Ok(
+        on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tenant).bind(id).fetch_optional(c).await)?,
+    )
 }
 
 /// The tenant's active webhooks (what an event is matched against).
 pub async fn active_webhooks(tx: &mut Tx, tenant: Uuid) -> Result<Vec<WebhookRow>> {
-    let sql = format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE tenant_id = $1 AND status = 'active' ORDER BY id");
+    let sql = format!(
+        "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE tenant_id = $1 AND status = 'active' ORDER BY id"
+    );
     Ok(on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tenant).fetch_all(c).await)?)
 }
 
 /// A page of webhooks, newest first, after `after`.
-pub async fn list_webhooks(tx: &mut Tx, tenant: Uuid, limit: i64, after: Option<Cursor>) -> Result<Vec<WebhookRow>> {
+pub async fn list_webhooks(
+    tx: &mut Tx,
+    tenant: Uuid,
+    limit: i64,
+    after: Option<Cursor>,
+) -> Result<Vec<WebhookRow>> {
     let rows = match after {
         Some(Cursor::TimeId(t, id)) => {
             let sql = format!(
@@ -136,8 +157,9 @@ pub async fn list_webhooks(tx: &mut Tx, tenant: Uuid, limit: i64, after: Option<
             on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tenant).bind(t).bind(id).bind(limit).fetch_all(c).await)?
         }
         _ => {
-            let sql =
-                format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2");
+            let sql = format!(
+                "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
+            );
             on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tenant).bind(limit).fetch_all(c).await)?
         }
     };
@@ -146,8 +168,18 @@ pub async fn list_webhooks(tx: &mut Tx, tenant: Uuid, limit: i64, after: Option<
 
 /// Deletes a webhook and its deliveries.
 pub async fn delete_webhook(tx: &mut Tx, tenant: Uuid, id: Uuid) -> Result<()> {
-    exec!(tx, sqlx::query("DELETE FROM deliveries WHERE tenant_id = $1 AND webhook_id = $2").bind(tenant).bind(id))?;
-    exec!(tx, sqlx::query("DELETE FROM webhooks WHERE tenant_id = $1 AND id = $2").bind(tenant).bind(id))?;
+    exec!(
+        tx,
+        sqlx::query("DELETE FROM deliveries WHERE tenant_id = $1 AND webhook_id = $2")
+            .bind(tenant)
+            .bind(id)
+    )?;
+    exec!(
+        tx,
+        sqlx::query("DELETE FROM webhooks WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant)
+            .bind(id)
+    )?;
     Ok(())
 }
 
@@ -166,15 +198,26 @@ pub async fn insert_delivery(tx: &mut Tx, d: &DeliveryRow) -> Result<bool> {
 }
 
 /// One delivery of a webhook.
-pub async fn delivery(tx: &mut Tx, tenant: Uuid, webhook: Uuid, id: Uuid) -> Result<Option<DeliveryRow>> {
-    let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = $1 AND webhook_id = $2 AND id = $3");
-    Ok(on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tenant).bind(webhook).bind(id).fetch_optional(c).await)?)
+pub async fn delivery(
+    tx: &mut Tx,
+    tenant: Uuid,
+    webhook: Uuid,
+    id: Uuid,
+) -> Result<Option<DeliveryRow>> {
+    let sql = format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = $1 AND webhook_id = $2 AND id = $3"
+    );
+    Ok(
+        on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tenant).bind(webhook).bind(id).fetch_optional(c).await)?,
+    )
 }
 
 /// One delivery by id.
 pub async fn delivery_by_id(tx: &mut Tx, tenant: Uuid, id: Uuid) -> Result<Option<DeliveryRow>> {
     let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = $1 AND id = $2");
-    Ok(on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tenant).bind(id).fetch_optional(c).await)?)
+    Ok(
+        on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tenant).bind(id).fetch_optional(c).await)?,
+    )
 }
 
 /// A page of a webhook's deliveries, newest first, of one status or all.
@@ -203,7 +246,9 @@ pub async fn list_deliveries(
             .replace("$4 IS NULL", "$4::timestamptz IS NULL"),
         Tx::Sqlite(_) => sql,
     };
-    Ok(on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tenant).bind(webhook).bind(status).bind(t).bind(id).bind(limit).fetch_all(c).await)?)
+    Ok(
+        on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tenant).bind(webhook).bind(status).bind(t).bind(id).bind(limit).fetch_all(c).await)?,
+    )
 }
 
 /// Writes a delivery's state back, only while `token` still holds its lease (a replica whose
@@ -263,5 +308,168 @@ pub async fn claim_due(
              RETURNING tenant_id, id"
         ),
     };
-    Ok(on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now).bind(lease_until).bind(token).bind(limit).fetch_all(c).await)?)
+    Ok(
+        on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now).bind(lease_until).bind(token).bind(limit).fetch_all(c).await)?,
+    )
+}
+
+/// Deletes every tenant's deliveries that ended (delivered or failed) before `cutoff`. Run with
+/// `Scope::System`.
+pub async fn prune(tx: &mut Tx, cutoff: DateTime<Utc>) -> Result<u64> {
+    Ok(exec!(
+        tx,
+        sqlx::query("DELETE FROM deliveries WHERE status <> 'pending' AND created_at < $1")
+            .bind(cutoff)
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use worktruck_kit::db::{Db, Scope, now};
+    use worktruck_kit::testing::{TestData, backends};
+
+    fn hook(tenant: Uuid) -> WebhookRow {
+        let t = now();
+        WebhookRow {
+            tenant_id: tenant,
+            id: Uuid::now_v7(),
+            url: "https://hooks.example.com/".into(),
+            event_types: serde_json::json!(["*"]),
+            description: None,
+            metadata: serde_json::json!({}),
+            status: "active".into(),
+            disabled_reason: None,
+            secret_sealed: vec![1, 2, 3],
+            secret_hint: "…abcd".into(),
+            previous_sealed: None,
+            previous_expires_at: None,
+            consecutive_failures: 0,
+            failing_since: None,
+            last_success_at: None,
+            version: 1,
+            created_at: t,
+            updated_at: t,
+        }
+    }
+
+    fn delivery(w: &WebhookRow, entity: &str, event: Uuid) -> DeliveryRow {
+        let t = now();
+        DeliveryRow {
+            tenant_id: w.tenant_id,
+            id: Uuid::now_v7(),
+            webhook_id: w.id,
+            event_id: event,
+            event_type: "contacts.contact.updated".into(),
+            entity_key: entity.into(),
+            payload: serde_json::json!({}),
+            status: "pending".into(),
+            attempts: 0,
+            next_attempt_at: t,
+            retry_until: t + chrono::Duration::hours(1),
+            lease_until: None,
+            lease_token: None,
+            last_error: None,
+            last_status_code: None,
+            last_attempt_at: None,
+            created_at: t,
+            delivered_at: None,
+        }
+    }
+
+    async fn claim(db: &Db, at: DateTime<Utc>) -> (Uuid, Vec<Uuid>) {
+        let token = Uuid::now_v7();
+        let mut tx = db.begin(Scope::System, true).await.unwrap();
+        let got = claim_due(&mut tx, at, at + chrono::Duration::seconds(30), token, 10)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let mut ids: Vec<Uuid> = got.into_iter().map(|(_, id)| id).collect();
+        ids.sort();
+        (token, ids)
+    }
+
+    #[tokio::test]
+    async fn one_delivery_per_event_claimed_once_and_in_order_per_entity() {
+        for backend in backends() {
+            let data = TestData::new(backend).await;
+            let (pg, sqlite) = crate::migrators();
+            let db = Db::connect_and_migrate(&data.db_options("webhooks"), pg, sqlite)
+                .await
+                .unwrap();
+            let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+            let (wa, wb) = (hook(a), hook(b));
+            let (e1, e2, e3) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+            let (first, second, other, elsewhere) = (
+                delivery(&wa, "contacts:x", e1),
+                delivery(&wa, "contacts:x", e2),
+                delivery(&wa, "contacts:y", e3),
+                delivery(&wb, "contacts:x", e1),
+            );
+            for (tenant, w, ds) in [
+                (a, &wa, vec![&second, &first, &other]),
+                (b, &wb, vec![&elsewhere]),
+            ] {
+                let mut tx = db.begin(Scope::Tenant(tenant), true).await.unwrap();
+                insert_webhook(&mut tx, w).await.unwrap();
+                for d in ds {
+                    assert!(insert_delivery(&mut tx, d).await.unwrap());
+                }
+                // The same event again (the bus redelivered it) makes no second delivery.
+                assert!(
+                    !insert_delivery(&mut tx, &delivery(w, "contacts:x", e1))
+                        .await
+                        .unwrap(),
+                    "{backend:?}"
+                );
+                tx.commit().await.unwrap();
+            }
+            let t = now();
+            let (token, ids) = claim(&db, t).await;
+            let mut want = vec![first.id, other.id, elsewhere.id];
+            want.sort();
+            assert_eq!(
+                ids, want,
+                "{backend:?}: the earliest of each entity, across tenants; not the later one"
+            );
+            // Another replica at the same moment finds nothing: all are leased, and the later
+            // delivery of x still waits for the first.
+            assert!(claim(&db, t).await.1.is_empty(), "{backend:?}");
+            // The first is delivered: the second becomes due.
+            let mut tx = db.begin(Scope::Tenant(a), true).await.unwrap();
+            let mut done = delivery_by_id(&mut tx, a, first.id).await.unwrap().unwrap();
+            done.status = "delivered".into();
+            assert!(
+                !record_delivery(&mut tx, &done, Uuid::now_v7())
+                    .await
+                    .unwrap(),
+                "a stranger's token writes nothing"
+            );
+            assert!(record_delivery(&mut tx, &done, token).await.unwrap());
+            tx.commit().await.unwrap();
+            assert_eq!(claim(&db, t).await.1, vec![second.id], "{backend:?}");
+            // A lapsed lease makes a delivery due again.
+            let later = t + chrono::Duration::minutes(5);
+            let mut again = claim(&db, later).await.1;
+            again.sort();
+            let mut want = vec![second.id, other.id, elsewhere.id];
+            want.sort();
+            assert_eq!(again, want, "{backend:?}");
+            // A disabled webhook's deliveries are not claimed.
+            let mut tx = db.begin(Scope::Tenant(b), true).await.unwrap();
+            let mut off = wb.clone();
+            off.status = "disabled".into();
+            update_webhook(&mut tx, &off).await.unwrap();
+            tx.commit().await.unwrap();
+            let much_later = later + chrono::Duration::minutes(5);
+            assert!(
+                !claim(&db, much_later).await.1.contains(&elsewhere.id),
+                "{backend:?}"
+            );
+            // Ended deliveries are pruned; pending ones stay.
+            let mut tx = db.begin(Scope::System, true).await.unwrap();
+            assert_eq!(prune(&mut tx, much_later).await.unwrap(), 1, "{backend:?}");
+            tx.commit().await.unwrap();
+        }
+    }
 }

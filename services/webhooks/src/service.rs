@@ -26,8 +26,8 @@ use zeroize::Zeroizing;
 
 use crate::Settings;
 use crate::domain::{
-    check_metadata, check_patterns, check_text, check_url_length, cut, delivery_status_name, delivery_to_pb, merge,
-    metadata, patterns_of, webhook_to_pb,
+    check_metadata, check_patterns, check_text, check_url_length, cut, delivery_status_name,
+    delivery_to_pb, merge, metadata, patterns_of, webhook_to_pb,
 };
 use crate::queries::{self, DeliveryRow, WebhookRow};
 use crate::sign;
@@ -80,7 +80,16 @@ impl Webhooks {
         envelope: Envelope,
         settings: Settings,
     ) -> Webhooks {
-        Webhooks { db, verifier, relay, guard, client, envelope, settings, wake: Arc::new(Notify::new()) }
+        Webhooks {
+            db,
+            verifier,
+            relay,
+            guard,
+            client,
+            envelope,
+            settings,
+            wake: Arc::new(Notify::new()),
+        }
     }
 
     pub(crate) fn db(&self) -> &Db {
@@ -106,19 +115,30 @@ impl Webhooks {
     }
 
     async fn seal(&self, tx: &mut Tx, tenant: Uuid, id: Uuid, secret: &str) -> Result<Vec<u8>> {
-        self.envelope.seal(tx, tenant, &purpose(id), secret.as_bytes()).await
+        self.envelope
+            .seal(tx, tenant, &purpose(id), secret.as_bytes())
+            .await
     }
 
-    async fn open(&self, tx: &mut Tx, tenant: Uuid, id: Uuid, sealed: &[u8]) -> Result<Zeroizing<String>> {
+    async fn open(
+        &self,
+        tx: &mut Tx,
+        tenant: Uuid,
+        id: Uuid,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<String>> {
         let plain = self.envelope.open(tx, tenant, &purpose(id), sealed).await?;
-        let text = std::str::from_utf8(&plain).map_err(|_| Error::internal("a webhook secret is not UTF-8"))?;
+        let text = std::str::from_utf8(&plain)
+            .map_err(|_| Error::internal("a webhook secret is not UTF-8"))?;
         Ok(Zeroizing::new(text.to_owned()))
     }
 
     async fn secrets(&self, tx: &mut Tx, w: &WebhookRow, t: DateTime<Utc>) -> Result<Secrets> {
         let current = self.open(tx, w.tenant_id, w.id, &w.secret_sealed).await?;
         let previous = match (&w.previous_sealed, w.previous_expires_at) {
-            (Some(sealed), Some(until)) if until > t => Some(self.open(tx, w.tenant_id, w.id, sealed).await?),
+            (Some(sealed), Some(until)) if until > t => {
+                Some(self.open(tx, w.tenant_id, w.id, sealed).await?)
+            }
             _ => None,
         };
         Ok(Secrets { current, previous })
@@ -128,29 +148,56 @@ impl Webhooks {
     /// again, and so does the connection).
     async fn check_url(&self, url: &str) -> Result<String> {
         let url = check_url_length(url)?;
-        self.guard.check(&url).await.map_err(|e| Error::validation(format!("url: {e}")))?;
+        self.guard
+            .check(&url)
+            .await
+            .map_err(|e| Error::validation(format!("url: {e}")))?;
         Ok(url)
     }
 
-    pub(crate) async fn emit(&self, tx: &mut Tx, actor: &str, action: &str, w: &pb::Webhook, t: DateTime<Utc>) -> Result<()> {
+    pub(crate) async fn emit(
+        &self,
+        tx: &mut Tx,
+        actor: &str,
+        action: &str,
+        w: &pb::Webhook,
+        t: DateTime<Utc>,
+    ) -> Result<()> {
         let tenant = Uuid::parse_str(&w.tenant_id).map_err(Error::internal)?;
         let id = Uuid::parse_str(&w.id).map_err(Error::internal)?;
-        let data = worktruck_kit::outbox::any("worktruck.webhooks.v1.WebhookChanged", &pb::WebhookChanged { webhook: Some(w.clone()) });
-        worktruck_kit::outbox::enqueue(tx, tenant, &format!("worktruck.webhooks.webhook.{action}.v1"), id, w.version, actor, data, t)
-            .await?;
+        let data = worktruck_kit::outbox::any(
+            "worktruck.webhooks.v1.WebhookChanged",
+            &pb::WebhookChanged {
+                webhook: Some(w.clone()),
+            },
+        );
+        worktruck_kit::outbox::enqueue(
+            tx,
+            tenant,
+            &format!("worktruck.webhooks.webhook.{action}.v1"),
+            id,
+            w.version,
+            actor,
+            data,
+            t,
+        )
+        .await?;
         Ok(())
     }
 
     async fn by_id(&self, tx: &mut Tx, tenant: Uuid, id: &str, lock: bool) -> Result<WebhookRow> {
         let id = uuid(id, "id").map_err(|_| Error::not_found("no such webhook"))?;
-        queries::webhook(tx, tenant, id, lock).await?.ok_or_else(|| Error::not_found("no such webhook"))
+        queries::webhook(tx, tenant, id, lock)
+            .await?
+            .ok_or_else(|| Error::not_found("no such webhook"))
     }
 
     /// The delay before retry number `attempts` (1 after the first failure): the base doubled
     /// per attempt, capped, jittered by ±20 %.
     pub(crate) fn backoff(&self, attempts: i32) -> Duration {
         let exp = attempts.saturating_sub(1).clamp(0, 30) as u32;
-        let ms = (self.settings.retry_base_ms as f64 * 2f64.powi(exp as i32)).min(self.settings.retry_max_ms as f64);
+        let ms = (self.settings.retry_base_ms as f64 * 2f64.powi(exp as i32))
+            .min(self.settings.retry_max_ms as f64);
         let jittered = ms * rand::thread_rng().gen_range(0.8..1.2);
         Duration::milliseconds(jittered.max(1.0) as i64)
     }
@@ -168,15 +215,24 @@ impl Webhooks {
     /// Makes one attempt of a delivery this caller holds the lease of (`token`), and records
     /// it. Returns the delivery as recorded (`None` when it or its webhook is gone, or the
     /// lease was lost meanwhile).
-    pub(crate) async fn attempt(&self, tenant: Uuid, id: Uuid, token: Uuid) -> Result<Option<DeliveryRow>> {
+    pub(crate) async fn attempt(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        token: Uuid,
+    ) -> Result<Option<DeliveryRow>> {
         let t0 = now();
         let (d, w, secrets) = {
             let mut tx = self.db.begin(Scope::Tenant(tenant), false).await?;
-            let Some(d) = queries::delivery_by_id(&mut tx, tenant, id).await? else { return Ok(None) };
+            let Some(d) = queries::delivery_by_id(&mut tx, tenant, id).await? else {
+                return Ok(None);
+            };
             if d.lease_token != Some(token) || d.status != "pending" {
                 return Ok(None);
             }
-            let Some(w) = queries::webhook(&mut tx, tenant, d.webhook_id, false).await? else { return Ok(None) };
+            let Some(w) = queries::webhook(&mut tx, tenant, d.webhook_id, false).await? else {
+                return Ok(None);
+            };
             let secrets = self.secrets(&mut tx, &w, t0).await?;
             (d, w, secrets)
         };
@@ -184,7 +240,9 @@ impl Webhooks {
         drop(secrets);
         let t = now();
         let mut tx = self.db.begin(Scope::Tenant(tenant), true).await?;
-        let Some(mut w) = queries::webhook(&mut tx, tenant, d.webhook_id, true).await? else { return Ok(None) };
+        let Some(mut w) = queries::webhook(&mut tx, tenant, d.webhook_id, true).await? else {
+            return Ok(None);
+        };
         let mut d = d;
         d.attempts = d.attempts.saturating_add(1);
         d.last_attempt_at = Some(t);
@@ -234,7 +292,8 @@ impl Webhooks {
         if disabled {
             tracing::warn!(webhook.id = %w.id, failures = w.consecutive_failures, "webhook disabled after repeated failure");
             let wire = webhook_to_pb(&w, t);
-            self.emit(&mut tx, SYSTEM_ACTOR, "disabled", &wire, t).await?;
+            self.emit(&mut tx, SYSTEM_ACTOR, "disabled", &wire, t)
+                .await?;
         }
         self.commit(tx).await?;
         d.lease_token = None;
@@ -243,10 +302,18 @@ impl Webhooks {
     }
 
     /// POSTs a delivery: its status code on a 2xx, else the code (if any) and why.
-    async fn send(&self, url: &str, d: &DeliveryRow, secrets: &Secrets) -> std::result::Result<i32, (Option<i32>, String)> {
+    async fn send(
+        &self,
+        url: &str,
+        d: &DeliveryRow,
+        secrets: &Secrets,
+    ) -> std::result::Result<i32, (Option<i32>, String)> {
         // A URL whose host is an address is connected to without resolution: check it here.
-        self.guard.check_url(url).map_err(|r| (None, format!("refused: {r}")))?;
-        let body = serde_json::to_vec(&d.payload).map_err(|e| (None, format!("cannot encode the body: {e}")))?;
+        self.guard
+            .check_url(url)
+            .map_err(|r| (None, format!("refused: {r}")))?;
+        let body = serde_json::to_vec(&d.payload)
+            .map_err(|e| (None, format!("cannot encode the body: {e}")))?;
         let t = now().timestamp();
         let mut keys: Vec<&str> = vec![secrets.current.as_str()];
         if let Some(p) = &secrets.previous {
@@ -269,8 +336,13 @@ impl Webhooks {
             Err(e) => {
                 let why = match worktruck_kit::http::refusal_in(&e) {
                     Some(r) => format!("refused: {r}"),
-                    None if e.is_timeout() => format!("no answer within {} ms", self.settings.attempt_timeout_ms),
-                    None => format!("cannot reach the receiver: {}", worktruck_kit::http::root_cause(&e)),
+                    None if e.is_timeout() => {
+                        format!("no answer within {} ms", self.settings.attempt_timeout_ms)
+                    }
+                    None => format!(
+                        "cannot reach the receiver: {}",
+                        worktruck_kit::http::root_cause(&e)
+                    ),
                 };
                 return Err((None, why));
             }
@@ -282,19 +354,32 @@ impl Webhooks {
             return Ok(code);
         }
         let text = match answer {
-            Ok(b) => String::from_utf8_lossy(&b).chars().filter(|c| !c.is_control()).collect::<String>(),
+            Ok(b) => String::from_utf8_lossy(&b)
+                .chars()
+                .filter(|c| !c.is_control())
+                .collect::<String>(),
             Err(e) => e.0,
         };
-        Err((Some(code), format!("HTTP {code}: {}", cut(text.trim(), 300))))
+        Err((
+            Some(code),
+            format!("HTTP {code}: {}", cut(text.trim(), 300)),
+        ))
     }
 
     /// Leases a delivery just made or reset by a request, attempts it, and answers it.
-    async fn attempt_now(&self, tenant: Uuid, id: Uuid, token: Uuid) -> Result<pb::WebhookDelivery> {
+    async fn attempt_now(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        token: Uuid,
+    ) -> Result<pb::WebhookDelivery> {
         if let Some(d) = self.attempt(tenant, id, token).await? {
             return Ok(delivery_to_pb(&d));
         }
         let mut tx = self.db.begin(Scope::Tenant(tenant), false).await?;
-        let d = queries::delivery_by_id(&mut tx, tenant, id).await?.ok_or_else(|| Error::not_found("no such delivery"))?;
+        let d = queries::delivery_by_id(&mut tx, tenant, id)
+            .await?
+            .ok_or_else(|| Error::not_found("no such delivery"))?;
         Ok(delivery_to_pb(&d))
     }
 }
@@ -308,7 +393,11 @@ impl WebhooksService for Webhooks {
         let c = self.caller(&req)?;
         let r = req.into_inner();
         let patterns = check_patterns(&r.event_types)?;
-        let description = check_text("description", r.description.as_deref().unwrap_or_default(), 1_000)?;
+        let description = check_text(
+            "description",
+            r.description.as_deref().unwrap_or_default(),
+            1_000,
+        )?;
         let meta = metadata(r.metadata.as_ref())?;
         let url = self.check_url(&r.url).await?;
         let secret = sign::new_secret();
@@ -340,7 +429,10 @@ impl WebhooksService for Webhooks {
         let wire = webhook_to_pb(&w, t);
         self.emit(&mut tx, c.actor(), "created", &wire, t).await?;
         self.commit(tx).await?;
-        Ok(Response::new(pb::CreateWebhookResponse { webhook: Some(wire), secret: secret.to_string() }))
+        Ok(Response::new(pb::CreateWebhookResponse {
+            webhook: Some(wire),
+            secret: secret.to_string(),
+        }))
     }
 
     async fn list_webhooks(
@@ -356,7 +448,12 @@ impl WebhooksService for Webhooks {
         let mut rows = queries::list_webhooks(&mut tx, c.tenant, limit + 1, after).await?;
         let has_more = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
-        let next_cursor = has_more.then(|| rows.last().map(|w| Cursor::TimeId(w.created_at, w.id).encode(scope))).flatten();
+        let next_cursor = has_more
+            .then(|| {
+                rows.last()
+                    .map(|w| Cursor::TimeId(w.created_at, w.id).encode(scope))
+            })
+            .flatten();
         let t = now();
         Ok(Response::new(pb::ListWebhooksResponse {
             data: rows.iter().map(|w| webhook_to_pb(w, t)).collect(),
@@ -365,14 +462,22 @@ impl WebhooksService for Webhooks {
         }))
     }
 
-    async fn get_webhook(&self, req: Request<pb::GetWebhookRequest>) -> Result<Response<pb::Webhook>, Status> {
+    async fn get_webhook(
+        &self,
+        req: Request<pb::GetWebhookRequest>,
+    ) -> Result<Response<pb::Webhook>, Status> {
         let c = self.caller(&req)?;
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
-        let w = self.by_id(&mut tx, c.tenant, &req.get_ref().id, false).await?;
+        let w = self
+            .by_id(&mut tx, c.tenant, &req.get_ref().id, false)
+            .await?;
         Ok(Response::new(webhook_to_pb(&w, now())))
     }
 
-    async fn update_webhook(&self, req: Request<pb::UpdateWebhookRequest>) -> Result<Response<pb::Webhook>, Status> {
+    async fn update_webhook(
+        &self,
+        req: Request<pb::UpdateWebhookRequest>,
+    ) -> Result<Response<pb::Webhook>, Status> {
         let c = self.caller(&req)?;
         let r = req.into_inner();
         let url = match &r.url {
@@ -419,7 +524,9 @@ impl WebhooksService for Webhooks {
                         w.disabled_reason = Some("disabled by the tenant".into());
                     }
                 }
-                pb::WebhookStatus::Unspecified => return Err(Error::validation("status must be active or disabled").into()),
+                pb::WebhookStatus::Unspecified => {
+                    return Err(Error::validation("status must be active or disabled").into());
+                }
             }
         }
         w.version += 1;
@@ -439,14 +546,19 @@ impl WebhooksService for Webhooks {
         let c = self.caller(&req)?;
         let t = now();
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
-        let mut w = self.by_id(&mut tx, c.tenant, &req.get_ref().id, true).await?;
+        let mut w = self
+            .by_id(&mut tx, c.tenant, &req.get_ref().id, true)
+            .await?;
         queries::delete_webhook(&mut tx, c.tenant, w.id).await?;
         w.version += 1;
         w.updated_at = t;
         let wire = webhook_to_pb(&w, t);
         self.emit(&mut tx, c.actor(), "deleted", &wire, t).await?;
         self.commit(tx).await?;
-        Ok(Response::new(pb::DeleteWebhookResponse { id: w.id.to_string(), deleted: true }))
+        Ok(Response::new(pb::DeleteWebhookResponse {
+            id: w.id.to_string(),
+            deleted: true,
+        }))
     }
 
     async fn rotate_webhook_secret(
@@ -457,7 +569,10 @@ impl WebhooksService for Webhooks {
         let r = req.into_inner();
         let overlap = r.overlap_seconds.unwrap_or(DEFAULT_OVERLAP_SECONDS);
         if !(0..=MAX_OVERLAP_SECONDS).contains(&overlap) {
-            return Err(Error::validation(format!("overlap_seconds must be 0 to {MAX_OVERLAP_SECONDS}")).into());
+            return Err(Error::validation(format!(
+                "overlap_seconds must be 0 to {MAX_OVERLAP_SECONDS}"
+            ))
+            .into());
         }
         let t = now();
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
@@ -479,16 +594,24 @@ impl WebhooksService for Webhooks {
         let wire = webhook_to_pb(&w, t);
         self.emit(&mut tx, c.actor(), "updated", &wire, t).await?;
         self.commit(tx).await?;
-        Ok(Response::new(pb::RotateWebhookSecretResponse { webhook: Some(wire), secret: secret.to_string() }))
+        Ok(Response::new(pb::RotateWebhookSecretResponse {
+            webhook: Some(wire),
+            secret: secret.to_string(),
+        }))
     }
 
-    async fn test_webhook(&self, req: Request<pb::TestWebhookRequest>) -> Result<Response<pb::WebhookDelivery>, Status> {
+    async fn test_webhook(
+        &self,
+        req: Request<pb::TestWebhookRequest>,
+    ) -> Result<Response<pb::WebhookDelivery>, Status> {
         let c = self.caller(&req)?;
         let t = now();
         let token = Uuid::now_v7();
         let id = Uuid::now_v7();
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
-        let w = self.by_id(&mut tx, c.tenant, &req.get_ref().id, false).await?;
+        let w = self
+            .by_id(&mut tx, c.tenant, &req.get_ref().id, false)
+            .await?;
         let payload = serde_json::json!({
             "id": id.to_string(),
             "type": TEST_EVENT,
@@ -530,8 +653,10 @@ impl WebhooksService for Webhooks {
         let status = match r.status {
             None => None,
             Some(s) => Some(
-                delivery_status_name(pb::DeliveryStatus::try_from(s).unwrap_or(pb::DeliveryStatus::Unspecified))
-                    .ok_or_else(|| Error::validation("status must be pending, delivered or failed"))?,
+                delivery_status_name(
+                    pb::DeliveryStatus::try_from(s).unwrap_or(pb::DeliveryStatus::Unspecified),
+                )
+                .ok_or_else(|| Error::validation("status must be pending, delivered or failed"))?,
             ),
         };
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), false).await?;
@@ -539,10 +664,16 @@ impl WebhooksService for Webhooks {
         let scope = format!("webhooks:deliveries:{}:{}", w.id, status.unwrap_or(""));
         let limit = cursor::limit(r.limit)?;
         let after = cursor::decode_opt(r.cursor.as_deref(), &scope)?;
-        let mut rows = queries::list_deliveries(&mut tx, c.tenant, w.id, status, limit + 1, after).await?;
+        let mut rows =
+            queries::list_deliveries(&mut tx, c.tenant, w.id, status, limit + 1, after).await?;
         let has_more = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
-        let next_cursor = has_more.then(|| rows.last().map(|d| Cursor::TimeId(d.created_at, d.id).encode(&scope))).flatten();
+        let next_cursor = has_more
+            .then(|| {
+                rows.last()
+                    .map(|d| Cursor::TimeId(d.created_at, d.id).encode(&scope))
+            })
+            .flatten();
         Ok(Response::new(pb::ListWebhookDeliveriesResponse {
             data: rows.iter().map(delivery_to_pb).collect(),
             next_cursor,
@@ -560,11 +691,16 @@ impl WebhooksService for Webhooks {
         let token = Uuid::now_v7();
         let mut tx = self.db.begin(Scope::Tenant(c.tenant), true).await?;
         let w = self.by_id(&mut tx, c.tenant, &r.id, false).await?;
-        let did = uuid(&r.delivery_id, "delivery_id").map_err(|_| Error::not_found("no such delivery"))?;
-        queries::delivery(&mut tx, c.tenant, w.id, did).await?.ok_or_else(|| Error::not_found("no such delivery"))?;
+        let did = uuid(&r.delivery_id, "delivery_id")
+            .map_err(|_| Error::not_found("no such delivery"))?;
+        queries::delivery(&mut tx, c.tenant, w.id, did)
+            .await?
+            .ok_or_else(|| Error::not_found("no such delivery"))?;
         let until = t + Duration::seconds(self.settings.retry_window_seconds as i64);
         if !queries::redeliver(&mut tx, c.tenant, did, t, until, self.lease(t), token).await? {
-            return Err(Error::conflict("the delivery is pending already: it is being retried").into());
+            return Err(
+                Error::conflict("the delivery is pending already: it is being retried").into(),
+            );
         }
         tx.commit().await?;
         Ok(Response::new(self.attempt_now(c.tenant, did, token).await?))

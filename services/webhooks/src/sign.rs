@@ -36,7 +36,8 @@ fn hex(bytes: &[u8]) -> String {
 
 /// HMAC-SHA256(secret, "<t>.<body>") in lower-case hex.
 pub fn sign(secret: &str, t: i64, body: &[u8]) -> String {
-    let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length");
+    let mut mac =
+        HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length");
     mac.update(t.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
@@ -72,8 +73,11 @@ pub fn verify(secret: &str, header: &str, body: &[u8], now: i64, tolerance_secon
         return false;
     }
     sigs.iter().any(|sig| {
-        let Some(bytes) = unhex(sig) else { return false };
-        let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length");
+        let Some(bytes) = unhex(sig) else {
+            return false;
+        };
+        let mut mac =
+            HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length");
         mac.update(t.to_string().as_bytes());
         mac.update(b".");
         mac.update(body);
@@ -82,7 +86,7 @@ pub fn verify(secret: &str, header: &str, body: &[u8], now: i64, tolerance_secon
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -98,7 +102,11 @@ mod tests {
     #[test]
     fn a_signature_verifies_with_its_secret_only_and_within_the_tolerance() {
         let (a, b) = (new_secret(), new_secret());
-        assert!(a.starts_with(SECRET_PREFIX) && a.len() == SECRET_PREFIX.len() + 43, "{}", a.len());
+        assert!(
+            a.starts_with(SECRET_PREFIX) && a.len() == SECRET_PREFIX.len() + 43,
+            "{}",
+            a.len()
+        );
         assert_ne!(*a, *b);
         let body = br#"{"id":"1"}"#;
         let h = signature_header(&[&a], 1_700_000_000, body);
@@ -109,7 +117,10 @@ mod tests {
         assert!(!verify(&a, &h, body, 1_700_001_000, 300));
         // During an overlap both secrets verify.
         let both = signature_header(&[&b, &a], 1_700_000_000, body);
-        assert!(verify(&a, &both, body, 1_700_000_000, 300) && verify(&b, &both, body, 1_700_000_000, 300));
+        assert!(
+            verify(&a, &both, body, 1_700_000_000, 300)
+                && verify(&b, &both, body, 1_700_000_000, 300)
+        );
         // A known vector: HMAC-SHA256("key", "1.body").
         assert_eq!(sign("key", 1, b"body").len(), 64);
         assert!(!verify(&a, "v1=00", body, 0, 300));
