@@ -819,3 +819,39 @@ async fn a_receiver_at_a_private_address_is_refused_unless_the_operator_allows_i
         s.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_pending_delivery_survives_a_restart_and_goes_out_once() {
+    for backend in backends() {
+        let mut s = Stack::start_with(backend, |cfg| local(cfg, json!({}))).await;
+        let (r, url) = receiver().await;
+        let (hook, secret) = create(&s, &url, &["contacts.contact.created"]).await;
+        r.failing.store(true, Ordering::SeqCst);
+        let id = s.person("Hedy").await["id"].as_str().unwrap().to_owned();
+        until("a failed attempt", || !r.got.lock().unwrap().is_empty()).await;
+        s.restart().await;
+        r.failing.store(false, Ordering::SeqCst);
+        until("the delivery after the restart", || {
+            !r.accepted().is_empty()
+        })
+        .await;
+        let second = s.person("Lise").await["id"].as_str().unwrap().to_owned();
+        until("the next event's delivery", || r.accepted().len() >= 2).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let got = r.accepted();
+        let ids: Vec<&str> = got
+            .iter()
+            .map(|g| g.body["data"]["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            ids,
+            vec![id.as_str(), second.as_str()],
+            "{backend:?}: each once, in order"
+        );
+        assert!(got.iter().all(|g| verifies(&secret, &g.signature, &g.raw)));
+        let all = deliveries(&s, &hook, "").await;
+        assert_eq!(all.len(), 2, "{backend:?}: {all:#?}");
+        assert!(all.iter().all(|d| d["status"] == "delivered"));
+        s.stop().await;
+    }
+}
