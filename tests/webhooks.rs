@@ -134,6 +134,9 @@ fn verifies(secret: &str, header: &str, body: &[u8]) -> bool {
 fn local(cfg: &mut Config, settings: Value) {
     cfg.outbound.allow_http = true;
     cfg.outbound.allow_ranges = vec!["127.0.0.0/8".into()];
+    // Five stacks at once on a small machine: the admin command's own connection to the
+    // tenants database (another tenant) may wait longer than the default second for it.
+    cfg.database.acquire_timeout_ms = 10_000;
     let mut s = json!({"retry_base_ms": 50, "retry_max_ms": 300, "poll_ms": 50, "attempt_timeout_ms": 2000,
                        "retry_window_seconds": 3600});
     for (k, v) in settings.as_object().unwrap() {
