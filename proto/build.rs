@@ -19,6 +19,7 @@ const FILES: &[&str] = &[
     "worktruck/calendar/v1/calendar.proto",
     "worktruck/agents/v1/agents.proto",
     "worktruck/apps/v1/apps.proto",
+    "worktruck/webhooks/v1/webhooks.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

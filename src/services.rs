@@ -16,6 +16,7 @@ pub static TABLE: &[&ServiceDef] = &[
     &worktruck_calendar::DEFINITION,
     &worktruck_agents::DEFINITION,
     &worktruck_apps::DEFINITION,
+    &worktruck_webhooks::DEFINITION,
 ];
 
 /// The service named `name`.

@@ -124,3 +124,11 @@ pub mod apps {
         tonic::include_proto!("worktruck.apps.v1");
     }
 }
+
+/// Generated code for `worktruck.webhooks.v1`.
+pub mod webhooks {
+    #[allow(missing_docs)]
+    pub mod v1 {
+        tonic::include_proto!("worktruck.webhooks.v1");
+    }
+}

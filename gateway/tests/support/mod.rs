@@ -50,6 +50,8 @@ pub const CALENDAR: &str = "worktruck.calendar.v1.CalendarService";
 pub const AGENTS: &str = "worktruck.agents.v1.AgentsService";
 /// The apps service (routed, never called by these tests).
 pub const APPS: &str = "worktruck.apps.v1.AppsService";
+/// The webhooks service (routed, never called by these tests).
+pub const WEBHOOKS: &str = "worktruck.webhooks.v1.WebhooksService";
 
 /// A running fake backend and a gateway router in front of it.
 pub struct Stack {
@@ -96,7 +98,8 @@ pub async fn spawn_with(rewire: impl FnOnce(Upstreams, Channel) -> Upstreams) ->
         .with(TASKS, channel.clone())
         .with(CALENDAR, channel.clone())
         .with(AGENTS, channel.clone())
-        .with(APPS, channel.clone());
+        .with(APPS, channel.clone())
+        .with(WEBHOOKS, channel.clone());
     let upstreams = rewire(upstreams, channel);
     let registry = Arc::new(Registry::embedded().unwrap());
     let cfg = GatewayConfig {

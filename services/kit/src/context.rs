@@ -102,7 +102,7 @@ impl Ctx {
 
 /// The domains a scope may name (`<domain>:read` / `<domain>:write`).
 pub const SCOPE_DOMAINS: &[&str] =
-    &["contacts", "crm", "tasks", "calendar", "notes", "agents", "apps", "admin"];
+    &["contacts", "crm", "tasks", "calendar", "notes", "agents", "apps", "webhooks", "admin"];
 
 /// True for a well-formed scope such as `contacts:read`.
 pub fn validate_scope(s: &str) -> bool {

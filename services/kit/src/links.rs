@@ -878,8 +878,9 @@ fn attach<T>(c: &Caller, req: &mut Request<T>) -> Result<()> {
     Ok(())
 }
 
-/// This database's identity and when it was first asked for, made on first use.
-async fn instance(db: &Db) -> Result<(Uuid, DateTime<Utc>)> {
+/// This database's identity and when it was first asked for, made on first use: what names a
+/// service's durable consumers (shared by its replicas) and where they start.
+pub async fn instance(db: &Db) -> Result<(Uuid, DateTime<Utc>)> {
     let mut tx = db.begin(Scope::System, true).await?;
     exec!(&mut tx, sqlx::query("INSERT INTO kit_instance (id, instance, created_at) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING")
         .bind(Uuid::now_v7()).bind(now()))?;
