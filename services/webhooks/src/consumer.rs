@@ -73,7 +73,13 @@ pub async fn run(svc: Webhooks, bus: Bus, shutdown: Shutdown) {
                 Some(Delivered::Event(d)) => {
                     let mut tries: u64 = 0;
                     loop {
-                        match handle(&svc, &d.message).await {
+                        let m = &d.message;
+                        let handled = handle(&svc, m);
+                        let handled = match worktruck_kit::telemetry::message_span("process", &m.subject, &m.event_id.to_string(), &m.trace, Some(&name)) {
+                            Some(span) => tracing::Instrument::instrument(handled, span).await,
+                            None => handled.await,
+                        };
+                        match handled {
                             Ok(made) => {
                                 d.ack().await;
                                 if made {

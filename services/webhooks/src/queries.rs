@@ -123,7 +123,7 @@ pub async fn webhook(
     id: Uuid,
     lock: bool,
 ) -> Result<Option<WebhookRow>> {
-    let lock = lock && matches!(tx, Tx::Pg(_));
+    let lock = lock && matches!(tx, Tx::Pg(..));
     let sql = format!(
         "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE tenant_id = $1 AND id = $2{}",
         if lock { " FOR UPDATE" } else { "" }
@@ -241,10 +241,10 @@ pub async fn list_deliveries(
     );
     let sql = match tx {
         // PostgreSQL needs the parameters' types where nothing else says them.
-        Tx::Pg(_) => sql
+        Tx::Pg(..) => sql
             .replace("$3 IS NULL", "$3::text IS NULL")
             .replace("$4 IS NULL", "$4::timestamptz IS NULL"),
-        Tx::Sqlite(_) => sql,
+        Tx::Sqlite(..) => sql,
     };
     Ok(
         on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tenant).bind(webhook).bind(status).bind(t).bind(id).bind(limit).fetch_all(c).await)?,
@@ -299,11 +299,11 @@ pub async fn claim_due(
          AND e.webhook_id = d.webhook_id AND e.entity_key = d.entity_key AND e.status = 'pending' AND e.event_id < d.event_id) \
          ORDER BY d.next_attempt_at LIMIT $4";
     let sql = match tx {
-        Tx::Pg(_) => format!(
+        Tx::Pg(..) => format!(
             "UPDATE deliveries SET lease_until = $2, lease_token = $3 WHERE (tenant_id, id) IN \
              (SELECT d.tenant_id, d.id {DUE} FOR UPDATE OF d SKIP LOCKED) RETURNING tenant_id, id"
         ),
-        Tx::Sqlite(_) => format!(
+        Tx::Sqlite(..) => format!(
             "UPDATE deliveries SET lease_until = $2, lease_token = $3 WHERE rowid IN (SELECT d.rowid {DUE}) \
              RETURNING tenant_id, id"
         ),
