@@ -82,6 +82,8 @@ pub struct Running {
     pub mcp_addr: Option<SocketAddr>,
     /// Where a service role's gRPC listens.
     pub grpc_addr: Option<SocketAddr>,
+    /// Where `dev` also serves each service's gRPC over TCP (`dev --grpc-addr`), by service.
+    pub grpc_addrs: Vec<(&'static str, SocketAddr)>,
     /// Where `/health`, `/ready` and `/metrics` are served (`admin.addr`): every role, and dev.
     pub admin_addr: Option<SocketAddr>,
     /// The first tenant's API key, when this start created it.
@@ -108,6 +110,7 @@ impl Running {
             rest_addr: None,
             mcp_addr: None,
             grpc_addr: None,
+            grpc_addrs: Vec::new(),
             admin_addr: None,
             first_key: None,
             first_tenant: None,
@@ -288,6 +291,23 @@ async fn start_service(
     shutdown: &Shutdown,
     tasks: &mut Tasks,
 ) -> anyhow::Result<(Db, Relay)> {
+    start_service_exposed(cfg, def, keys, bus, clients, peers, listener, None, shutdown, tasks).await
+}
+
+/// [`start_service`], also serving the same routes on `exposed` (dev's `--grpc-addr`).
+#[allow(clippy::too_many_arguments)]
+async fn start_service_exposed(
+    cfg: &Arc<Config>,
+    def: &'static ServiceDef,
+    keys: &Keys,
+    bus: &Bus,
+    clients: BTreeMap<&'static str, Channel>,
+    peers: BTreeMap<&'static str, worktruck_kit::links::Peer>,
+    listener: ops::GrpcListener,
+    exposed: Option<TcpListener>,
+    shutdown: &Shutdown,
+    tasks: &mut Tasks,
+) -> anyhow::Result<(Db, Relay)> {
     let db = open_service_db(cfg, def).await?;
     check_master_key(cfg, keys, &db, def.name).await?;
     let relay = Relay::new(db.clone(), bus.clone()).for_service(def.name);
@@ -320,6 +340,15 @@ async fn start_service(
         ops::GrpcListener::InProcess(_) => None,
     };
     let served = def.served_services();
+    if let Some(exposed) = exposed {
+        let (routes, served, verifier, tls) = (built.routes.clone(), served.clone(), verifier.clone(), cfg.grpc.tls.server()?);
+        let stop = shutdown.wait();
+        tasks.servers.push(tokio::spawn(async move {
+            if let Err(e) = ops::serve_grpc(ops::GrpcListener::Tcp(exposed), routes, &served, verifier, tls, stop).await {
+                tracing::error!(service = def.name, error = %e, "grpc server (TCP) failed");
+            }
+        }));
+    }
     tasks.servers.push(tokio::spawn(async move {
         if let Err(e) = ops::serve_grpc(listener, built.routes, &served, verifier, tls, stop).await {
             tracing::error!(service = def.name, error = %e, "grpc server failed");
@@ -533,6 +562,13 @@ fn channel(cfg: &Config, url: &str) -> anyhow::Result<Channel> {
 /// the REST gateway on `cfg.rest.addr` and the MCP gateway on `cfg.mcp.addr`. On an empty
 /// database, creates the first tenant.
 pub async fn start_dev(cfg: Config) -> anyhow::Result<Running> {
+    start_dev_with(cfg, None).await
+}
+
+/// [`start_dev`], each service also serving its gRPC on TCP for internal clients (grpcurl, a
+/// service of one's own): the first in the service table on `grpc`, the next on the port after
+/// it, and so on (each on a free port when `grpc`'s is 0), with the same mTLS settings as a role.
+pub async fn start_dev_with(cfg: Config, grpc: Option<SocketAddr>) -> anyhow::Result<Running> {
     services::check_config(&cfg)?;
     worktruck_kit::telemetry::install_metrics(&cfg.metrics.buckets);
     let defs = services::enabled(&cfg)?;
@@ -553,10 +589,21 @@ pub async fn start_dev(cfg: Config) -> anyhow::Result<Running> {
     let mut dbs = Vec::new();
     let mut checks = Vec::new();
     let mut tenants_db = None;
-    for (def, listener) in defs.iter().copied().zip(listeners) {
+    let mut grpc_addrs = Vec::new();
+    for (i, (def, listener)) in defs.iter().copied().zip(listeners).enumerate() {
         let clients = def.calls.iter().map(|c| (*c, channels[c].clone())).collect();
         let peers = worktruck_kit::service::peers(def, &defs, &channels);
-        let (db, relay) = start_service(&cfg, def, &keys, &bus, clients, peers, listener, &shutdown, &mut tasks).await?;
+        let exposed = match grpc {
+            None => None,
+            Some(base) => {
+                let port = if base.port() == 0 { 0 } else { base.port().checked_add(u16::try_from(i)?).context("--grpc-addr: ports past 65535")? };
+                let addr = SocketAddr::new(base.ip(), port);
+                let l = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for the {} service's gRPC", def.name))?;
+                grpc_addrs.push((def.name, l.local_addr()?));
+                Some(l)
+            }
+        };
+        let (db, relay) = start_service_exposed(&cfg, def, &keys, &bus, clients, peers, listener, exposed, &shutdown, &mut tasks).await?;
         checks.push(ops::db_check(&format!("{}.database", def.name), db.clone()));
         if def.name == services::tenants().name {
             tenants_db = Some(db.clone());
@@ -588,6 +635,7 @@ pub async fn start_dev(cfg: Config) -> anyhow::Result<Running> {
         rest_addr: Some(rest_addr),
         mcp_addr: Some(mcp_addr),
         admin_addr: Some(admin_addr),
+        grpc_addrs,
         first_key,
         first_tenant,
         ..Running::new(tasks, tx, dbs)

@@ -7,4 +7,4 @@ pub mod admin;
 pub mod app;
 pub mod services;
 
-pub use app::{Role, Running, role_names, start_dev, start_role};
+pub use app::{Role, Running, role_names, start_dev, start_dev_with, start_role};

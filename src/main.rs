@@ -37,6 +37,11 @@ struct DevArgs {
     /// Address of /health, /ready and /metrics (default 127.0.0.1:9090).
     #[arg(long)]
     admin_addr: Option<SocketAddr>,
+    /// Also serve each service's gRPC on TCP, from this address on: the first service on it,
+    /// the next on the port after, and so on (port 0: each on a free port). Without it, the
+    /// services are reached in process only.
+    #[arg(long)]
+    grpc_addr: Option<SocketAddr>,
     /// Use PostgreSQL instead of embedded SQLite.
     #[arg(long)]
     database_url: Option<String>,
@@ -181,7 +186,7 @@ async fn main() -> anyhow::Result<()> {
 async fn run_dev(mut cfg: Config, args: &DevArgs) -> anyhow::Result<()> {
     apply_dev(&mut cfg, args);
     let _telemetry = worktruck_kit::telemetry::init(&cfg, "worktruck")?;
-    let mut running = worktruck::start_dev(cfg.clone()).await.context("starting worktruck")?;
+    let mut running = worktruck::start_dev_with(cfg.clone(), args.grpc_addr).await.context("starting worktruck")?;
     let rest = running.rest_addr.expect("dev serves REST");
     let storage = match cfg.database_url() {
         Some(_) => "PostgreSQL".to_owned(),
@@ -195,6 +200,14 @@ async fn run_dev(mut cfg: Config, args: &DevArgs) -> anyhow::Result<()> {
     }
     if let Some(admin) = running.admin_addr {
         println!("  metrics (Prometheus): http://{admin}/metrics");
+    }
+    if running.grpc_addrs.is_empty() {
+        println!("  gRPC: in process (--grpc-addr 127.0.0.1:50051 serves each service on TCP too)");
+    } else {
+        println!("  gRPC (each needs the internal context header, x-worktruck-context):");
+        for (service, addr) in &running.grpc_addrs {
+            println!("    {service:<10} {addr}");
+        }
     }
     if let Some(key) = &running.first_key {
         println!();

@@ -17,7 +17,7 @@ mod dev;
 #[path = "common/tooling.rs"]
 mod tooling;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -3,6 +3,9 @@
 //! that port serves and resolving every file a listed service needs, health and the
 //! `google.rpc` error details included; and a call without the internal context names the header.
 
+#[path = "common/dev.rs"]
+mod dev;
+
 use std::collections::{BTreeSet, HashMap};
 
 use prost::Message as _;
@@ -267,4 +270,31 @@ async fn a_call_without_the_internal_context_names_the_header() {
         e.message()
     );
     service.stop();
+}
+
+#[tokio::test]
+async fn dev_serves_each_service_s_grpc_on_tcp_when_asked_and_prints_where() {
+    let data = tempfile::tempdir().unwrap();
+    let (dev, _, banner) = dev::Dev::start_with(data.path(), Vec::new(), &["--grpc-addr", "127.0.0.1:0"]).await;
+    // `    contacts   127.0.0.1:40123`, one line per service.
+    let addrs: HashMap<String, String> = banner
+        .iter()
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            let (name, addr) = (parts.next()?, parts.next()?);
+            (l.starts_with("    ") && addr.parse::<std::net::SocketAddr>().is_ok()).then(|| (name.to_owned(), addr.to_owned()))
+        })
+        .collect();
+    for service in ["tenants", "contacts", "notes", "crm", "tasks", "calendar", "agents", "apps"] {
+        assert!(addrs.contains_key(service), "{service} not in the banner: {banner:?}");
+    }
+    let channel = Channel::from_shared(format!("http://{}", addrs["contacts"])).unwrap().connect().await.unwrap();
+    let Answer::Services(listed) = ask(&channel, Version::V1, Ask::List).await else { panic!("no list") };
+    assert!(listed.iter().any(|s| s == "worktruck.contacts.v1.ContactsService"), "{listed:?}");
+    assert!(!listed.iter().any(|s| s.starts_with("worktruck.tenants.")), "each port serves its own service: {listed:?}");
+    // A call still needs the internal context, and says which header.
+    let mut client = worktruck_proto::contacts::v1::contacts_service_client::ContactsServiceClient::new(channel);
+    let refused = client.list_contacts(worktruck_proto::contacts::v1::ListContactsRequest::default()).await.unwrap_err();
+    assert!(refused.message().contains("x-worktruck-context"), "{refused:?}");
+    dev.kill();
 }

@@ -2,6 +2,8 @@
 //! one agent worker in process), for tests that need the real binary: its own process, its own
 //! global telemetry, a SIGKILL.
 
+#![allow(dead_code)]
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,6 +28,12 @@ impl Dev {
     /// Starts `worktruck dev` on `data` with `env` (and none of the caller's database or NATS
     /// URLs); returns it and the first start's key, if printed.
     pub async fn start(data: &std::path::Path, env: Vec<(String, String)>) -> (Dev, Option<String>) {
+        let (dev, key, _) = Dev::start_with(data, env, &[]).await;
+        (dev, key)
+    }
+
+    /// [`Dev::start`] with more arguments; also returns the banner's lines.
+    pub async fn start_with(data: &std::path::Path, env: Vec<(String, String)>, args: &[&str]) -> (Dev, Option<String>, Vec<String>) {
         let rest = free_port();
         let mcp = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_worktruck"));
@@ -36,6 +44,7 @@ impl Dev {
             .args(["--admin-addr", &format!("127.0.0.1:{}", free_port())])
             .env_remove("WORKTRUCK_NATS__URL")
             .env_remove("WORKTRUCK_DATABASE__URL")
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         for (k, v) in env {
@@ -45,12 +54,15 @@ impl Dev {
         let stdout = child.stdout.take().unwrap();
         // The first start prints the key; read the banner off a thread.
         let (tx, rx) = std::sync::mpsc::channel();
+        let banner = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = banner.clone();
         std::thread::spawn(move || {
             use std::io::BufRead;
             for line in std::io::BufReader::new(stdout)
                 .lines()
                 .map_while(Result::ok)
             {
+                lines.lock().unwrap().push(line.clone());
                 if let Some(key) = line.trim().strip_prefix("export WT_KEY=") {
                     let _ = tx.send(Some(key.to_owned()));
                 }
@@ -76,7 +88,8 @@ impl Dev {
         }
         let key = rx.recv_timeout(Duration::from_secs(5)).ok().flatten();
         let key = key.or_else(|| rx.recv_timeout(Duration::from_millis(500)).ok().flatten());
-        (Dev { child, base, mcp: format!("http://127.0.0.1:{mcp}") }, key)
+        let banner = banner.lock().unwrap().clone();
+        (Dev { child, base, mcp: format!("http://127.0.0.1:{mcp}") }, key, banner)
     }
 
     pub fn kill(mut self) {

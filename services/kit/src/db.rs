@@ -350,11 +350,13 @@ impl Db {
         use crate::telemetry::families::{DB_ACQUIRE, DB_CONNECTIONS};
         let (size, idle) = match &self.pool {
             Pool::Pg(p) => (p.size(), p.num_idle()),
-            Pool::Sqlite(p) => (p.read.size() + p.write.size(), p.read.num_idle() + p.write.num_idle()),
+            // sqlx's counts are read from atomics one by one and may be momentarily inconsistent
+            // (an idle count above the size): saturate and clamp rather than trust them.
+            Pool::Sqlite(p) => (p.read.size().saturating_add(p.write.size()), p.read.num_idle().saturating_add(p.write.num_idle())),
         };
         let idle = u32::try_from(idle).unwrap_or(u32::MAX).min(size);
         let db = self.name.to_string();
-        metrics::gauge!(DB_CONNECTIONS, "db" => db.clone(), "state" => "in_use").set(f64::from(size - idle));
+        metrics::gauge!(DB_CONNECTIONS, "db" => db.clone(), "state" => "in_use").set(f64::from(size.saturating_sub(idle)));
         metrics::gauge!(DB_CONNECTIONS, "db" => db.clone(), "state" => "idle").set(f64::from(idle));
         metrics::histogram!(DB_ACQUIRE, "db" => db).record(acquire.as_secs_f64());
     }
