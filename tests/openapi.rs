@@ -143,3 +143,70 @@ async fn answers_match_their_documented_schemas() {
     }
     s.stop().await;
 }
+
+/// A client generated from the document (openapi-python-client, as a Python integrator would
+/// make one) works against the server and tells a 404 from a 409 by type: both are its `Error`
+/// model, with the typed code `ErrorErrorCode.NOT_FOUND` or `ErrorErrorCode.CONFLICT`, and a
+/// success is the entity's own model. CI installs the generator (`.ci/run`); elsewhere the test
+/// needs it on the PATH (`pip install openapi-python-client`) and says so when it is not.
+#[tokio::test]
+async fn a_generated_client_tells_a_404_from_a_409_by_type() {
+    use reqwest::Method;
+    use serde_json::json;
+    let installed = std::process::Command::new("openapi-python-client").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !installed {
+        assert!(std::env::var("CI").is_err(), "CI must have openapi-python-client on the PATH (.ci/run installs it)");
+        eprintln!("openapi-python-client is not installed: pip install openapi-python-client");
+        return;
+    }
+    let s = Stack::start(Backend::Sqlite).await;
+    let doc = s.http.get(format!("{}/docs/openapi.json", s.base)).send().await.unwrap().text().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("openapi.json"), doc).unwrap();
+    let out = std::process::Command::new("openapi-python-client")
+        .args(["generate", "--path", "openapi.json", "--output-path", "client", "--meta", "none"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{said}");
+    assert!(!said.contains("Unable to process"), "every schema generates: {said}");
+    // What the Python side uses: a contact, and a calendar that holds an event (its delete is a 409).
+    let (_, contact) = s.call(Method::POST, "/api/v1/contacts", Some(json!({"kind": "person", "display_name": "Ada"}))).await;
+    let (_, cal) = s.call(Method::POST, "/api/v1/calendars", Some(json!({"name": "Work", "timezone": "Europe/Oslo"}))).await;
+    let event = json!({"calendar_id": cal["id"], "title": "Review", "start_at": "2027-01-04T09:00:00Z", "end_at": "2027-01-04T10:00:00Z"});
+    let (st, _) = s.call(Method::POST, "/api/v1/events", Some(event)).await;
+    assert_eq!(st.as_u16(), 201);
+    let script = r#"
+import sys
+from client import AuthenticatedClient
+from client.api.contacts_service import contacts_service_get_contact
+from client.api.calendar_service import calendar_service_delete_calendar
+from client.models import Contact, Error, ErrorErrorCode
+
+base, token, contact, calendar, missing = sys.argv[1:6]
+c = AuthenticatedClient(base_url=base, token=token)
+got = contacts_service_get_contact.sync_detailed(id=contact, client=c)
+assert got.status_code == 200 and isinstance(got.parsed, Contact), got
+assert got.parsed.display_name == "Ada", got.parsed
+gone = contacts_service_get_contact.sync_detailed(id=missing, client=c)
+assert gone.status_code == 404 and isinstance(gone.parsed, Error), gone
+assert gone.parsed.error.code == ErrorErrorCode.NOT_FOUND, gone.parsed
+held = calendar_service_delete_calendar.sync_detailed(id=calendar, client=c)
+assert held.status_code == 409 and isinstance(held.parsed, Error), held
+assert held.parsed.error.code == ErrorErrorCode.CONFLICT, held.parsed
+print("ok")
+"#;
+    std::fs::write(dir.path().join("check.py"), script).unwrap();
+    // Off the test's runtime, which also runs the server the script calls.
+    let args = [s.base.clone(), s.key.clone(), contact["id"].as_str().unwrap().to_owned(), cal["id"].as_str().unwrap().to_owned(), uuid::Uuid::now_v7().to_string()];
+    let cwd = dir.path().to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3").arg("check.py").args(args).current_dir(cwd).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim_end().ends_with("ok"), "{said}");
+    s.stop().await;
+}

@@ -314,7 +314,7 @@ fn well_known(desc: &MessageDescriptor) -> Option<Value> {
         "google.protobuf.FieldMask" => json!({"type": "string"}),
         "google.protobuf.Struct" => json!({"type": "object"}),
         "google.protobuf.Value" => json!({}),
-        "google.protobuf.ListValue" => json!({"type": "array"}),
+        "google.protobuf.ListValue" => json!({"type": "array", "items": {}}),
         "google.protobuf.Empty" => json!({"type": "object", "additionalProperties": false}),
         "google.protobuf.Any" => json!({
             "type": "object",
