@@ -17,7 +17,6 @@ mod dev;
 #[path = "common/tooling.rs"]
 mod tooling;
 
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -876,45 +875,6 @@ async fn a_killed_worker_s_run_resumes_on_another_worker_process_postgres_nats()
     check_resumed(&run, &titles, &fake, backend);
 }
 
-/// Every byte of the agents service's storage: the SQLite files under the data folder, or a
-/// `pg_dump` of the PostgreSQL database.
-fn storage_bytes(s: &Stack) -> Vec<u8> {
-    match &s.data.database_url {
-        Some(url) if s.data.backend == Backend::Postgres => {
-            let out = Command::new("pg_dump")
-                .args(["--data-only", url])
-                .output()
-                .expect("pg_dump runs");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            out.stdout
-        }
-        _ => {
-            let mut all = Vec::new();
-            let mut dirs = vec![s.data.path()];
-            while let Some(d) = dirs.pop() {
-                for e in std::fs::read_dir(d).unwrap().map(Result::unwrap) {
-                    if e.file_type().unwrap().is_dir() {
-                        dirs.push(e.path());
-                    } else {
-                        all.extend(std::fs::read(e.path()).unwrap());
-                    }
-                }
-            }
-            all
-        }
-    }
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
-}
-
 #[tokio::test]
 async fn a_tenant_s_own_key_is_probed_sealed_used_and_never_shown() {
     for backend in backends() {
@@ -1013,14 +973,14 @@ async fn a_tenant_s_own_key_is_probed_sealed_used_and_never_shown() {
         assert!(!run.to_string().contains(TENANT_KEY));
 
         // The storage holds only ciphertext.
-        let bytes = storage_bytes(&s);
+        let bytes = s.storage_bytes();
         assert!(!bytes.is_empty());
         assert!(
-            !contains(&bytes, TENANT_KEY),
+            !common::contains(&bytes, TENANT_KEY),
             "{backend:?}: the plaintext key is in the storage"
         );
         assert!(
-            contains(&bytes, "Health first"),
+            common::contains(&bytes, "Health first"),
             "{backend:?}: the search reads the storage (a note's title is there)"
         );
 

@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -207,45 +206,6 @@ impl Client<'_> {
         )
         .await
     }
-}
-
-/// Every byte of the agents service's storage: the SQLite files under the data folder, or a
-/// `pg_dump` of the PostgreSQL database.
-fn storage_bytes(s: &Stack) -> Vec<u8> {
-    match &s.data.database_url {
-        Some(url) if s.data.backend == Backend::Postgres => {
-            let out = Command::new("pg_dump")
-                .args(["--data-only", url])
-                .output()
-                .expect("pg_dump runs");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            out.stdout
-        }
-        _ => {
-            let mut all = Vec::new();
-            let mut dirs = vec![s.data.path()];
-            while let Some(d) = dirs.pop() {
-                for e in std::fs::read_dir(d).unwrap().map(Result::unwrap) {
-                    if e.file_type().unwrap().is_dir() {
-                        dirs.push(e.path());
-                    } else {
-                        all.extend(std::fs::read(e.path()).unwrap());
-                    }
-                }
-            }
-            all
-        }
-    }
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
 }
 
 #[tokio::test]
@@ -632,14 +592,14 @@ async fn integration_keys_are_stored_sealed_verified_revoked_and_shown_masked() 
         for key in ALL_KEYS {
             assert!(!answers.contains(key), "{backend:?}: an answer shows {key}");
         }
-        let bytes = storage_bytes(&s);
+        let bytes = s.storage_bytes();
         assert!(
-            contains(&bytes, "acc-7d1f09"),
+            common::contains(&bytes, "acc-7d1f09"),
             "{backend:?}: the search reads the storage (a key's metadata is there)"
         );
         for key in ALL_KEYS {
             assert!(
-                !contains(&bytes, key),
+                !common::contains(&bytes, key),
                 "{backend:?}: the storage holds {key} in plaintext"
             );
         }

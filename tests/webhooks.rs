@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,7 +20,7 @@ use hmac::{Hmac, Mac};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use worktruck_kit::config::Config;
-use worktruck_kit::testing::{Backend, backends};
+use worktruck_kit::testing::backends;
 
 /// One request a receiver got.
 #[derive(Debug, Clone)]
@@ -211,41 +210,6 @@ fn versions_by_contact(got: &[Received]) -> BTreeMap<String, Vec<i64>> {
     out
 }
 
-fn storage_bytes(s: &Stack) -> Vec<u8> {
-    match &s.data.database_url {
-        Some(url) if s.data.backend == Backend::Postgres => {
-            let out = Command::new("pg_dump")
-                .args(["--data-only", url])
-                .output()
-                .expect("pg_dump runs");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            out.stdout
-        }
-        _ => {
-            let mut all = Vec::new();
-            let mut dirs = vec![s.data.path()];
-            while let Some(d) = dirs.pop() {
-                for e in std::fs::read_dir(d).unwrap().map(Result::unwrap) {
-                    if e.file_type().unwrap().is_dir() {
-                        dirs.push(e.path());
-                    } else {
-                        all.extend(std::fs::read(e.path()).unwrap());
-                    }
-                }
-            }
-            all
-        }
-    }
-}
-
-fn contains(hay: &[u8], needle: &str) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
-}
-
 #[tokio::test]
 async fn webhooks_are_validated_kept_per_tenant_and_their_secrets_never_shown_again() {
     for backend in backends() {
@@ -406,18 +370,18 @@ async fn webhooks_are_validated_kept_per_tenant_and_their_secrets_never_shown_ag
         assert_eq!(st, StatusCode::NOT_FOUND);
 
         // Neither secret is stored in clear.
-        let bytes = storage_bytes(&s);
+        let bytes = s.storage_bytes();
         assert!(
-            contains(&bytes, "CRM sync") || contains(&bytes, "all"),
+            common::contains(&bytes, "CRM sync") || common::contains(&bytes, "all"),
             "{backend:?}: the dump reads the storage"
         );
         for sec in [&secret, &rotated] {
             assert!(
-                !contains(&bytes, sec),
+                !common::contains(&bytes, sec),
                 "{backend:?}: a secret is in the storage in clear"
             );
             assert!(
-                !contains(&bytes, &sec["whsec_".len()..]),
+                !common::contains(&bytes, &sec["whsec_".len()..]),
                 "{backend:?}: a secret's random part is in the storage"
             );
         }

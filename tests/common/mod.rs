@@ -177,3 +177,36 @@ pub async fn moment() -> chrono::DateTime<chrono::Utc> {
     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     t
 }
+
+impl Stack {
+    /// Every byte of the stack's storage: the SQLite files under its data folder, or a
+    /// `pg_dump` of its PostgreSQL database (for tests that no secret is kept in plaintext).
+    pub fn storage_bytes(&self) -> Vec<u8> {
+        match &self.data.database_url {
+            Some(url) if self.data.backend == Backend::Postgres => {
+                let out = std::process::Command::new("pg_dump").args(["--data-only", url]).output().expect("pg_dump runs");
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                out.stdout
+            }
+            _ => {
+                let mut all = Vec::new();
+                let mut dirs = vec![self.data.path().to_owned()];
+                while let Some(d) = dirs.pop() {
+                    for e in std::fs::read_dir(d).unwrap().map(Result::unwrap) {
+                        if e.file_type().unwrap().is_dir() {
+                            dirs.push(e.path());
+                        } else {
+                            all.extend(std::fs::read(e.path()).unwrap());
+                        }
+                    }
+                }
+                all
+            }
+        }
+    }
+}
+
+/// Whether `haystack` holds `needle`'s bytes.
+pub fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
